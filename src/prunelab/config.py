@@ -1,0 +1,228 @@
+"""params.yaml, loaded once into frozen, typed config objects.
+
+Every hyper-parameter lives in params.yaml; stages read it through :func:`load_params` and pass
+each library function only the section it needs. Anything unexpected -- an unknown or missing
+key, a wrong type, a value out of range, NaN -- stops the stage before any work with one line
+naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from prunelab.errors import ParamsError
+
+Scope = Literal["layer", "global"]
+SCOPES: tuple[str, ...] = ("layer", "global")
+METHODS: tuple[str, ...] = ("weight", "unit")
+
+# Upper bounds keep hostile input from exhausting memory; they sit far above any sensible study.
+MAX_HIDDEN = 16384
+MAX_LAYERS = 32
+MAX_EPOCHS = 1000
+MAX_GRID = 10000
+MAX_SAMPLES = 60000
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How much of MNIST to use: ``None`` means all of it (60,000 train / 10,000 test)."""
+
+    train_size: int | None = None
+    test_size: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The bias-free ReLU MLP: 784 inputs, these hidden widths, 10 outputs."""
+
+    hidden: tuple[int, ...] = (1000, 1000, 500, 200)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The study's recipe: Adam, cross-entropy, shuffled mini-batches."""
+
+    epochs: int = 3
+    lr: float = 0.001
+    batch_size: int = 100
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """The sparsity grid (sorted, unique, each in [0, 1)) and the ranking scope."""
+
+    sparsities: tuple[float, ...] = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
+    scope: Scope = "layer"
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole of params.yaml."""
+
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    prune: PruneConfig
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted names to values (``train.lr`` -> 0.001), as MLflow and the docs show them."""
+        return {
+            f"{section}.{key}": list(value) if isinstance(value, tuple) else value
+            for section, fields in asdict(self).items()
+            for key, value in fields.items()
+        }
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _fail(key: str, value: Any, allowed: str) -> ParamsError:
+    return ParamsError(f"params.yaml: {key} = {_show(value)} is not allowed: {allowed}")
+
+
+def _int(raw: Mapping[str, Any], section: str, key: str, lo: int, hi: int) -> int:
+    value = raw[key]
+    # bool is an int subclass in Python; `epochs: true` is a typo, not 1.
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise _fail(f"{section}.{key}", value, f"an integer from {lo} to {hi}")
+    return value
+
+
+def _optional_int(raw: Mapping[str, Any], section: str, key: str, lo: int, hi: int) -> int | None:
+    if raw[key] is None:
+        return None
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise _fail(f"{section}.{key}", value, f"null (all) or an integer from {lo} to {hi}")
+    return value
+
+
+def _choice(raw: Mapping[str, Any], section: str, key: str, allowed: tuple[str, ...]) -> str:
+    value = raw[key]
+    if not isinstance(value, str) or value not in allowed:
+        raise _fail(f"{section}.{key}", value, "one of " + ", ".join(allowed))
+    return value
+
+
+def _check_keys(raw: Any, section: str, expected: tuple[str, ...]) -> Mapping[str, Any]:
+    where = section or "the top level"
+    if not isinstance(raw, Mapping):
+        raise ParamsError(
+            f"params.yaml: {section or '<file>'} = {_show(raw)} is not allowed: a mapping of "
+            + ", ".join(expected)
+        )
+    for key in raw:
+        if key not in expected:
+            name = f"{section}.{key}" if section else str(key)
+            raise ParamsError(
+                f"params.yaml: unknown key {_show(name)} in {where}; allowed: " + ", ".join(expected)
+            )
+    for key in expected:
+        if key not in raw:
+            name = f"{section}.{key}" if section else key
+            raise ParamsError(f"params.yaml: missing key {name!r} in {where}")
+    return raw
+
+
+def _data(raw: Any) -> DataConfig:
+    raw = _check_keys(raw, "data", ("train_size", "test_size"))
+    return DataConfig(
+        train_size=_optional_int(raw, "data", "train_size", 1, MAX_SAMPLES),
+        test_size=_optional_int(raw, "data", "test_size", 1, 10000),
+    )
+
+
+def _model(raw: Any) -> ModelConfig:
+    raw = _check_keys(raw, "model", ("hidden",))
+    hidden = raw["hidden"]
+    allowed = f"a list of 1 to {MAX_LAYERS} integers from 1 to {MAX_HIDDEN}"
+    if not isinstance(hidden, list) or not 1 <= len(hidden) <= MAX_LAYERS:
+        raise _fail("model.hidden", hidden, allowed)
+    for i, width in enumerate(hidden):
+        if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_HIDDEN:
+            raise _fail(f"model.hidden[{i}]", width, allowed)
+    return ModelConfig(hidden=tuple(hidden))
+
+
+def _train(raw: Any) -> TrainConfig:
+    raw = _check_keys(raw, "train", ("epochs", "lr", "batch_size", "seed", "device"))
+    lr = raw["lr"]
+    if (
+        isinstance(lr, bool)
+        or not isinstance(lr, (int, float))
+        or not math.isfinite(lr)
+        or not 0 < lr <= 10
+    ):
+        raise _fail("train.lr", lr, "a finite number in (0, 10]")
+    device = raw["device"]
+    if not isinstance(device, str) or not (
+        device in ("auto", "cpu", "cuda")
+        or (device.startswith("cuda:") and device[5:].isascii() and device[5:].isdigit())
+    ):
+        raise _fail("train.device", device, "auto, cpu, cuda or cuda:N")
+    return TrainConfig(
+        epochs=_int(raw, "train", "epochs", 1, MAX_EPOCHS),
+        lr=float(lr),
+        batch_size=_int(raw, "train", "batch_size", 1, MAX_SAMPLES),
+        seed=_int(raw, "train", "seed", 0, 2**32 - 1),
+        device=device,
+    )
+
+
+def _prune(raw: Any) -> PruneConfig:
+    raw = _check_keys(raw, "prune", ("sparsities", "scope"))
+    grid = raw["sparsities"]
+    allowed = f"a list of 1 to {MAX_GRID} distinct numbers in [0, 1)"
+    if not isinstance(grid, list) or not 1 <= len(grid) <= MAX_GRID:
+        raise _fail("prune.sparsities", grid, allowed)
+    for i, k in enumerate(grid):
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 <= k < 1:
+            raise _fail(f"prune.sparsities[{i}]", k, "a number in [0, 1)")
+    seen: set[float] = set()
+    for i, k in enumerate(grid):
+        if float(k) in seen:
+            raise _fail(f"prune.sparsities[{i}]", k, "each sparsity once (duplicate)")
+        seen.add(float(k))
+    # An unsorted grid is simply sorted: the order a user typed carries no meaning.
+    return PruneConfig(
+        sparsities=tuple(sorted(float(k) for k in grid)),
+        scope=_choice(raw, "prune", "scope", SCOPES),  # type: ignore[arg-type]
+    )
+
+
+def parse_params(raw: Any) -> Params:
+    """Validate a parsed params.yaml document; raise ParamsError naming the first bad key."""
+    raw = _check_keys(raw, "", ("data", "model", "train", "prune"))
+    return Params(
+        data=_data(raw["data"]),
+        model=_model(raw["model"]),
+        train=_train(raw["train"]),
+        prune=_prune(raw["prune"]),
+    )
+
+
+def load_params(path: Path) -> Params:
+    """Read and validate params.yaml."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParamsError(f"{path}: cannot be read: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ParamsError(f"{path}: YAML syntax error{where}: {problem}") from None
+    return parse_params(raw)

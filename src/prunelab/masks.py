@@ -1,0 +1,165 @@
+"""Pruning masks as pure functions: importance -> ranking -> keep-mask.
+
+A *criterion* scores the things that can be pruned: single weights (``weight``: |w|) or whole
+output neurons (``unit``: the L2 norm of each row). A *scope* decides where the ranking runs:
+``layer`` prunes floor(k * n) from each layer separately (the study); ``global`` ranks all
+pruned layers together and drops floor(k * N) of the N candidates. The output layer is never
+pruned. Masks are boolean keep-masks shaped like the weights; nothing here mutates a weight.
+
+Global unit ranking compares rows of different fan-in (784, 1000, 1000, 500), whose L2 norms
+grow like sqrt(fan-in) for weights of similar size. Rows are therefore ranked by their RMS,
+||row||_2 / sqrt(fan_in), and each layer's highest-RMS unit is protected so that no layer can
+lose all its units (which would cut the network in two).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import torch
+from torch import Tensor
+
+Scores = Callable[[Tensor], Tensor]
+
+
+def weight_scores(w: Tensor) -> Tensor:
+    """|w| per weight: (out, in) -> (out, in)."""
+    return w.abs()
+
+
+def unit_scores(w: Tensor) -> Tensor:
+    """L2 norm of each output neuron's row: (out, in) -> (out,)."""
+    return torch.linalg.vector_norm(w, dim=1)
+
+
+def unit_scores_rms(w: Tensor) -> Tensor:
+    """Row norm divided by sqrt(fan-in), comparable across layers: (out, in) -> (out,)."""
+    return unit_scores(w) / math.sqrt(w.shape[1])
+
+
+# The names here are the names in params.yaml, the metrics files and the plots.
+CRITERIA: dict[str, Scores] = {"weight": weight_scores, "unit": unit_scores}
+GLOBAL_CRITERIA: dict[str, Scores] = {"weight": weight_scores, "unit": unit_scores_rms}
+
+
+def n_pruned(sparsity: float, n: int) -> int:
+    """floor(k * n), with k read as the decimal the user wrote (0.29 * 100 -> 29, not 28)."""
+    return math.floor(Fraction(repr(float(sparsity))) * n)
+
+
+def drop_smallest(scores: Tensor, n_drop: int) -> Tensor:
+    """Keep-mask shaped like ``scores`` that drops exactly the ``n_drop`` smallest.
+
+    Ties are broken by position (stable sort), so the count is exact and the result is
+    deterministic.
+    """
+    keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
+    keep[scores.flatten().argsort(stable=True)[:n_drop]] = False
+    return keep.view(scores.shape)
+
+
+def weight_mask(w: Tensor, sparsity: float) -> Tensor:
+    """Keep-mask dropping the floor(k * numel) weights of smallest |w|: (out, in) bool."""
+    return drop_smallest(weight_scores(w), n_pruned(sparsity, w.numel()))
+
+
+def unit_mask(w: Tensor, sparsity: float) -> Tensor:
+    """Keep-mask dropping the floor(k * rows) rows of smallest L2 norm: (out, in) bool."""
+    keep_rows = drop_smallest(unit_scores(w), n_pruned(sparsity, w.shape[0]))  # (out,)
+    return keep_rows[:, None].expand_as(w)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """One sort of the candidates, reused for every sparsity in a sweep.
+
+    ``order`` lists candidate positions (in the concatenation of the layers' flattened scores)
+    from least to most important; ``droppable`` caps how many may go (protected units last).
+    """
+
+    order: Tensor
+    shapes: tuple[torch.Size, ...]
+    droppable: int
+
+    def keep(self, sparsity: float) -> list[Tensor]:
+        """Per-layer keep-masks over the scores (weight- or row-shaped) at this sparsity."""
+        total = sum(math.prod(s) for s in self.shapes)
+        n_drop = min(n_pruned(sparsity, total), self.droppable)
+        flat = torch.ones(total, dtype=torch.bool, device=self.order.device)
+        flat[self.order[:n_drop]] = False
+        sizes = [math.prod(s) for s in self.shapes]
+        return [part.view(s) for part, s in zip(flat.split(sizes), self.shapes, strict=True)]
+
+
+def rank(scores: Sequence[Tensor], protect_best: bool = False) -> Ranking:
+    """Rank the candidates of one pool (one layer, or all layers for global scope)."""
+    flat = [s.flatten().float() for s in scores]
+    if protect_best:
+        # Each layer's best candidate sorts last and is never dropped.
+        flat = [f.clone().index_fill_(0, f.argmax().view(1), math.inf) for f in flat]
+    cat = torch.cat(flat)
+    return Ranking(
+        order=cat.argsort(stable=True),
+        shapes=tuple(s.shape for s in scores),
+        droppable=cat.numel() - (len(flat) if protect_best else 0),
+    )
+
+
+class Pruner:
+    """All the masks of one method and scope for one trained net, ranked once."""
+
+    def __init__(self, weights: Sequence[Tensor], method: str, scope: str) -> None:
+        if method not in CRITERIA:
+            raise ValueError(f"unknown method {method!r}; allowed: {', '.join(CRITERIA)}")
+        self.weights = list(weights)
+        prunable = self.weights[:-1]  # the output layer stays dense
+        if scope == "layer":
+            self.rankings = [rank([CRITERIA[method](w)]) for w in prunable]
+        elif scope == "global":
+            scores = [GLOBAL_CRITERIA[method](w) for w in prunable]
+            self.rankings = [rank(scores, protect_best=method == "unit")]
+        else:
+            raise ValueError(f"unknown scope {scope!r}; allowed: layer, global")
+
+    def masks(self, sparsity: float) -> list[Tensor]:
+        """Keep-masks shaped like every weight matrix; the output layer's is all True."""
+        keeps = [m for ranking in self.rankings for m in ranking.keep(sparsity)]
+        out = []
+        for w, keep in zip(self.weights, keeps, strict=False):
+            out.append(keep if keep.shape == w.shape else keep[:, None].expand_as(w))
+        out.append(torch.ones_like(self.weights[-1], dtype=torch.bool))
+        return out
+
+
+def prune_masks(weights: Sequence[Tensor], method: str, scope: str, sparsity: float) -> list[Tensor]:
+    """Keep-masks for one sparsity (see :class:`Pruner` to sweep many)."""
+    return Pruner(weights, method, scope).masks(sparsity)
+
+
+def apply_masks(weights: Sequence[Tensor], masks: Sequence[Tensor]) -> list[Tensor]:
+    """New weight tensors with the masked-out entries set to zero."""
+    return [w * m for w, m in zip(weights, masks, strict=True)]
+
+
+def live_masks(weights: Sequence[Tensor]) -> list[Tensor]:
+    """Which weights still matter: nonzero, fed from the input, and reaching the output.
+
+    A zeroed unit (all-zero row, no bias) outputs 0 after ReLU, so its outgoing column is dead
+    too; a unit whose outgoing weights are all zero makes its incoming row dead. Structural:
+    a unit that happens to be always negative before the ReLU still counts as live.
+    """
+    nonzero = [w != 0 for w in weights]
+    fed = torch.ones(weights[0].shape[1], dtype=torch.bool, device=weights[0].device)
+    fed_in = []
+    for nz in nonzero:  # forward: which units receive any signal from the input
+        fed_in.append(fed)
+        fed = (nz.float() @ fed.float()) > 0  # (out, in) @ (in,) -> (out,)
+    reaches = torch.ones(weights[-1].shape[0], dtype=torch.bool, device=weights[-1].device)
+    live: list[Tensor] = []
+    for nz, fed_here in zip(reversed(nonzero), reversed(fed_in), strict=True):  # backward
+        live.append(nz & fed_here[None, :] & reaches[:, None])
+        reaches = (reaches.float() @ nz.float()) > 0  # (out,) @ (out, in) -> (in,)
+    return live[::-1]

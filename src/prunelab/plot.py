@@ -1,0 +1,54 @@
+"""The study's figure: accuracy against sparsity, nominal and effective, both methods."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+from prunelab.files import atomic_path  # noqa: E402
+
+# The notebook's own numbers (layer-wise, 3 epochs; ../shared/REFERENCES.md), drawn faintly
+# for comparison when the run uses the study's scope.
+STUDY_GRID = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
+STUDY_ACCURACY = {
+    "weight": (97.15, 97.12, 97.00, 96.90, 96.77, 94.84, 82.43, 72.03, 64.28, 31.88),
+    "unit": (97.15, 97.14, 96.98, 96.76, 94.63, 72.66, 36.67, 19.29, 13.07, 10.12),
+}
+COLOURS = {"weight": "tab:blue", "unit": "tab:orange"}
+
+Curve = Sequence[Mapping[str, float]]
+
+
+def draw(curves: Mapping[str, Curve], scope: str, epochs: int, path: Path) -> None:
+    """Two panels: accuracy vs the grid's sparsity k, and vs effective sparsity; PNG at path."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for method, rows in curves.items():
+        colour = COLOURS.get(method)
+        k = [r["sparsity"] for r in rows]
+        acc = [r["accuracy"] for r in rows]
+        left.plot(k, acc, "o-", color=colour, label=f"{method} pruning")
+        right.plot([r["effective_sparsity"] for r in rows], acc, "o-", color=colour,
+                   label=f"{method} pruning")
+        if scope == "layer" and method in STUDY_ACCURACY:
+            left.plot(STUDY_GRID, STUDY_ACCURACY[method], ":", color=colour, alpha=0.6,
+                      label=f"{method}, the study's notebook")
+    left.set_xlabel("sparsity k (share pruned per layer)" if scope == "layer"
+                    else "sparsity k (share pruned, ranked globally)")
+    right.set_xlabel("effective sparsity (share of weights zero or cut off)")
+    left.set_ylabel("test accuracy (%)")
+    for ax in (left, right):
+        ax.set_xlim(-0.02, 1.0)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower left", fontsize=8)
+    fig.suptitle(f"MNIST MLP pruned without retraining: {scope}-wise ranking, "
+                 f"{epochs} training epoch{'s' if epochs != 1 else ''}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,94 @@
+"""The sweep: for each sparsity, prune a fresh copy of the dense net and test it (no retraining)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from torch import Tensor
+
+from prunelab.inference import fast_equivalent
+from prunelab.masks import Pruner, apply_masks, live_masks
+from prunelab.model import accuracy
+
+TOLERANCE_POINTS = 1.0  # "within 1 point of dense" for the summaries
+CURVE_COLUMNS = (
+    "sparsity",
+    "accuracy",
+    "nominal_sparsity",
+    "effective_sparsity",
+    "nonzero_params",
+    "live_params",
+)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One pruned copy: its grid value k, test accuracy (%) and what is left of it.
+
+    nominal_sparsity is the share of all weights (output layer included) that are zero;
+    effective_sparsity the share that are zero or can no longer affect the output.
+    """
+
+    sparsity: float
+    accuracy: float
+    nominal_sparsity: float
+    effective_sparsity: float
+    nonzero_params: int
+    live_params: int
+
+
+def prune_point(weights: Sequence[Tensor], masks: Sequence[Tensor], sparsity: float,
+                x: Tensor, y: Tensor) -> SweepPoint:
+    """Apply ``masks`` to a copy of ``weights``, measure what is left and test it."""
+    pruned = apply_masks(weights, masks)
+    total = sum(w.numel() for w in pruned)
+    nonzero = sum(int((w != 0).sum()) for w in pruned)
+    live = sum(int(m.sum()) for m in live_masks(pruned))
+    return SweepPoint(
+        sparsity=sparsity,
+        accuracy=round(accuracy(fast_equivalent(pruned), x, y), 4),
+        nominal_sparsity=round(1 - nonzero / total, 6),
+        effective_sparsity=round(1 - live / total, 6),
+        nonzero_params=nonzero,
+        live_params=live,
+    )
+
+
+def sweep(weights: Sequence[Tensor], method: str, scope: str, sparsities: Iterable[float],
+          x: Tensor, y: Tensor) -> list[SweepPoint]:
+    """Every grid value, each from the same dense ``weights`` (ranked once)."""
+    pruner = Pruner(weights, method, scope)
+    return [prune_point(weights, pruner.masks(k), k, x, y) for k in sparsities]
+
+
+def summarise(points: Sequence[SweepPoint], dense_accuracy: float, method: str,
+              scope: str) -> dict[str, Any]:
+    """The metrics file: accuracy per sparsity plus the study's headline summaries."""
+    ok = [p for p in points if p.accuracy >= dense_accuracy - TOLERANCE_POINTS]
+    best = max(ok, key=lambda p: p.sparsity, default=None)
+    return {
+        "method": method,
+        "scope": scope,
+        "dense_accuracy": dense_accuracy,
+        "max_sparsity_within_1pt": best.sparsity if best else None,
+        "accuracy_at_max_sparsity": best.accuracy if best else None,
+        "effective_sparsity_at_max_sparsity": best.effective_sparsity if best else None,
+        "accuracy": {f"{p.sparsity:g}": p.accuracy for p in points},
+        "effective_sparsity": {f"{p.sparsity:g}": p.effective_sparsity for p in points},
+    }
+
+
+def curve_rows(points: Sequence[SweepPoint]) -> list[dict[str, Any]]:
+    """One CSV row per sparsity, columns in CURVE_COLUMNS order."""
+    return [{c: asdict(p)[c] for c in CURVE_COLUMNS} for p in points]
+
+
+def dense_accuracy(weights: Sequence[Tensor], points: Sequence[SweepPoint], x: Tensor,
+                   y: Tensor) -> float:
+    """The unpruned net's accuracy: the k=0 point when the grid has one, else measured."""
+    for p in points:
+        if p.sparsity == 0.0:
+            return p.accuracy
+    return round(accuracy(weights, x, y), 4)

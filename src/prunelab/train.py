@@ -1,0 +1,85 @@
+"""The study's training recipe: Adam, cross-entropy on logits, shuffled mini-batches.
+
+The whole training set sits on the device as one normalised tensor; a batch is an index into
+it. No DataLoader and no per-sample transforms: those cost the study 40x in wall time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from prunelab.config import TrainConfig
+from prunelab.model import MLP, accuracy
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch: mean training loss, test accuracy (%) after it."""
+
+    epoch: int
+    loss: float
+    test_accuracy: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What training produced, besides the weights."""
+
+    history: tuple[EpochRecord, ...]
+    step_losses: tuple[float, ...]  # one per optimizer step, for loss curves
+    seconds: float  # optimisation only (excludes the per-epoch test passes)
+    samples: int
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else float("nan")
+
+
+def build_model(hidden: tuple[int, ...], seed: int, device: torch.device) -> MLP:
+    """The MLP with PyTorch's default init, drawn from ``seed`` (same seed, same weights)."""
+    torch.manual_seed(seed)
+    return MLP(hidden).to(device)
+
+
+def train(
+    model: MLP,
+    x: Tensor,
+    y: Tensor,
+    x_test: Tensor,
+    y_test: Tensor,
+    cfg: TrainConfig,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` in place for ``cfg.epochs`` epochs and test it after each."""
+    # The fused kernel does Adam's whole update in one pass: 1.6 ms a step instead of 7.4 ms
+    # for this net on 2 CPU cores (a quarter of the training time saved).
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
+    shuffle = torch.Generator().manual_seed(cfg.seed)  # CPU generator: same order on any device
+    n, history, steps, seconds = len(x), [], [], 0.0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        start = time.perf_counter()
+        order = torch.randperm(n, generator=shuffle).to(x.device)
+        losses = []
+        batches = range(0, n, cfg.batch_size)
+        for i in tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                      disable=not progress, mininterval=0.5):
+            idx = order[i : i + cfg.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x[idx]), y[idx])  # (B, 10) logits vs (B,)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach())  # no .item(): keeps the GPU from syncing every step
+        epoch_losses = torch.stack(losses).cpu()
+        seconds += time.perf_counter() - start
+        steps.extend(epoch_losses.tolist())
+        model.eval()
+        history.append(EpochRecord(epoch, round(float(epoch_losses.mean()), 6),
+                                   round(accuracy(model.weights(), x_test, y_test), 4)))
+    return TrainResult(tuple(history), tuple(steps), seconds, n * cfg.epochs)

@@ -1,0 +1,20 @@
+"""DVC stage `download`: MNIST's four IDX files, verified against the official MD5s."""
+
+import click
+
+from prunelab import paths
+from prunelab.cli import stage_errors
+from prunelab.config import load_params
+from prunelab.data import default_sources, download
+
+
+@click.command(help=__doc__)
+def main() -> None:
+    with stage_errors():
+        load_params(paths.PARAMS)  # a broken params.yaml stops the pipeline before any work
+        source = download(paths.DATA_DIR, default_sources())
+    click.echo(f"download: {paths.DATA_DIR} from {source}, all four MD5s match", err=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""DVC stage `train`: the study's MLP on MNIST -> models/, metrics/train.json, history."""
+
+import click
+
+from prunelab import paths
+from prunelab.cli import stage_errors
+from prunelab.config import load_params
+from prunelab.data import load_split
+from prunelab.files import write_csv, write_json
+from prunelab.model import resolve_device, save_weights, to_inputs, to_targets
+from prunelab.train import build_model, train
+
+
+@click.command(help=__doc__)
+def main() -> None:
+    with stage_errors():
+        cfg = load_params(paths.PARAMS)
+        device = resolve_device(cfg.train.device)
+        (xs, ys), (xt, yt) = (load_split(paths.DATA_DIR, split, limit) for split, limit in
+                              (("train", cfg.data.train_size), ("t10k", cfg.data.test_size)))
+        model = build_model(cfg.model.hidden, cfg.train.seed, device)
+        save_weights(model.weights(), paths.INIT_MODEL)  # kept for rewinding (lottery tickets)
+        result = train(model, to_inputs(xs, device), to_targets(ys, device),
+                       to_inputs(xt, device), to_targets(yt, device), cfg.train)
+        save_weights(model.weights(), paths.MODEL)
+        last = result.history[-1]
+        history = [vars(r) for r in result.history]
+        write_json(paths.TRAIN_METRICS, {"test_accuracy": last.test_accuracy,
+                                         "final_loss": last.loss, "history": history})
+        write_json(paths.TRAIN_TIMING, {"train_seconds": round(result.seconds, 3),
+                                        "samples_per_second": round(result.samples_per_second, 1),
+                                        "device": str(device)})
+        write_csv(paths.TRAIN_HISTORY, history)
+    click.echo(f"train: test accuracy {last.test_accuracy:.2f}% after {cfg.train.epochs} epochs, "
+               f"{result.seconds:.1f} s ({result.samples_per_second:,.0f} samples/s)", err=True)
+
+
+if __name__ == "__main__":
+    main()
