@@ -6,13 +6,16 @@ from prunelab import paths
 from prunelab.cli import stage_errors
 from prunelab.config import load_params
 from prunelab.data import default_sources, download
+from prunelab.tracking import track
 
 
 @click.command(help=__doc__)
 def main() -> None:
     with stage_errors():
-        load_params(paths.PARAMS)  # a broken params.yaml stops the pipeline before any work
-        source = download(paths.DATA_DIR, default_sources())
+        cfg = load_params(paths.PARAMS)  # a broken params.yaml stops the pipeline before any work
+        with track("download", cfg) as run:
+            source = download(paths.DATA_DIR, default_sources())
+            run.set_tags({"mnist_source": source})
     click.echo(f"download: {paths.DATA_DIR} from {source}, all four MD5s match", err=True)
 
 

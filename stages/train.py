@@ -8,6 +8,7 @@ from prunelab.config import load_params
 from prunelab.data import load_split
 from prunelab.files import write_csv, write_json
 from prunelab.model import resolve_device, save_weights, to_inputs, to_targets
+from prunelab.tracking import track
 from prunelab.train import build_model, train
 
 
@@ -15,22 +16,30 @@ from prunelab.train import build_model, train
 def main() -> None:
     with stage_errors():
         cfg = load_params(paths.PARAMS)
-        device = resolve_device(cfg.train.device)
-        (xs, ys), (xt, yt) = (load_split(paths.DATA_DIR, split, limit) for split, limit in
-                              (("train", cfg.data.train_size), ("t10k", cfg.data.test_size)))
-        model = build_model(cfg.model.hidden, cfg.train.seed, device)
-        save_weights(model.weights(), paths.INIT_MODEL)  # kept for rewinding (lottery tickets)
-        result = train(model, to_inputs(xs, device), to_targets(ys, device),
-                       to_inputs(xt, device), to_targets(yt, device), cfg.train)
-        save_weights(model.weights(), paths.MODEL)
-        last = result.history[-1]
-        history = [vars(r) for r in result.history]
-        write_json(paths.TRAIN_METRICS, {"test_accuracy": last.test_accuracy,
-                                         "final_loss": last.loss, "history": history})
-        write_json(paths.TRAIN_TIMING, {"train_seconds": round(result.seconds, 3),
-                                        "samples_per_second": round(result.samples_per_second, 1),
-                                        "device": str(device)})
-        write_csv(paths.TRAIN_HISTORY, history)
+        with track("train", cfg) as run:
+            device = resolve_device(cfg.train.device)
+            (xs, ys), (xt, yt) = (load_split(paths.DATA_DIR, split, limit) for split, limit in
+                                  (("train", cfg.data.train_size), ("t10k", cfg.data.test_size)))
+            model = build_model(cfg.model.hidden, cfg.train.seed, device)
+            save_weights(model.weights(), paths.INIT_MODEL)  # kept for rewinding (lottery tickets)
+            result = train(model, to_inputs(xs, device), to_targets(ys, device),
+                           to_inputs(xt, device), to_targets(yt, device), cfg.train)
+            save_weights(model.weights(), paths.MODEL)
+            last, history = result.history[-1], [vars(r) for r in result.history]
+            summary = {"test_accuracy": last.test_accuracy, "final_loss": last.loss}
+            timing = {"train_seconds": round(result.seconds, 3),
+                      "samples_per_second": round(result.samples_per_second, 1)}
+            write_json(paths.TRAIN_METRICS, {**summary, "history": history})
+            write_json(paths.TRAIN_TIMING, {**timing, "device": str(device)})
+            write_csv(paths.TRAIN_HISTORY, history)
+            run.log_series({"loss": list(enumerate(result.step_losses, 1)),
+                             "epoch_loss": [(r.epoch, r.loss) for r in result.history],
+                             "test_accuracy": [(r.epoch, r.test_accuracy) for r in result.history]})
+            run.log_metrics({**summary, **timing}, parent_prefix="train.")
+            run.log_artifacts([paths.TRAIN_METRICS, paths.TRAIN_HISTORY])
+            run.log_model(model)
+            write_json(paths.TRAIN_RUN, {"mlflow_run_id": run.run_id, "tracking_uri": run.uri
+                                         if run.on else None})
     click.echo(f"train: test accuracy {last.test_accuracy:.2f}% after {cfg.train.epochs} epochs, "
                f"{result.seconds:.1f} s ({result.samples_per_second:,.0f} samples/s)", err=True)
 

@@ -24,14 +24,20 @@ CSR_MAX_DENSITY = 0.05
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 
-def compact(weights: Sequence[Tensor]) -> list[Tensor]:
-    """Remove hidden units without live weights: rows of their layer, columns of the next."""
-    live = live_masks(weights)
+def compact(weights: Sequence[Tensor], live: Sequence[Tensor] | None = None) -> list[Tensor]:
+    """Remove hidden units without live weights: rows of their layer, columns of the next.
+
+    ``live`` is :func:`prunelab.masks.live_masks` of ``weights`` when the caller has it.
+    """
+    live = live_masks(weights) if live is None else live
     out = list(weights)
     for i in range(len(weights) - 1):
         # A unit with a live incoming weight is fed and reaches the output; any other unit
         # either always outputs 0 or feeds only dead ends, so removing it changes nothing.
-        idx = live[i].any(dim=1).nonzero().flatten()
+        alive = live[i].any(dim=1)  # (out,)
+        if bool(alive.all()):
+            continue  # nothing to remove: skip the copy
+        idx = alive.nonzero().flatten()
         out[i] = out[i].index_select(0, idx)
         out[i + 1] = out[i + 1].index_select(1, idx)
     return out
@@ -46,7 +52,8 @@ def sparsify(weights: Sequence[Tensor], max_density: float = CSR_MAX_DENSITY) ->
     return out
 
 
-def fast_equivalent(weights: Sequence[Tensor]) -> list[Tensor]:
+def fast_equivalent(weights: Sequence[Tensor],
+                    live: Sequence[Tensor] | None = None) -> list[Tensor]:
     """The cheapest exact stand-in for ``weights`` that :func:`prunelab.model.forward` runs."""
-    return sparsify(compact(weights))
+    return sparsify(compact(weights, live))
 

@@ -12,6 +12,7 @@ DATA_DIR = Path("data/mnist")
 MODELS_DIR = Path("models")
 MODEL = MODELS_DIR / "model.pt"
 INIT_MODEL = MODELS_DIR / "init.pt"
+TRAIN_RUN = MODELS_DIR / "train_run.json"  # the MLflow run that produced MODEL
 
 METRICS_DIR = Path("metrics")
 TRAIN_METRICS = METRICS_DIR / "train.json"

@@ -1,0 +1,314 @@
+"""Every MLflow call of the project: one parent run per pipeline execution, a child per stage.
+
+DVC owns the artefacts; MLflow mirrors them for browsing and comparison.
+
+* Store: ``MLFLOW_TRACKING_URI`` when set (a tracking server), else the SQLite database
+  ``mlflow.db`` at the repository root, artifacts in ``mlartifacts/`` beside it. The root comes
+  from ``DVC_ROOT``, which ``dvc exp run --temp/--queue`` point at the parent repository, so
+  runs executed in DVC's temporary copies land in the same store as workspace runs.
+* Grouping: stages are separate processes. They find their execution's parent run by a tag
+  derived from the ``dvc`` process that launched them (and ``DVC_EXP_NAME``); a stage run by
+  hand gets a parent of its own.
+* Concurrency: SQLite allows one writer. All calls on a SQLite store go through one file
+  lock, and experiment creation tolerates a concurrent creator, so parallel queue workers
+  neither hit "database is locked" nor race each other.
+* Off switch: ``PRUNELAB_TRACKING=off`` runs the stages without MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from prunelab.config import Params
+from prunelab.errors import PrunelabError
+
+EXPERIMENT = "prunelab"
+SWITCH = "PRUNELAB_TRACKING"
+MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+
+
+class TrackingError(PrunelabError):
+    """The tracking store cannot be reached or refused a write."""
+
+
+class StageInterrupted(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that every cleanup still runs."""
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise StageInterrupted(f"stopped by signal {signum}")
+
+
+def enabled() -> bool:
+    """Tracking is on unless PRUNELAB_TRACKING is off/0/false/no."""
+    return os.environ.get(SWITCH, "on").strip().lower() not in ("off", "0", "false", "no")
+
+
+def repo_root() -> Path:
+    """The DVC repository the results belong to (the parent repo for --temp/--queue runs)."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI, or SQLite at <repo root>/mlflow.db."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def _lock(uri: str) -> Any:
+    """A cross-process lock for a SQLite store (one writer at a time); no lock for servers."""
+    if not uri.startswith("sqlite:///"):
+        return nullcontext()
+    from filelock import FileLock
+
+    return FileLock(uri.removeprefix("sqlite:///") + ".lock", timeout=600)
+
+
+def execution_key() -> str:
+    """Identifies one pipeline execution: the launching dvc process, and the DVC experiment."""
+    import psutil
+
+    me = psutil.Process()
+    launcher = me
+    for proc in me.parents():
+        try:
+            argv = proc.cmdline()
+        except psutil.Error:
+            continue
+        if any(Path(arg).name == "dvc" for arg in argv[:2]) or argv[1:3] == ["-m", "dvc"]:
+            launcher = proc
+            break
+    ident = f"{launcher.pid}-{launcher.create_time():.3f}-{os.environ.get('DVC_EXP_NAME', '')}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def params_hash(params: Params) -> str:
+    """Short hash of every params.yaml value: equal params, equal hash."""
+    blob = json.dumps(params.flat(), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def git_revision(root: Path) -> str:
+    """HEAD's commit (the baseline commit for `dvc exp run`), or '' outside git."""
+    baseline = os.environ.get("DVC_EXP_BASELINE_REV")
+    if baseline:
+        return baseline
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def _param_value(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, list) else str(value)
+    return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
+
+
+def _configure_http_client() -> None:
+    """Fail fast on an unreachable server instead of MLflow's minutes of retries."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+class StageRun:
+    """The MLflow child run of one stage (a no-op object when tracking is off)."""
+
+    def __init__(self, stage: str, params: Params) -> None:
+        self.stage = stage
+        self.params = params
+        self.on = enabled()
+        self.uri = tracking_uri()
+        self.run_id: str | None = None
+        self.parent_id: str | None = None
+        self._client: Any = None
+        self._old_sigterm: Any = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> StageRun:
+        self._old_sigterm = signal.signal(signal.SIGTERM, _raise_interrupted)
+        if not self.on:
+            return self
+        _configure_http_client()
+        try:
+            import mlflow
+
+            mlflow.set_tracking_uri(self.uri)
+            self._client = mlflow.MlflowClient(self.uri)
+            with _lock(self.uri):
+                self._start()
+        except PrunelabError:
+            raise
+        except Exception as exc:
+            raise self._error("cannot be reached", exc) from None
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        signal.signal(signal.SIGTERM, self._old_sigterm)
+        if not self.on or self.run_id is None:
+            return
+        if kind is None:
+            status = "FINISHED"
+        elif issubclass(kind, (KeyboardInterrupt, StageInterrupted)):
+            status = "KILLED"
+        else:
+            status = "FAILED"
+        try:
+            with _lock(self.uri):
+                self._client.set_terminated(self.run_id, status)
+                self._client.set_terminated(self.parent_id, status)
+        except Exception as err:
+            if kind is None:  # the stage worked but its record did not arrive: say so
+                raise self._error("lost the end of the run", err) from None
+            print(f"tracking: could not mark run {self.run_id} {status}: {err}", file=sys.stderr)
+
+    def _error(self, what: str, exc: BaseException) -> TrackingError:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return TrackingError(
+            f"MLflow tracking store {self.uri} {what}: {first[:200]} "
+            f"(set {SWITCH}=off to run without tracking)"
+        )
+
+    def _experiment_id(self) -> str:
+        client = self._client
+        found = client.get_experiment_by_name(EXPERIMENT)
+        if found is not None:
+            return str(found.experiment_id)
+        location = None
+        if self.uri.startswith("sqlite:///"):
+            location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+        try:
+            return str(client.create_experiment(EXPERIMENT, artifact_location=location))
+        except Exception:  # another worker created it first: use theirs
+            found = client.get_experiment_by_name(EXPERIMENT)
+            if found is None:
+                raise
+            return str(found.experiment_id)
+
+    def _start(self) -> None:
+        client, root = self._client, repo_root()
+        experiment = self._experiment_id()
+        key = execution_key()
+        exp_name = os.environ.get("DVC_EXP_NAME", "")
+        tags = {
+            "dvc_exp_name": exp_name or "(workspace)",
+            "mlflow.source.git.commit": git_revision(root),
+            "params_hash": params_hash(self.params),
+            "prunelab_execution": key,
+        }
+        found = client.search_runs(
+            [experiment], filter_string=f"tags.prunelab_execution = '{key}' "
+            "and tags.prunelab_role = 'pipeline'", max_results=1)
+        if found:
+            self.parent_id = found[0].info.run_id
+            client.update_run(self.parent_id, status="RUNNING")
+        else:
+            parent = client.create_run(experiment, run_name=exp_name or "workspace",
+                                       tags={**tags, "prunelab_role": "pipeline"})
+            self.parent_id = parent.info.run_id
+            self._log_params(self.parent_id)
+        child = client.create_run(
+            experiment, run_name=self.stage,
+            tags={**tags, "prunelab_role": "stage", "stage": self.stage,
+                  "mlflow.parentRunId": self.parent_id},
+        )
+        self.run_id = child.info.run_id
+        self._log_params(self.run_id)
+
+    def _log_params(self, run_id: str) -> None:
+        from mlflow.entities import Param
+
+        params = [Param(k, _param_value(v)) for k, v in self.params.flat().items()]
+        self._client.log_batch(run_id, params=params)
+
+    # -- logging ---------------------------------------------------------------------------------
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            with _lock(self.uri):
+                yield
+        except PrunelabError:
+            raise
+        except Exception as exc:
+            raise self._error("refused a write", exc) from None
+
+    def log_metrics(self, values: Mapping[str, float | None], step: int = 0,
+                    parent_prefix: str | None = None) -> None:
+        """Log scalar metrics on this stage's run (and, prefixed, on the parent)."""
+        self.log_series({k: [(step, v)] for k, v in values.items() if v is not None},
+                        parent_prefix)
+
+    def log_series(self, series: Mapping[str, Sequence[tuple[int, float]]],
+                   parent_prefix: str | None = None) -> None:
+        """Log metric histories ``{name: [(step, value), ...]}`` in batches."""
+        if not self.on:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        targets = [(self.run_id, "")]
+        if parent_prefix is not None:
+            targets.append((self.parent_id, parent_prefix))
+        with self._writing():
+            for run_id, prefix in targets:
+                metrics = [Metric(prefix + name, float(value), now, int(step))
+                           for name, points in series.items() for step, value in points]
+                for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+                    self._client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+    def log_artifacts(self, files: Sequence[Path]) -> None:
+        """Copy files into this stage's run artifacts."""
+        if not self.on:
+            return
+        with self._writing():
+            for path in files:
+                self._client.log_artifact(self.run_id, str(path))
+
+    def log_model(self, model: Any) -> None:
+        """Log the torch model with mlflow.pytorch, so ``mlflow.pytorch.load_model`` loads it."""
+        if not self.on:
+            return
+        import mlflow
+        import mlflow.pytorch
+        import numpy as np
+
+        example = np.zeros((1, model.layers[0].in_features), dtype=np.float32)
+        with self._writing(), mlflow.start_run(run_id=self.run_id):
+            # Naming the requirement skips MLflow's slow dependency inference.
+            mlflow.pytorch.log_model(model.cpu(), name="model", input_example=example,
+                                     pip_requirements=[f"torch=={_torch_version()}"])
+
+    def set_tags(self, tags: Mapping[str, str], on_parent: bool = False) -> None:
+        """Tag this stage's run (and optionally the parent)."""
+        if not self.on:
+            return
+        with self._writing():
+            for run_id in [self.run_id] + ([self.parent_id] if on_parent else []):
+                for key, value in tags.items():
+                    self._client.set_tag(run_id, key, value)
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__.split("+")[0]
+
+
+def track(stage: str, params: Params) -> StageRun:
+    """``with track("train", cfg) as run:`` -- the stage's MLflow run, ended with its status."""
+    return StageRun(stage, params)
