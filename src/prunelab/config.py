@@ -126,7 +126,8 @@ def _check_keys(raw: Any, section: str, expected: tuple[str, ...]) -> Mapping[st
         if key not in expected:
             name = f"{section}.{key}" if section else str(key)
             raise ParamsError(
-                f"params.yaml: unknown key {_show(name)} in {where}; allowed: " + ", ".join(expected)
+                f"params.yaml: unknown key {_show(name)} in {where}; allowed: "
+                + ", ".join(expected)
             )
     for key in expected:
         if key not in raw:

@@ -209,7 +209,9 @@ def download(
                 shutil.rmtree(dest)
             scratch.rename(dest)
             return name
-    raise DownloadError("no source gave MNIST files with the official MD5s: " + " | ".join(failures))
+    raise DownloadError(
+        "no source gave MNIST files with the official MD5s: " + " | ".join(failures)
+    )
 
 
 # --- tensors ----------------------------------------------------------------------------------

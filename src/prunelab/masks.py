@@ -134,7 +134,9 @@ class Pruner:
         return out
 
 
-def prune_masks(weights: Sequence[Tensor], method: str, scope: str, sparsity: float) -> list[Tensor]:
+def prune_masks(
+    weights: Sequence[Tensor], method: str, scope: str, sparsity: float
+) -> list[Tensor]:
     """Keep-masks for one sparsity (see :class:`Pruner` to sweep many)."""
     return Pruner(weights, method, scope).masks(sparsity)
 

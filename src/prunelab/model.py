@@ -109,7 +109,9 @@ def load_weights(path: Path, device: torch.device | str = "cpu") -> list[Tensor]
     except FileNotFoundError:
         raise DataError(f"{path}: missing; run: dvc repro train") from None
     except Exception as exc:  # torch raises many kinds for a damaged zip/pickle
-        raise DataError(f"{path}: damaged model file ({type(exc).__name__}); run: dvc repro -f train") from None
+        raise DataError(
+            f"{path}: damaged model file ({type(exc).__name__}); run: dvc repro -f train"
+        ) from None
     try:
         weights, sizes = payload["weights"], payload["sizes"]
         ok = payload["format"] == FORMAT and len(weights) == len(sizes) - 1

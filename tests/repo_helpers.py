@@ -1,0 +1,302 @@
+"""Shared helpers for the end-to-end and server tests: temporary DVC repos, commands, MLflow.
+
+A plain module (not a conftest): ``from repo_helpers import ...``. Every helper here works on
+temporary directories only; nothing touches the project checkout except reading its files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MAIN = Path(__file__).resolve().parents[1]
+VENV_BIN = MAIN / ".venv" / "bin"
+EXPERIMENT = "prunelab"
+STAGES = ("download", "train", "prune_weight", "prune_unit", "plot")
+
+# A pipeline small enough for tests: ~2,000 training images, one epoch, a narrow net, 3 points.
+SMALL_PARAMS: dict[str, Any] = {
+    "data": {"train_size": 2000, "test_size": 1000},
+    "model": {"hidden": [64, 32]},
+    "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seed": 0, "device": "auto"},
+    "prune": {"sparsities": [0.0, 0.5, 0.9], "scope": "layer"},
+}
+SMALL_STEPS = [0, 500, 900]
+
+# Environment variables that would leak the developer's (or DVC's) context into a temp repo.
+_SCRUB = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID",
+          "PRUNELAB_TRACKING", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE",
+          "PYTHONPATH", "VIRTUAL_ENV", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")
+
+
+class CommandFailed(AssertionError):
+    """A command that should have worked did not; the message carries its output."""
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def env_for(repo: Path, **extra: str | None) -> dict[str, str]:
+    """The environment of a command in ``repo``: the venv first on PATH, the repo's src importable.
+
+    ``extra`` sets (or, with None, removes) variables, e.g. MLFLOW_TRACKING_URI=...
+    """
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
+    env["PYTHONPATH"] = str(Path(repo) / "src")
+    env["PYTHONUNBUFFERED"] = "1"
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["DVC_NO_ANALYTICS"] = "1"
+    for key, value in extra.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+def run(cmd: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None,
+        timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` in ``cwd`` (env defaults to :func:`env_for`); raise CommandFailed on failure."""
+    started = time.monotonic()
+    done = subprocess.run(list(cmd), cwd=cwd, env=dict(env) if env else env_for(cwd),
+                          capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+    done.seconds = time.monotonic() - started  # type: ignore[attr-defined]
+    if check and done.returncode != 0:
+        raise CommandFailed(
+            f"{' '.join(cmd)} (in {cwd}) exited {done.returncode}\n"
+            f"--- stdout ---\n{done.stdout[-6000:]}\n--- stderr ---\n{done.stderr[-6000:]}")
+    return done
+
+
+def dvc(repo: Path, *args: str, env: Mapping[str, str] | None = None, timeout: float = 600,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``dvc ARGS`` in ``repo`` with the venv's dvc."""
+    return run([str(VENV_BIN / "dvc"), *args], repo, env=env, timeout=timeout, check=check)
+
+
+def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run(["git", *args], repo, env=env_for(repo), timeout=120, check=check)
+
+
+def error_lines(text: str) -> list[str]:
+    """The lines of ``text`` that start with 'Error:' (click's one-line stage errors)."""
+    return [line for line in text.splitlines() if line.startswith("Error:")]
+
+
+# --- temporary repositories -----------------------------------------------------------------
+
+_shared_cache: Path | None = None
+
+
+def shared_dvc_cache(tmp_path_factory: Any) -> Path:
+    """One DVC cache directory for the whole pytest session (MNIST is stored once)."""
+    global _shared_cache
+    if _shared_cache is None or not _shared_cache.exists():
+        _shared_cache = tmp_path_factory.mktemp("dvc-cache")
+    return _shared_cache
+
+
+def write_params(repo: Path, params: Mapping[str, Any]) -> None:
+    (Path(repo) / "params.yaml").write_text(yaml.safe_dump(dict(params), sort_keys=False),
+                                           encoding="utf-8")
+
+
+def make_repo(dest: Path, cache_dir: Path | None = None,
+              params: Mapping[str, Any] = SMALL_PARAMS) -> Path:
+    """A git + DVC repository with the project's pipeline and code, small params, one commit."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in ("stages", "src"):
+        shutil.copytree(MAIN / name, dest / name, ignore=ignore)
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        if (MAIN / name).exists():
+            shutil.copy2(MAIN / name, dest / name)
+    write_params(dest, params)
+    git(dest, "init", "-q", "-b", "main")
+    git(dest, "config", "user.name", "prunelab tests")
+    git(dest, "config", "user.email", "tests@prunelab.invalid")
+    git(dest, "config", "commit.gpgsign", "false")
+    dvc(dest, "init", "-q")
+    shutil.copy2(MAIN / ".dvc" / "config", dest / ".dvc" / "config")
+    if cache_dir is not None:
+        dvc(dest, "cache", "dir", str(cache_dir))
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "pipeline with small params")
+    return dest
+
+
+def repro(repo: Path, env: Mapping[str, str] | None = None,
+          timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``dvc repro``: download may come from the (shared) run-cache, every other stage really runs.
+
+    Without ``--no-run-cache`` a shared cache would restore train/prune outputs computed in
+    another repository, and no MLflow run would be created here.
+    """
+    dvc(repo, "repro", "download", env=env, timeout=timeout)
+    return dvc(repo, "repro", "--no-run-cache", env=env, timeout=timeout)
+
+
+def commit_all(repo: Path, message: str) -> None:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# --- MLflow ----------------------------------------------------------------------------------
+
+
+def sqlite_uri(repo: Path) -> str:
+    return f"sqlite:///{Path(repo).resolve() / 'mlflow.db'}"
+
+
+def mlflow_runs(uri: str) -> list[Any]:
+    """Every run of the 'prunelab' experiment in the store at ``uri`` (MlflowClient)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None, f"no experiment {EXPERIMENT!r} in {uri}"
+    return list(client.search_runs([experiment.experiment_id], max_results=5000))
+
+
+def children(runs: Sequence[Any], parent_id: str) -> dict[str, Any]:
+    """The stage runs under ``parent_id``, by stage name."""
+    return {r.data.tags["stage"]: r for r in runs
+            if r.data.tags.get("mlflow.parentRunId") == parent_id
+            and r.data.tags.get("prunelab_role") == "stage"}
+
+
+def parents(runs: Sequence[Any]) -> list[Any]:
+    return [r for r in runs if r.data.tags.get("prunelab_role") == "pipeline"]
+
+
+def metric_steps(uri: str, run_id: str, key: str = "accuracy") -> list[int]:
+    import mlflow
+
+    history = mlflow.MlflowClient(uri).get_metric_history(run_id, key)
+    return sorted(m.step for m in history)
+
+
+# --- servers ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[Any] | None = None,
+              log: Path | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail early if ``proc`` dies."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
+            raise RuntimeError(f"server exited {proc.returncode} before {url} answered\n{tail}")
+        try:
+            answer = requests.get(url, timeout=2)
+            if answer.status_code == 200:
+                return
+            last = answer.status_code
+        except requests.RequestException as exc:
+            last = exc
+        time.sleep(0.5)
+    tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s (last: {last})\n{tail}")
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float = 10) -> None:
+    """Stop a process started with start_new_session=True: its whole group, TERM then KILL."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=grace)
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, workdir: Path, artifact_root: Path | None = None,
+                  timeout: float = 120) -> Iterator[str]:
+    """An ``mlflow server`` on a free loopback port; yields its base URL; stopped afterwards."""
+    port = free_port()
+    log = Path(workdir) / f"mlflow-server-{port}.log"
+    cmd = [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", backend_uri,
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    if artifact_root is not None:
+        cmd += ["--default-artifact-root", str(artifact_root)]
+    env = env_for(Path(workdir))
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", timeout, proc, log)
+        yield url
+    finally:
+        stop_process(proc)
+
+
+def rest_runs(url: str, experiment_name: str = EXPERIMENT) -> tuple[str, list[dict[str, Any]]]:
+    """(experiment id, every run as JSON) through the server's REST API."""
+    import requests
+
+    answer = requests.get(f"{url}/api/2.0/mlflow/experiments/get-by-name",
+                          params={"experiment_name": experiment_name}, timeout=30)
+    answer.raise_for_status()
+    exp_id = answer.json()["experiment"]["experiment_id"]
+    runs: list[dict[str, Any]] = []
+    token = None
+    while True:
+        body: dict[str, Any] = {"experiment_ids": [exp_id], "max_results": 1000}
+        if token:
+            body["page_token"] = token
+        answer = requests.post(f"{url}/api/2.0/mlflow/runs/search", json=body, timeout=30)
+        answer.raise_for_status()
+        data = answer.json()
+        runs += data.get("runs", [])
+        token = data.get("next_page_token")
+        if not token:
+            return exp_id, runs
+
+
+def rest_tags(run: Mapping[str, Any]) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run.get("data", {}).get("tags", [])}
+
+
+def rest_params(run: Mapping[str, Any]) -> dict[str, str]:
+    return {p["key"]: p["value"] for p in run.get("data", {}).get("params", [])}
+
+
+def rest_history(url: str, run_id: str, key: str = "accuracy") -> list[dict[str, Any]]:
+    import requests
+
+    answer = requests.get(f"{url}/api/2.0/mlflow/metrics/get-history",
+                          params={"run_id": run_id, "metric_key": key}, timeout=30)
+    answer.raise_for_status()
+    return list(answer.json().get("metrics", []))

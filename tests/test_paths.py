@@ -1,0 +1,171 @@
+"""dvc.yaml agrees with prunelab.paths and the code: outs, deps, params, stage commands."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from prunelab import paths
+from prunelab.config import METHODS, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("download", "train", "prune_weight", "prune_unit", "plot")
+
+EXPECTED_OUTS: dict[str, set[Path]] = {
+    "download": {paths.DATA_DIR},
+    "train": {paths.MODEL, paths.INIT_MODEL, paths.TRAIN_RUN, paths.TRAIN_METRICS,
+              paths.TRAIN_TIMING, paths.TRAIN_HISTORY},
+    **{f"prune_{m}": {paths.prune_metrics(m), paths.prune_curve(m)} for m in METHODS},
+    "plot": {paths.FIGURE},
+}
+
+
+@pytest.fixture(scope="module")
+def dvc() -> dict[str, Any]:
+    """dvc.yaml, parsed (anchors resolved)."""
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
+
+
+def entries(items: list[Any]) -> list[str]:
+    """Paths of a deps/outs list whose items are strings or one-key mappings."""
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(item)
+        else:
+            assert isinstance(item, dict) and len(item) == 1, item
+            out.extend(item)
+    return out
+
+
+def outs(dvc: dict[str, Any], stage: str) -> set[Path]:
+    """The outs of one stage as Paths."""
+    return {Path(p) for p in entries(dvc["stages"][stage].get("outs", []))}
+
+
+def script(dvc: dict[str, Any], stage: str) -> str:
+    """The stage's Python script, from its cmd (python stages/X.py ...)."""
+    argv = shlex.split(dvc["stages"][stage]["cmd"])
+    assert argv[0] == "python" and argv[1].startswith("stages/"), argv
+    return argv[1]
+
+
+def prunelab_imports(path: Path, seen: set[str] | None = None) -> set[str]:
+    """Every prunelab module a file imports, directly or through other prunelab modules."""
+    seen = set() if seen is None else seen
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module == "prunelab":
+            names = [f"prunelab.{a.name}" for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        for name in names:
+            if name.startswith("prunelab.") and name not in seen:
+                seen.add(name)
+                module = ROOT / "src" / (name.replace(".", "/") + ".py")
+                if module.is_file():
+                    prunelab_imports(module, seen)
+    return seen
+
+
+def test_pipeline_has_the_five_stages(dvc: dict[str, Any]) -> None:
+    """dvc.yaml defines exactly download, train, prune_weight, prune_unit and plot."""
+    assert set(dvc["stages"]) == set(STAGES)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_outs_are_the_paths_module(dvc: dict[str, Any], stage: str) -> None:
+    """Each stage's outs are exactly the prunelab.paths artefacts it owns."""
+    assert outs(dvc, stage) == EXPECTED_OUTS[stage]
+
+
+def test_every_path_is_an_out_of_exactly_one_stage(dvc: dict[str, Any]) -> None:
+    """Every artefact path in prunelab.paths is an out of exactly one stage, and vice versa."""
+    owners: dict[Path, list[str]] = {}
+    for stage in STAGES:
+        for out in outs(dvc, stage):
+            owners.setdefault(out, []).append(stage)
+    not_outs = {paths.PARAMS, paths.MODELS_DIR, paths.METRICS_DIR, paths.PLOTS_DIR}
+    constants = {v for v in vars(paths).values() if isinstance(v, Path)} - not_outs
+    named = {paths.DATA_DIR, paths.MODEL, paths.INIT_MODEL, paths.TRAIN_METRICS,
+             paths.TRAIN_TIMING, paths.TRAIN_HISTORY, paths.FIGURE}
+    assert named <= constants
+    all_paths = constants | {f(m) for f in (paths.prune_metrics, paths.prune_curve)
+                             for m in ("weight", "unit")}
+    assert set(owners) == all_paths
+    assert all(len(stages) == 1 for stages in owners.values()), owners
+
+
+def test_metrics_section_lists_the_json_outputs(dvc: dict[str, Any]) -> None:
+    """The top-level metrics are the train and prune JSON files."""
+    assert {Path(p) for p in dvc["metrics"]} == {
+        paths.TRAIN_METRICS, paths.TRAIN_TIMING, *(paths.prune_metrics(m) for m in METHODS)}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_deps_exist_or_come_from_an_upstream_stage(dvc: dict[str, Any], stage: str) -> None:
+    """Every code dep exists in the repo; every data dep is an out of another stage."""
+    produced = {out: s for s in STAGES for out in outs(dvc, s)}
+    deps = [Path(d) for d in entries(dvc["stages"][stage]["deps"])]
+    assert len(deps) == len(set(deps)), "duplicate dep"
+    for dep in deps:
+        if dep in produced:
+            assert produced[dep] != stage
+        else:
+            assert (ROOT / dep).is_file(), f"{stage}: dep {dep} does not exist"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_deps_cover_every_imported_module(dvc: dict[str, Any], stage: str) -> None:
+    """The stage script and every prunelab module it (transitively) imports are deps."""
+    deps = set(entries(dvc["stages"][stage]["deps"]))
+    code = script(dvc, stage)
+    assert code in deps
+    modules = prunelab_imports(ROOT / code)
+    assert "prunelab.paths" in modules
+    for module in modules:
+        assert "src/" + module.replace(".", "/") + ".py" in deps, f"{stage}: {module}"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_params_are_known_keys(dvc: dict[str, Any], stage: str) -> None:
+    """Every params key a stage lists exists in params.yaml."""
+    known = set(load_params(ROOT / "params.yaml").flat())
+    for key in dvc["stages"][stage].get("params", []):
+        assert key in known, f"{stage}: unknown params key {key}"
+
+
+@pytest.fixture(scope="module")
+def help_runs() -> dict[str, subprocess.CompletedProcess[str]]:
+    """`python stages/X.py --help` for every stage script, run concurrently."""
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    procs = {
+        name: subprocess.Popen([sys.executable, f"stages/{name}.py", "--help"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for name in ("download", "train", "prune", "plot")
+    }
+    results = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return results
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_help_works(dvc: dict[str, Any], help_runs: dict[str, Any], stage: str) -> None:
+    """Each stage's script answers --help with exit status 0 and a usage line."""
+    done = help_runs[Path(script(dvc, stage)).stem]
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Usage: ")
+    if stage.startswith("prune_"):
+        assert "METHOD" in done.stdout and "weight" in done.stdout
