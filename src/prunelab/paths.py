@@ -21,6 +21,9 @@ TRAIN_TIMING = METRICS_DIR / "train_timing.json"
 PLOTS_DIR = Path("plots")
 TRAIN_HISTORY = PLOTS_DIR / "train_history.csv"
 FIGURE = PLOTS_DIR / "accuracy_vs_sparsity.png"
+SPEED_METRICS = METRICS_DIR / "speed.json"
+SPEED_CURVE = PLOTS_DIR / "speed.csv"
+TRADEOFF_FIGURE = PLOTS_DIR / "tradeoff.png"
 
 
 def prune_metrics(method: str) -> Path:

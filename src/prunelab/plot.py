@@ -52,3 +52,29 @@ def draw(curves: Mapping[str, Curve], scope: str, epochs: int, path: Path) -> No
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def draw_tradeoff(rows: Sequence[Mapping[str, object]], path: Path) -> None:
+    """Accuracy against measured speed-up (batch 100) and against compressed size."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    keys = sorted({(str(r["method"]), str(r["scope"])) for r in rows})
+    for method, scope in keys:
+        mine = [r for r in rows if r["method"] == method and r["scope"] == scope]
+        style = dict(color=COLOURS.get(method), ls="-" if scope == "layer" else "--",
+                     marker="o", ms=4, label=f"{method}, {scope}")
+        acc = [float(r["accuracy"]) for r in mine]  # type: ignore[arg-type]
+        left.plot([float(r["speedup_b100"]) for r in mine], acc, **style)  # type: ignore
+        right.plot([float(r["bytes_compressed"]) / 1e6 for r in mine], acc, **style)  # type: ignore
+    left.set_xscale("log")
+    right.set_xscale("log")
+    left.set_xlabel("measured speed-up over the dense net (CPU, batch 100)")
+    right.set_xlabel("model size, compressed (MB)")
+    left.set_ylabel("test accuracy (%)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle("What pruning buys: compacted unit-pruned nets, CSR weight-pruned nets")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

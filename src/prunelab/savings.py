@@ -1,0 +1,170 @@
+"""What a pruned model really buys: parameters, bytes, FLOPs and measured CPU latency.
+
+A mask alone speeds nothing up. Here each pruned model is *realised* the way it would be
+deployed: a unit-pruned net is compacted (dead neurons physically removed), a weight-pruned
+net stores each layer dense or as CSR, whichever runs faster at its sparsity on this machine.
+Timing lives here, in its own stage, so the pruning stages' outputs stay deterministic.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from prunelab.inference import compact, csr
+from prunelab.masks import Pruner, apply_masks
+from prunelab.model import accuracy, forward
+
+LATENCY_BATCHES = (1, 100)
+
+
+@dataclass(frozen=True)
+class Realised:
+    """A pruned net as deployed: one dense or CSR matrix per layer."""
+
+    layers: tuple[Tensor, ...]
+
+    @property
+    def formats(self) -> str:
+        """e.g. 'dense,csr,csr,dense,dense'."""
+        return ",".join("csr" if w.layout == torch.sparse_csr else "dense" for w in self.layers)
+
+
+@contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads (timing), then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def median_seconds(fn: object, repeats: int, warmup: int = 3) -> float:
+    """Median wall time of calling ``fn()`` (no autograd), after ``warmup`` calls."""
+    with torch.no_grad():
+        for _ in range(warmup):
+            fn()  # type: ignore[operator]
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()  # type: ignore[operator]
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def faster_format(w: Tensor, batch: int, repeats: int = 15) -> Tensor:
+    """``w`` dense or as CSR, whichever multiplies a (batch, in) input faster here."""
+    nonzero = int(w.count_nonzero())
+    if nonzero > 0.5 * w.numel():
+        return w  # CSR never wins at this density; skip the measurement
+    sparse = csr(w)
+    x = torch.randn(batch, w.shape[1], device=w.device)
+    dense_s = median_seconds(lambda: x @ w.T, repeats)
+    sparse_s = median_seconds(lambda: torch.sparse.mm(sparse, x.T.contiguous()).T, repeats)
+    return sparse if sparse_s < dense_s else w
+
+
+def realise(pruned: Sequence[Tensor], method: str, batch: int = 100,
+            n_threads: int = 1) -> Realised:
+    """Deployable form: compacted for units; per-layer dense/CSR (timed) for weights."""
+    if method == "unit":
+        return Realised(tuple(compact(pruned)))
+    with threads(n_threads):
+        return Realised(tuple(faster_format(w, batch) for w in pruned))
+
+
+def stored_params(model: Realised) -> int:
+    """Numbers stored for the weights (nonzeros for CSR, every entry for dense)."""
+    return sum(int(w.values().numel()) if w.layout == torch.sparse_csr else w.numel()
+               for w in model.layers)
+
+
+def flops_per_sample(model: Realised) -> int:
+    """Multiply-adds x 2 for one input, skipping stored zeros (the theoretical cost)."""
+    return 2 * sum(int(w.values().count_nonzero()) if w.layout == torch.sparse_csr
+                   else int(w.count_nonzero()) for w in model.layers)
+
+
+def stored_bytes(model: Realised) -> tuple[int, int]:
+    """Size of the serialised model (torch.save), raw and zlib-compressed."""
+    buf = io.BytesIO()
+    torch.save([w.cpu() for w in model.layers], buf)
+    raw = buf.getvalue()
+    return len(raw), len(zlib.compress(raw, 6))
+
+
+def paired_latency(model: Realised, dense: Realised, batch: int,
+                   repeats: int) -> tuple[float, float]:
+    """Median seconds of one forward pass of ``model`` and of ``dense``, timed alternately.
+
+    Alternating the two in one loop keeps drifts of the machine (another process, clock
+    changes) out of their ratio.
+    """
+    x = torch.randn(batch, dense.layers[0].shape[1], device=dense.layers[0].device)
+    times: dict[str, list[float]] = {"model": [], "dense": []}
+    with torch.no_grad():
+        for i in range(repeats + 3):
+            for name, layers in (("model", model.layers), ("dense", dense.layers)):
+                start = time.perf_counter()
+                forward(layers, x)
+                if i >= 3:  # the first rounds warm caches and allocators
+                    times[name].append(time.perf_counter() - start)
+    return statistics.median(times["model"]), statistics.median(times["dense"])
+
+
+def measure(weights: Sequence[Tensor], method: str, scope: str, grid: Sequence[float],
+            x: Tensor, y: Tensor, repeats: int, n_threads: int = 1) -> list[dict[str, object]]:
+    """One row per sparsity: accuracy, size, FLOPs, latency and speed-up over the dense net.
+
+    Latency is timed with ``n_threads`` threads; accuracy uses every core.
+    """
+    dense = Realised(tuple(weights))
+    pruner = Pruner(weights, method, scope)
+    rows = []
+    for k in grid:
+        model = realise(apply_masks(weights, pruner.masks(k)), method, n_threads=n_threads)
+        raw, packed = stored_bytes(model)
+        row: dict[str, object] = {
+            "method": method, "scope": scope, "sparsity": k,
+            "accuracy": round(accuracy(model.layers, x, y), 4),
+            "formats": model.formats, "stored_params": stored_params(model),
+            "bytes": raw, "bytes_compressed": packed, "flops_per_sample": flops_per_sample(model),
+        }
+        for b in LATENCY_BATCHES:
+            with threads(n_threads):
+                seconds, dense_seconds = paired_latency(model, dense, b, repeats)
+            row[f"latency_ms_b{b}"] = round(seconds * 1e3, 4)
+            row[f"speedup_b{b}"] = round(dense_seconds / seconds, 3)
+        rows.append(row)
+    return rows
+
+
+def summarise(rows: Sequence[dict[str, object]], dense_accuracy: float) -> dict[str, object]:
+    """Headline figures per method and scope: the fastest and smallest model within 1 point."""
+    out: dict[str, object] = {}
+    dense = next((r for r in rows if r["sparsity"] == 0.0), None)
+    if dense is not None:
+        out["dense"] = {k: dense[k] for k in ("latency_ms_b1", "latency_ms_b100", "bytes",
+                                              "bytes_compressed", "flops_per_sample")}
+    for method, scope in sorted({(str(r["method"]), str(r["scope"])) for r in rows}):
+        mine = [r for r in rows if r["method"] == method and r["scope"] == scope]
+        ok = [r for r in mine if float(r["accuracy"]) >= dense_accuracy - 1.0]  # type: ignore[arg-type]
+        best = max(ok, key=lambda r: float(r["sparsity"]), default=None)  # type: ignore[arg-type]
+        out[f"{method}_{scope}"] = {
+            "max_sparsity_within_1pt": best["sparsity"] if best else None,
+            "speedup_b100_at_max": best["speedup_b100"] if best else None,
+            "speedup_b1_at_max": best["speedup_b1"] if best else None,
+            "bytes_compressed_at_max": best["bytes_compressed"] if best else None,
+            "speedup_b100": {f"{r['sparsity']:g}": r["speedup_b100"] for r in mine},
+        }
+    return out
