@@ -8,7 +8,7 @@ from prunelab.config import load_params
 from prunelab.data import load_split
 from prunelab.files import write_csv, write_json
 from prunelab.model import resolve_device, save_weights, to_inputs, to_targets
-from prunelab.tracking import track
+from prunelab.tracking import redact, track
 from prunelab.train import build_model, train
 
 
@@ -38,8 +38,8 @@ def main() -> None:
             run.log_metrics({**summary, **timing}, parent_prefix="train.")
             run.log_artifacts([paths.TRAIN_METRICS, paths.TRAIN_HISTORY])
             run.log_model(model)
-            write_json(paths.TRAIN_RUN, {"mlflow_run_id": run.run_id, "tracking_uri": run.uri
-                                         if run.on else None})
+            write_json(paths.TRAIN_RUN, {"mlflow_run_id": run.run_id,
+                                         "tracking_uri": redact(run.uri) if run.on else None})
     click.echo(f"train: test accuracy {last.test_accuracy:.2f}% after {cfg.train.epochs} epochs, "
                f"{result.seconds:.1f} s ({result.samples_per_second:,.0f} samples/s)", err=True)
 

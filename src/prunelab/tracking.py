@@ -29,6 +29,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from prunelab.config import Params
 from prunelab.errors import PrunelabError
@@ -63,6 +64,16 @@ def repo_root() -> Path:
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI, or SQLite at <repo root>/mlflow.db."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def redact(uri: str) -> str:
+    """The URI without any user:password, for messages and records."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=f"***@{netloc}"))
 
 
 def _lock(uri: str) -> Any:
@@ -179,7 +190,7 @@ class StageRun:
     def _error(self, what: str, exc: BaseException) -> TrackingError:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return TrackingError(
-            f"MLflow tracking store {self.uri} {what}: {first[:200]} "
+            f"MLflow tracking store {redact(self.uri)} {what}: {first[:200]} "
             f"(set {SWITCH}=off to run without tracking)"
         )
 
