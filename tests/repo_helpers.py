@@ -132,8 +132,8 @@ def make_repo(dest: Path, cache_dir: Path | None = None,
     git(dest, "config", "commit.gpgsign", "false")
     dvc(dest, "init", "-q")
     shutil.copy2(MAIN / ".dvc" / "config", dest / ".dvc" / "config")
-    if cache_dir is not None:
-        dvc(dest, "cache", "dir", str(cache_dir))
+    if cache_dir is not None:  # .dvc/config.local: never committed, so clones keep their own
+        dvc(dest, "cache", "dir", "--local", str(cache_dir))
     git(dest, "add", "-A")
     git(dest, "commit", "-q", "-m", "pipeline with small params")
     return dest
@@ -300,3 +300,63 @@ def rest_history(url: str, run_id: str, key: str = "accuracy") -> list[dict[str,
                           params={"run_id": run_id, "metric_key": key}, timeout=30)
     answer.raise_for_status()
     return list(answer.json().get("metrics", []))
+
+
+# --- DVC experiments ---------------------------------------------------------------------------
+
+
+def reset_workspace(repo: Path) -> None:
+    """Back to the committed baseline: params, lock, metrics (git) and models, data (DVC)."""
+    git(repo, "reset", "-q", "--hard", "HEAD")
+    dvc(repo, "checkout", "-q", "--force")
+
+
+def ran_experiments(output: str) -> list[str]:
+    """Experiment names from `dvc exp run` output ('Ran experiment(s): a, b')."""
+    import re
+
+    names: list[str] = []
+    for match in re.finditer(r"Ran experiment\(s\): (.+)", output):
+        names += [n.strip() for n in match.group(1).split(",") if n.strip()]
+    if not names:
+        names = re.findall(r"Reproducing experiment '([^']+)'", output)
+    return names
+
+
+def queued_experiments(output: str) -> list[str]:
+    import re
+
+    return re.findall(r"Queued experiment '([^']+)' for future execution", output)
+
+
+def wait_for_queue(repo: Path, timeout: float, env: Mapping[str, str] | None = None,
+                   poll: float = 3) -> str:
+    """Poll `dvc queue status` until nothing is Queued or Running; return the last status."""
+    import re
+
+    deadline = time.monotonic() + timeout
+    status = ""
+    while time.monotonic() < deadline:
+        status = dvc(repo, "queue", "status", env=env, timeout=120).stdout
+        rows = [line for line in status.splitlines() if re.search(r"\b(Queued|Running)\b", line)]
+        if not rows:
+            return status
+        time.sleep(poll)
+    raise TimeoutError(f"queue still busy after {timeout:.0f} s:\n{status}")
+
+
+def exp_show(repo: Path, env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """`dvc exp show --json`, parsed."""
+    return json.loads(dvc(repo, "exp", "show", "--json", env=env, timeout=300).stdout)
+
+
+def experiment_entries(shown: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every experiment in `dvc exp show --json` by name: {'rev': ..., 'state': ..., ...}."""
+    found: dict[str, dict[str, Any]] = {}
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                name = rev.get("name") or exp.get("name")
+                state = (exp.get("executor") or {}).get("state")
+                found[name] = {**rev, "state": state}
+    return found

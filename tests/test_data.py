@@ -87,7 +87,8 @@ def test_parse_idx_either_decodes_or_raises_data_error(dims: list[int], extra: i
                                                        payload: bytes) -> None:
     """Any header with a wrong data length is a DataError; a right one decodes to that shape."""
     size = int(np.prod(dims))
-    data = (payload * (size + 9))[: max(size + extra, 0)] if payload else bytes(max(size + extra, 0))
+    length = max(size + extra, 0)
+    data = (payload * (size + 9))[:length] if payload else bytes(length)
     blob = header(*dims) + data
     if len(data) == size:
         assert parse_idx(blob).shape == tuple(dims)
@@ -248,7 +249,8 @@ def test_download_all_sources_fail(tmp_path: Path) -> None:
         download(dest, sources, EXPECTED)
     message = str(info.value)
     assert "checksum mismatch" in message
-    assert "connection reset" in message and "alpha.bin" in message and "beta.bin missing" in message
+    assert "connection reset" in message and "alpha.bin" in message
+    assert "beta.bin missing" in message
     assert calls == ["partial", "wrong", "missing"]
     assert not dest.exists()
     assert list(dest.parent.iterdir()) == []  # no scratch directories beside it
