@@ -150,6 +150,18 @@ def repro(repo: Path, env: Mapping[str, str] | None = None,
     return dvc(repo, "repro", "--no-run-cache", env=env, timeout=timeout)
 
 
+def pipeline_stages(repo: Path) -> set[str]:
+    """The stage names of the repository's dvc.yaml."""
+    return set(yaml.safe_load((Path(repo) / "dvc.yaml").read_text(encoding="utf-8"))["stages"])
+
+
+def stages_run(output: str) -> set[str]:
+    """The stages `dvc repro` / `dvc exp run` says it ran."""
+    import re
+
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
 def commit_all(repo: Path, message: str) -> None:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", message)

@@ -189,11 +189,6 @@ def test_missing_file_is_a_params_error(tmp_path: Path) -> None:
         load_params(tmp_path / "nope.yaml")
 
 
-@pytest.mark.xfail(
-    reason="config.py:164: math.isfinite raises OverflowError for an int too large for a float "
-    "(e.g. lr: 1 followed by 400 zeros), which escapes as a traceback instead of ParamsError",
-    strict=True,
-)
 def test_huge_integer_lr_is_a_params_error(tmp_path: Path, raw_params: Raw) -> None:
     """A gigantic integer lr is out of range: ParamsError, not OverflowError."""
     raw = copy.deepcopy(raw_params)

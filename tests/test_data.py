@@ -97,11 +97,6 @@ def test_parse_idx_either_decodes_or_raises_data_error(dims: list[int], extra: i
             parse_idx(blob)
 
 
-@pytest.mark.xfail(
-    reason="data.py:66: dims are read as signed int32 and never checked for negatives; two "
-    "negative dims multiply to a positive size, so reshape raises ValueError, not DataError",
-    strict=True,
-)
 def test_parse_idx_negative_dimensions_pair_is_a_data_error() -> None:
     """A header with dims (-1, -1) and 1 data byte is malformed: DataError, not ValueError."""
     with pytest.raises(DataError):
@@ -256,11 +251,6 @@ def test_download_all_sources_fail(tmp_path: Path) -> None:
     assert list(dest.parent.iterdir()) == []  # no scratch directories beside it
 
 
-@pytest.mark.xfail(
-    reason="data.py:207: extra entries are removed with Path.unlink, so a source that leaves a "
-    "subdirectory crashes download() with IsADirectoryError instead of succeeding",
-    strict=True,
-)
 def test_download_drops_an_extra_subdirectory(tmp_path: Path) -> None:
     """A verified source that also leaves a subdirectory still wins; the extra is dropped."""
 

@@ -8,7 +8,6 @@ naming the key, the value and what is allowed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -159,12 +158,8 @@ def _model(raw: Any) -> ModelConfig:
 def _train(raw: Any) -> TrainConfig:
     raw = _check_keys(raw, "train", ("epochs", "lr", "batch_size", "seed", "device"))
     lr = raw["lr"]
-    if (
-        isinstance(lr, bool)
-        or not isinstance(lr, (int, float))
-        or not math.isfinite(lr)
-        or not 0 < lr <= 10
-    ):
+    # Range first: it also rejects NaN, and math.isfinite would overflow on a huge int.
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= 10:
         raise _fail("train.lr", lr, "a finite number in (0, 10]")
     device = raw["device"]
     if not isinstance(device, str) or not (

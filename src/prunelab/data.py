@@ -66,6 +66,8 @@ def parse_idx(blob: bytes | bytearray, name: str = "<bytes>") -> np.ndarray:
     if ndim == 0 or len(blob) < start:
         raise DataError(f"{name}: truncated IDX header")
     shape = tuple(int(d) for d in np.frombuffer(blob, dtype=">i4", count=ndim, offset=4))
+    if min(shape) < 0:
+        raise DataError(f"{name}: IDX header has a negative dimension {shape}")
     expected = int(np.prod(shape))
     if len(blob) - start != expected:
         raise DataError(
@@ -215,8 +217,9 @@ def download(
                 failures.append(f"{name}: checksum mismatch: {'; '.join(problems)}")
                 print(f"download: {name}: checksum mismatch", file=sys.stderr)
                 continue
-            for extra in set(p.name for p in scratch.iterdir()) - set(expected):
-                (scratch / extra).unlink()
+            for extra in {p.name for p in scratch.iterdir()} - set(expected):
+                path = scratch / extra
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
             if dest.exists():
                 shutil.rmtree(dest)
             scratch.rename(dest)

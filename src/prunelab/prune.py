@@ -76,9 +76,14 @@ def summarise(points: Sequence[SweepPoint], dense_accuracy: float, method: str,
         "max_sparsity_within_1pt": best.sparsity if best else None,
         "accuracy_at_max_sparsity": best.accuracy if best else None,
         "effective_sparsity_at_max_sparsity": best.effective_sparsity if best else None,
-        "accuracy": {f"{p.sparsity:g}": p.accuracy for p in points},
-        "effective_sparsity": {f"{p.sparsity:g}": p.effective_sparsity for p in points},
+        "accuracy": {grid_key(p.sparsity): p.accuracy for p in points},
+        "effective_sparsity": {grid_key(p.sparsity): p.effective_sparsity for p in points},
     }
+
+
+def grid_key(sparsity: float) -> str:
+    """A metrics key naming a grid value exactly (shortest round-trip repr: '0.97', '0.0')."""
+    return repr(float(sparsity))
 
 
 def curve_rows(points: Sequence[SweepPoint]) -> list[dict[str, Any]]:

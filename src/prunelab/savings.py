@@ -22,6 +22,7 @@ from torch import Tensor
 from prunelab.inference import compact, csr
 from prunelab.masks import Pruner, apply_masks
 from prunelab.model import accuracy, forward
+from prunelab.prune import grid_key
 
 LATENCY_BATCHES = (1, 100)
 
@@ -165,6 +166,6 @@ def summarise(rows: Sequence[dict[str, object]], dense_accuracy: float) -> dict[
             "speedup_b100_at_max": best["speedup_b100"] if best else None,
             "speedup_b1_at_max": best["speedup_b1"] if best else None,
             "bytes_compressed_at_max": best["bytes_compressed"] if best else None,
-            "speedup_b100": {f"{r['sparsity']:g}": r["speedup_b100"] for r in mine},
+            "speedup_b100": {grid_key(float(r["sparsity"])): r["speedup_b100"] for r in mine},
         }
     return out

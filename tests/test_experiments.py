@@ -1,0 +1,312 @@
+"""DVC experiments and their MLflow records: `dvc exp run -S`, the queue, exp show, plots diff.
+
+One baseline repository per module (small params, one full `dvc repro`, committed); every
+experiment runs on top of it and the workspace is reset to the baseline around each test.
+The MLflow store is the repository's SQLite file, read back with MlflowClient.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from repo_helpers import (
+    SMALL_STEPS,
+    children,
+    commit_all,
+    dvc,
+    error_lines,
+    exp_show,
+    experiment_entries,
+    git,
+    make_repo,
+    metric_steps,
+    mlflow_runs,
+    parents,
+    pipeline_stages,
+    queued_experiments,
+    ran_experiments,
+    read_json,
+    repro,
+    reset_workspace,
+    shared_dvc_cache,
+    sqlite_uri,
+    stages_run,
+    wait_for_queue,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+PRUNE_STAGES = ("prune_weight", "prune_unit")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    repo: Path
+    uri: str
+    commit: str
+    train_run_id: str  # the MLflow run of the baseline's train stage
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One `dvc exp run` and what it left behind."""
+
+    name: str
+    output: str
+    new_runs: list[Any]  # MLflow runs created by this experiment
+    train_run: dict[str, Any]  # models/train_run.json right after the run
+    prune_metrics: dict[str, Any]  # metrics/prune_weight.json right after the run
+
+    @property
+    def parent(self) -> Any:
+        found = parents(self.new_runs)
+        assert len(found) == 1, f"expected one parent run, got {[r.info.run_name for r in found]}"
+        return found[0]
+
+    @property
+    def stages(self) -> dict[str, Any]:
+        return children(self.new_runs, self.parent.info.run_id)
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
+    repo = make_repo(tmp_path_factory.mktemp("exp-repo") / "repo",
+                     cache_dir=shared_dvc_cache(tmp_path_factory))
+    repro(repo)
+    commit_all(repo, "baseline results")
+    train_run_id = read_json(repo / "models" / "train_run.json")["mlflow_run_id"]
+    commit = git(repo, "rev-parse", "HEAD").stdout.strip()
+    return Baseline(repo, sqlite_uri(repo), commit, train_run_id)
+
+
+@pytest.fixture(scope="module")
+def run_experiment(baseline: Baseline) -> Callable[..., Experiment]:
+    """``run_experiment("prune.scope=global")``: `dvc exp run -S ...` once per set of values."""
+    done: dict[tuple[str, ...], Experiment] = {}
+
+    def run(*sets: str) -> Experiment:
+        if sets not in done:
+            repo = baseline.repo
+            reset_workspace(repo)
+            before = {r.info.run_id for r in mlflow_runs(baseline.uri)}
+            args = [arg for value in sets for arg in ("-S", value)]
+            out = dvc(repo, "exp", "run", *args)
+            text = out.stdout + out.stderr
+            names = ran_experiments(text)
+            assert len(names) == 1, text
+            new = [r for r in mlflow_runs(baseline.uri) if r.info.run_id not in before]
+            done[sets] = Experiment(names[0], text, new,
+                                    read_json(repo / "models" / "train_run.json"),
+                                    read_json(repo / "metrics" / "prune_weight.json"))
+            reset_workspace(repo)
+        return done[sets]
+
+    return run
+
+
+@pytest.fixture
+def workspace(baseline: Baseline) -> Iterator[Path]:
+    """The baseline repository, reset to its commit before and after the test."""
+    reset_workspace(baseline.repo)
+    yield baseline.repo
+    reset_workspace(baseline.repo)
+
+
+def test_scope_experiment_is_tracked_under_its_own_parent(
+        baseline: Baseline, run_experiment: Callable[..., Experiment]) -> None:
+    """-S prune.scope=global: a parent named after the experiment, prune children with the
+    grid as their accuracy history, and a link to the (skipped) baseline train run."""
+    import mlflow
+
+    exp = run_experiment("prune.scope=global")
+    assert "Stage 'train' didn't change, skipping" in exp.output
+    parent, stages = exp.parent, exp.stages
+
+    assert parent.info.run_name == exp.name
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["dvc_exp_name"] == exp.name
+    assert parent.data.params["prune.scope"] == "global"
+    # Exactly the stages DVC ran have runs: train was skipped (only prune params changed).
+    assert set(stages) == stages_run(exp.output)
+    assert {"prune_weight", "prune_unit", "plot"} <= set(stages)
+    assert "train" not in stages and "download" not in stages
+    assert {r.info.run_id for r in exp.new_runs} == {parent.info.run_id} | {
+        r.info.run_id for r in stages.values()}
+
+    for run in exp.new_runs:
+        assert run.data.params["prune.scope"] == "global", run.info.run_name
+        assert run.data.tags["dvc_exp_name"] == exp.name, run.info.run_name
+        assert run.data.tags["mlflow.source.git.commit"] == baseline.commit, run.info.run_name
+
+    client = mlflow.MlflowClient(baseline.uri)
+    for stage in PRUNE_STAGES:
+        run = stages[stage]
+        assert run.info.run_name == stage and run.info.status == "FINISHED"
+        assert run.data.tags["stage"] == stage
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        # exactly one point per grid value: no duplicates, no missing step
+        assert metric_steps(baseline.uri, run.info.run_id) == SMALL_STEPS
+        assert metric_steps(baseline.uri, parent.info.run_id, f"{stage}.accuracy") == SMALL_STEPS
+        # the pruned model came from the baseline's train run, which exists in the store
+        assert run.data.tags["train_run_id"] == baseline.train_run_id
+        train_run = client.get_run(baseline.train_run_id)
+        assert train_run.data.tags["stage"] == "train"
+        assert train_run.info.status == "FINISHED"
+    assert parent.data.tags["train_run_id"] == baseline.train_run_id
+
+    history = client.get_metric_history(stages["prune_weight"].info.run_id, "accuracy")
+    by_step = {m.step: m.value for m in history}
+    assert by_step == {round(float(k) * 1000): v
+                       for k, v in exp.prune_metrics["accuracy"].items()}
+    assert exp.prune_metrics["scope"] == "global"
+
+
+def test_train_experiment_logs_the_new_hyper_parameters(
+        baseline: Baseline, run_experiment: Callable[..., Experiment]) -> None:
+    """-S train.epochs=2 -S train.lr=0.0005 retrains; the train run has the new params."""
+    import mlflow
+
+    exp = run_experiment("train.epochs=2", "train.lr=0.0005")
+    stages = exp.stages
+    assert set(stages) == stages_run(exp.output) == pipeline_stages(baseline.repo) - {"download"}
+    train = stages["train"]
+    assert train.data.params["train.epochs"] == "2"
+    assert float(train.data.params["train.lr"]) == 0.0005
+    assert exp.parent.data.params["train.epochs"] == "2"
+    assert exp.parent.info.run_name == exp.name
+    # one test-accuracy point per epoch
+    assert metric_steps(baseline.uri, train.info.run_id, "test_accuracy") == [1, 2]
+    # the new model names its own run, and the prune runs point at it (not the baseline's)
+    assert exp.train_run["mlflow_run_id"] == train.info.run_id != baseline.train_run_id
+    for stage in PRUNE_STAGES:
+        assert stages[stage].data.tags["train_run_id"] == train.info.run_id
+    assert mlflow.MlflowClient(baseline.uri).get_run(train.info.run_id).info.status == "FINISHED"
+
+
+def test_grid_experiment_has_one_point_per_new_sparsity(
+        baseline: Baseline, run_experiment: Callable[..., Experiment]) -> None:
+    """-S prune.sparsities=[0.0,0.25,0.75]: exp show and MLflow both have the 3 new points."""
+    exp = run_experiment("prune.sparsities=[0.0,0.25,0.75]")
+    shown = experiment_entries(exp_show(baseline.repo))
+    assert exp.name in shown, sorted(shown)
+    metrics = shown[exp.name]["data"]["metrics"]["metrics/prune_weight.json"]["data"]
+    assert sorted(metrics["accuracy"], key=float) == ["0", "0.25", "0.75"]
+    params = shown[exp.name]["data"]["params"]["params.yaml"]["data"]
+    assert params["prune"]["sparsities"] == [0.0, 0.25, 0.75]
+
+    for stage in PRUNE_STAGES:
+        run = exp.stages[stage]
+        assert json.loads(run.data.params["prune.sparsities"]) == [0.0, 0.25, 0.75]
+        assert metric_steps(baseline.uri, run.info.run_id) == [0, 250, 750]
+
+
+def test_queued_experiments_run_in_parallel_into_one_store(baseline: Baseline) -> None:
+    """A queued pair run by two workers: both succeed and land in the parent repo's store,
+    each under its own parent with its own learning rate."""
+    repo = baseline.repo
+    reset_workspace(repo)
+    before = {r.info.run_id for r in mlflow_runs(baseline.uri)}
+    # (0.001 is the baseline's value: that experiment would skip every stage and log nothing)
+    out = dvc(repo, "exp", "run", "--queue", "-S", "train.lr=0.002,0.003")
+    names = queued_experiments(out.stdout + out.stderr)
+    assert len(names) == 2, out.stdout + out.stderr
+    try:
+        dvc(repo, "queue", "start", "-j", "2")
+        status = wait_for_queue(repo, timeout=480)
+    except BaseException:
+        dvc(repo, "queue", "kill", *names, check=False)
+        raise
+    finally:
+        dvc(repo, "queue", "stop", check=False)
+    for name in names:
+        assert any(name in line and "Success" in line for line in status.splitlines()), status
+    shown = experiment_entries(exp_show(repo))
+    for name in names:
+        assert shown[name]["state"] == "success", shown[name]
+        assert shown[name]["error"] is None
+
+    new = [r for r in mlflow_runs(baseline.uri) if r.info.run_id not in before]
+    by_name = {}
+    for parent in parents(new):
+        by_name.setdefault(parent.data.tags["dvc_exp_name"], []).append(parent)
+    assert sorted(by_name) == sorted(names)
+    expected_stages = pipeline_stages(repo) - {"download"}  # all but download rerun
+    lrs = set()
+    for name, found in by_name.items():
+        assert len(found) == 1, f"{name}: {len(found)} parent runs"
+        parent = found[0]
+        assert parent.info.run_name == name and parent.info.status == "FINISHED"
+        stages = children(new, parent.info.run_id)
+        assert set(stages) == expected_stages, name
+        lr = parent.data.params["train.lr"]
+        for stage, run in stages.items():  # no run strayed under the other worker's parent
+            assert run.data.params["train.lr"] == lr, (name, stage)
+            assert run.data.tags["dvc_exp_name"] == name, (name, stage)
+            assert run.info.status == "FINISHED", (name, stage)
+        for stage in PRUNE_STAGES:
+            assert stages[stage].data.tags["train_run_id"] == stages["train"].info.run_id
+            assert metric_steps(baseline.uri, stages[stage].info.run_id) == SMALL_STEPS
+        lrs.add(float(lr))
+    assert lrs == {0.002, 0.003}
+    # every run belongs to one of the two parents: nothing was logged elsewhere
+    assert len(new) == 2 * (1 + len(expected_stages))
+
+
+def test_exp_show_lists_metrics(baseline: Baseline, workspace: Path,
+                                run_experiment: Callable[..., Experiment]) -> None:
+    """`dvc exp show` has the metrics of the baseline and of the experiments."""
+    exp = run_experiment("prune.scope=global")
+    table = dvc(workspace, "exp", "show", "--no-pager", "--csv").stdout
+    header, *rows = table.splitlines()
+    columns = header.split(",")
+    for column in ("test_accuracy", "metrics/prune_weight.json:dense_accuracy",
+                   "metrics/prune_unit.json:accuracy.0.5", "prune.scope"):
+        assert column in columns, column
+    assert any(row.split(",")[1] == "main" for row in rows)
+    assert any(row.split(",")[0] == exp.name for row in rows) or exp.name in table
+    wide = dvc(workspace, "exp", "show", "--no-pager", "--only-changed").stdout
+    assert "test_accuracy" in wide or "prune_weight" in wide or "accuracy" in wide
+
+
+def test_plots_diff_of_two_experiments(tmp_path: Path, baseline: Baseline, workspace: Path,
+                                       run_experiment: Callable[..., Experiment]) -> None:
+    """`dvc plots diff A B -o dir`: one HTML page naming both, with both methods' data."""
+    first = run_experiment("prune.scope=global")
+    second = run_experiment("prune.sparsities=[0.0,0.25,0.75]")
+    out_dir = tmp_path / "plots"
+    dvc(workspace, "plots", "diff", first.name, second.name, "-o", str(out_dir))
+    page = out_dir / "index.html"
+    assert page.is_file(), sorted(p.name for p in out_dir.iterdir())
+    html = page.read_text(encoding="utf-8")
+    for needle in (first.name, second.name, "prune_weight.csv", "prune_unit.csv"):
+        assert needle in html, needle
+    assert "Test accuracy against sparsity" in html
+
+
+@pytest.mark.parametrize(("value", "key", "shown"), [
+    ("prune.scope=foo", "prune.scope", "'foo'"),
+    ("prune.sparsities=[0.5,1.5]", "prune.sparsities", "1.5"),
+    ("train.epochs=0", "train.epochs", "0"),
+])
+def test_malformed_set_value_fails_naming_key_and_value(
+        baseline: Baseline, workspace: Path, value: str, key: str, shown: str) -> None:
+    """A bad -S value stops the experiment with one 'Error:' line naming key and value."""
+    before = {r.info.run_id for r in mlflow_runs(baseline.uri)}
+    out = dvc(workspace, "exp", "run", "-S", value, check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0, text
+    lines = error_lines(text)
+    assert len(lines) == 1, text
+    assert lines[0].startswith(f"Error: params.yaml: {key}")
+    assert f" = {shown} is not allowed: " in lines[0], lines[0]
+    if value == "prune.scope=foo":
+        assert lines[0] == ("Error: params.yaml: prune.scope = 'foo' is not allowed: "
+                            "one of layer, global")
+    assert "Traceback" not in text
+    # the params are checked before any tracking: nothing was logged
+    assert {r.info.run_id for r in mlflow_runs(baseline.uri)} == before
