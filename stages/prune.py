@@ -32,7 +32,8 @@ def main(method: str) -> None:
             write_csv(paths.prune_curve(method), curve_rows(points))
             write_json(paths.prune_metrics(method), summary)
             # DVC may skip training; this link names the run that produced the pruned model.
-            run.set_tags({"train_run_id": str(train_run)}, on_parent=True)
+            if train_run:
+                run.set_tags({"train_run_id": str(train_run)}, on_parent=True)
             run.log_series(metric_series(points), parent_prefix=f"prune_{method}.")
             run.log_metrics({k: summary[k] for k in ("dense_accuracy", "max_sparsity_within_1pt",
                                                      "accuracy_at_max_sparsity")},

@@ -35,7 +35,9 @@ def main() -> None:
             run.log_series({"loss": list(enumerate(result.step_losses, 1)),
                              "epoch_loss": [(r.epoch, r.loss) for r in result.history],
                              "test_accuracy": [(r.epoch, r.test_accuracy) for r in result.history]})
-            run.log_metrics({**summary, **timing}, parent_prefix="train.")
+            run.log_metrics(timing, parent_prefix="train.")
+            # The stage run has these as per-epoch histories already; the parent gets the summary.
+            run.log_metrics(summary, parent_prefix="train.", on_stage=False)
             run.log_artifacts([paths.TRAIN_METRICS, paths.TRAIN_HISTORY])
             run.log_model(model)
             write_json(paths.TRAIN_RUN, {"mlflow_run_id": run.run_id,

@@ -46,13 +46,18 @@ SMALL_PARAMS: dict[str, Any] = {
     "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seed": 0, "device": "cpu"},
     "prune": {"sparsities": [0.0, 0.5, 0.9], "scope": "layer"},
 }
-# Long enough (several seconds of training) to be interrupted mid-run.
+# A few seconds to tens of seconds of training (600 steps), depending on the machine's load.
 SLOW_PARAMS: dict[str, Any] = {
     **SMALL_PARAMS,
     "data": {"train_size": 20000, "test_size": 500},
     "model": {"hidden": [256, 128]},
     "train": {**SMALL_PARAMS["train"], "epochs": 3},
 }
+# Far too long to finish (6,000 steps): for runs that are always interrupted in epoch 1.
+ENDLESS_PARAMS: dict[str, Any] = {
+    **SLOW_PARAMS, "train": {**SLOW_PARAMS["train"], "epochs": 30},
+}
+FIRST_EPOCH = "epoch 1/30"  # tqdm's progress label once ENDLESS_PARAMS training is under way
 
 _SCRUB_PREFIXES = ("MLFLOW_", "DVC_", "PRUNELAB_", "GIT_")
 _SCRUB = ("PYTHONPATH", "VIRTUAL_ENV")

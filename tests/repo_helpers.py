@@ -81,6 +81,9 @@ def run(cmd: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None,
     return done
 
 
+run_command = run  # for modules where `run` is a common local name
+
+
 def dvc(repo: Path, *args: str, env: Mapping[str, str] | None = None, timeout: float = 600,
         check: bool = True) -> subprocess.CompletedProcess[str]:
     """``dvc ARGS`` in ``repo`` with the venv's dvc."""

@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 from repo_helpers import (
     SMALL_STEPS,
+    VENV_BIN,
     children,
     commit_all,
     dvc,
+    env_for,
     error_lines,
     exp_show,
     experiment_entries,
@@ -33,6 +35,7 @@ from repo_helpers import (
     read_json,
     repro,
     reset_workspace,
+    run_command,
     shared_dvc_cache,
     sqlite_uri,
     stages_run,
@@ -179,13 +182,20 @@ def test_train_experiment_logs_the_new_hyper_parameters(
     assert float(train.data.params["train.lr"]) == 0.0005
     assert exp.parent.data.params["train.epochs"] == "2"
     assert exp.parent.info.run_name == exp.name
-    # one test-accuracy point per epoch
-    assert metric_steps(baseline.uri, train.info.run_id, "test_accuracy") == [1, 2]
+    assert metric_steps(baseline.uri, train.info.run_id, "epoch_loss") == [1, 2]
     # the new model names its own run, and the prune runs point at it (not the baseline's)
     assert exp.train_run["mlflow_run_id"] == train.info.run_id != baseline.train_run_id
     for stage in PRUNE_STAGES:
         assert stages[stage].data.tags["train_run_id"] == train.info.run_id
     assert mlflow.MlflowClient(baseline.uri).get_run(train.info.run_id).info.status == "FINISHED"
+
+
+def test_train_run_test_accuracy_history_is_one_point_per_epoch(
+        baseline: Baseline, run_experiment: Callable[..., Experiment]) -> None:
+    """The train run's 'test_accuracy' history has exactly the epochs 1..N as steps."""
+    exp = run_experiment("train.epochs=2", "train.lr=0.0005")
+    train = exp.stages["train"]
+    assert metric_steps(baseline.uri, train.info.run_id, "test_accuracy") == [1, 2]
 
 
 def test_grid_experiment_has_one_point_per_new_sparsity(
@@ -195,7 +205,7 @@ def test_grid_experiment_has_one_point_per_new_sparsity(
     shown = experiment_entries(exp_show(baseline.repo))
     assert exp.name in shown, sorted(shown)
     metrics = shown[exp.name]["data"]["metrics"]["metrics/prune_weight.json"]["data"]
-    assert sorted(metrics["accuracy"], key=float) == ["0", "0.25", "0.75"]
+    assert sorted(float(k) for k in metrics["accuracy"]) == [0.0, 0.25, 0.75]
     params = shown[exp.name]["data"]["params"]["params.yaml"]["data"]
     assert params["prune"]["sparsities"] == [0.0, 0.25, 0.75]
 
@@ -261,16 +271,19 @@ def test_exp_show_lists_metrics(baseline: Baseline, workspace: Path,
                                 run_experiment: Callable[..., Experiment]) -> None:
     """`dvc exp show` has the metrics of the baseline and of the experiments."""
     exp = run_experiment("prune.scope=global")
-    table = dvc(workspace, "exp", "show", "--no-pager", "--csv").stdout
-    header, *rows = table.splitlines()
-    columns = header.split(",")
+    table = dvc(workspace, "exp", "show", "--no-pager", "--md").stdout
+    header = table.splitlines()[0]
     for column in ("test_accuracy", "metrics/prune_weight.json:dense_accuracy",
                    "metrics/prune_unit.json:accuracy.0.5", "prune.scope"):
-        assert column in columns, column
-    assert any(row.split(",")[1] == "main" for row in rows)
-    assert any(row.split(",")[0] == exp.name for row in rows) or exp.name in table
-    wide = dvc(workspace, "exp", "show", "--no-pager", "--only-changed").stdout
-    assert "test_accuracy" in wide or "prune_weight" in wide or "accuracy" in wide
+        assert f" {column} " in header, column
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]
+            if line.startswith("|")}
+    assert "main" in rows and "workspace" in rows
+    exp_rows = [line for line in table.splitlines() if f"[{exp.name}]" in line]
+    assert len(exp_rows) == 1, table
+    assert "global" in exp_rows[0]
+    csv = dvc(workspace, "exp", "show", "--no-pager", "--csv").stdout
+    assert "test_accuracy" in csv.splitlines()[0].split(",")
 
 
 def test_plots_diff_of_two_experiments(tmp_path: Path, baseline: Baseline, workspace: Path,
@@ -310,3 +323,23 @@ def test_malformed_set_value_fails_naming_key_and_value(
     assert "Traceback" not in text
     # the params are checked before any tracking: nothing was logged
     assert {r.info.run_id for r in mlflow_runs(baseline.uri)} == before
+
+
+def test_prune_after_untracked_training_has_no_dangling_train_link(
+        baseline: Baseline, workspace: Path) -> None:
+    """Train without tracking, prune with it: the prune run carries no bogus train_run_id."""
+    import mlflow
+
+    run_command([str(VENV_BIN / "python"), "stages/train.py"], workspace,
+        env=env_for(workspace, PRUNELAB_TRACKING="off"))
+    assert read_json(workspace / "models" / "train_run.json")["mlflow_run_id"] is None
+    before = {r.info.run_id for r in mlflow_runs(baseline.uri)}
+    run_command([str(VENV_BIN / "python"), "stages/prune.py", "weight"], workspace)
+    new = [r for r in mlflow_runs(baseline.uri) if r.info.run_id not in before]
+    assert {r.info.run_name for r in new} == {"prune_weight", "workspace"}
+    client = mlflow.MlflowClient(baseline.uri)
+    for r in new:
+        link = r.data.tags.get("train_run_id")
+        if link is not None:  # either no link, or one to a run that exists
+            assert link != "None", f"{r.info.run_name}: train_run_id = 'None'"
+            assert client.get_run(link).data.tags.get("stage") == "train", link

@@ -174,6 +174,18 @@ def test_unreachable_server_fails_fast_with_one_error_line(tracked: TrackedRepo,
     assert (tracked.repo / "models" / "model.pt").read_bytes() == model  # no work was done
 
 
+def test_unreachable_server_error_does_not_leak_credentials(tracked: TrackedRepo) -> None:
+    """user:password in MLFLOW_TRACKING_URI never reaches the error line."""
+    port = closed_port()
+    uri = f"http://alice:s3cret-pw@127.0.0.1:{port}"
+    done, seconds = run_stage(tracked.repo, "plot.py", MLFLOW_TRACKING_URI=uri)
+    assert done.returncode == 1 and seconds < 30, done.stderr
+    lines = error_lines(done.stderr)
+    assert len(lines) == 1, done.stderr
+    assert f"http://***@127.0.0.1:{port}" in lines[0]  # the URI is named, redacted
+    assert "s3cret-pw" not in done.stderr + done.stdout
+
+
 def test_tracking_off_runs_without_the_server(tracked: TrackedRepo) -> None:
     """PRUNELAB_TRACKING=off: the same stage works with the server unreachable."""
     uri = f"http://127.0.0.1:{closed_port()}"
@@ -247,15 +259,26 @@ def test_compare_page_renders_both_runs(tracked: TrackedRepo, tmp_path: Path,
 # --- PostgreSQL behind the server ----------------------------------------------------------------
 
 
+def pg_driver() -> str | None:
+    """The DB-API driver SQLAlchemy should use; SQLAlchemy 2.1 defaults to psycopg 3."""
+    for module in ("psycopg2", "psycopg"):
+        try:
+            __import__(module)
+        except ImportError:
+            continue
+        return module
+    return None
+
+
 @contextlib.contextmanager
 def postgres_cluster() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster on a free loopback port; yields its database URI."""
+    """A throwaway PostgreSQL cluster on a free loopback port; yields its libpq URI
+    (postgresql://user@host:port/db)."""
     if not PG_BINDIRS:
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    try:
-        import psycopg2  # noqa: F401  (MLflow's driver for postgresql:// stores)
-    except ImportError:
-        pytest.skip("psycopg2 is not installed: add psycopg2-binary to the dev extras")
+    if pg_driver() is None:
+        pytest.skip("no PostgreSQL driver: add psycopg2-binary (or psycopg[binary]) to the "
+                    "dev extras")
     bindir = PG_BINDIRS[0]
     as_user: list[str] = []
     if os.geteuid() == 0:  # initdb and postgres refuse to run as root
@@ -302,15 +325,18 @@ def test_postgres_backed_server_receives_the_pipeline(tmp_path_factory: pytest.T
                                                       ) -> None:
     """PostgreSQL -> mlflow server -> the pipeline: the runs are in the database and readable."""
     work = tmp_path_factory.mktemp("mlflow-postgres")
-    with postgres_cluster() as db_uri, mlflow_server(
-            db_uri, work, artifact_root=work / "artifacts", timeout=180) as url:
+    with contextlib.ExitStack() as stack:
+        db_uri = stack.enter_context(postgres_cluster())
+        # an explicit driver: a bare postgresql:// means psycopg 3 to SQLAlchemy 2.1
+        store_uri = db_uri.replace("postgresql://", f"postgresql+{pg_driver()}://", 1)
+        url = stack.enter_context(mlflow_server(store_uri, work,
+                                                artifact_root=work / "artifacts", timeout=180))
         repo = make_repo(work / "repo", cache_dir=shared_dvc_cache(tmp_path_factory))
         tracked = run_pipeline_against(url, repo)
         assert_pipeline_arrived(tracked)
 
-        import psycopg2
-
-        with contextlib.closing(psycopg2.connect(db_uri)) as conn, conn.cursor() as cur:
+        driver = __import__(pg_driver())
+        with contextlib.closing(driver.connect(db_uri)) as conn, conn.cursor() as cur:
             cur.execute("SELECT name, status FROM runs")
             rows = cur.fetchall()
         stages = pipeline_stages(repo) - {"download"}

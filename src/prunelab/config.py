@@ -8,6 +8,7 @@ naming the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -81,8 +82,17 @@ class Params:
         }
 
 
+_REPR = reprlib.Repr()  # attributes, not keywords: Python 3.10/3.11 take no arguments
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxtuple = 2, 4, 4, 4
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 40, 40, 40
+
+
 def _show(value: Any) -> str:
-    text = repr(value)
+    """A short repr of a user's value: bounded work even for a YAML alias bomb or a huge int."""
+    try:
+        text = _REPR.repr(value)
+    except (ValueError, RecursionError):  # e.g. ints past Python's 4300-digit repr limit
+        text = f"<{type(value).__name__} too large to show>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -221,4 +231,7 @@ def load_params(path: Path) -> Params:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ParamsError(f"{path}: YAML syntax error{where}: {problem}") from None
+    except (ValueError, AttributeError, TypeError, RecursionError) as exc:
+        # PyYAML's constructors raise these on some malformed input (deep nesting, bad tags).
+        raise ParamsError(f"{path}: not readable YAML ({type(exc).__name__})") from None
     return parse_params(raw)

@@ -102,19 +102,22 @@ def from_torchvision(dest: Path, mirrors: Sequence[str] | None = None) -> None:
     from torchvision.datasets import MNIST
     from torchvision.datasets.utils import download_and_extract_archive
 
+    errors: list[str] = []
+    previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(NET_TIMEOUT_S)  # urllib has no timeout of its own: never hang
-    errors = []
-    for filename, gz_md5 in MNIST.resources:
-        for mirror in mirrors if mirrors is not None else MNIST.mirrors:
-            try:
-                download_and_extract_archive(
-                    mirror + filename, download_root=str(dest), filename=filename, md5=gz_md5
-                )
-                break
-            except Exception as exc:  # any failure of one mirror means: try the next one
-                errors.append(f"{mirror}{filename}: {exc}")
-        else:
-            raise DownloadError("; ".join(errors[-2:]) or "no mirror")
+    try:
+        for filename, gz_md5 in MNIST.resources:
+            for mirror in mirrors if mirrors is not None else MNIST.mirrors:
+                try:
+                    download_and_extract_archive(mirror + filename, download_root=str(dest),
+                                                 filename=filename, md5=gz_md5)
+                    break
+                except Exception as exc:  # any failure of one mirror means: try the next one
+                    errors.append(f"{mirror}{filename}: {exc}")
+            else:
+                raise DownloadError("; ".join(errors[-2:]) or "no mirror")
+    finally:
+        socket.setdefaulttimeout(previous)
     for gz in dest.glob("*.gz"):
         gz.unlink()
 

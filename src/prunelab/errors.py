@@ -15,3 +15,11 @@ class DataError(PrunelabError):
 
 class DownloadError(PrunelabError):
     """No source produced MNIST files that pass their checksums."""
+
+
+class StageInterrupted(BaseException):  # noqa: N818 -- raised like KeyboardInterrupt
+    """SIGTERM arrived: unwinds like Ctrl-C so every cleanup (temp files, MLflow status) runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum

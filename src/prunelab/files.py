@@ -62,7 +62,7 @@ def read_json(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{path}: missing (run the stage that writes it: dvc repro)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise DataError(f"{path}: damaged, not valid JSON ({exc}); rerun: dvc repro -f") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: damaged, expected a JSON object")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
+import re
 import subprocess
 import sys
 import time
@@ -29,10 +29,9 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from prunelab.config import Params
-from prunelab.errors import PrunelabError
+from prunelab.errors import PrunelabError, StageInterrupted
 
 EXPERIMENT = "prunelab"
 SWITCH = "PRUNELAB_TRACKING"
@@ -41,14 +40,6 @@ MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 
 class TrackingError(PrunelabError):
     """The tracking store cannot be reached or refused a write."""
-
-
-class StageInterrupted(BaseException):
-    """SIGTERM, raised like KeyboardInterrupt so that every cleanup still runs."""
-
-
-def _raise_interrupted(signum: int, frame: object) -> None:
-    raise StageInterrupted(f"stopped by signal {signum}")
 
 
 def enabled() -> bool:
@@ -66,14 +57,14 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
 
 
-def redact(uri: str) -> str:
-    """The URI without any user:password, for messages and records."""
-    parts = urlsplit(uri)
-    if parts.username is None and parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=f"***@{netloc}"))
+# scheme://anything-up-to-the-last-@ : SQLAlchemy accepts '/', '?' and '#' unencoded in a
+# password, so the authority cannot be found by URL parsing; over-redacting is the safe side.
+_CREDENTIALS = re.compile(r"([A-Za-z][\w+.-]*://)[^\s]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` (a URI, or a message quoting one) with every user:password replaced by ***."""
+    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 def _lock(uri: str) -> Any:
@@ -145,21 +136,21 @@ class StageRun:
         self.run_id: str | None = None
         self.parent_id: str | None = None
         self._client: Any = None
-        self._old_sigterm: Any = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def __enter__(self) -> StageRun:
-        self._old_sigterm = signal.signal(signal.SIGTERM, _raise_interrupted)
         if not self.on:
             return self
         _configure_http_client()
         try:
             import mlflow
 
-            mlflow.set_tracking_uri(self.uri)
-            self._client = mlflow.MlflowClient(self.uri)
             with _lock(self.uri):
+                # Constructing the client creates and migrates a fresh SQLite store: only
+                # one process may do that at a time.
+                mlflow.set_tracking_uri(self.uri)
+                self._client = mlflow.MlflowClient(self.uri)
                 self._start()
         except PrunelabError:
             raise
@@ -169,7 +160,6 @@ class StageRun:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        signal.signal(signal.SIGTERM, self._old_sigterm)
         if not self.on or self.run_id is None:
             return
         if kind is None:
@@ -189,6 +179,7 @@ class StageRun:
 
     def _error(self, what: str, exc: BaseException) -> TrackingError:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = redact(first)  # MLflow's message repeats the URL, password included
         return TrackingError(
             f"MLflow tracking store {redact(self.uri)} {what}: {first[:200]} "
             f"(set {SWITCH}=off to run without tracking)"
@@ -259,20 +250,20 @@ class StageRun:
             raise self._error("refused a write", exc) from None
 
     def log_metrics(self, values: Mapping[str, float | None], step: int = 0,
-                    parent_prefix: str | None = None) -> None:
+                    parent_prefix: str | None = None, on_stage: bool = True) -> None:
         """Log scalar metrics on this stage's run (and, prefixed, on the parent)."""
         self.log_series({k: [(step, v)] for k, v in values.items() if v is not None},
-                        parent_prefix)
+                        parent_prefix, on_stage)
 
     def log_series(self, series: Mapping[str, Sequence[tuple[int, float]]],
-                   parent_prefix: str | None = None) -> None:
+                   parent_prefix: str | None = None, on_stage: bool = True) -> None:
         """Log metric histories ``{name: [(step, value), ...]}`` in batches."""
         if not self.on:
             return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        targets = [(self.run_id, "")]
+        targets = [(self.run_id, "")] if on_stage else []
         if parent_prefix is not None:
             targets.append((self.parent_id, parent_prefix))
         with self._writing():

@@ -1,0 +1,178 @@
+"""Load: eight queued DVC experiments on two workers, all tracking into one SQLite store.
+
+The queue is DVC's (`dvc exp run --queue`, `dvc queue start -j 2`); each experiment runs in
+its own temporary copy of the repository while MLflow writes to the parent repository's
+mlflow.db (DVC_ROOT). Two workers write concurrently for minutes: every experiment must
+succeed and its record must be complete and attributed to the right parent run, with no
+"database is locked" anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from reliability_helpers import (
+    SMALL_PARAMS,
+    dvc,
+    env_for,
+    git,
+    make_repo,
+    mnist_source,
+    sqlite_uri,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
+
+SEEDS = list(range(1, 9))
+WORKERS = 2
+QUEUE_TIMEOUT = 900
+TARGET = "plot"  # the study without the (timing) speed stage: train, prune_weight/unit, plot
+EXPECTED_STAGES = {"train", "prune_weight", "prune_unit", "plot"}
+TRAIN_STEPS = math.ceil(SMALL_PARAMS["data"]["train_size"] / SMALL_PARAMS["train"]["batch_size"])
+
+
+def queued(output: str) -> list[str]:
+    return re.findall(r"Queued experiment '([^']+)' for future execution", output)
+
+
+def wait_for_queue(repo: Path, env: dict[str, str], timeout: float) -> str:
+    """Poll `dvc queue status` until nothing is Queued or Running; the last status table."""
+    deadline = time.monotonic() + timeout
+    status = ""
+    while time.monotonic() < deadline:
+        status = dvc(repo, "queue", "status", env=env, timeout=120).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return status
+        time.sleep(5)
+    raise AssertionError(f"queue still busy after {timeout:.0f} s:\n{status}")
+
+
+def seeds_by_experiment(shown: Any) -> dict[str, int]:
+    """{experiment name: train.seed} from `dvc exp show --json` (any nesting)."""
+    found: dict[str, int] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            name, data = node.get("name"), node.get("data")
+            if isinstance(name, str) and isinstance(data, dict):
+                with contextlib.suppress(KeyError, TypeError, ValueError):
+                    found[name] = int(data["params"]["params.yaml"]["data"]["train"]["seed"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(shown)
+    return found
+
+
+def git_commit(repo: Path) -> None:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "the study, run once")
+
+
+def text_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*")
+            if p.is_file() and p.stat().st_size < 20_000_000 and p.suffix not in (".pt", ".db")]
+
+
+def test_eight_queued_experiments_two_workers_one_store(tmp_path: Path,
+                                                        tmp_path_factory: pytest.TempPathFactory
+                                                        ) -> None:
+    """After one workspace run of the study (which creates the store), 8 experiments
+    (train.seed=1..8) queued and run by 2 workers: all succeed; the SQLite store has exactly 8
+    new parent runs, one per experiment name, each with a FINISHED child per
+    stage that ran (train, prune_weight, prune_unit, plot) and nothing else; every train child
+    has the full loss history (20 steps), one per-epoch test_accuracy point and its
+    experiment's seed; every child carries its parent's params_hash and experiment name; no
+    log mentions 'database is locked'."""
+    import mlflow
+
+    repo = make_repo(tmp_path / "repo", mnist_source(tmp_path_factory))
+    env = env_for(repo)
+    # The study ran once in the workspace: the store exists before the workers start (on a
+    # fresh store they race to create it: see test_reliability.py, fresh-store lock test).
+    dvc(repo, "repro", TARGET, env=env, timeout=900)
+    git_commit(repo)
+    out = dvc(repo, "exp", "run", "--queue", TARGET, "-S",
+              "train.seed=" + ",".join(map(str, SEEDS)), env=env, timeout=600)
+    names = queued(out.stdout + out.stderr)
+    assert len(names) == len(SEEDS) == len(set(names)), out.stdout + out.stderr
+    try:
+        dvc(repo, "queue", "start", "-j", str(WORKERS), env=env)
+        status = wait_for_queue(repo, env, QUEUE_TIMEOUT)
+    except BaseException:
+        dvc(repo, "queue", "kill", *names, env=env, check=False)
+        raise
+    finally:
+        dvc(repo, "queue", "stop", env=env, check=False)
+
+    # -- DVC: every experiment succeeded; what each one ran; no lock errors in any log
+    for name in names:
+        assert any(name in line and "Success" in line for line in status.splitlines()), status
+    logs = {name: dvc(repo, "queue", "logs", name, env=env, check=False) for name in names}
+    ran: dict[str, set[str]] = {}
+    for name, done in logs.items():
+        text = done.stdout + done.stderr
+        assert "database is locked" not in text, f"{name}:\n{text[-4000:]}"
+        assert "Traceback" not in text, f"{name}:\n{text[-4000:]}"
+        ran[name] = set(re.findall(r"Running stage '([^']+)'", text))
+        assert ran[name] == EXPECTED_STAGES, (name, ran[name], text[-3000:])
+    for path in text_files(repo / ".dvc" / "tmp"):  # worker and executor logs on disk
+        assert b"database is locked" not in path.read_bytes(), path
+    seeds = seeds_by_experiment(json.loads(dvc(repo, "exp", "show", "--json", env=env).stdout))
+    assert {name: seeds.get(name) for name in names}.keys() == set(names)
+    assert sorted(seeds[name] for name in names) == SEEDS, seeds
+
+    # -- MLflow: one parent per experiment, complete children, nothing misattributed
+    client = mlflow.MlflowClient(sqlite_uri(repo))
+    experiment = client.get_experiment_by_name("prunelab")
+    runs = client.search_runs([experiment.experiment_id], max_results=5000)
+    all_parents = [r for r in runs if r.data.tags.get("prunelab_role") == "pipeline"]
+    workspace = [p for p in all_parents if p.data.tags.get("dvc_exp_name") == "(workspace)"]
+    assert len(workspace) == 1, workspace
+    parents = [p for p in all_parents if p not in workspace]
+    runs = [r for r in runs if r.data.tags.get("prunelab_execution")
+            != workspace[0].data.tags["prunelab_execution"]]
+    assert len(parents) == len(SEEDS), [p.data.tags.get("dvc_exp_name") for p in parents]
+    by_name = {p.data.tags["dvc_exp_name"]: p for p in parents}
+    assert sorted(by_name) == sorted(names)
+    children: dict[str, list[Any]] = {p.info.run_id: [] for p in parents}
+    for run in runs:
+        if run.data.tags.get("prunelab_role") == "stage":
+            parent_id = run.data.tags.get("mlflow.parentRunId")
+            assert parent_id in children, f"orphan stage run {run.info.run_id}"
+            children[parent_id].append(run)
+    assert len(runs) == len(parents) + sum(len(c) for c in children.values())
+
+    for name, parent in by_name.items():
+        seed = seeds[name]
+        assert parent.info.status == "FINISHED", (name, parent.info.status)
+        assert parent.info.run_name == name
+        assert parent.data.params["train.seed"] == str(seed), name
+        stages = [r.data.tags["stage"] for r in children[parent.info.run_id]]
+        assert sorted(stages) == sorted(ran[name]), (name, stages)  # one child per stage
+        for child in children[parent.info.run_id]:
+            where = (name, child.data.tags["stage"])
+            assert child.info.status == "FINISHED", where
+            assert child.data.tags["params_hash"] == parent.data.tags["params_hash"], where
+            assert child.data.tags["dvc_exp_name"] == name, where
+            assert child.data.tags["prunelab_execution"] == parent.data.tags[
+                "prunelab_execution"], where
+            assert child.data.params["train.seed"] == str(seed), where
+        train = next(c for c in children[parent.info.run_id] if c.data.tags["stage"] == "train")
+        loss = client.get_metric_history(train.info.run_id, "loss")
+        assert sorted(m.step for m in loss) == list(range(1, TRAIN_STEPS + 1)), name
+        assert all(math.isfinite(m.value) for m in loss), name
+        accuracy = client.get_metric_history(train.info.run_id, "test_accuracy")
+        # per-epoch points (step >= 1); the step-0 summary point is a separate, known bug
+        assert sorted(m.step for m in accuracy if m.step >= 1) == [1], (name, accuracy)
+    assert len({p.data.tags["params_hash"] for p in parents}) == len(SEEDS)
