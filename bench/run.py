@@ -148,6 +148,38 @@ def bench_reference(data: dict[str, Any], weights: list[torch.Tensor], hidden: t
     return out
 
 
+def bench_profile(data_dir: Path, hidden: tuple[int, ...], batch: int,
+                  repeats: int) -> dict[str, Any]:
+    """Where a stage's time goes: interpreter and imports, data loading, one training step."""
+    import torch.nn.functional as F
+
+    imports = {}
+    for name, stmt in (("python", "pass"), ("torch", "import torch"),
+                       ("mlflow", "import mlflow"), ("matplotlib", "import matplotlib.pyplot"),
+                       ("dvc", "import dvc.cli")):
+        imports[name] = median_time(lambda s=stmt: subprocess.run(
+            [sys.executable, "-c", s], check=True), repeats)
+    loading = median_time(lambda: to_inputs(load_split(data_dir, "train")[0], CPU), repeats)
+    model = build_model(hidden, 0, CPU)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    x, y = torch.randn(batch, 784), torch.randint(0, 10, (batch,))
+    parts = {"forward": [], "backward": [], "optimizer_step": []}
+    for i in range(60):
+        t0 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        optimizer.step()
+        t3 = time.perf_counter()
+        if i >= 10:
+            for k, v in zip(parts, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                parts[k].append(v)
+    return {"import_seconds": imports, "load_train_set_seconds": loading,
+            "step_ms": {k: statistics.median(v) * 1e3 for k, v in parts.items()}}
+
+
 def peak_rss_mb(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, int]:
     """Run ``cmd`` in a fresh wrapper; return (seconds, peak RSS of the command in MB, rc)."""
     probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
@@ -186,14 +218,16 @@ def bench_dvc(params: dict[str, Any], repeats: int) -> dict[str, Any]:
     """Wall time of `dvc repro` from cached data, a no-op repro, and peak memory per stage."""
     with tempfile.TemporaryDirectory() as tmp:
         repo, env = dvc_workspace(params, Path(tmp))
-        repro = [peak_rss_mb(["dvc", "repro", "-q", "-f", "--downstream", "train"], repo, env)[0]
-                 for _ in range(repeats)]
+        # train -> prune_weight, prune_unit -> plot, each forced, every process start included
+        chain = ["dvc", "repro", "-q", "-f", "-s", "train", "prune_weight", "prune_unit", "plot"]
+        repro = [peak_rss_mb(chain, repo, env)[0] for _ in range(repeats)]
         noop = [peak_rss_mb(["dvc", "repro", "-q"], repo, env)[0] for _ in range(repeats)]
         memory = {}
         for stage, cmd in (("train", ["python", "stages/train.py"]),
                            ("prune_weight", ["python", "stages/prune.py", "weight"]),
                            ("prune_unit", ["python", "stages/prune.py", "unit"]),
-                           ("plot", ["python", "stages/plot.py"])):
+                           ("plot", ["python", "stages/plot.py"]),
+                           ("speed", ["python", "stages/speed.py"])):
             seconds, mb, rc = peak_rss_mb(cmd, repo, env)
             memory[stage] = {"seconds": seconds, "peak_rss_mb": mb, "ok": rc == 0}
     return {"repro_train_to_plot_seconds": statistics.median(repro),
@@ -262,6 +296,8 @@ def main(quick: bool, repeats: int, out: Path, readme: Path | None) -> None:
         for g in grids]
     log("the study's style, on equal slices of work")
     results["reference"] = bench_reference(data, weights, hidden, 20 if quick else 200, repeats)
+    log("profile: imports, data loading, one training step")
+    results["profile"] = bench_profile(ROOT / paths.DATA_DIR, hidden, cfg.batch_size, repeats)
     log("dvc repro wall time and peak memory per stage")
     results["dvc"] = bench_dvc(raw, repeats)
 
@@ -321,6 +357,12 @@ def markdown(r: dict[str, Any]) -> str:
         "|---|---|---|",
         *[f"| {b['batch_size']} | {b['seconds']:.2f} s | {b['samples_per_second']:,.0f} |"
           for b in r["batch_scaling"]],
+        "",
+        "Where the time goes: " + ", ".join(
+            f"`import {k}` {v:.2f} s" for k, v in r["profile"]["import_seconds"].items())
+        + f"; loading the training set {r['profile']['load_train_set_seconds']:.2f} s; one "
+        "training step " + ", ".join(f"{k} {v:.2f} ms"
+                                     for k, v in r["profile"]["step_ms"].items()) + ".",
         "",
         "| stage | wall time | peak memory |",
         "|---|---|---|",
