@@ -133,13 +133,17 @@ def measure(weights: Sequence[Tensor], method: str, scope: str, grid: Sequence[f
     pruner = Pruner(weights, method, scope)
     rows = []
     for k in grid:
-        model = realise(apply_masks(weights, pruner.masks(k)), method, n_threads=n_threads)
+        masked = apply_masks(weights, pruner.masks(k))
+        model = realise(masked, method, n_threads=n_threads)
         raw, packed = stored_bytes(model)
+        with torch.no_grad():  # the realised net must compute what the masked net computes
+            gap = float((forward(model.layers, x[:100]) - forward(masked, x[:100])).abs().max())
         row: dict[str, object] = {
             "method": method, "scope": scope, "sparsity": k,
             "accuracy": round(accuracy(model.layers, x, y), 4),
             "formats": model.formats, "stored_params": stored_params(model),
             "bytes": raw, "bytes_compressed": packed, "flops_per_sample": flops_per_sample(model),
+            "max_abs_diff_vs_masked": gap,
         }
         for b in LATENCY_BATCHES:
             with threads(n_threads):
@@ -162,6 +166,7 @@ def summarise(rows: Sequence[dict[str, object]], dense_accuracy: float) -> dict[
         ok = [r for r in mine if float(r["accuracy"]) >= dense_accuracy - 1.0]  # type: ignore[arg-type]
         best = max(ok, key=lambda r: float(r["sparsity"]), default=None)  # type: ignore[arg-type]
         out[f"{method}_{scope}"] = {
+            "max_abs_diff_vs_masked": max(float(r["max_abs_diff_vs_masked"]) for r in mine),  # type: ignore[arg-type]
             "max_sparsity_within_1pt": best["sparsity"] if best else None,
             "speedup_b100_at_max": best["speedup_b100"] if best else None,
             "speedup_b1_at_max": best["speedup_b1"] if best else None,
