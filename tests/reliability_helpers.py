@@ -13,7 +13,6 @@ import hashlib
 import http.server
 import os
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -24,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
+from repo_helpers import error_lines, write_params
 
 MAIN = Path(__file__).resolve().parents[1]
 VENV_BIN = MAIN / ".venv" / "bin" if (MAIN / ".venv" / "bin").is_dir() else Path(
@@ -126,9 +125,6 @@ def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return run(["git", *args], repo, env=env_for(repo), timeout=120, check=check)
 
 
-def error_lines(text: str) -> list[str]:
-    """Lines starting with 'Error:' (click's one-line stage errors)."""
-    return [line for line in text.splitlines() if line.startswith("Error:")]
 
 
 def assert_clean_error(stderr: str, *must_contain: str) -> str:
@@ -141,18 +137,6 @@ def assert_clean_error(stderr: str, *must_contain: str) -> str:
     return lines[0]
 
 
-def stop_group(proc: subprocess.Popen[Any], grace: float = 10) -> None:
-    """Stop a process started with start_new_session=True: its group, TERM then KILL."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=grace)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
@@ -175,9 +159,6 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
 # --- files and repositories -------------------------------------------------------------------
 
 
-def write_params(root: Path, params: Mapping[str, Any]) -> None:
-    (Path(root) / "params.yaml").write_text(yaml.safe_dump(dict(params), sort_keys=False),
-                                           encoding="utf-8")
 
 
 def copy_code(dest: Path) -> Path:
@@ -259,8 +240,6 @@ def temp_files(root: Path, dirs: Sequence[str] = ("models", "metrics", "plots"))
 # --- MLflow SQLite store, read directly (cheap to poll) ----------------------------------------
 
 
-def sqlite_uri(root: Path) -> str:
-    return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
 
 
 def stage_runs(db: Path, stage_name: str) -> list[tuple[str, str]]:
@@ -288,10 +267,6 @@ def stage_runs(db: Path, stage_name: str) -> list[tuple[str, str]]:
 # --- network --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
