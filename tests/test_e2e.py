@@ -124,10 +124,10 @@ def test_first_repro_runs_every_stage_and_writes_every_output(repo: Repo) -> Non
     for method in ("weight", "unit"):
         metrics = repo.read_json(f"metrics/prune_{method}.json")
         assert metrics["method"] == method and metrics["scope"] == "layer"
-        assert list(metrics["accuracy"]) == ["0", "0.5", "0.9"]
-        assert metrics["accuracy"]["0"] > 50
-        assert metrics["dense_accuracy"] == metrics["accuracy"]["0"]
-        assert metrics["accuracy"]["0"] == pytest.approx(train["test_accuracy"], abs=0.1)
+        assert list(metrics["accuracy"]) == ["0.0", "0.5", "0.9"]
+        assert metrics["accuracy"]["0.0"] > 50
+        assert metrics["dense_accuracy"] == metrics["accuracy"]["0.0"]
+        assert metrics["accuracy"]["0.0"] == pytest.approx(train["test_accuracy"], abs=0.1)
 
         rows = repo.read_csv(f"plots/prune_{method}.csv")
         assert {"sparsity", "accuracy", "effective_sparsity"} <= set(rows[0])
