@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from repo_helpers import (
+    SMALL_PARAMS,
     SMALL_STEPS,
     VENV_BIN,
     children,
@@ -40,6 +41,7 @@ from repo_helpers import (
     sqlite_uri,
     stages_run,
     wait_for_queue,
+    write_params,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -330,6 +332,8 @@ def test_prune_after_untracked_training_has_no_dangling_train_link(
     """Train without tracking, prune with it: the prune run carries no bogus train_run_id."""
     import mlflow
 
+    # A failed `dvc exp run -S` (the test before) can leave its value in params.yaml.
+    write_params(workspace, SMALL_PARAMS)
     run_command([str(VENV_BIN / "python"), "stages/train.py"], workspace,
         env=env_for(workspace, PRUNELAB_TRACKING="off"))
     assert read_json(workspace / "models" / "train_run.json")["mlflow_run_id"] is None
