@@ -32,7 +32,7 @@ def results_table() -> str:
     summary = [f"Dense test accuracy {train['test_accuracy']:.2f}% (study: 97.15%)."]
     for m in METHODS:
         s = read_json(paths.prune_metrics(m))
-        summary.append(f"{m} pruning stays within 1 point of dense up to k = "
+        summary.append(f"{m.capitalize()} pruning stays within 1 point of dense up to k = "
                        f"{s['max_sparsity_within_1pt']:g} ({s['scope']} scope).")
     return "\n".join(lines) + "\n\n" + " ".join(summary)
 
