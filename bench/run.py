@@ -192,7 +192,8 @@ def peak_rss_mb(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, 
     return float(seconds), int(kb) / 1024, int(rc)
 
 
-def dvc_workspace(params: dict[str, Any], tmp: Path) -> tuple[Path, dict[str, str]]:
+def dvc_workspace(params: dict[str, Any], tmp: Path,
+                  data_dir: Path) -> tuple[Path, dict[str, str]]:
     """A throwaway git+DVC copy of the project with the data already in place."""
     repo = tmp / "repo"
     repo.mkdir()
@@ -209,15 +210,15 @@ def dvc_workspace(params: dict[str, Any], tmp: Path) -> tuple[Path, dict[str, st
     run("git", "init", "-q")
     run("dvc", "init", "-q")
     run("dvc", "config", "core.analytics", "false")
-    shutil.copytree(ROOT / paths.DATA_DIR, repo / paths.DATA_DIR)
+    shutil.copytree(data_dir, repo / paths.DATA_DIR)
     run("dvc", "repro", "-q")  # first run: hashes the data, creates the MLflow store
     return repo, env
 
 
-def bench_dvc(params: dict[str, Any], repeats: int) -> dict[str, Any]:
+def bench_dvc(params: dict[str, Any], repeats: int, data_dir: Path) -> dict[str, Any]:
     """Wall time of `dvc repro` from cached data, a no-op repro, and peak memory per stage."""
     with tempfile.TemporaryDirectory() as tmp:
-        repo, env = dvc_workspace(params, Path(tmp))
+        repo, env = dvc_workspace(params, Path(tmp), data_dir)
         # train -> prune_weight, prune_unit -> plot, each forced, every process start included
         chain = ["dvc", "repro", "-q", "-f", "-s", "train", "prune_weight", "prune_unit", "plot"]
         repro = [peak_rss_mb(chain, repo, env)[0] for _ in range(repeats)]
@@ -235,9 +236,9 @@ def bench_dvc(params: dict[str, Any], repeats: int) -> dict[str, Any]:
             "repeats": repeats}
 
 
-def load_data(params: Any) -> dict[str, Any]:
-    images, labels = load_split(ROOT / paths.DATA_DIR, "train", params.data.train_size)
-    timages, tlabels = load_split(ROOT / paths.DATA_DIR, "t10k", params.data.test_size)
+def load_data(params: Any, data_dir: Path) -> dict[str, Any]:
+    images, labels = load_split(data_dir, "train", params.data.train_size)
+    timages, tlabels = load_split(data_dir, "t10k", params.data.test_size)
     return {"images": images, "labels": labels, "test_images": timages, "test_labels": tlabels,
             "x": to_inputs(images, CPU), "y": to_targets(labels, CPU),
             "xt": to_inputs(timages, CPU), "yt": to_targets(tlabels, CPU)}
@@ -257,9 +258,11 @@ def machine() -> dict[str, Any]:
               show_default=True)
 @click.option("--readme", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Also write the table into this README's bench block.")
-def main(quick: bool, repeats: int, out: Path, readme: Path | None) -> None:
-    if not (ROOT / paths.DATA_DIR).is_dir():
-        raise click.ClickException(f"{paths.DATA_DIR} missing: run `dvc repro download` first")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=ROOT / paths.DATA_DIR,
+              show_default=True, help="The verified MNIST IDX files.")
+def main(quick: bool, repeats: int, out: Path, readme: Path | None, data_dir: Path) -> None:
+    if not data_dir.is_dir():
+        raise click.ClickException(f"{data_dir} missing: run `dvc repro download` first")
     params = load_params(ROOT / paths.PARAMS)
     raw = yaml.safe_load((ROOT / paths.PARAMS).read_text())
     if quick:
@@ -270,7 +273,7 @@ def main(quick: bool, repeats: int, out: Path, readme: Path | None) -> None:
         raw["prune"]["sparsities"] = [0.0, 0.5, 0.9]
         params = load_params_from(raw)
     hidden, cfg = params.model.hidden, params.train
-    data = load_data(params)
+    data = load_data(params, data_dir)
     log = lambda msg: click.echo(f"bench: {msg}", err=True)  # noqa: E731
 
     results: dict[str, Any] = {"machine": machine(), "quick": quick, "repeats": repeats}
@@ -297,9 +300,9 @@ def main(quick: bool, repeats: int, out: Path, readme: Path | None) -> None:
     log("the study's style, on equal slices of work")
     results["reference"] = bench_reference(data, weights, hidden, 20 if quick else 200, repeats)
     log("profile: imports, data loading, one training step")
-    results["profile"] = bench_profile(ROOT / paths.DATA_DIR, hidden, cfg.batch_size, repeats)
+    results["profile"] = bench_profile(data_dir, hidden, cfg.batch_size, repeats)
     log("dvc repro wall time and peak memory per stage")
-    results["dvc"] = bench_dvc(raw, repeats)
+    results["dvc"] = bench_dvc(raw, repeats, data_dir)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     text = json.dumps(results, indent=2) + "\n"

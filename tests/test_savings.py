@@ -1,0 +1,127 @@
+"""What pruning buys: realised models compute the masked net's outputs; counts on small nets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from prunelab.masks import Pruner, apply_masks
+from prunelab.model import forward
+from prunelab.savings import (
+    Realised,
+    faster_format,
+    flops_per_sample,
+    measure,
+    realise,
+    stored_bytes,
+    stored_params,
+    summarise,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_net() -> list[torch.Tensor]:
+    """4 -> 3 -> 2 -> 2 with every weight nonzero: 12 + 6 + 4 = 22 weights."""
+    torch.manual_seed(0)
+    return [torch.randn(3, 4) + 3.0, torch.randn(2, 3) + 3.0, torch.randn(2, 2) + 3.0]
+
+
+def test_dense_counts_on_a_hand_worked_net() -> None:
+    """Dense: 22 stored numbers, 2 x 22 = 44 FLOPs per sample."""
+    model = Realised(tuple(small_net()))
+    assert stored_params(model) == 22
+    assert flops_per_sample(model) == 44
+    assert model.formats == "dense,dense,dense"
+
+
+def test_unit_compaction_counts_on_a_hand_worked_net() -> None:
+    """Dropping one of 3 hidden units removes its row (4) and the next layer's column (2)."""
+    w = small_net()
+    w[0][1] = 0.0  # unit 1 of the first hidden layer is dead
+    model = realise(w, "unit")
+    assert [tuple(m.shape) for m in model.layers] == [(2, 4), (2, 2), (2, 2)]
+    assert stored_params(model) == 8 + 4 + 4
+    assert flops_per_sample(model) == 2 * 16
+    x = torch.randn(5, 4)
+    assert torch.allclose(forward(model.layers, x), forward(w, x), atol=1e-6)
+
+
+def test_csr_counts_only_nonzeros() -> None:
+    """A CSR layer stores and multiplies only its nonzeros."""
+    w = torch.zeros(50, 40)
+    w[torch.arange(50), torch.arange(50) % 40] = 1.0  # 50 nonzeros
+    sparse = Realised((faster_format(w, 100),))
+    if sparse.formats == "csr":
+        assert stored_params(sparse) == 50
+    assert flops_per_sample(sparse) == 100  # theoretical: zeros are never multiplied
+
+
+@pytest.mark.parametrize("method", ["weight", "unit"])
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 0.99])
+def test_realised_model_matches_the_masked_one(method: str, sparsity: float) -> None:
+    """Compaction (units) and dense/CSR storage (weights) give the masked net's outputs."""
+    torch.manual_seed(1)
+    weights = [torch.randn(64, 32), torch.randn(48, 64), torch.randn(10, 48)]
+    masked = apply_masks(weights, Pruner(weights, method, "layer").masks(sparsity))
+    model = realise(masked, method)
+    x = torch.randn(20, 32)
+    assert torch.allclose(forward(model.layers, x), forward(masked, x), atol=1e-4)
+    assert flops_per_sample(model) <= 2 * sum(int(w.count_nonzero()) for w in masked)
+
+
+def test_sizes_shrink_with_unit_pruning() -> None:
+    """Bytes on disk, raw and compressed, fall as units are removed."""
+    torch.manual_seed(2)
+    weights = [torch.randn(64, 32), torch.randn(48, 64), torch.randn(10, 48)]
+    pruner = Pruner(weights, "unit", "layer")
+    sizes = [stored_bytes(realise(apply_masks(weights, pruner.masks(k)), "unit"))
+             for k in (0.0, 0.5, 0.9)]
+    assert sizes[0][0] > sizes[1][0] > sizes[2][0]
+    assert all(packed <= raw + 200 for raw, packed in sizes)
+
+
+def test_measure_rows_and_summary() -> None:
+    """measure gives one row per sparsity with every figure; summarise reads them back."""
+    torch.manual_seed(3)
+    weights = [torch.randn(32, 784) * 0.05, torch.randn(16, 32) * 0.2, torch.randn(10, 16) * 0.2]
+    x, y = torch.randn(200, 784), torch.randint(0, 10, (200,))
+    rows = measure(weights, "unit", "layer", (0.0, 0.5), x, y, repeats=3)
+    assert [r["sparsity"] for r in rows] == [0.0, 0.5]
+    for row in rows:
+        for key in ("accuracy", "bytes", "bytes_compressed", "flops_per_sample",
+                    "latency_ms_b1", "latency_ms_b100", "speedup_b1", "speedup_b100"):
+            assert float(row[key]) >= 0, key  # type: ignore[arg-type]
+        assert float(row["max_abs_diff_vs_masked"]) < 1e-4  # type: ignore[arg-type]
+    assert rows[1]["flops_per_sample"] < rows[0]["flops_per_sample"]
+    summary = summarise(rows, float(rows[0]["accuracy"]))  # type: ignore[arg-type]
+    assert set(summary) >= {"dense", "unit_layer"}
+    assert summary["unit_layer"]["speedup_b100"].keys() == {"0.0", "0.5"}  # type: ignore[index]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_benchmark_runs_end_to_end_on_a_tiny_budget(tmp_path: Path) -> None:
+    """`bench/run.py --quick` produces every section of its JSON (figures not asserted)."""
+    data = ROOT / "data" / "mnist"
+    if not data.is_dir():  # a fresh clone (CI): fetch and verify MNIST the pipeline's way
+        from prunelab.data import default_sources, download
+
+        data = tmp_path / "mnist"
+        download(data, default_sources())
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick",
+                           "--out", str(out), "--data", str(data)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert set(results) >= {"machine", "train", "batch_scaling", "sweeps", "grid_scaling",
+                            "reference", "profile", "dvc"}
+    assert results["train"]["seconds"] > 0 and results["dvc"]["repro_noop_seconds"] > 0
+    assert "| train" in done.stdout
