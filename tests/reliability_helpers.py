@@ -23,7 +23,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from repo_helpers import error_lines, write_params
+# Shared with the other end-to-end tests; re-exported for the reliability test modules.
+from repo_helpers import error_lines, free_port, sqlite_uri, write_params  # noqa: F401
+from repo_helpers import stop_process as stop_group  # noqa: F401
 
 MAIN = Path(__file__).resolve().parents[1]
 VENV_BIN = MAIN / ".venv" / "bin" if (MAIN / ".venv" / "bin").is_dir() else Path(
