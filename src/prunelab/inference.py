@@ -16,8 +16,8 @@ from torch import Tensor
 
 from prunelab.masks import live_masks
 
-# torch's CSR matmul beats dense BLAS on 2 cores only when few weights remain (measured with
-# `make bench`: 1000x1000 at batch 10,000 is ~1.1x faster at 95% zeros, ~4x at 99%).
+# torch's CSR matmul beats dense BLAS only when few weights remain; the per-layer timings of
+# the `speed` stage (plots/speed.csv, column `formats`) show where CSR wins on this machine.
 CSR_MAX_DENSITY = 0.05
 
 # CSR works fine for the one matmul we use it for; the "beta" notice would only be noise.
