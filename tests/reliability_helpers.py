@@ -179,26 +179,6 @@ def md5_file(path: Path) -> str:
     return hashlib.md5(Path(path).read_bytes(), usedforsecurity=False).hexdigest()
 
 
-_mnist_cache: Path | None = None
-
-
-def mnist_source(tmp_path_factory: Any) -> Path:
-    """A directory with the four verified MNIST files: the checkout's data/mnist when it passes
-    the MD5s (read only), else one real download (the project's stage) per session."""
-    global _mnist_cache
-    main_data = MAIN / "data" / "mnist"
-    if all((main_data / n).is_file() and md5_file(main_data / n) == md5
-           for n, md5 in MNIST_MD5.items()):
-        return main_data
-    if _mnist_cache is None or not _mnist_cache.exists():
-        work = tmp_path_factory.mktemp("mnist-download")
-        copy_code(work)
-        write_params(work, SMALL_PARAMS)
-        stage(work, "download", env=env_for(work, PRUNELAB_TRACKING="off"), timeout=900)
-        _mnist_cache = work / "data" / "mnist"
-    return _mnist_cache
-
-
 def seed_mnist(root: Path, source: Path, names: Sequence[str] = tuple(MNIST_MD5)) -> None:
     """Copy (never hard-link: tests damage them) MNIST files into ``root/data/mnist``."""
     target = Path(root) / "data" / "mnist"

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,15 +102,23 @@ def error_lines(text: str) -> list[str]:
 
 # --- temporary repositories -----------------------------------------------------------------
 
-_shared_cache: Path | None = None
+@dataclass(frozen=True)
+class SessionBaseline:
+    """A committed git + DVC repository (small params) after its first, complete `dvc repro`."""
 
+    repo: Path
+    cache: Path  # the shared DVC cache its .dvc/config.local points at
+    first_repro: str  # the output of that first `dvc repro`: every stage really ran
+    train_run_id: str  # the MLflow run of its train stage (in repo/mlflow.db)
 
-def shared_dvc_cache(tmp_path_factory: Any) -> Path:
-    """One DVC cache directory for the whole pytest session (MNIST is stored once)."""
-    global _shared_cache
-    if _shared_cache is None or not _shared_cache.exists():
-        _shared_cache = tmp_path_factory.mktemp("dvc-cache")
-    return _shared_cache
+    def copy_to(self, dest: Path) -> Path:
+        """An independent copy (git history, outputs, MLflow store) to run or change.
+
+        The copy's MLflow experiment keeps the baseline's artifact directory: runs have unique
+        ids, so copies never collide there, and nothing outside the session's temp dir is used.
+        """
+        shutil.copytree(self.repo, dest, symlinks=True)
+        return dest
 
 
 def write_params(repo: Path, params: Mapping[str, Any]) -> None:

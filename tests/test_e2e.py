@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from repo_helpers import SessionBaseline
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin").is_dir() else Path(
@@ -70,36 +70,18 @@ def ran(output: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
-    """A copy of the project with small params, committed, after one full `dvc repro`."""
-    root = tmp_path_factory.mktemp("pipeline")
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for name in ("src", "stages"):
-        shutil.copytree(ROOT / name, root / name, ignore=ignore)
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
-        shutil.copy2(ROOT / name, root / name)
-
+def repo(tmp_path_factory: pytest.TempPathFactory, session_baseline: SessionBaseline) -> Repo:
+    """A copy of the session's baseline: the project with small params, committed, after one
+    full `dvc repro` (whose output is ``first``)."""
+    root = session_baseline.copy_to(tmp_path_factory.mktemp("pipeline") / "repo")
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DVC_", "MLFLOW_", "GIT_")) and k != "PYTHONPATH"}
+           if not k.startswith(("DVC_", "MLFLOW_", "GIT_", "PRUNELAB_")) and k != "PYTHONPATH"}
+    # What DVC reruns is the question here; tracking has its own tests (test_experiments,
+    # test_tracking_server), and switching it off saves MLflow's start-up in every stage.
     env.update(PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-               PYTHONPATH=str(root / "src"), DVC_NO_ANALYTICS="1", PYTHONDONTWRITEBYTECODE="1")
-    r = Repo(root, env, "")
-    r.run("git", "init", "-q")
-    r.run("git", "config", "user.email", "tests@example.invalid")
-    r.run("git", "config", "user.name", "prunelab tests")
-    r.run("git", "config", "commit.gpgsign", "false")
-    r.run("dvc", "init", "-q")
-    shutil.copy2(ROOT / ".dvc" / "config", root / ".dvc" / "config")
-
-    r.set_param("data", "train_size", 2000)
-    r.set_param("data", "test_size", 1000)
-    r.set_param("train", "epochs", 1)
-    r.set_param("model", "hidden", [64, 32])
-    r.set_param("prune", "sparsities", GRID)
-    r.run("git", "add", "-A")
-    r.run("git", "commit", "-q", "-m", "small pipeline for the end-to-end test")
-    r.first = r.repro()
-    return r
+               PYTHONPATH=str(root / "src"), DVC_NO_ANALYTICS="1", PYTHONDONTWRITEBYTECODE="1",
+               PRUNELAB_TRACKING="off")
+    return Repo(root, env, session_baseline.first_repro)
 
 
 def test_first_repro_runs_every_stage_and_writes_every_output(repo: Repo) -> None:

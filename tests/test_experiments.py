@@ -18,15 +18,14 @@ from repo_helpers import (
     SMALL_PARAMS,
     SMALL_STEPS,
     VENV_BIN,
+    SessionBaseline,
     children,
-    commit_all,
     dvc,
     env_for,
     error_lines,
     exp_show,
     experiment_entries,
     git,
-    make_repo,
     metric_steps,
     mlflow_runs,
     parents,
@@ -34,10 +33,8 @@ from repo_helpers import (
     queued_experiments,
     ran_experiments,
     read_json,
-    repro,
     reset_workspace,
     run_command,
-    shared_dvc_cache,
     sqlite_uri,
     stages_run,
     wait_for_queue,
@@ -79,14 +76,12 @@ class Experiment:
 
 
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
-    repo = make_repo(tmp_path_factory.mktemp("exp-repo") / "repo",
-                     cache_dir=shared_dvc_cache(tmp_path_factory))
-    repro(repo)
-    commit_all(repo, "baseline results")
-    train_run_id = read_json(repo / "models" / "train_run.json")["mlflow_run_id"]
+def baseline(tmp_path_factory: pytest.TempPathFactory,
+             session_baseline: SessionBaseline) -> Baseline:
+    """A copy of the session's baseline repository (its pipeline ran once, tracked, committed)."""
+    repo = session_baseline.copy_to(tmp_path_factory.mktemp("exp-repo") / "repo")
     commit = git(repo, "rev-parse", "HEAD").stdout.strip()
-    return Baseline(repo, sqlite_uri(repo), commit, train_run_id)
+    return Baseline(repo, sqlite_uri(repo), commit, session_baseline.train_run_id)
 
 
 @pytest.fixture(scope="module")

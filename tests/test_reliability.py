@@ -42,7 +42,6 @@ from reliability_helpers import (
     free_port,
     git,
     make_repo,
-    mnist_source,
     seed_mnist,
     sqlite_uri,
     stage,
@@ -68,8 +67,8 @@ OUTPUT_DIRS = ("models", "metrics", "plots")
 
 
 @pytest.fixture(scope="module")
-def mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return mnist_source(tmp_path_factory)
+def mnist(mnist_dir: Path) -> Path:
+    return mnist_dir
 
 
 def load_model_file(path: Path) -> dict[str, Any]:

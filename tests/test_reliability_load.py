@@ -23,7 +23,6 @@ from reliability_helpers import (
     dvc,
     env_for,
     make_repo,
-    mnist_source,
     sqlite_uri,
 )
 
@@ -78,9 +77,7 @@ def text_files(root: Path) -> list[Path]:
             if p.is_file() and p.stat().st_size < 20_000_000 and p.suffix not in (".pt", ".db")]
 
 
-def test_eight_queued_experiments_two_workers_one_store(tmp_path: Path,
-                                                        tmp_path_factory: pytest.TempPathFactory
-                                                        ) -> None:
+def test_eight_queued_experiments_two_workers_one_store(tmp_path: Path, mnist_dir: Path) -> None:
     """On a fresh repository (no mlflow.db yet: the workers create the store), 8 experiments
     (train.seed=1..8) queued and run by 2 workers: all succeed; the SQLite store has exactly 8
     parent runs, one per experiment name, each with a FINISHED child per
@@ -90,7 +87,7 @@ def test_eight_queued_experiments_two_workers_one_store(tmp_path: Path,
     log mentions 'database is locked'."""
     import mlflow
 
-    repo = make_repo(tmp_path / "repo", mnist_source(tmp_path_factory))
+    repo = make_repo(tmp_path / "repo", mnist_dir)
     env = env_for(repo)
     # No workspace run first: the two workers race to create the store. (Before 1ad6b84 one of
     # the 8 experiments failed here: "Online migration expected to match one row ...".)

@@ -12,14 +12,12 @@ from pathlib import Path
 
 import pytest
 from repo_helpers import (
+    SessionBaseline,
     commit_all,
     dvc,
     git,
-    make_repo,
     read_json,
-    repro,
     run,
-    shared_dvc_cache,
     stages_run,
 )
 
@@ -43,10 +41,10 @@ def digest(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def round_trip(tmp_path_factory: pytest.TempPathFactory) -> RoundTrip:
+def round_trip(tmp_path_factory: pytest.TempPathFactory,
+               session_baseline: SessionBaseline) -> RoundTrip:
     base = tmp_path_factory.mktemp("remote")
-    origin = make_repo(base / "origin", cache_dir=shared_dvc_cache(tmp_path_factory))
-    repro(origin)
+    origin = session_baseline.copy_to(base / "origin")  # the pipeline ran there, committed
     remote = base / "remote"
     dvc(origin, "remote", "add", "-d", "local", str(remote))
     dvc(origin, "push")

@@ -37,7 +37,6 @@ from repo_helpers import (
     rest_runs,
     rest_tags,
     run,
-    shared_dvc_cache,
     stop_process,
 )
 
@@ -87,9 +86,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def tracked(server: str, tmp_path_factory: pytest.TempPathFactory) -> TrackedRepo:
-    repo = make_repo(tmp_path_factory.mktemp("server-repo") / "repo",
-                     cache_dir=shared_dvc_cache(tmp_path_factory))
+def tracked(server: str, tmp_path_factory: pytest.TempPathFactory, dvc_cache: Path
+            ) -> TrackedRepo:
+    repo = make_repo(tmp_path_factory.mktemp("server-repo") / "repo", cache_dir=dvc_cache)
     return run_pipeline_against(server, repo)
 
 
@@ -321,8 +320,8 @@ def postgres_cluster() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_postgres_backed_server_receives_the_pipeline(tmp_path_factory: pytest.TempPathFactory
-                                                      ) -> None:
+def test_postgres_backed_server_receives_the_pipeline(tmp_path_factory: pytest.TempPathFactory,
+                                                      dvc_cache: Path) -> None:
     """PostgreSQL -> mlflow server -> the pipeline: the runs are in the database and readable."""
     work = tmp_path_factory.mktemp("mlflow-postgres")
     with contextlib.ExitStack() as stack:
@@ -331,7 +330,7 @@ def test_postgres_backed_server_receives_the_pipeline(tmp_path_factory: pytest.T
         store_uri = db_uri.replace("postgresql://", f"postgresql+{pg_driver()}://", 1)
         url = stack.enter_context(mlflow_server(store_uri, work,
                                                 artifact_root=work / "artifacts", timeout=180))
-        repo = make_repo(work / "repo", cache_dir=shared_dvc_cache(tmp_path_factory))
+        repo = make_repo(work / "repo", cache_dir=dvc_cache)
         tracked = run_pipeline_against(url, repo)
         assert_pipeline_arrived(tracked)
 

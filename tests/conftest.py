@@ -1,0 +1,78 @@
+"""Session-wide fixtures: one DVC cache, one baseline pipeline repository and one verified MNIST
+copy per test run, shared by every module (and every pytest-xdist worker) that needs them.
+
+Why: each small pipeline costs ~40 s on two cores, almost all of it process start-up (torch,
+MLflow), and MNIST comes from the network on a fresh machine. Building the baseline once and
+copying it keeps the whole suite within its ten-minute budget. Under xdist the workers share
+the session's temporary root, and a file lock makes exactly one of them build each thing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+from reliability_helpers import MNIST_MD5, md5_file
+from repo_helpers import MAIN, SessionBaseline, commit_all, dvc, make_repo, read_json
+
+
+def _shared_root(factory: pytest.TempPathFactory) -> Path:
+    """The session's temp root: common to all xdist workers of this run, unique to the run."""
+    base = factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _once(root: Path, name: str, build: Callable[[Path], None]) -> Path:
+    """``root/name``, built by exactly one process of this run; the others wait, then reuse it."""
+    target, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(target, ignore_errors=True)
+            build(target)
+            done.touch()
+    return target
+
+
+@pytest.fixture(scope="session")
+def session_baseline(tmp_path_factory: pytest.TempPathFactory) -> SessionBaseline:
+    """The first pipeline of the run: downloads MNIST (into the shared cache and its run-cache,
+    so later repositories restore `download` instead of fetching again), trains, prunes, plots."""
+    root = _shared_root(tmp_path_factory)
+    # The baseline is the cache's first user: an earlier run of the same small params would
+    # leave its outputs in the run-cache, and this `dvc repro` would restore them untracked.
+    dvc_cache = _once(root, "dvc-cache", lambda p: p.mkdir(parents=True))
+
+    def build(repo: Path) -> None:
+        make_repo(repo, cache_dir=dvc_cache)
+        done = dvc(repo, "repro")
+        (root / "baseline-first-repro.txt").write_text(done.stdout + done.stderr,
+                                                        encoding="utf-8")
+        commit_all(repo, "baseline results")
+
+    repo = _once(root, "baseline", build)
+    return SessionBaseline(repo, dvc_cache,
+                           (root / "baseline-first-repro.txt").read_text(encoding="utf-8"),
+                           read_json(repo / "models" / "train_run.json")["mlflow_run_id"])
+
+
+@pytest.fixture(scope="session")
+def dvc_cache(session_baseline: SessionBaseline) -> Path:
+    """The session's DVC cache, after the baseline filled it: MNIST and the `download` stage's
+    run-cache entry are there, so `repo_helpers.repro` restores the data instead of fetching."""
+    return session_baseline.cache
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(request: pytest.FixtureRequest) -> Path:
+    """The four verified MNIST files (read only; copy before damaging): the checkout's
+    data/mnist when it passes the official MD5s, else the baseline's download (which its stage
+    verified)."""
+    checkout = MAIN / "data" / "mnist"
+    if all((checkout / name).is_file() and md5_file(checkout / name) == md5
+           for name, md5 in MNIST_MD5.items()):
+        return checkout
+    return request.getfixturevalue("session_baseline").repo / "data" / "mnist"
