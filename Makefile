@@ -17,7 +17,7 @@ pipeline: setup                      ## set up, then run the whole study with DV
 	dvc repro
 
 test: setup                          ## set up, then run every test (unit, end-to-end, servers)
-	python -m pytest
+	python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: setup                     ## the fast subset: no end-to-end or server tests (< 1 min)
 	python -m pytest -m "not e2e and not server"

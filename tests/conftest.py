@@ -76,3 +76,28 @@ def mnist_dir(request: pytest.FixtureRequest) -> Path:
            for name, md5 in MNIST_MD5.items()):
         return checkout
     return request.getfixturevalue("session_baseline").repo / "data" / "mnist"
+
+
+# The slow modules, longest first (measured with `make test` and --durations=0). `make test`
+# runs `pytest -n 2 --dist loadfile --no-loadscope-reorder`: xdist hands whole modules to its
+# two workers in collection order, so the longest start first and the short ones fill the gaps.
+LONGEST_FIRST = ("test_experiments", "test_reliability", "test_reliability_load",
+                 "test_tracking_server", "test_savings", "test_e2e", "test_reliability_params",
+                 "test_reliability_network", "test_remote")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules in the order above, each kept whole. The fast modules (no end-to-end or server
+    test) come right after the first: one worker builds the session baseline while the other
+    runs them. A slow module missing from the list goes last."""
+    slow = {item.module.__name__ for item in items  # type: ignore[attr-defined]
+            if item.get_closest_marker("e2e") or item.get_closest_marker("server")}
+
+    def rank(module: str) -> float:
+        if module in LONGEST_FIRST:
+            return LONGEST_FIRST.index(module)
+        return len(LONGEST_FIRST) if module in slow else 0.5
+
+    order = {item.nodeid: i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (rank(item.module.__name__),  # type: ignore[attr-defined]
+                                 order[item.nodeid]))

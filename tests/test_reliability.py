@@ -56,6 +56,7 @@ from reliability_helpers import (
 from reliability_helpers import (
     closed_port as closed_port_ctx,
 )
+from repo_helpers import SessionBaseline
 
 from prunelab.config import load_params
 from prunelab.tracking import redact
@@ -90,14 +91,11 @@ def mlflow_client(root: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def tracked_repo(tmp_path_factory: pytest.TempPathFactory, mnist: Path) -> Path:
-    """A temp repo where the whole pipeline ran once with tracking on (SQLite store), committed."""
-    root = make_repo(tmp_path_factory.mktemp("interrupt") / "repo", mnist,
-                     cache_dir=tmp_path_factory.mktemp("interrupt-cache"))
-    dvc(root, "repro", env=env_for(root), timeout=900)
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "first run")
-    return root
+def tracked_repo(tmp_path_factory: pytest.TempPathFactory,
+                 session_baseline: SessionBaseline) -> Path:
+    """A copy of the session's baseline: the whole pipeline ran once with tracking on (SQLite
+    store), committed."""
+    return session_baseline.copy_to(tmp_path_factory.mktemp("interrupt") / "repo")
 
 
 def start_training(repo: Path, log: Path, before: set[str],

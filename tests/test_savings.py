@@ -107,14 +107,9 @@ def test_measure_rows_and_summary() -> None:
 
 @pytest.mark.e2e
 @pytest.mark.timeout(900)
-def test_benchmark_runs_end_to_end_on_a_tiny_budget(tmp_path: Path) -> None:
+def test_benchmark_runs_end_to_end_on_a_tiny_budget(tmp_path: Path, mnist_dir: Path) -> None:
     """`bench/run.py --quick` produces every section of its JSON (figures not asserted)."""
-    data = ROOT / "data" / "mnist"
-    if not data.is_dir():  # a fresh clone (CI): fetch and verify MNIST the pipeline's way
-        from prunelab.data import default_sources, download
-
-        data = tmp_path / "mnist"
-        download(data, default_sources())
+    data = mnist_dir
     out = tmp_path / "bench.json"
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick",
                            "--out", str(out), "--data", str(data)], cwd=ROOT,
@@ -124,4 +119,5 @@ def test_benchmark_runs_end_to_end_on_a_tiny_budget(tmp_path: Path) -> None:
     assert set(results) >= {"machine", "train", "batch_scaling", "sweeps", "grid_scaling",
                             "reference", "profile", "dvc"}
     assert results["train"]["seconds"] > 0 and results["dvc"]["repro_noop_seconds"] > 0
+    assert all(stage["ok"] for stage in results["dvc"]["stages"].values()), results["dvc"]
     assert "| train" in done.stdout

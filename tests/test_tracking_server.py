@@ -1,7 +1,8 @@
 """The pipeline against a real MLflow tracking server: REST read-back, failures, UI, PostgreSQL.
 
-Every server runs on a free loopback port and is stopped in teardown. The Chromium and
-PostgreSQL tests skip when those programs are not installed (.ci/run installs them).
+Every server runs on a free loopback port and is stopped in teardown. The module's one server
+stores runs in PostgreSQL (the team set-up) when it is installed, else in SQLite; the
+PostgreSQL and Chromium checks skip without those programs (.ci/run installs both).
 """
 
 from __future__ import annotations
@@ -77,11 +78,36 @@ def run_pipeline_against(url: str, repo: Path) -> TrackedRepo:
     return TrackedRepo(repo, url, exp_id, runs)
 
 
+@dataclass(frozen=True)
+class Backend:
+    """What the module's MLflow server stores runs in."""
+
+    store_uri: str  # --backend-store-uri
+    artifact_root: Path  # --default-artifact-root
+    libpq_uri: str | None  # the PostgreSQL database, or None for SQLite
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`mlflow server` on a SQLite store in a temp dir."""
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    """The team set-up's database when this machine can run one (CI installs PostgreSQL), else
+    a SQLite file: every test of this module talks to the one server in front of it, so the
+    pipeline runs against a server once."""
+    work = tmp_path_factory.mktemp("mlflow-backend")
+    if postgres_missing() is not None:
+        yield Backend(f"sqlite:///{work / 'mlflow.db'}", work / "artifacts", None)
+        return
+    with postgres_cluster() as libpq_uri:
+        # an explicit driver: a bare postgresql:// means psycopg 3 to SQLAlchemy 2.1
+        store_uri = libpq_uri.replace("postgresql://", f"postgresql+{pg_driver()}://", 1)
+        yield Backend(store_uri, work / "artifacts", libpq_uri)
+
+
+@pytest.fixture(scope="module")
+def server(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`mlflow server` on the module's backend, loopback, free port."""
     work = tmp_path_factory.mktemp("mlflow-server")
-    with mlflow_server(f"sqlite:///{work / 'mlflow.db'}", work) as url:
+    with mlflow_server(backend.store_uri, work, artifact_root=backend.artifact_root,
+                       timeout=180) as url:
         yield url
 
 
@@ -269,26 +295,34 @@ def pg_driver() -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def postgres_cluster() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster on a free loopback port; yields its libpq URI
-    (postgresql://user@host:port/db)."""
+def postgres_missing() -> str | None:
+    """Why no throwaway PostgreSQL cluster can be started here, or None when one can."""
     if not PG_BINDIRS:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+        return "PostgreSQL is not installed (apt-get install postgresql)"
     if pg_driver() is None:
-        pytest.skip("no PostgreSQL driver: add psycopg2-binary (or psycopg[binary]) to the "
-                    "dev extras")
-    bindir = PG_BINDIRS[0]
-    as_user: list[str] = []
+        return "no PostgreSQL driver: add psycopg2-binary (or psycopg[binary]) to the dev extras"
     if os.geteuid() == 0:  # initdb and postgres refuse to run as root
         if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser")
+            return "running as root without runuser"
         try:
             import pwd
 
-            owner = pwd.getpwnam("postgres")
+            pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user")
+            return "running as root and there is no 'postgres' user"
+    return None
+
+
+@contextlib.contextmanager
+def postgres_cluster() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on a free loopback port; yields its libpq URI
+    (postgresql://user@host:port/db). Call only when :func:`postgres_missing` is None."""
+    bindir = PG_BINDIRS[0]
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        owner = pwd.getpwnam("postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
     # not under pytest's tmp dir: its parents are private to root
     base = Path(tempfile.mkdtemp(prefix="prunelab-pg-"))
@@ -320,25 +354,19 @@ def postgres_cluster() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_postgres_backed_server_receives_the_pipeline(tmp_path_factory: pytest.TempPathFactory,
-                                                      dvc_cache: Path) -> None:
-    """PostgreSQL -> mlflow server -> the pipeline: the runs are in the database and readable."""
-    work = tmp_path_factory.mktemp("mlflow-postgres")
-    with contextlib.ExitStack() as stack:
-        db_uri = stack.enter_context(postgres_cluster())
-        # an explicit driver: a bare postgresql:// means psycopg 3 to SQLAlchemy 2.1
-        store_uri = db_uri.replace("postgresql://", f"postgresql+{pg_driver()}://", 1)
-        url = stack.enter_context(mlflow_server(store_uri, work,
-                                                artifact_root=work / "artifacts", timeout=180))
-        repo = make_repo(work / "repo", cache_dir=dvc_cache)
-        tracked = run_pipeline_against(url, repo)
-        assert_pipeline_arrived(tracked)
-
-        driver = __import__(pg_driver())
-        with contextlib.closing(driver.connect(db_uri)) as conn, conn.cursor() as cur:
-            cur.execute("SELECT name, status FROM runs")
-            rows = cur.fetchall()
-        stages = pipeline_stages(repo) - {"download"}
-        assert {name for name, _ in rows} >= stages | {"workspace"}
-        assert len(rows) == len(tracked.runs)
-        assert any((work / "artifacts").rglob("prune_weight.csv"))
+def test_postgres_backed_server_receives_the_pipeline(backend: Backend,
+                                                      tracked: TrackedRepo) -> None:
+    """PostgreSQL -> mlflow server -> the pipeline: the runs are rows of the database, the
+    artifacts are files under the server's artifact root."""
+    if backend.libpq_uri is None:
+        pytest.skip(f"the server ran on SQLite: {postgres_missing()}")
+    assert_pipeline_arrived(tracked)
+    driver = __import__(pg_driver())  # type: ignore[arg-type]
+    with contextlib.closing(driver.connect(backend.libpq_uri)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT name, status FROM runs")
+        rows = cur.fetchall()
+    stages = pipeline_stages(tracked.repo) - {"download"}
+    assert {name for name, _ in rows} >= stages | {"workspace"}
+    assert {status for _, status in rows} == {"FINISHED"}
+    assert len(rows) == len(tracked.runs)
+    assert any(backend.artifact_root.rglob("prune_weight.csv"))
