@@ -78,18 +78,19 @@ def mnist_dir(request: pytest.FixtureRequest) -> Path:
     return request.getfixturevalue("session_baseline").repo / "data" / "mnist"
 
 
-# The slow modules, longest first (measured with `make test` and --durations=0). `make test`
-# runs `pytest -n 2 --dist loadfile --no-loadscope-reorder`: xdist hands whole modules to its
-# two workers in collection order, so the longest start first and the short ones fill the gaps.
-LONGEST_FIRST = ("test_experiments", "test_reliability", "test_reliability_load",
-                 "test_tracking_server", "test_savings", "test_e2e", "test_reliability_params",
-                 "test_reliability_network", "test_remote")
+# The order the slow modules start in, mostly longest first (measured with --durations=0).
+# `make test` runs `pytest -n 2 --dist loadfile --no-loadscope-reorder`: xdist hands whole
+# modules to its two workers in collection order, so the long ones start early and the short
+# ones fill the gaps. The two after the first need no MNIST: the second worker has work while
+# the first builds the session baseline (the first module's setup) that the rest wait for.
+LONGEST_FIRST = ("test_experiments", "test_reliability_params", "test_reliability_network",
+                 "test_reliability", "test_reliability_load", "test_tracking_server",
+                 "test_savings", "test_e2e", "test_remote")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules in the order above, each kept whole. The fast modules (no end-to-end or server
-    test) come right after the first: one worker builds the session baseline while the other
-    runs them. A slow module missing from the list goes last."""
+    """Modules in the order above, each kept whole, with the fast modules (no end-to-end or
+    server test) right after the first. A slow module missing from the list goes last."""
     slow = {item.module.__name__ for item in items  # type: ignore[attr-defined]
             if item.get_closest_marker("e2e") or item.get_closest_marker("server")}
 
