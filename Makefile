@@ -20,7 +20,7 @@ test: setup                          ## set up, then run every test (unit, end-t
 	python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: setup                     ## the fast subset: no end-to-end or server tests (< 1 min)
-	python -m pytest -m "not e2e and not server"
+	python -m pytest -n 2 -m "not e2e and not server"
 
 lint: setup
 	ruff check src stages tests bench

@@ -360,15 +360,18 @@ CRASHING_TEXTS = [
     with_seed("!!timestamp abc"),   # AttributeError
     with_seed("0x_"),               # int('', 16) -> ValueError
     with_seed("9" * 5000),          # past 4300 digits -> ValueError
-    "[" * 3000 + "]" * 3000,        # RecursionError in PyYAML's composer
+    with_seed("!!bool x"),          # KeyError (found by hypothesis under pytest-xdist)
+    with_seed('!!int ""'),          # IndexError
+    "[" * 3000 + "]" * 3000,        # RecursionError in PyYAML's composer (last: the CLI test)
 ]
 CRASH_IDS = ["bad-month", "bad-day", "int-tag", "float-tag", "timestamp-tag", "hex-underscore",
-             "5000-digits", "deep-nesting"]
+             "5000-digits", "bool-tag", "empty-int-tag", "deep-nesting"]
 
 
 @pytest.mark.parametrize("text", CRASHING_TEXTS, ids=CRASH_IDS)
 def test_former_crash_load_params(text: str, tmp_path: Path) -> None:
-    """Once ValueError/AttributeError/RecursionError out of PyYAML; now a one-line ParamsError."""
+    """Once ValueError/KeyError/IndexError/AttributeError/RecursionError out of PyYAML; now a
+    one-line ParamsError."""
     path = tmp_path / "params.yaml"
     path.write_text(text, encoding="utf-8")
     assert isinstance(check_outcome(lambda: load_params(path)), ParamsError)

@@ -231,7 +231,8 @@ def load_params(path: Path) -> Params:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ParamsError(f"{path}: YAML syntax error{where}: {problem}") from None
-    except (ValueError, AttributeError, TypeError, RecursionError) as exc:
-        # PyYAML's constructors raise these on some malformed input (deep nesting, bad tags).
+    except (ValueError, LookupError, AttributeError, TypeError, RecursionError) as exc:
+        # PyYAML's constructors raise these on some malformed input (deep nesting, bad tags:
+        # `!!bool x` is a KeyError, `!!int ""` an IndexError).
         raise ParamsError(f"{path}: not readable YAML ({type(exc).__name__})") from None
     return parse_params(raw)
