@@ -272,13 +272,16 @@ def test_tracking_store_files_are_git_ignored(tracked_repo: Path) -> None:
 # === 3. determinism ============================================================================
 
 DETERMINISTIC = ("metrics/train.json", "plots/train_history.csv", "metrics/prune_weight.json",
-                 "plots/prune_weight.csv", "metrics/prune_unit.json", "plots/prune_unit.csv")
+                 "plots/prune_weight.csv", "metrics/prune_unit.json", "plots/prune_unit.csv",
+                 "models/model.pt", "models/init.pt")
 
 
 @pytest.mark.e2e
 def test_same_params_same_bytes_other_seed_other_bytes(tmp_path: Path, mnist: Path) -> None:
-    """train, prune weight, prune unit twice with the same params (tracking off): the metrics and
-    curves are byte-identical and the weights equal; with train.seed changed they differ."""
+    """train, prune weight, prune unit twice with the same params (tracking off): the metrics,
+    curves and model files are byte-identical (so DVC sees the same hashes) and the weights
+    equal; with train.seed changed they differ. (model.pt's bytes once carried the random name
+    of the atomic temporary.)"""
     import torch
 
     root = copy_code(tmp_path / "work")
@@ -301,7 +304,8 @@ def test_same_params_same_bytes_other_seed_other_bytes(tmp_path: Path, mnist: Pa
         assert first[rel] == second[rel], f"{rel} differs between identical runs"
     assert all(torch.equal(a, b) for a, b in zip(w1, w2))
     other, w3 = pipeline(1)
-    for rel in ("metrics/train.json", "metrics/prune_weight.json", "plots/prune_unit.csv"):
+    for rel in ("metrics/train.json", "metrics/prune_weight.json", "plots/prune_unit.csv",
+                "models/model.pt"):
         assert other[rel] != first[rel], f"{rel} ignores train.seed"
     assert not all(torch.equal(a, b) for a, b in zip(w1, w3))
 

@@ -42,6 +42,12 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_bytes(path: Path, blob: bytes) -> None:
+    """Write ``blob`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(blob)
+
+
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write a JSON document atomically, keys in insertion order, newline at the end."""
     write_text(path, json.dumps(data, indent=2) + "\n")

@@ -91,15 +91,20 @@ def resolve_device(name: str) -> torch.device:
 
 def save_weights(weights: Sequence[Tensor], path: Path) -> None:
     """Save the weight matrices (CPU copies) atomically, loadable with weights_only=True."""
-    from prunelab.files import atomic_path
+    import io
+
+    from prunelab.files import write_bytes
 
     payload = {
         "format": FORMAT,
         "sizes": [weights[0].shape[1]] + [w.shape[0] for w in weights],
         "weights": [w.detach().to("cpu", copy=True).contiguous() for w in weights],
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # Into memory first: torch.save names the zip's records after the file it is given, and
+    # the atomic temporary's name is random, so equal weights would give different bytes.
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    write_bytes(path, buf.getvalue())
 
 
 def load_weights(path: Path, device: torch.device | str = "cpu") -> list[Tensor]:
