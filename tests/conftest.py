@@ -44,7 +44,8 @@ def session_baseline(tmp_path_factory: pytest.TempPathFactory) -> SessionBaselin
     root = _shared_root(tmp_path_factory)
     # The baseline is the cache's first user: an earlier run of the same small params would
     # leave its outputs in the run-cache, and this `dvc repro` would restore them untracked.
-    dvc_cache = _once(root, "dvc-cache", lambda p: p.mkdir(parents=True))
+    dvc_cache = root / "dvc-cache"
+    dvc_cache.mkdir(exist_ok=True)
 
     def build(repo: Path) -> None:
         make_repo(repo, cache_dir=dvc_cache)

@@ -109,10 +109,9 @@ def test_measure_rows_and_summary() -> None:
 @pytest.mark.timeout(900)
 def test_benchmark_runs_end_to_end_on_a_tiny_budget(tmp_path: Path, mnist_dir: Path) -> None:
     """`bench/run.py --quick` produces every section of its JSON (figures not asserted)."""
-    data = mnist_dir
     out = tmp_path / "bench.json"
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick",
-                           "--out", str(out), "--data", str(data)], cwd=ROOT,
+                           "--out", str(out), "--data", str(mnist_dir)], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(out.read_text())
