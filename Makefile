@@ -4,14 +4,28 @@ PYTHON  ?= python3
 BIN     := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup pipeline test test-fast lint bench report ui clean-venv
+.PHONY: setup pipeline test test-fast lint bench bench-readme report ui clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
 	touch $@
 
-setup: $(VENV)/.installed            ## create .venv and install the project with its dev tools
+# The page `dvc plots` fill (.dvc/config: plots.html_template), with Vega, Vega-Lite and
+# Vega-Embed inlined so the plots render offline. npm installs the versions pinned in
+# .dvc/plots/package-lock.json; without npm the page loads them from DVC's CDN (one line says so).
+PLOTS_DIR := .dvc/plots
+ifneq ($(shell command -v npm 2>/dev/null),)
+VEGA := $(PLOTS_DIR)/node_modules/.installed
+$(VEGA): $(PLOTS_DIR)/package-lock.json
+	npm ci --prefix $(PLOTS_DIR) --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+endif
+
+$(PLOTS_DIR)/page.html: $(VENV)/.installed src/prunelab/plots_html.py $(VEGA)
+	python -m prunelab.plots_html $(PLOTS_DIR)
+
+setup: $(VENV)/.installed $(PLOTS_DIR)/page.html  ## .venv with the project and dev tools; plots page
 
 pipeline: setup                      ## set up, then run the whole study with DVC
 	dvc repro
@@ -25,7 +39,10 @@ test-fast: setup                     ## the fast subset: no end-to-end or server
 lint: setup
 	ruff check src stages tests bench
 
-bench: setup                         ## the speed benchmark; updates bench/results/ and README
+bench: setup                         ## the speed benchmark; writes bench/results/ (README untouched)
+	python bench/run.py
+
+bench-readme: setup                  ## the benchmark, and its table written into README.md
 	python bench/run.py --readme README.md
 
 report: setup                        ## the results table from the metrics files, into README

@@ -3,13 +3,13 @@
 import click
 
 from prunelab import paths
-from prunelab.cli import stage_errors
+from prunelab.cli import stage_errors, stage_help
 from prunelab.config import load_params
 from prunelab.data import default_sources, download
 from prunelab.tracking import track
 
 
-@click.command(help=__doc__)
+@click.command(help=stage_help("download"))
 def main() -> None:
     with stage_errors():
         cfg = load_params(paths.PARAMS)  # a broken params.yaml stops the pipeline before any work

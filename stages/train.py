@@ -1,18 +1,18 @@
-"""DVC stage `train`: the study's MLP on MNIST -> models/, metrics/train.json, history."""
+"""DVC stage `train`: the study's MLP on MNIST."""
 
 import click
 
 from prunelab import paths
-from prunelab.cli import stage_errors
+from prunelab.cli import stage_errors, stage_help
 from prunelab.config import load_params
 from prunelab.data import load_split
-from prunelab.files import write_csv, write_json
-from prunelab.model import resolve_device, save_weights, to_inputs, to_targets
+from prunelab.files import Outputs
+from prunelab.model import resolve_device, to_inputs, to_targets, weights_blob
 from prunelab.tracking import redact, track
-from prunelab.train import build_model, train
+from prunelab.train import build_model, loss_curve, train
 
 
-@click.command(help=__doc__)
+@click.command(help=stage_help("train"))
 def main() -> None:
     with stage_errors():
         cfg = load_params(paths.PARAMS)
@@ -21,28 +21,31 @@ def main() -> None:
             (xs, ys), (xt, yt) = (load_split(paths.DATA_DIR, split, limit) for split, limit in
                                   (("train", cfg.data.train_size), ("t10k", cfg.data.test_size)))
             model = build_model(cfg.model.hidden, cfg.train.seed, device)
-            save_weights(model.weights(), paths.INIT_MODEL)  # kept for rewinding (lottery tickets)
+            out = Outputs()  # every file lands together, after training, or none does
+            out.add_bytes(paths.INIT_MODEL, weights_blob(model.weights()))  # for rewinding
             result = train(model, to_inputs(xs, device), to_targets(ys, device),
                            to_inputs(xt, device), to_targets(yt, device), cfg.train)
-            save_weights(model.weights(), paths.MODEL)
             last, history = result.history[-1], [vars(r) for r in result.history]
             summary = {"test_accuracy": last.test_accuracy, "final_loss": last.loss}
             timing = {"train_seconds": round(result.seconds, 3),
                       "samples_per_second": round(result.samples_per_second, 1)}
-            write_json(paths.TRAIN_METRICS, {**summary, "history": history})
-            write_json(paths.TRAIN_TIMING, {**timing, "device": str(device)})
-            write_csv(paths.TRAIN_HISTORY, history)
+            out.add_bytes(paths.MODEL, weights_blob(model.weights()))
+            out.add_json(paths.TRAIN_METRICS, {**summary, "history": history})
+            out.add_json(paths.TRAIN_TIMING, timing)
+            out.add_csv(paths.TRAIN_LOSS, loss_curve(result.step_losses))
+            out.add_json(paths.TRAIN_RUN, {"mlflow_run_id": run.run_id,
+                                           "tracking_uri": redact(run.uri) if run.on else None})
+            out.commit()
             run.log_series({"loss": list(enumerate(result.step_losses, 1)),
-                             "epoch_loss": [(r.epoch, r.loss) for r in result.history],
-                             "test_accuracy": [(r.epoch, r.test_accuracy) for r in result.history]})
+                            "epoch_loss": [(r.epoch, r.loss) for r in result.history],
+                            "test_accuracy": [(r.epoch, r.test_accuracy) for r in result.history]})
             run.log_metrics(timing, parent_prefix="train.")
             # The stage run has these as per-epoch histories already; the parent gets the summary.
             run.log_metrics(summary, parent_prefix="train.", on_stage=False)
-            run.log_artifacts([paths.TRAIN_METRICS, paths.TRAIN_HISTORY])
+            run.log_artifacts([paths.TRAIN_METRICS, paths.TRAIN_LOSS])
             run.log_model(model)
-            write_json(paths.TRAIN_RUN, {"mlflow_run_id": run.run_id,
-                                         "tracking_uri": redact(run.uri) if run.on else None})
-    click.echo(f"train: test accuracy {last.test_accuracy:.2f}% after {cfg.train.epochs} epochs, "
+    epochs = f"{cfg.train.epochs} epoch{'s' if cfg.train.epochs != 1 else ''}"
+    click.echo(f"train: test accuracy {last.test_accuracy:.2f}% after {epochs}, "
                f"{result.seconds:.1f} s ({result.samples_per_second:,.0f} samples/s)", err=True)
 
 

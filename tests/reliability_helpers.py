@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 # Shared with the other end-to-end tests; re-exported for the reliability test modules.
+import pytest
 from repo_helpers import error_lines, free_port, sqlite_uri, write_params  # noqa: F401
 from repo_helpers import stop_process as stop_group  # noqa: F401
 
@@ -301,3 +302,26 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[Any] | None = Non
             return False
 
     wait_until(ok, timeout, f"{url} to answer", proc, log, poll=0.5)
+
+
+@contextlib.contextmanager
+def read_only_dir(path: Path) -> Iterator[None]:
+    """Make ``path`` refuse new files for the block, as a read-only folder does.
+
+    As root, permission bits do not stop a write, so the folder is made immutable
+    (`chattr +i`) instead; where neither works the calling test is skipped.
+    """
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(0o555)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+        return
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a folder read-only here (no chattr +i as root)")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from prunelab.config import Params, load_params
+from prunelab.config import Params, check_device, grid_step, load_params, parse_params
 from prunelab.errors import ParamsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,3 +215,108 @@ def test_stage_with_bad_params_prints_one_error_line_and_writes_nothing(tmp_path
     assert lines[0].startswith("Error: ")
     assert "train.epochs" in lines[0] and "0" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+# --- params.yaml means the same to DVC and to the stages -------------------------------------
+
+@pytest.mark.parametrize("text, expected", [("1e-4", 1e-4), ("1.0e-3", 1e-3), ("5E-4", 5e-4),
+                                            (".001", 0.001)])
+def test_scientific_lr_is_the_number_dvc_reads(tmp_path: Path, text: str,
+                                               expected: float) -> None:
+    """`lr: 1e-4` is a number for the stages exactly as for DVC's own parser (YAML 1.2;
+    PyYAML's 1.1 rules read it as the string '1e-4')."""
+    from dvc.utils.serialize import parse_yaml
+
+    source = PARAMS_FILE.read_text(encoding="utf-8").replace("lr: 0.001", f"lr: {text}")
+    assert source.count(f"lr: {text}") == 1
+    path = tmp_path / "params.yaml"
+    path.write_text(source, encoding="utf-8")
+    dvc_view = parse_yaml(source, str(path))["train"]["lr"]
+    assert load_params(path).train.lr == dvc_view == pytest.approx(expected)
+    if text in ("1e-4", "5E-4"):  # the trap PyYAML falls into: no dot, so not a 1.1 float
+        assert isinstance(yaml.safe_load(f"lr: {text}")["lr"], str)
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "big"])
+def test_oversized_params_file_is_refused_in_one_line(tmp_path: Path, source: str) -> None:
+    """A params file over 1 MiB (or an endless device) is refused before it is parsed."""
+    if source == "big":
+        path = tmp_path / "params.yaml"
+        path.write_text("# " + "x" * (1 << 21) + "\n" + PARAMS_FILE.read_text(), encoding="utf-8")
+    else:
+        path = Path(source)
+        if not path.exists():
+            pytest.skip("no /dev/zero here")
+    with pytest.raises(ParamsError) as err:
+        load_params(path)
+    assert "larger than 1024 KiB" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("grid, clash", [([0.0, 0.0004, 0.9], "0.0004"), ([0, 1e-300], "1e-300"),
+                                         ([0.0, 0.9, 0.9004], "0.9004"),
+                                         ([0.0015, 0.0025, 0.5], None)])
+def test_grid_values_sharing_an_mlflow_step_are_refused(tmp_path: Path, raw_params: Raw,
+                                                        grid: list[float],
+                                                        clash: str | None) -> None:
+    """Two sparsities on one MLflow step (per-mille) would overwrite each other: refused, the
+    line naming the value; values 0.001 apart are fine (0.0015 and 0.0025 included, which
+    Python's round() would put on one step)."""
+    raw = copy.deepcopy(raw_params)
+    raw["prune"]["sparsities"] = grid
+    path = write_params(tmp_path, raw)
+    if clash is None:
+        assert len({grid_step(k) for k in load_params(path).prune.sparsities}) == len(grid)
+        return
+    with pytest.raises(ParamsError, match=r"at least 0\.001 apart") as err:
+        load_params(path)
+    assert clash in str(err.value) and "prune.sparsities[" in str(err.value)
+
+
+@given(st.lists(st.floats(0, 0.999999, allow_nan=False), min_size=1, max_size=40, unique=True))
+@settings(max_examples=200, deadline=None)
+def test_every_accepted_grid_has_distinct_mlflow_steps(grid: list[float]) -> None:
+    """Whatever grid validation accepts, no two of its points share an MLflow step."""
+    raw = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
+    raw["prune"]["sparsities"] = grid
+    try:
+        params = parse_params(raw)
+    except ParamsError:
+        return
+    steps = [grid_step(k) for k in params.prune.sparsities]
+    assert len(set(steps)) == len(steps)
+    assert steps == sorted(steps)  # the step order is the grid order
+
+
+def test_check_device_refuses_a_missing_cuda_device() -> None:
+    """`validate` catches a CUDA device this machine lacks before any stage runs."""
+    import torch
+
+    check_device("cpu")
+    check_device("auto")
+    missing = f"cuda:{torch.cuda.device_count() if torch.cuda.is_available() else 0}"
+    with pytest.raises(ParamsError, match="train.device"):
+        check_device(missing)
+
+
+def test_validate_stage_rejects_a_bad_value_in_one_line(tmp_path: Path) -> None:
+    """`python stages/validate.py` (the pipeline's first stage) gives one Error line naming
+    the key, exits 1, and leaves its output untouched; a good file writes the stamp."""
+    for rel in ("stages", "src"):
+        os.symlink(ROOT / rel, tmp_path / rel)
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS_FILE.read_text().replace("scope: layer", "scope: globl"))
+    stamp = tmp_path / "data" / "params.checked"
+    stamp.parent.mkdir()
+    stamp.write_text("old stamp\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, "stages/validate.py"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "Error: params.yaml: prune.scope = 'globl' is not allowed: one of layer, global"]
+    assert stamp.read_text() == "old stamp\n"
+    params.write_text(PARAMS_FILE.read_text())
+    done = subprocess.run([sys.executable, "stages/validate.py"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert stamp.read_text() == (ROOT / "data" / "params.checked").read_text()

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from reliability_helpers import read_only_dir
 
+from prunelab import files
 from prunelab.errors import DataError
-from prunelab.files import atomic_path, read_csv, read_json, write_csv, write_json
+from prunelab.files import Outputs, atomic_path, read_csv, read_json, write_csv, write_json
+
+
+@contextlib.contextmanager
+def mock_full_disk() -> Iterator[None]:
+    """Every temporary the writer opens is /dev/full's twin: writes fail with ENOSPC."""
+    real = files._temporary_beside
+
+    def full(path: Path) -> Path:
+        tmp = real(path)
+        tmp.unlink()
+        tmp.symlink_to("/dev/full")
+        return tmp
+
+    files._temporary_beside = full  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        files._temporary_beside = real  # type: ignore[assignment]
 
 
 @pytest.fixture
@@ -71,3 +92,52 @@ def test_atomic_write_honours_the_umask(tmp_path: Path) -> None:
     write_json(tmp_path / "m.json", {})
     assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == stat.S_IMODE(
         plain.stat().st_mode) == 0o644
+
+
+# --- a stage's outputs: all together or none -------------------------------------------------
+
+def test_outputs_commit_writes_every_file(tmp_path: Path) -> None:
+    """Outputs.commit writes each staged file (folders made as needed), no temporaries left."""
+    out = Outputs()
+    out.add_csv(tmp_path / "plots" / "c.csv", [{"k": 0.5}])
+    out.add_json(tmp_path / "metrics" / "m.json", {"a": 1})
+    out.add_bytes(tmp_path / "f.png", b"\x89PNG")
+    out.commit()
+    assert read_json(tmp_path / "metrics" / "m.json") == {"a": 1}
+    assert read_csv(tmp_path / "plots" / "c.csv", ("k",)) == [{"k": 0.5}]
+    assert out.paths == [tmp_path / "plots" / "c.csv", tmp_path / "metrics" / "m.json",
+                         tmp_path / "f.png"]
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("blocked", ["metrics", "plots"])
+def test_outputs_land_together_or_not_at_all(tmp_path: Path, blocked: str) -> None:
+    """One unwritable folder: one line naming the file, and *neither* file changes (the curve
+    is not left without its metrics partner, whichever of the two fails)."""
+    for name in ("metrics", "plots"):
+        (tmp_path / name).mkdir()
+    old_csv, old_json = tmp_path / "plots" / "c.csv", tmp_path / "metrics" / "m.json"
+    old_csv.write_text("old csv\n")
+    old_json.write_text("old json\n")
+    out = Outputs()
+    out.add_csv(old_csv, [{"k": 0.5}])
+    out.add_json(old_json, {"a": 1})
+    with read_only_dir(tmp_path / blocked), pytest.raises(DataError) as err:
+        out.commit()
+    target = old_json if blocked == "metrics" else old_csv
+    assert str(err.value).startswith(f"{target}: cannot be written")
+    assert "\n" not in str(err.value)
+    assert old_csv.read_text() == "old csv\n" and old_json.read_text() == "old json\n"
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_full_disk_is_one_line_and_nothing_written(tmp_path: Path) -> None:
+    """ENOSPC while writing (/dev/full as a stand-in for a full disk): one line, no file."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    out = Outputs()
+    out.add_text(tmp_path / "a.json", "{}\n")
+    with mock_full_disk(), pytest.raises(DataError, match="cannot be written") as err:
+        out.commit()
+    assert "a.json" in str(err.value)
+    assert not (tmp_path / "a.json").exists() and not list(tmp_path.rglob("*.tmp"))

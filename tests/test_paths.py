@@ -18,17 +18,10 @@ from prunelab.config import METHODS, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
-CORE_STAGES = ("download", "train", "prune_weight", "prune_unit", "plot")
-STAGES = tuple(DVC_YAML["stages"])  # every stage, including any added after the core five
+CORE_STAGES = ("validate", "download", "train", "prune_weight", "prune_unit", "plot")
+STAGES = tuple(DVC_YAML["stages"])  # every stage, including any added after the core ones
 NOT_OUTS = {paths.PARAMS, paths.MODELS_DIR, paths.METRICS_DIR, paths.PLOTS_DIR}
-
-EXPECTED_OUTS: dict[str, set[Path]] = {
-    "download": {paths.DATA_DIR},
-    "train": {paths.MODEL, paths.INIT_MODEL, paths.TRAIN_RUN, paths.TRAIN_METRICS,
-              paths.TRAIN_TIMING, paths.TRAIN_HISTORY},
-    **{f"prune_{m}": {paths.prune_metrics(m), paths.prune_curve(m)} for m in METHODS},
-    "plot": {paths.FIGURE},
-}
+OUT_KINDS = ("outs", "metrics", "plots")  # a stage's outputs, whichever way DVC is told
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +43,20 @@ def entries(items: list[Any]) -> list[str]:
 
 
 def outs(dvc: dict[str, Any], stage: str) -> set[Path]:
-    """The outs of one stage as Paths."""
-    return {Path(p) for p in entries(dvc["stages"][stage].get("outs", []))}
+    """Every output of one stage (outs, metrics and plots) as Paths."""
+    return {Path(p) for kind in OUT_KINDS for p in entries(dvc["stages"][stage].get(kind, []))}
+
+
+def declared(dvc: dict[str, Any], stage: str, kind: str) -> dict[Path, dict[str, Any]]:
+    """One kind of output of a stage, with its options (cache, persist)."""
+    found: dict[Path, dict[str, Any]] = {}
+    for item in dvc["stages"][stage].get(kind, []):
+        if isinstance(item, str):
+            found[Path(item)] = {}
+        else:
+            (path, options), = item.items()
+            found[Path(path)] = options or {}
+    return found
 
 
 def script(dvc: dict[str, Any], stage: str) -> str:
@@ -82,14 +87,52 @@ def prunelab_imports(path: Path, seen: set[str] | None = None) -> set[str]:
 
 
 def test_pipeline_has_the_core_stages(dvc: dict[str, Any]) -> None:
-    """dvc.yaml defines download, train, prune_weight, prune_unit and plot."""
+    """dvc.yaml defines the core stages, and exactly the stages prunelab.paths describes."""
     assert set(CORE_STAGES) <= set(dvc["stages"])
+    assert list(dvc["stages"]) == list(paths.STAGES)
 
 
-@pytest.mark.parametrize("stage", CORE_STAGES)
+@pytest.mark.parametrize("stage", STAGES)
 def test_stage_outs_are_the_paths_module(dvc: dict[str, Any], stage: str) -> None:
-    """Each stage's outs are exactly the prunelab.paths artefacts it owns."""
-    assert outs(dvc, stage) == EXPECTED_OUTS[stage]
+    """Each stage's outputs are exactly what prunelab.paths says it writes."""
+    assert outs(dvc, stage) == set(paths.STAGES[stage].writes)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_data_deps_are_the_paths_module(dvc: dict[str, Any], stage: str) -> None:
+    """Each stage's non-code deps are exactly what prunelab.paths says it reads."""
+    deps = {Path(d) for d in entries(dvc["stages"][stage]["deps"])}
+    data = {d for d in deps if d.parts[0] not in ("src", "stages")}
+    assert data == set(paths.STAGES[stage].reads) - {paths.PARAMS}
+
+
+def test_validate_runs_first_and_its_output_survives_a_failure(dvc: dict[str, Any]) -> None:
+    """Every other stage is downstream of `validate`, which tracks the whole params.yaml, and
+    whose output DVC never deletes (persist) and keeps in git (cache: false)."""
+    produced = {out: s for s in STAGES for out in outs(dvc, s)}
+    graph = {s: {produced[Path(d)] for d in entries(dvc["stages"][s]["deps"])
+                 if Path(d) in produced} for s in STAGES}
+
+    def upstream(stage: str) -> set[str]:
+        found = set(graph[stage])
+        for parent in graph[stage]:
+            found |= upstream(parent)
+        return found
+
+    assert all("validate" in upstream(s) for s in STAGES if s != "validate")
+    assert dvc["stages"]["validate"]["params"] == [{"params.yaml": None}]
+    assert declared(dvc, "validate", "outs") == {
+        paths.PARAMS_CHECKED: {"cache": False, "persist": True}}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_stage_can_be_restored_from_the_run_cache(dvc: dict[str, Any], stage: str) -> None:
+    """DVC saves a stage in its run-cache only if every output that is not a metric or plot
+    is cached: uncached files must be declared as `metrics:` or `plots:`."""
+    if stage == "validate":  # persist: never in the run-cache, and cheap to rerun
+        return
+    for path, options in declared(dvc, stage, "outs").items():
+        assert options.get("cache", True), f"{stage}: {path} is an uncached plain out"
 
 
 def test_every_path_is_an_out_of_exactly_one_stage(dvc: dict[str, Any]) -> None:
@@ -100,7 +143,7 @@ def test_every_path_is_an_out_of_exactly_one_stage(dvc: dict[str, Any]) -> None:
             owners.setdefault(out, []).append(stage)
     constants = {v for v in vars(paths).values() if isinstance(v, Path)} - NOT_OUTS
     named = {paths.DATA_DIR, paths.MODEL, paths.INIT_MODEL, paths.TRAIN_METRICS,
-             paths.TRAIN_TIMING, paths.TRAIN_HISTORY, paths.FIGURE}
+             paths.TRAIN_TIMING, paths.TRAIN_LOSS, paths.FIGURE, paths.PARAMS_CHECKED}
     assert named <= constants
     all_paths = constants | {f(m) for f in (paths.prune_metrics, paths.prune_curve)
                              for m in ("weight", "unit")}
@@ -108,13 +151,15 @@ def test_every_path_is_an_out_of_exactly_one_stage(dvc: dict[str, Any]) -> None:
     assert all(len(stages) == 1 for stages in owners.values()), owners
 
 
-def test_metrics_section_lists_the_json_outputs(dvc: dict[str, Any]) -> None:
-    """The top-level metrics are exactly the outs under metrics/, train and prune included."""
-    metrics = {Path(p) for p in dvc["metrics"]}
+def test_metrics_are_the_json_outputs_under_metrics(dvc: dict[str, Any]) -> None:
+    """The stages' `metrics:` are exactly the outputs under metrics/, train and prune
+    included; no top-level list repeats them."""
+    metrics = {p for s in STAGES for p in declared(dvc, s, "metrics")}
     assert {paths.TRAIN_METRICS, paths.TRAIN_TIMING,
             *(paths.prune_metrics(m) for m in METHODS)} <= metrics
     assert metrics == {out for s in STAGES for out in outs(dvc, s)
                        if out.parent == paths.METRICS_DIR}
+    assert "metrics" not in dvc
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -147,6 +192,8 @@ def test_stage_params_are_known_keys(dvc: dict[str, Any], stage: str) -> None:
     """Every params key a stage lists exists in params.yaml."""
     known = set(load_params(ROOT / "params.yaml").flat())
     for key in dvc["stages"][stage].get("params", []):
+        if key == {"params.yaml": None}:  # the whole file (validate)
+            continue
         assert key in known, f"{stage}: unknown params key {key}"
 
 
@@ -175,3 +222,26 @@ def test_stage_help_works(dvc: dict[str, Any], help_runs: dict[str, Any], stage:
     assert done.stdout.startswith("Usage: ")
     if stage.startswith("prune_"):
         assert "METHOD" in done.stdout and "weight" in done.stdout
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_help_names_what_it_reads_and_writes(dvc: dict[str, Any], help_runs: dict[str, Any],
+                                                   stage: str) -> None:
+    """--help lists every input and output of the stage and the environment variables."""
+    text = " ".join(help_runs[Path(script(dvc, stage)).stem].stdout.split())
+    for path in (*paths.STAGES[stage].reads, *paths.STAGES[stage].writes):
+        assert str(path) in text, f"{stage} --help does not name {path}"
+    for name in ("PRUNELAB_TRACKING", "MLFLOW_TRACKING_URI"):
+        assert name in text
+
+
+def test_prunelab_entry_point_lists_every_stage() -> None:
+    """`python -m prunelab --help` lists its tools; `stages` lists every DVC stage."""
+    run = [sys.executable, "-m", "prunelab"]
+    top = subprocess.run([*run, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert top.returncode == 0 and all(c in top.stdout for c in ("stages", "check", "report"))
+    listed = subprocess.run([*run, "stages"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert listed.returncode == 0
+    names = {line.split()[0] for line in listed.stdout.splitlines() if line[:1].isalpha()}
+    assert set(STAGES) <= names

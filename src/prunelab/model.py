@@ -89,11 +89,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def save_weights(weights: Sequence[Tensor], path: Path) -> None:
-    """Save the weight matrices (CPU copies) atomically, loadable with weights_only=True."""
+def weights_blob(weights: Sequence[Tensor]) -> bytes:
+    """The model file's bytes: the weight matrices (CPU copies), loadable with weights_only."""
     import io
-
-    from prunelab.files import write_bytes
 
     payload = {
         "format": FORMAT,
@@ -104,7 +102,14 @@ def save_weights(weights: Sequence[Tensor], path: Path) -> None:
     # the atomic temporary's name is random, so equal weights would give different bytes.
     buf = io.BytesIO()
     torch.save(payload, buf)
-    write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_weights(weights: Sequence[Tensor], path: Path) -> None:
+    """Save the weight matrices atomically (see :func:`weights_blob`)."""
+    from prunelab.files import write_bytes
+
+    write_bytes(path, weights_blob(weights))
 
 
 def load_weights(path: Path, device: torch.device | str = "cpu") -> list[Tensor]:

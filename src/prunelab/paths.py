@@ -1,11 +1,20 @@
 """Every artefact path, defined once. dvc.yaml's deps and outs match these (tests check).
 
-Paths are relative to the repository root, where DVC runs every stage's command.
+Paths are relative to the repository root, where DVC runs every stage's command. ``STAGES``
+says which artefacts each stage reads and writes: the stage commands' ``--help``,
+``python -m prunelab stages`` and the dvc.yaml checks all come from it.
 """
 
+from __future__ import annotations
+
+from dataclasses import dataclass
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
+# The validate stage's output: constant text, in git. Its only job is to be the edge that
+# makes `validate` run before `download` (and so before everything), so that a bad value in
+# params.yaml stops `dvc repro` before DVC deletes any stage's outputs.
+PARAMS_CHECKED = Path("data/params.checked")
 
 DATA_DIR = Path("data/mnist")
 
@@ -19,7 +28,7 @@ TRAIN_METRICS = METRICS_DIR / "train.json"
 TRAIN_TIMING = METRICS_DIR / "train_timing.json"
 
 PLOTS_DIR = Path("plots")
-TRAIN_HISTORY = PLOTS_DIR / "train_history.csv"
+TRAIN_LOSS = PLOTS_DIR / "train_loss.csv"
 FIGURE = PLOTS_DIR / "accuracy_vs_sparsity.png"
 SPEED_METRICS = METRICS_DIR / "speed.json"
 SPEED_CURVE = PLOTS_DIR / "speed.csv"
@@ -27,10 +36,39 @@ TRADEOFF_FIGURE = PLOTS_DIR / "tradeoff.png"
 
 
 def prune_metrics(method: str) -> Path:
-    """metrics/prune_<method>.json: accuracy per sparsity and the summaries."""
+    """metrics/prune_<method>.json: the headline summaries of one pruning sweep."""
     return METRICS_DIR / f"prune_{method}.json"
 
 
 def prune_curve(method: str) -> Path:
     """plots/prune_<method>.csv: one row per sparsity (distinct basenames for plots diff)."""
     return PLOTS_DIR / f"prune_{method}.csv"
+
+
+@dataclass(frozen=True)
+class StageFiles:
+    """What one DVC stage reads and writes (besides its code)."""
+
+    summary: str
+    reads: tuple[Path, ...]
+    writes: tuple[Path, ...]
+
+
+STAGES: dict[str, StageFiles] = {
+    "validate": StageFiles("check the whole params.yaml before any stage touches an output",
+                           (PARAMS,), (PARAMS_CHECKED,)),
+    "download": StageFiles("MNIST's four IDX files, verified against the official MD5s",
+                           (PARAMS, PARAMS_CHECKED), (DATA_DIR,)),
+    "train": StageFiles("train the study's MLP",
+                        (PARAMS, DATA_DIR),
+                        (MODEL, INIT_MODEL, TRAIN_RUN, TRAIN_METRICS, TRAIN_TIMING, TRAIN_LOSS)),
+    **{f"prune_{m}": StageFiles(f"{m} pruning over the sparsity grid, no retraining",
+                                (PARAMS, MODEL, TRAIN_RUN, DATA_DIR),
+                                (prune_metrics(m), prune_curve(m)))
+       for m in ("weight", "unit")},
+    "plot": StageFiles("the study's figure from both pruning curves",
+                       (PARAMS, prune_curve("weight"), prune_curve("unit")), (FIGURE,)),
+    "speed": StageFiles("realise every pruned model (compacted / CSR) and time it",
+                        (PARAMS, MODEL, DATA_DIR),
+                        (SPEED_METRICS, SPEED_CURVE, TRADEOFF_FIGURE)),
+}

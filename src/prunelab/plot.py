@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
-
-from prunelab.files import atomic_path  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 # The notebook's own numbers (layer-wise, 3 epochs; ../shared/REFERENCES.md), drawn faintly
 # for comparison when the run uses the study's scope.
@@ -24,8 +23,16 @@ COLOURS = {"weight": "tab:blue", "unit": "tab:orange"}
 Curve = Sequence[Mapping[str, float]]
 
 
-def draw(curves: Mapping[str, Curve], scope: str, epochs: int, path: Path) -> None:
-    """Two panels: accuracy vs the grid's sparsity k, and vs effective sparsity; PNG at path."""
+def _png(fig: Figure) -> bytes:
+    """The figure as PNG bytes (the stage writes them with its other outputs, atomically)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def accuracy_figure(curves: Mapping[str, Curve], scope: str, epochs: int) -> bytes:
+    """Two panels: accuracy vs the grid's sparsity k, and vs effective sparsity; PNG bytes."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for method, rows in curves.items():
         colour = COLOURS.get(method)
@@ -49,13 +56,11 @@ def draw(curves: Mapping[str, Curve], scope: str, epochs: int, path: Path) -> No
     fig.suptitle(f"MNIST MLP pruned without retraining: {scope}-wise ranking, "
                  f"{epochs} training epoch{'s' if epochs != 1 else ''}")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    return _png(fig)
 
 
-def draw_tradeoff(rows: Sequence[Mapping[str, object]], path: Path) -> None:
-    """Accuracy against measured speed-up (batch 100) and against compressed size."""
+def tradeoff_figure(rows: Sequence[Mapping[str, object]]) -> bytes:
+    """Accuracy against measured speed-up (batch 100) and against compressed size; PNG bytes."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     keys = sorted({(str(r["method"]), str(r["scope"])) for r in rows})
     for method, scope in keys:
@@ -75,6 +80,4 @@ def draw_tradeoff(rows: Sequence[Mapping[str, object]], path: Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle("What pruning buys: compacted unit-pruned nets, CSR weight-pruned nets")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    return _png(fig)

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
+from prunelab.config import grid_step
 from prunelab.inference import fast_equivalent
 from prunelab.masks import Pruner, apply_masks, live_masks
 from prunelab.model import accuracy
@@ -64,20 +65,18 @@ def sweep(weights: Sequence[Tensor], method: str, scope: str, sparsities: Iterab
     return [prune_point(weights, pruner.masks(k), k, x, y) for k in sparsities]
 
 
-def summarise(points: Sequence[SweepPoint], dense_accuracy: float, method: str,
-              scope: str) -> dict[str, Any]:
-    """The metrics file: accuracy per sparsity plus the study's headline summaries."""
+def summarise(points: Sequence[SweepPoint], dense_accuracy: float) -> dict[str, Any]:
+    """The headline of a sweep: the highest k within 1 point of dense, and what it keeps.
+
+    This is the metrics file (`dvc metrics show`, `dvc exp show`): a few numbers per method.
+    The accuracy at every k lives in the curve CSV (`dvc plots`) and in MLflow.
+    """
     ok = [p for p in points if p.accuracy >= dense_accuracy - TOLERANCE_POINTS]
     best = max(ok, key=lambda p: p.sparsity, default=None)
     return {
-        "method": method,
-        "scope": scope,
-        "dense_accuracy": dense_accuracy,
         "max_sparsity_within_1pt": best.sparsity if best else None,
         "accuracy_at_max_sparsity": best.accuracy if best else None,
         "effective_sparsity_at_max_sparsity": best.effective_sparsity if best else None,
-        "accuracy": {grid_key(p.sparsity): p.accuracy for p in points},
-        "effective_sparsity": {grid_key(p.sparsity): p.effective_sparsity for p in points},
     }
 
 
@@ -86,9 +85,11 @@ def grid_key(sparsity: float) -> str:
     return repr(float(sparsity))
 
 
-def curve_rows(points: Sequence[SweepPoint]) -> list[dict[str, Any]]:
-    """One CSV row per sparsity, columns in CURVE_COLUMNS order."""
-    return [{c: asdict(p)[c] for c in CURVE_COLUMNS} for p in points]
+def curve_rows(points: Sequence[SweepPoint], method: str, scope: str) -> list[dict[str, Any]]:
+    """One CSV row per sparsity: the method and scope (the plots colour by them), then
+    CURVE_COLUMNS."""
+    return [{"method": method, "scope": scope, **{c: asdict(p)[c] for c in CURVE_COLUMNS}}
+            for p in points]
 
 
 def dense_accuracy(weights: Sequence[Tensor], points: Sequence[SweepPoint], x: Tensor,
@@ -100,12 +101,7 @@ def dense_accuracy(weights: Sequence[Tensor], points: Sequence[SweepPoint], x: T
     return round(accuracy(weights, x, y), 4)
 
 
-def per_mille(sparsity: float) -> int:
-    """MLflow steps are integers: k = 0.97 is step 970 (the exact grid is a param)."""
-    return round(sparsity * 1000)
-
-
 def metric_series(points: Sequence[SweepPoint]) -> dict[str, list[tuple[int, float]]]:
     """Histories over the grid, so MLflow's chart draws accuracy against sparsity."""
     names = ("accuracy", "effective_sparsity", "nominal_sparsity", "live_params")
-    return {n: [(per_mille(p.sparsity), float(getattr(p, n))) for p in points] for n in names}
+    return {n: [(grid_step(p.sparsity), float(getattr(p, n))) for p in points] for n in names}

@@ -7,9 +7,12 @@ from pathlib import Path
 import click
 
 from prunelab import paths
+from prunelab.cli import stage_errors
 from prunelab.config import METHODS
-from prunelab.files import read_csv, read_json, write_text
+from prunelab.errors import DataError
+from prunelab.files import read_csv, read_json, read_rows, write_text
 from prunelab.plot import STUDY_ACCURACY, STUDY_GRID
+from prunelab.savings import REPEATS, THREADS
 
 
 def results_table() -> str:
@@ -31,9 +34,11 @@ def results_table() -> str:
     train = read_json(paths.TRAIN_METRICS)
     summary = [f"Dense test accuracy {train['test_accuracy']:.2f}% (study: 97.15%)."]
     for m in METHODS:
-        s = read_json(paths.prune_metrics(m))
+        best = read_json(paths.prune_metrics(m)).get("max_sparsity_within_1pt")
+        scope = read_rows(paths.prune_curve(m))[0].get("scope", "?")
         summary.append(f"{m.capitalize()} pruning stays within 1 point of dense up to k = "
-                       f"{s['max_sparsity_within_1pt']:g} ({s['scope']} scope).")
+                       f"{best:g} ({scope} scope)." if best is not None else
+                       f"{m.capitalize()} pruning loses more than 1 point at every k ({scope}).")
     return "\n".join(lines) + "\n\n" + " ".join(summary)
 
 
@@ -41,19 +46,18 @@ def savings_table() -> str:
     """Per pruned model (layer scope): accuracy, measured speed-up, size and FLOPs."""
     columns = ("sparsity", "accuracy", "speedup_b1", "speedup_b100", "bytes_compressed",
                "flops_per_sample")
-    speed = read_json(paths.SPEED_METRICS)
-    lines = [f"CPU, {speed['threads']} thread, median of {speed['repeats']} timed passes after "
+    lines = [f"CPU, {THREADS} thread, median of {REPEATS} timed passes after "
              "warm-up; speed-up over the dense net timed in the same loop. Layer-wise scope; "
              f"both scopes are in `{paths.SPEED_CURVE}`.", "",
              "| method | k | accuracy % | speed-up, batch 1 | speed-up, batch 100 | "
              "size (zlib) | MFLOP/sample | stored as |",
              "|---|---|---|---|---|---|---|---|"]
-    with paths.SPEED_CURVE.open(encoding="utf-8") as fh:
-        import csv
-
-        rows = [r for r in csv.DictReader(fh) if r["scope"] == "layer"]
+    rows = [r for r in read_rows(paths.SPEED_CURVE) if r.get("scope") == "layer"]
     for r in rows:
-        v = {c: float(r[c]) for c in columns}
+        try:
+            v = {c: float(r[c]) for c in columns}
+        except (KeyError, ValueError, TypeError):
+            raise DataError(f"{paths.SPEED_CURVE}: damaged; rerun: dvc repro -f speed") from None
         lines.append(f"| {r['method']} | {v['sparsity']:g} | {v['accuracy']:.2f} | "
                      f"{v['speedup_b1']:.1f}x | {v['speedup_b100']:.1f}x | "
                      f"{v['bytes_compressed'] / 1e6:.2f} MB | {v['flops_per_sample'] / 1e6:.2f} | "
@@ -75,14 +79,15 @@ def replace_block(text: str, name: str, block: str) -> str:
 @click.option("--readme", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Write the table into this README's results block instead of printing it.")
 def main(readme: Path | None) -> None:
-    tables = {"results": results_table(), "savings": savings_table()}
-    if readme is None:
-        click.echo("\n\n".join(tables.values()))
-        return
-    text = readme.read_text(encoding="utf-8")
-    for name, table in tables.items():
-        text = replace_block(text, name, table)
-    write_text(readme, text)
+    with stage_errors():  # a missing or damaged metrics file is one `Error:` line
+        tables = {"results": results_table(), "savings": savings_table()}
+        if readme is None:
+            click.echo("\n\n".join(tables.values()))
+            return
+        text = readme.read_text(encoding="utf-8")
+        for name, table in tables.items():
+            text = replace_block(text, name, table)
+        write_text(readme, text)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,11 @@ it. No DataLoader and no per-sample transforms: those cost the study 40x in wall
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -68,8 +71,10 @@ def train(
         order = torch.randperm(n, generator=shuffle).to(x.device)
         losses = []
         batches = range(0, n, cfg.batch_size)
+        # disable=None: a bar on a terminal only; in `dvc queue logs` or CI logs, bars fill
+        # thousands of lines.
         for i in tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
-                      disable=not progress, mininterval=0.5):
+                      disable=None if progress else True, mininterval=0.5, file=sys.stderr):
             idx = order[i : i + cfg.batch_size]
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x[idx]), y[idx])  # (B, 10) logits vs (B,)
@@ -83,3 +88,14 @@ def train(
         history.append(EpochRecord(epoch, round(float(epoch_losses.mean()), 6),
                                    round(accuracy(model.weights(), x_test, y_test), 4)))
     return TrainResult(tuple(history), tuple(steps), seconds, n * cfg.epochs)
+
+
+def loss_curve(step_losses: tuple[float, ...], max_points: int = 300) -> list[dict[str, Any]]:
+    """The training loss for plotting: means over equal windows of steps, at most
+    ``max_points`` rows (1,800 steps of the default run become 300), each at its last step."""
+    window = max(1, math.ceil(len(step_losses) / max_points))
+    rows = []
+    for start in range(0, len(step_losses), window):
+        chunk = step_losses[start : start + window]
+        rows.append({"step": start + len(chunk), "loss": round(sum(chunk) / len(chunk), 6)})
+    return rows
