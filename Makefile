@@ -48,7 +48,9 @@ bench-readme: setup                  ## the benchmark, and its table written int
 report: setup                        ## the results table from the metrics files, into README
 	python -m prunelab.report --readme README.md
 
+# MLflow 3 opens an experiment in its GenAI view; workflowType=machine_learning opens the runs.
 ui: setup                            ## the MLflow UI on the project's store, loopback only
+	@echo "prunelab runs: http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 clean-venv:

@@ -32,6 +32,7 @@ import reference  # noqa: E402
 from prunelab import paths  # noqa: E402
 from prunelab.config import TrainConfig, load_params  # noqa: E402
 from prunelab.data import load_split  # noqa: E402
+from prunelab.machine import describe  # noqa: E402
 from prunelab.model import MLP, layer_sizes, to_inputs, to_targets  # noqa: E402
 from prunelab.prune import sweep  # noqa: E402
 from prunelab.train import build_model, train  # noqa: E402
@@ -214,6 +215,7 @@ def dvc_workspace(params: dict[str, Any], tmp: Path, data_dir: Path,
     run("dvc", "init", "-q")
     run("dvc", "config", "core.analytics", "false")
     shutil.copytree(data_dir, repo / paths.DATA_DIR)
+    run("dvc", "repro", "-q", "validate")  # download's upstream: the params check
     run("dvc", "commit", "-q", "-f", "download")  # the verified files, as if just downloaded
     run("dvc", "repro", "-q")  # first run: hashes the data, creates the MLflow store
     return repo, env
@@ -253,9 +255,9 @@ def load_data(params: Any, data_dir: Path) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
+    """When and on what the figures were measured (CPU model, cores, GPU, torch, its BLAS)."""
     return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            **describe().as_dict(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version()}
 
 

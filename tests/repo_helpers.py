@@ -114,8 +114,8 @@ class SessionBaseline:
     def copy_to(self, dest: Path) -> Path:
         """An independent copy (git history, outputs, MLflow store) to run or change.
 
-        The copy's MLflow experiment keeps the baseline's artifact directory: runs have unique
-        ids, so copies never collide there, and nothing outside the session's temp dir is used.
+        The copy's first tracked stage repoints its MLflow store at the copy's own
+        ``mlartifacts/`` (and says so in one line), so nothing is written into the baseline.
         """
         shutil.copytree(self.repo, dest, symlinks=True)
         return dest
@@ -134,8 +134,9 @@ def make_repo(dest: Path, cache_dir: Path | None = None,
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     for name in ("stages", "src"):
         shutil.copytree(MAIN / name, dest / name, ignore=ignore)
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore", "data/params.checked"):
         if (MAIN / name).exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(MAIN / name, dest / name)
     write_params(dest, params)
     git(dest, "init", "-q", "-b", "main")
@@ -144,6 +145,9 @@ def make_repo(dest: Path, cache_dir: Path | None = None,
     git(dest, "config", "commit.gpgsign", "false")
     dvc(dest, "init", "-q")
     shutil.copy2(MAIN / ".dvc" / "config", dest / ".dvc" / "config")
+    # The plot templates and the offline page (built by `make setup`) that .dvc/config names.
+    shutil.copytree(MAIN / ".dvc" / "plots", dest / ".dvc" / "plots", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("node_modules"))
     if cache_dir is not None:  # .dvc/config.local: never committed, so clones keep their own
         dvc(dest, "cache", "dir", "--local", str(cache_dir))
     git(dest, "add", "-A")
@@ -160,6 +164,21 @@ def repro(repo: Path, env: Mapping[str, str] | None = None,
     """
     dvc(repo, "repro", "download", env=env, timeout=timeout)
     return dvc(repo, "repro", "--no-run-cache", env=env, timeout=timeout)
+
+
+def repro_output(repo: Path, env: Mapping[str, str] | None = None, timeout: float = 600) -> str:
+    """:func:`repro`, returning everything both of its dvc commands printed (stdout, stderr)."""
+    first = dvc(repo, "repro", "download", env=env, timeout=timeout)
+    second = dvc(repo, "repro", "--no-run-cache", env=env, timeout=timeout)
+    return first.stdout + first.stderr + second.stdout + second.stderr
+
+
+def stage_script(repo: Path, stage: str) -> str:
+    """The script a stage's dvc.yaml cmd runs (``stages/prune.py`` for prune_weight)."""
+    import shlex
+
+    dvc_yaml = yaml.safe_load((Path(repo) / "dvc.yaml").read_text(encoding="utf-8"))
+    return shlex.split(dvc_yaml["stages"][stage]["cmd"])[1]
 
 
 def pipeline_stages(repo: Path) -> set[str]:
@@ -209,6 +228,15 @@ def children(runs: Sequence[Any], parent_id: str) -> dict[str, Any]:
 
 def parents(runs: Sequence[Any]) -> list[Any]:
     return [r for r in runs if r.data.tags.get("prunelab_role") == "pipeline"]
+
+
+def tree_snapshot(root: Path) -> dict[str, str]:
+    """Every file under ``root`` by relative path -> SHA-256 of its bytes (to show nothing
+    was written there)."""
+    import hashlib
+
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(root).rglob("*")) if p.is_file()}
 
 
 def metric_steps(uri: str, run_id: str, key: str = "accuracy") -> list[int]:

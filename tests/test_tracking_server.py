@@ -2,14 +2,18 @@
 
 Every server runs on a free loopback port and is stopped in teardown. The module's one server
 stores runs in PostgreSQL (the team set-up) when it is installed, else in SQLite; the
-PostgreSQL and Chromium checks skip without those programs (.ci/run installs both).
+PostgreSQL and Chromium checks skip without those programs (.ci/run installs both). The
+module's one pipeline run gives MLFLOW_TRACKING_URI a user:password (the server, without
+authentication, ignores the header), so the same run shows that the password leaks nowhere.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -23,28 +27,43 @@ from urllib.parse import quote
 
 import pytest
 from repo_helpers import (
+    SMALL_PARAMS,
     SMALL_STEPS,
     VENV_BIN,
     env_for,
     error_lines,
     free_port,
+    git,
     make_repo,
     mlflow_server,
     pipeline_stages,
     read_json,
-    repro,
+    repro_output,
     rest_history,
     rest_params,
     rest_runs,
     rest_tags,
     run,
+    stage_script,
     stop_process,
+    write_params,
 )
+
+from prunelab.machine import cpu_model
+from prunelab.tracking import redact
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
 
 CHROMIUM = Path("/usr/bin/chromium")
 PG_BINDIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+PASSWORD = "s3cret-in-the-uri"  # in the pipeline's MLFLOW_TRACKING_URI; must appear nowhere
+# Stages without an MLflow run: download is restored from the run-cache, validate only reads.
+UNTRACKED = {"download", "validate"}
+
+
+def with_credentials(url: str) -> str:
+    """``url`` with a user:password, as a team's server behind basic auth would need."""
+    return url.replace("http://", f"http://ci-user:{PASSWORD}@", 1)
 
 
 @dataclass(frozen=True)
@@ -55,6 +74,7 @@ class TrackedRepo:
     url: str
     exp_id: str
     runs: list[dict[str, Any]]
+    output: str  # everything `dvc repro` printed
 
     def parent_of_train(self) -> dict[str, Any]:
         train = self.stage_run("train")
@@ -72,10 +92,9 @@ class TrackedRepo:
 
 
 def run_pipeline_against(url: str, repo: Path) -> TrackedRepo:
-    env = env_for(repo, MLFLOW_TRACKING_URI=url)
-    repro(repo, env=env)
+    output = repro_output(repo, env=env_for(repo, MLFLOW_TRACKING_URI=with_credentials(url)))
     exp_id, runs = rest_runs(url)
-    return TrackedRepo(repo, url, exp_id, runs)
+    return TrackedRepo(repo, url, exp_id, runs, output)
 
 
 @dataclass(frozen=True)
@@ -119,13 +138,15 @@ def tracked(server: str, tmp_path_factory: pytest.TempPathFactory, dvc_cache: Pa
 
 
 def assert_pipeline_arrived(tracked: TrackedRepo) -> None:
-    """One parent 'workspace' run with a FINISHED child per stage; the grid as history."""
+    """One parent 'workspace HH:MM <params hash>' run with a FINISHED child per stage; the
+    grid as history."""
     parent = tracked.parent_of_train()
-    assert parent["info"]["run_name"] == "workspace"
+    digest = rest_tags(parent)["params_hash"]
+    assert re.fullmatch(rf"workspace \d\d:\d\d {digest[:6]}", parent["info"]["run_name"])
     assert parent["info"]["status"] == "FINISHED"
     assert rest_tags(parent)["prunelab_role"] == "pipeline"
     stages = tracked.children(parent["info"]["run_id"])
-    assert set(stages) == pipeline_stages(tracked.repo) - {"download"}
+    assert set(stages) == pipeline_stages(tracked.repo) - UNTRACKED
     for name, child in stages.items():
         assert child["info"]["run_name"] == name
         assert child["info"]["status"] == "FINISHED", name
@@ -134,16 +155,18 @@ def assert_pipeline_arrived(tracked: TrackedRepo) -> None:
         child = stages[f"prune_{method}"]
         history = rest_history(tracked.url, child["info"]["run_id"], "accuracy")
         assert sorted(int(m["step"]) for m in history) == SMALL_STEPS
-        expected = read_json(tracked.repo / "metrics" / f"prune_{method}.json")["accuracy"]
-        assert {int(m["step"]): m["value"] for m in history} == {
-            round(float(k) * 1000): v for k, v in expected.items()}
+        # the curve DVC keeps (plots/prune_<method>.csv), point for point
+        with (tracked.repo / "plots" / f"prune_{method}.csv").open(encoding="utf-8") as f:
+            expected = {round(float(row["sparsity"]) * 1000): float(row["accuracy"])
+                        for row in csv.DictReader(f)}
+        assert {int(m["step"]): m["value"] for m in history} == expected
         parent_history = rest_history(tracked.url, parent["info"]["run_id"],
                                       f"prune_{method}.accuracy")
         assert sorted(int(m["step"]) for m in parent_history) == SMALL_STEPS
         assert rest_tags(child)["train_run_id"] == stages["train"]["info"]["run_id"]
     train_run = read_json(tracked.repo / "models" / "train_run.json")
     assert train_run == {"mlflow_run_id": stages["train"]["info"]["run_id"],
-                         "tracking_uri": tracked.url}
+                         "tracking_uri": redact(with_credentials(tracked.url))}
 
 
 # --- the pipeline on a server ------------------------------------------------------------------
@@ -162,6 +185,50 @@ def test_pipeline_runs_read_back_through_rest(tracked: TrackedRepo) -> None:
     names = {Path(f["path"]).name for f in answer.json().get("files", [])}
     assert {"prune_weight.csv", "prune_weight.json"} <= names
     assert not (tracked.repo / "mlflow.db").exists()  # nothing fell back to the local store
+
+
+def test_password_in_the_uri_reaches_no_output_or_record(tracked: TrackedRepo,
+                                                        backend: Backend) -> None:
+    """MLFLOW_TRACKING_URI=http://user:password@...: the password is in no line `dvc repro`
+    printed, no param, tag or name, no file of the repository or of the server's artifacts;
+    MLflow's "View run" links (which quoted it), its pickle warning and its progress bars are
+    gone from the output."""
+    assert PASSWORD not in tracked.output
+    assert PASSWORD not in json.dumps(tracked.runs)  # params, tags, run names
+    for root in (tracked.repo, backend.artifact_root):
+        leaked = [p for p in root.rglob("*") if p.is_file() and p.stat().st_size < 5_000_000
+                  and PASSWORD.encode() in p.read_bytes()]
+        assert leaked == []
+    for noise in ("View run", "View experiment", "Saving pytorch model by Pickle",
+                  "Uploading artifacts", "Downloading artifacts"):
+        assert noise not in tracked.output, noise
+
+
+def test_runs_name_their_source_machine_and_owner(tracked: TrackedRepo) -> None:
+    """The Source column's tags (script or dvc command, git commit, user), the machine, and
+    the process that owned each run; nothing was closed as an orphan."""
+    from importlib.metadata import version
+
+    parent = tracked.parent_of_train()
+    tags = rest_tags(parent)
+    head = git(tracked.repo, "rev-parse", "HEAD").stdout.strip()
+    assert (tags["mlflow.source.name"], tags["mlflow.source.type"]) == ("dvc repro", "LOCAL")
+    torch = version("torch").split("+")[0]
+    stages = tracked.children(parent["info"]["run_id"])
+    for name, record in [("(pipeline)", parent), *stages.items()]:
+        tags = rest_tags(record)
+        assert tags["mlflow.source.git.commit"] == head, name
+        assert tags["mlflow.user"], name
+        assert tags["machine.cpu"] == cpu_model() and int(tags["machine.cores"]) >= 1, name
+        assert tags["prunelab_host"] and int(tags["prunelab_pid"]) > 0, name
+        assert "prunelab_closed" not in tags, name
+        if name != "(pipeline)":
+            assert tags["mlflow.source.name"] == stage_script(tracked.repo, name)
+            assert tags["prunelab_pid"] != rest_tags(parent)["prunelab_pid"]  # stage vs dvc
+    for name in ("(pipeline)", "train", "prune_weight"):  # stages that load torch, and the parent
+        tags = rest_tags(parent if name == "(pipeline)" else stages[name])
+        assert tags["machine.torch"].split("+")[0] == torch, name
+        assert tags["machine.blas"] and tags["machine.gpu"], name
 
 
 # --- an unreachable server ---------------------------------------------------------------------
@@ -252,33 +319,122 @@ def chromium(args: list[str], profile: Path, timeout: float = 120) -> subprocess
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def test_compare_page_renders_both_runs(tracked: TrackedRepo, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
-    """The UI's compare-runs page, rendered by headless Chromium, shows both runs."""
+def rendered(url: str, work: Path, name: str, size: str = "1600,1000") -> tuple[str, Path]:
+    """(the DOM after MLflow's scripts ran, a PNG screenshot) of ``url``, each in a fresh
+    browser profile (nothing remembered from an earlier page)."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    dom = chromium([f"--window-size={size}", "--dump-dom", url], work / f"profile-{name}-dom")
+    assert dom.returncode == 0, dom.stderr[-3000:]
+    png = work / f"{name}.png"
+    shot = chromium([f"--window-size={size}", f"--screenshot={png}", url],
+                    work / f"profile-{name}-png")
+    assert shot.returncode == 0, shot.stderr[-3000:]
+    assert_not_blank(png)
+    return dom.stdout, png
+
+
+def assert_not_blank(png: Path) -> None:
+    """A real page: a PNG where no single colour covers 97% of the pixels."""
+    from PIL import Image
+
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(png) as image:
+        rgb = image.convert("RGB")
+        pixels = rgb.width * rgb.height
+        counts = rgb.getcolors(maxcolors=pixels) or []
+    assert len(counts) > 50 and max(n for n, _ in counts) < 0.97 * pixels, png
+
+
+def page_text(dom: str) -> str:
+    """The DOM's text, tags and scripts removed, whitespace collapsed."""
+    body = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.DOTALL)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body))
+
+
+def runs_page(tracked: TrackedRepo, mode: str = "TABLE") -> str:
+    """The experiment's runs, as the README links them. MLflow 3.17's UI picks its GenAI or
+    its model-training view from the `workflowType` query (or the switch the browser last
+    used), not from the experiment's tag: the link names the view."""
+    return (f"{tracked.url}/#/experiments/{tracked.exp_id}/runs"
+            f"?workflowType=machine_learning&compareRunsMode={mode}")
+
+
+def test_ui_opens_the_experiment_on_its_runs(tracked: TrackedRepo, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The experiment page shows the runs table (pipeline runs by name, their source), not
+    MLflow's GenAI onboarding; the experiment carries the kind that asks for that view."""
+    import requests
+
+    experiment = requests.get(f"{tracked.url}/api/2.0/mlflow/experiments/get",
+                              params={"experiment_id": tracked.exp_id}, timeout=30).json()
+    kinds = {t["key"]: t["value"] for t in experiment["experiment"]["tags"]}
+    assert kinds["mlflow.experimentKind"] == "custom_model_development"
+    dom, png = rendered(runs_page(tracked), tmp_path, "runs")
+    text = page_text(dom)
+    assert "Run Name" in text and "Source" in text, text[:2000]
+    assert tracked.parent_of_train()["info"]["run_name"] in text
+    assert "dvc repro" in text  # the parent's Source
+    for genai in ("Detect Issues", "Token Usage", "Evaluation runs", "GenAI apps"):
+        assert genai not in text, genai
+    with capsys.disabled():
+        print(f"\nMLflow runs page screenshot: {png}")
+
+
+def chart_cards(dom: str) -> dict[str, str]:
+    """The chart view's cards by title (metric name) -> the card's HTML."""
+    cards = {}
+    for card in dom.split('data-testid="experiment-view-compare-runs-card"')[1:]:
+        words = [w for w in re.sub(r"<[^>]+>", "\n", card[:5000]).split("\n")
+                 if w.strip() and "=" not in w]
+        if words:
+            cards[words[0].strip()] = card
+    return cards
+
+
+def test_chart_view_overlays_every_runs_accuracy_curve(tracked: TrackedRepo, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    """The runs page's chart view (compareRunsMode=CHART) draws prune_weight.accuracy as one
+    line per pipeline run: a second run (global scope, by hand in a copy) adds a second line."""
+    copy = tmp_path / "copy"
+    shutil.copytree(tracked.repo, copy, symlinks=True)
+    write_params(copy, {**SMALL_PARAMS, "prune": {**SMALL_PARAMS["prune"], "scope": "global"}})
+    run([str(VENV_BIN / "python"), stage_script(copy, "prune_weight"), "weight"], copy,
+        env=env_for(copy, MLFLOW_TRACKING_URI=tracked.url), timeout=120)
+    _, runs = rest_runs(tracked.url)
+    pipelines = {r["info"]["run_name"] for r in runs
+                 if rest_tags(r).get("prunelab_role") == "pipeline"
+                 and any(m["key"] == "prune_weight.accuracy" for m in r["data"].get("metrics", []))}
+    assert len(pipelines) == 2, pipelines
+    # tall: the view renders only the cards on screen, prune_weight.* come after prune_unit.*
+    dom, png = rendered(runs_page(tracked, "CHART"), tmp_path, "chart", size="1600,3000")
+    card = chart_cards(dom).get("prune_weight.accuracy")
+    assert card is not None, sorted(chart_cards(dom))
+    for name in pipelines:
+        assert f"{name} (prune_weight.accuracy)" in card, name
+    # one opaque line per run (MLflow draws a faint unsmoothed copy behind each)
+    lines = re.findall(r'class="js-line" d="M[^"]+" style="[^"]*stroke: (rgb\([^)]*\)); '
+                       r'stroke-opacity: 1;', card)
+    assert len(set(lines)) == 2, lines
+    with capsys.disabled():
+        print(f"\nMLflow chart view screenshot: {png}")
+
+
+def test_compare_page_renders_both_runs(tracked: TrackedRepo, tmp_path: Path) -> None:
+    """The UI's compare-runs page, rendered by headless Chromium, shows both runs."""
     runs = [tracked.stage_run(s)["info"] for s in ("prune_weight", "prune_unit")]
     ids = [r["run_id"] for r in runs]
     # MLflow 3's hash route: #/compare-runs?runs=[...]&experiments=[...] (JSON lists)
     query = (f"runs={quote(json.dumps(ids, separators=(',', ':')))}"
              f"&experiments={quote(json.dumps([tracked.exp_id], separators=(',', ':')))}")
-    url = f"{tracked.url}/#/compare-runs?{query}"
-
-    dom = chromium(["--dump-dom", url], tmp_path / "profile-dom")
-    assert dom.returncode == 0, dom.stderr[-3000:]
+    dom, _ = rendered(f"{tracked.url}/#/compare-runs?{query}", tmp_path, "compare",
+                      size="1400,1000")
     for run_id in ids:
-        assert run_id in dom.stdout, f"{run_id} not in the rendered compare page"
+        assert run_id in dom, f"{run_id} not in the rendered compare page"
     for name in ("prune_weight", "prune_unit"):
-        assert name in dom.stdout
-    assert "Comparing 2 Runs" in dom.stdout
-
-    png = tmp_path / "compare.png"
-    shot = chromium(["--window-size=1400,1000", f"--screenshot={png}", url],
-                    tmp_path / "profile-shot")
-    assert shot.returncode == 0, shot.stderr[-3000:]
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-    with capsys.disabled():
-        print(f"\nMLflow compare page screenshot: {png}")
+        assert name in dom
+    assert "Comparing 2 Runs" in dom
 
 
 # --- PostgreSQL behind the server ----------------------------------------------------------------
@@ -365,8 +521,8 @@ def test_postgres_backed_server_receives_the_pipeline(backend: Backend,
     with contextlib.closing(driver.connect(backend.libpq_uri)) as conn, conn.cursor() as cur:
         cur.execute("SELECT name, status FROM runs")
         rows = cur.fetchall()
-    stages = pipeline_stages(tracked.repo) - {"download"}
-    assert {name for name, _ in rows} >= stages | {"workspace"}
+    stages = pipeline_stages(tracked.repo) - UNTRACKED
+    assert {name for name, _ in rows} >= stages | {tracked.parent_of_train()["info"]["run_name"]}
     assert {status for _, status in rows} == {"FINISHED"}
-    assert len(rows) == len(tracked.runs)
+    assert len(rows) == len(rest_runs(tracked.url)[1])  # other tests may have added runs
     assert any(backend.artifact_root.rglob("prune_weight.csv"))

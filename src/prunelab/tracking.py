@@ -1,4 +1,5 @@
-"""Every MLflow call of the project: one parent run per pipeline execution, a child per stage.
+"""Every MLflow call of the project (with :mod:`prunelab.tracking_store`): one parent run per
+pipeline execution, a child per stage.
 
 DVC owns the artefacts; MLflow mirrors them for browsing and comparison.
 
@@ -12,28 +13,41 @@ DVC owns the artefacts; MLflow mirrors them for browsing and comparison.
 * Concurrency: SQLite allows one writer. All calls on a SQLite store go through one file
   lock, and experiment creation tolerates a concurrent creator, so parallel queue workers
   neither hit "database is locked" nor race each other.
+* Names: a pipeline run is named after its DVC experiment, or ``workspace <time> <params
+  hash>``; every run carries its source (script or dvc command), git commit, user, machine
+  (:mod:`prunelab.machine`) and owning process (see :mod:`prunelab.tracking_store`).
+* Quiet: MLflow's "View run at <url>" lines, its pickle warning and its upload progress bars
+  are dropped, and any credentials in what it does log are redacted.
 * Off switch: ``PRUNELAB_TRACKING=off`` runs the stages without MLflow.
 """
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
+import logging
 import os
-import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import psutil
+
+from prunelab import tracking_store as store
 from prunelab.config import Params
 from prunelab.errors import PrunelabError, StageInterrupted
+from prunelab.machine import describe
+from prunelab.tracking_store import EXPERIMENT, redact
 
-EXPERIMENT = "prunelab"
+__all__ = ["EXPERIMENT", "StageRun", "TrackingError", "enabled", "execution_key", "git_revision",
+           "params_hash", "redact", "repo_root", "run_name", "track", "tracking_uri"]
+
 SWITCH = "PRUNELAB_TRACKING"
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 
@@ -52,46 +66,77 @@ def repo_root() -> Path:
     return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
 
 
+def default_uri() -> str:
+    """The repository's own store: SQLite at <repo root>/mlflow.db."""
+    return f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
 def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI, or SQLite at <repo root>/mlflow.db."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI, or the repository's own store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
 
 
-# scheme://anything-up-to-the-last-@ : SQLAlchemy accepts '/', '?' and '#' unencoded in a
-# password, so the authority cannot be found by URL parsing; over-redacting is the safe side.
-_CREDENTIALS = re.compile(r"([A-Za-z][\w+.-]*://)[^\s]*@")
+def _dvc_words(argv: Sequence[str]) -> list[str] | None:
+    """``["dvc", "exp", "run"]`` for a dvc command line (``dvc ...`` or ``python -m dvc ...``:
+    the subcommand words before the first option), None for any other program."""
+    if len(argv) > 1 and Path(argv[0]).name == "dvc":
+        rest = argv[1:]
+    elif len(argv) > 2 and Path(argv[1]).name == "dvc":  # python .../bin/dvc ...
+        rest = argv[2:]
+    elif argv[1:3] == ["-m", "dvc"]:
+        rest = argv[3:]
+    else:
+        return None
+    words = ["dvc"]
+    for arg in rest:
+        if arg.startswith("-"):
+            break
+        words.append(arg)
+    return words
 
 
-def redact(text: str) -> str:
-    """``text`` (a URI, or a message quoting one) with every user:password replaced by ***."""
-    return _CREDENTIALS.sub(r"\1***@", text)
-
-
-def _lock(uri: str) -> Any:
-    """A cross-process lock for a SQLite store (one writer at a time); no lock for servers."""
-    if not uri.startswith("sqlite:///"):
-        return nullcontext()
-    from filelock import FileLock
-
-    return FileLock(uri.removeprefix("sqlite:///") + ".lock", timeout=600)
-
-
-def execution_key() -> str:
-    """Identifies one pipeline execution: the launching dvc process, and the DVC experiment."""
-    import psutil
-
+def launcher() -> tuple[psutil.Process, str]:
+    """The process that launched this pipeline execution (the nearest ``dvc`` ancestor, else
+    this process) and its command ("dvc repro", or this script's path for a stage by hand)."""
     me = psutil.Process()
-    launcher = me
     for proc in me.parents():
         try:
-            argv = proc.cmdline()
+            words = _dvc_words(proc.cmdline())
         except psutil.Error:
             continue
-        if any(Path(arg).name == "dvc" for arg in argv[:2]) or argv[1:3] == ["-m", "dvc"]:
-            launcher = proc
-            break
-    ident = f"{launcher.pid}-{launcher.create_time():.3f}-{os.environ.get('DVC_EXP_NAME', '')}"
+        if words:
+            return proc, " ".join(words)
+    return me, _script()
+
+
+def _script() -> str:
+    """This process's script relative to its working directory, where DVC runs a stage (the
+    repository, or DVC's temporary copy of it): ``stages/train.py``."""
+    path = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else Path("python")
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def execution_key(proc: psutil.Process | None = None) -> str:
+    """Identifies one pipeline execution: the launching dvc process (``proc``, found when not
+    given), and the DVC experiment."""
+    proc = launcher()[0] if proc is None else proc
+    ident = f"{proc.pid}-{proc.create_time():.3f}-{os.environ.get('DVC_EXP_NAME', '')}"
     return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def run_name(exp_name: str, params_digest: str, started: float) -> str:
+    """The pipeline run's name: the DVC experiment's, else ``workspace HH:MM <hash6>`` (local
+    start time, first 6 characters of the params_hash tag), so plain `dvc repro` runs differ.
+
+    Short on purpose: the UI's run-name column shows about 20 characters, and its Created
+    column already has the date.
+    """
+    if exp_name:
+        return exp_name
+    return f"workspace {time.strftime('%H:%M', time.localtime(started))} {params_digest[:6]}"
 
 
 def params_hash(params: Params) -> str:
@@ -125,6 +170,13 @@ def _configure_http_client() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+
+
 class StageRun:
     """The MLflow child run of one stage (a no-op object when tracking is off)."""
 
@@ -144,13 +196,17 @@ class StageRun:
             return self
         _configure_http_client()
         try:
+            store.quiet_mlflow()
             import mlflow
 
-            with _lock(self.uri):
+            with store.lock(self.uri):
                 # Constructing the client creates and migrates a fresh SQLite store: only
                 # one process may do that at a time.
-                mlflow.set_tracking_uri(self.uri)
                 self._client = mlflow.MlflowClient(self.uri)
+                if self.uri == default_uri():  # the repo's own store, never a server's
+                    moved = store.repoint_artifacts(self.uri, repo_root())
+                    if moved:
+                        print(moved, file=sys.stderr)
                 self._start()
         except PrunelabError:
             raise
@@ -169,13 +225,14 @@ class StageRun:
         else:
             status = "FAILED"
         try:
-            with _lock(self.uri):
+            with store.lock(self.uri):
                 self._client.set_terminated(self.run_id, status)
                 self._client.set_terminated(self.parent_id, status)
         except Exception as err:
             if kind is None:  # the stage worked but its record did not arrive: say so
                 raise self._error("lost the end of the run", err) from None
-            print(f"tracking: could not mark run {self.run_id} {status}: {err}", file=sys.stderr)
+            print(f"tracking: could not mark run {self.run_id} {status}: {redact(str(err))}",
+                  file=sys.stderr)
 
     def _error(self, what: str, exc: BaseException) -> TrackingError:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -185,32 +242,24 @@ class StageRun:
             f"(set {SWITCH}=off to run without tracking)"
         )
 
-    def _experiment_id(self) -> str:
-        client = self._client
-        found = client.get_experiment_by_name(EXPERIMENT)
-        if found is not None:
-            return str(found.experiment_id)
-        location = None
-        if self.uri.startswith("sqlite:///"):
-            location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-        try:
-            return str(client.create_experiment(EXPERIMENT, artifact_location=location))
-        except Exception:  # another worker created it first: use theirs
-            found = client.get_experiment_by_name(EXPERIMENT)
-            if found is None:
-                raise
-            return str(found.experiment_id)
-
     def _start(self) -> None:
         client, root = self._client, repo_root()
-        experiment = self._experiment_id()
-        key = execution_key()
+        db = store.sqlite_path(self.uri)
+        location = (db.parent / store.ARTIFACTS_DIR).as_uri() if db else None
+        experiment = store.experiment_id(client, location)
+        owner, command = launcher()
+        key = execution_key(owner)
+        store.close_orphans(client, experiment, closer=f"{self.stage} (execution {key})")
         exp_name = os.environ.get("DVC_EXP_NAME", "")
+        digest = params_hash(self.params)
         tags = {
             "dvc_exp_name": exp_name or "(workspace)",
             "mlflow.source.git.commit": git_revision(root),
-            "params_hash": params_hash(self.params),
+            "mlflow.source.type": "LOCAL",
+            "mlflow.user": _user(),
+            "params_hash": digest,
             "prunelab_execution": key,
+            **describe().tags(),
         }
         found = client.search_runs(
             [experiment], filter_string=f"tags.prunelab_execution = '{key}' "
@@ -218,18 +267,28 @@ class StageRun:
         if found:
             self.parent_id = found[0].info.run_id
             client.update_run(self.parent_id, status="RUNNING")
+            # machine.torch etc. are known only to stages that load torch: collect them all
+            self._log_tags(self.parent_id, describe().tags())
         else:
-            parent = client.create_run(experiment, run_name=exp_name or "workspace",
-                                       tags={**tags, "prunelab_role": "pipeline"})
+            parent = client.create_run(
+                experiment, run_name=run_name(exp_name, digest, time.time()),
+                tags={**tags, **store.owner_tags(owner), "mlflow.source.name": command,
+                      "prunelab_role": "pipeline"})
             self.parent_id = parent.info.run_id
             self._log_params(self.parent_id)
         child = client.create_run(
             experiment, run_name=self.stage,
-            tags={**tags, "prunelab_role": "stage", "stage": self.stage,
+            tags={**tags, **store.owner_tags(psutil.Process()), "mlflow.source.name": _script(),
+                  "prunelab_role": "stage", "stage": self.stage,
                   "mlflow.parentRunId": self.parent_id},
         )
         self.run_id = child.info.run_id
         self._log_params(self.run_id)
+
+    def _log_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self._client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def _log_params(self, run_id: str) -> None:
         from mlflow.entities import Param
@@ -242,7 +301,7 @@ class StageRun:
     @contextmanager
     def _writing(self) -> Iterator[None]:
         try:
-            with _lock(self.uri):
+            with store.lock(self.uri):
                 yield
         except PrunelabError:
             raise
@@ -288,12 +347,21 @@ class StageRun:
         import mlflow
         import mlflow.pytorch
 
-        with self._writing(), mlflow.start_run(run_id=self.run_id):
-            # Pickle format: 0.2 s, and loads back as prunelab.model.MLP with any batch size
-            # (MLflow's default pt2 export takes 4 s and fixes the batch dimension to 1).
-            # Naming the requirement skips MLflow's slow dependency inference.
-            mlflow.pytorch.log_model(model.cpu(), name="model", serialization_format="pickle",
-                                     pip_requirements=[f"torch=={_torch_version()}"])
+        quiet, logger = store.NoPickleWarning(), logging.getLogger("mlflow.pytorch")
+        logger.addFilter(quiet)  # a record logged on mlflow.pytorch itself: a logger filter
+        try:
+            with self._writing():
+                with _fluent_uri(self.uri), mlflow.start_run(run_id=self.run_id):
+                    # Pickle format: 0.2 s, and loads back as prunelab.model.MLP with any batch
+                    # size (MLflow's default pt2 export takes 4 s and fixes the batch dimension
+                    # to 1). Naming the requirement skips MLflow's slow dependency inference.
+                    mlflow.pytorch.log_model(model.cpu(), name="model",
+                                             serialization_format="pickle",
+                                             pip_requirements=[f"torch=={_torch_version()}"])
+                # leaving start_run marked the run FINISHED: it is not, until the stage ends
+                self._client.update_run(self.run_id, status="RUNNING")
+        finally:
+            logger.removeFilter(quiet)
 
     def set_tags(self, tags: Mapping[str, str], on_parent: bool = False) -> None:
         """Tag this stage's run (and optionally the parent)."""
@@ -303,6 +371,20 @@ class StageRun:
             for run_id in [self.run_id] + ([self.parent_id] if on_parent else []):
                 for key, value in tags.items():
                     self._client.set_tag(run_id, key, value)
+
+
+@contextmanager
+def _fluent_uri(uri: str) -> Iterator[None]:
+    """MLflow's process-wide URI set to ``uri`` for a fluent call, then put back: setting it
+    also sets MLFLOW_TRACKING_URI in os.environ, which would outlive this run."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  (None: unset)
 
 
 def _torch_version() -> str:
