@@ -5,8 +5,8 @@ import click
 from prunelab import paths
 from prunelab.cli import stage_errors, stage_help
 from prunelab.config import METHODS, load_params
-from prunelab.files import read_csv, write_bytes
-from prunelab.plot import accuracy_figure
+from prunelab.files import read_rows, write_bytes
+from prunelab.plot import accuracy_figure, by_criterion
 from prunelab.tracking import track
 
 
@@ -15,8 +15,8 @@ def main() -> None:
     with stage_errors():
         cfg = load_params(paths.PARAMS)
         with track("plot", cfg) as run:
-            curves = {m: read_csv(paths.prune_curve(m), ("sparsity", "accuracy",
-                                                         "effective_sparsity")) for m in METHODS}
+            curves = {m: by_criterion(read_rows(paths.prune_curve(m)), m,
+                                      str(paths.prune_curve(m))) for m in METHODS}
             write_bytes(paths.FIGURE, accuracy_figure(curves, cfg.prune.scope, cfg.train.epochs))
             run.log_artifacts([paths.FIGURE])
     click.echo(f"plot: {paths.FIGURE}", err=True)

@@ -1,6 +1,7 @@
-"""DVC stages `prune_weight` and `prune_unit`: prune fresh copies of the trained net, test each.
+"""DVC stages `prune_weight` and `prune_unit`: prune fresh copies of the trained net with every
+listed criterion, test each.
 
-METHOD is `weight` (smallest |w|) or `unit` (smallest-L2 rows).
+METHOD is the granularity: `weight` or `unit`.
 """
 
 import click
@@ -8,13 +9,23 @@ import click
 from prunelab import paths
 from prunelab.cli import stage_errors, stage_help
 from prunelab.config import METHODS, load_params
+from prunelab.criteria.registry import criterion
 from prunelab.data import load_split
 from prunelab.files import Outputs, read_json
 from prunelab.model import load_weights, resolve_device, to_inputs, to_targets
-from prunelab.prune import curve_rows, dense_accuracy, metric_series, summarise, sweep
+from prunelab.prune import (
+    criteria_context,
+    curve_rows,
+    dense_accuracy,
+    metric_series,
+    summarise,
+    sweep,
+)
 from prunelab.tracking import track
 
-DETAILS = "METHOD is `weight` (smallest |w| per layer) or `unit` (smallest-L2 rows per layer)."
+DETAILS = ("METHOD is `weight` (single weights) or `unit` (whole neurons); the criteria that "
+           "rank them are prune.weight_criteria / prune.unit_criteria in params.yaml. Criteria "
+           "that need calibration draw prune.calibration_size TRAINING images with train.seed.")
 
 
 @click.command(help=stage_help("prune_weight", "prune_unit", details=DETAILS))
@@ -28,21 +39,30 @@ def main(method: str) -> None:
             train_run = read_json(paths.TRAIN_RUN).get("mlflow_run_id")
             images, labels = load_split(paths.DATA_DIR, "t10k", cfg.data.test_size)
             x, y = to_inputs(images, device), to_targets(labels, device)
-            points = sweep(weights, method, cfg.prune.scope, cfg.prune.sparsities, x, y)
-            dense = dense_accuracy(weights, points, x, y)
-            summary = summarise(points, dense)
+            chosen = [criterion(method, name) for name in cfg.prune.criteria(method)]  # type: ignore[arg-type]
+            context = criteria_context(weights, chosen, cfg, paths.DATA_DIR, device)
+            curves = {c.name: sweep(weights, method, cfg.prune.scope, cfg.prune.sparsities, x, y,
+                                    c, context) for c in chosen}
+            dense = dense_accuracy(weights, next(iter(curves.values())), x, y)
+            summary = {name: summarise(points, dense) for name, points in curves.items()}
             out = Outputs()
-            out.add_csv(paths.prune_curve(method), curve_rows(points, method, cfg.prune.scope))
+            out.add_csv(paths.prune_curve(method), [
+                row for name, points in curves.items()
+                for row in curve_rows(points, method, cfg.prune.scope, name)])
             out.add_json(paths.prune_metrics(method), summary)
             out.commit()
             # DVC may skip training; this link names the run that produced the pruned model.
             if train_run:
                 run.set_tags({"train_run_id": str(train_run)}, on_parent=True)
-            run.log_series(metric_series(points), parent_prefix=f"prune_{method}.")
-            run.log_metrics({"dense_accuracy": dense, **summary}, parent_prefix=f"prune_{method}.")
+            for name, points in curves.items():
+                run.log_series(metric_series(points, f"{name}."), parent_prefix=f"prune_{method}.")
+                run.log_metrics({f"{name}.{k}": v for k, v in summary[name].items()},
+                                parent_prefix=f"prune_{method}.")
+            run.log_metrics({"dense_accuracy": dense}, parent_prefix=f"prune_{method}.")
             run.log_artifacts(out.paths)
-    line = ", ".join(f"{p.sparsity:g}: {p.accuracy:.2f}" for p in points)
-    click.echo(f"prune_{method} ({cfg.prune.scope}): {line}", err=True)
+    for name, points in curves.items():
+        line = ", ".join(f"{p.sparsity:g}: {p.accuracy:.2f}" for p in points)
+        click.echo(f"prune_{method} {name} ({cfg.prune.scope}): {line}", err=True)
 
 
 if __name__ == "__main__":

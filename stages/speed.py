@@ -5,19 +5,41 @@ import torch
 
 from prunelab import paths
 from prunelab.cli import stage_errors, stage_help
-from prunelab.config import METHODS, SCOPES, grid_step, load_params
+from prunelab.config import METHODS, SCOPES, Params, load_params
+from prunelab.criteria.base import Criterion
+from prunelab.criteria.registry import criterion
 from prunelab.data import load_split
 from prunelab.files import Outputs
+from prunelab.masks import STUDY
 from prunelab.model import accuracy, load_weights, to_inputs, to_targets
 from prunelab.plot import tradeoff_figure
-from prunelab.savings import REPEATS, THREADS, check_equivalence, measure, summarise
+from prunelab.prune import criteria_context
+from prunelab.savings import (
+    REPEATS,
+    THREADS,
+    check_equivalence,
+    measure,
+    speed_series,
+    summarise,
+)
 from prunelab.tracking import track
 
 CPU = torch.device("cpu")
 DETAILS = ("Unit-pruned nets are compacted, weight-pruned nets store each layer dense or CSR "
-           "(whichever is faster); both scopes, every sparsity. Timings vary run to run, so they "
-           "live here and not in the deterministic pruning stages.")
-SERIES = ("speedup_b100", "speedup_b1", "bytes_compressed", "flops_per_sample")
+           "(whichever is faster); the study's criteria in both scopes and the reconstructing "
+           "criteria (obs, l2_refit) in layer scope, every sparsity, each checked against its "
+           "pruned twin. Timings vary run to run, so they live here and not in the "
+           "deterministic pruning stages.")
+
+
+def timed_sets(cfg: Params) -> list[tuple[str, Criterion, str]]:
+    """(granularity, criterion, scope) to realise and time: the study's criteria in both scopes
+    (a mask's speed depends on its pattern, not on how it was ranked), and every listed
+    criterion that rewrites the weights it keeps, in layer scope."""
+    sets = [(m, STUDY[m], s) for m in METHODS for s in SCOPES]
+    return sets + [(m, c, "layer") for m in METHODS
+                   for c in (criterion(m, n) for n in cfg.prune.criteria(m))  # type: ignore[arg-type]
+                   if c.reconstruct is not None]
 
 
 @click.command(help=stage_help("speed", details=DETAILS))
@@ -28,20 +50,17 @@ def main() -> None:
             weights = load_weights(paths.MODEL, CPU)
             images, labels = load_split(paths.DATA_DIR, "t10k", cfg.data.test_size)
             x, y = to_inputs(images, CPU), to_targets(labels, CPU)
-            rows = [row for m in METHODS for s in SCOPES
-                    for row in measure(weights, m, s, cfg.prune.sparsities, x, y, REPEATS, THREADS)]
+            sets = timed_sets(cfg)
+            context = criteria_context(weights, [c for _, c, _ in sets], cfg, paths.DATA_DIR, CPU)
+            rows = [row for m, c, s in sets for row in measure(
+                weights, m, s, cfg.prune.sparsities, x, y, REPEATS, THREADS, c, context)]
             check_equivalence(rows)
             out = Outputs()
             out.add_csv(paths.SPEED_CURVE, rows)
             out.add_json(paths.SPEED_METRICS, summarise(rows, accuracy(weights, x, y)))
             out.add_bytes(paths.TRADEOFF_FIGURE, tradeoff_figure(rows))
             out.commit()
-            for m in METHODS:
-                for s in SCOPES:
-                    mine = [r for r in rows if r["method"] == m and r["scope"] == s]
-                    run.log_series({f"{m}_{s}.{n}": [(grid_step(float(r["sparsity"])), float(r[n]))
-                                                     for r in mine] for n in SERIES},
-                                   parent_prefix="speed.")
+            run.log_series(speed_series(rows), parent_prefix="speed.")
             run.log_artifacts(out.paths)
     click.echo(f"speed: {len(rows)} models realised and timed ({THREADS} thread)", err=True)
 

@@ -52,6 +52,9 @@ def test_repository_params_are_the_documented_defaults() -> None:
     assert p.train.device == "auto"
     assert p.prune.sparsities == GRID
     assert p.prune.scope == "layer"
+    assert p.prune.weight_criteria == ("magnitude", "random", "largest", "wanda", "obd", "obs")
+    assert p.prune.unit_criteria == ("l2", "random", "largest", "activation", "l2_refit")
+    assert p.prune.calibration_size == 1024
 
 
 def test_flat_gives_dotted_keys() -> None:
@@ -60,6 +63,7 @@ def test_flat_gives_dotted_keys() -> None:
     assert set(flat) == {
         "data.train_size", "data.test_size", "model.hidden", "train.epochs", "train.lr",
         "train.batch_size", "train.seed", "train.device", "prune.sparsities", "prune.scope",
+        "prune.weight_criteria", "prune.unit_criteria", "prune.calibration_size",
     }
     assert flat["train.lr"] == 0.001
     assert flat["prune.sparsities"] == list(GRID)
@@ -136,6 +140,19 @@ BAD = [
     ("unknown-section-key", setter("train", "momentum", 0.9), "train.momentum", None),
     ("missing", deleter("train", "lr"), "train.lr", None),
     ("missing-section-key", deleter("prune", "scope"), "prune.scope", None),
+    ("criterion-unknown", setter("prune", "weight_criteria", ["magnitude", "snip"]),
+     "prune.weight_criteria[1]", "snip"),
+    ("criterion-wrong-granularity", setter("prune", "unit_criteria", ["magnitude"]),
+     "prune.unit_criteria[0]", "magnitude"),
+    ("criteria-empty", setter("prune", "weight_criteria", []), "prune.weight_criteria", "[]"),
+    ("criteria-dup", setter("prune", "unit_criteria", ["l2", "l2"]), "prune.unit_criteria[1]",
+     "l2"),
+    ("criteria-not-list", setter("prune", "unit_criteria", "l2"), "prune.unit_criteria", "l2"),
+    ("calibration-0", setter("prune", "calibration_size", 0), "prune.calibration_size", "0"),
+    ("calibration-str", setter("prune", "calibration_size", "1k"), "prune.calibration_size",
+     "1k"),
+    ("calibration-over-train", setter("data", "train_size", 500), "prune.calibration_size",
+     "1024"),
 ]
 
 

@@ -142,7 +142,7 @@ def test_reference_figure_live_share_of_layerwise_unit_pruning() -> None:
     assert round(100 * live / total, 1) == 33.2
 
     x, y = torch.randn(20, 784), torch.randint(0, 10, (20,))
-    point = prune_point(weights, masks, 0.5, x, y)
+    point = prune_point(apply_masks(weights, masks), 0.5, x, y)
     assert point.live_params == 793_000
     assert point.nonzero_params == 500 * 784 + 500 * 1000 + 250 * 1000 + 100 * 500 + 10 * 200
     assert point.effective_sparsity == round(1 - 793_000 / 2_386_000, 6)

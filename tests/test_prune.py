@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
-import torch
+from pathlib import Path
 
-from prunelab.model import accuracy
-from prunelab.prune import CURVE_COLUMNS, SweepPoint, curve_rows, dense_accuracy, summarise, sweep
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from prunelab.model import accuracy, to_inputs
+from prunelab.prune import (
+    CURVE_COLUMNS,
+    SweepPoint,
+    criteria_context,
+    curve_rows,
+    dense_accuracy,
+    summarise,
+    sweep,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def point(k: float, acc: float) -> SweepPoint:
@@ -40,7 +55,6 @@ def test_summarise_picks_the_sparsest_point_within_one_point() -> None:
     s = summarise(points, 97.0)
     assert s["max_sparsity_within_1pt"] == 0.8
     assert s["accuracy_at_max_sparsity"] == 96.0
-    assert s["effective_sparsity_at_max_sparsity"] == 0.8
     assert summarise([point(0.5, 10.0)], 97.0)["max_sparsity_within_1pt"] is None
 
 
@@ -49,7 +63,7 @@ def test_summary_is_a_few_headline_numbers() -> None:
     size: `dvc exp show` stays readable; the curve CSV holds every k."""
     grid = [point(i / 100, 97.0 - i / 10) for i in range(100)]
     s = summarise(grid, 97.0)
-    assert len(s) == 3
+    assert set(s) == {"max_sparsity_within_1pt", "accuracy_at_max_sparsity"}
     assert all(isinstance(v, float) for v in s.values())
 
 
@@ -60,3 +74,37 @@ def test_curve_rows_follow_curve_columns() -> None:
     assert [list(r) for r in rows] == [["method", "scope", *CURVE_COLUMNS]] * 2
     assert [(r["method"], r["scope"]) for r in rows] == [("unit", "global")] * 2
     assert [r["sparsity"] for r in rows] == [0.0, 0.5]
+
+
+@pytest.mark.e2e
+def test_calibration_never_opens_a_test_image(tmp_path: Path, mnist_dir: Path) -> None:
+    """The criteria's calibration images are training images, drawn with the seed: with the
+    test files absent it works, with the training files absent it fails; the images are rows
+    of the training split at the drawn indices; another seed draws others."""
+    from prunelab.config import parse_params
+    from prunelab.criteria.base import Context, Criterion
+    from prunelab.data import calibration_indices, load_split
+    from prunelab.errors import DataError
+
+    train_only, test_only = tmp_path / "train", tmp_path / "test"
+    for folder, prefix in ((train_only, "train"), (test_only, "t10k")):
+        folder.mkdir()
+        for f in mnist_dir.glob(f"{prefix}-*"):
+            (folder / f.name).symlink_to(f)
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw["prune"]["calibration_size"] = 64
+    cfg = parse_params(raw)
+    needs = Criterion("probe", "weight", lambda c, i: c.weights[i], needs_calibration=True)
+    weights = [torch.zeros(4, 784), torch.zeros(10, 4)]
+    context = criteria_context(weights, [needs], cfg, train_only, torch.device("cpu"))
+    assert isinstance(context, Context) and context.calibration is not None
+    images, labels = load_split(mnist_dir, "train")
+    idx = calibration_indices(len(images), 64, cfg.train.seed)
+    assert torch.equal(context.calibration, to_inputs(images[idx], torch.device("cpu")))
+    assert torch.equal(context.labels, torch.from_numpy(labels[idx]).long())
+    with pytest.raises(DataError, match="train-images"):
+        criteria_context(weights, [needs], cfg, test_only, torch.device("cpu"))
+    assert not np.array_equal(idx, calibration_indices(len(images), 64, cfg.train.seed + 1))
+    # Criteria that need no calibration never open the data at all.
+    assert criteria_context(weights, [], cfg, tmp_path / "nowhere",
+                            torch.device("cpu")).calibration is None

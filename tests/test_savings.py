@@ -103,8 +103,8 @@ def test_measure_rows_and_summary() -> None:
         assert float(row["max_abs_diff_vs_masked"]) < 1e-4  # type: ignore[arg-type]
     assert rows[1]["flops_per_sample"] < rows[0]["flops_per_sample"]
     summary = summarise(rows, float(rows[0]["accuracy"]))  # type: ignore[arg-type]
-    assert set(summary) == {"unit_layer"}
-    assert summary["unit_layer"] == {"speedup_b100_at_max": max(  # type: ignore[index]
+    assert set(summary) == {"unit_l2_layer"}
+    assert summary["unit_l2_layer"] == {"speedup_b100_at_max": max(  # type: ignore[index]
         r["speedup_b100"] for r in rows
         if float(r["accuracy"]) >= float(rows[0]["accuracy"]) - 1  # type: ignore[arg-type]
         and r["sparsity"] == max(q["sparsity"] for q in rows  # type: ignore[type-var]
@@ -130,3 +130,27 @@ def test_benchmark_runs_end_to_end_on_a_tiny_budget(tmp_path: Path, mnist_dir: P
     assert results["train"]["seconds"] > 0 and results["dvc"]["repro_noop_seconds"] > 0
     assert all(stage["ok"] for stage in results["dvc"]["stages"].values()), results["dvc"]
     assert "| train" in done.stdout
+
+
+@pytest.mark.parametrize(("granularity", "name"), [("weight", "obs"), ("unit", "l2_refit")])
+def test_reconstructed_models_are_realised_and_match_their_pruned_twin(granularity: str,
+                                                                       name: str) -> None:
+    """The speed stage realises reconstructing criteria too (obs: dense/CSR layers; l2_refit:
+    compacted): same logits as the reconstructed net, and l2_refit's compacted net is as small
+    as l2's at the same k."""
+    from prunelab.criteria.base import Context
+    from prunelab.criteria.registry import criterion
+
+    torch.manual_seed(5)
+    weights = [torch.randn(48, 64) * 0.2, torch.randn(24, 48) * 0.2, torch.randn(10, 24) * 0.2]
+    x, y = torch.randn(300, 64), torch.randint(0, 10, (300,))
+    context = Context(tuple(weights), x[:128], y[:128], seed=0)
+    rows = measure(weights, granularity, "layer", (0.0, 0.5, 0.9), x, y, repeats=2,
+                   criterion=criterion(granularity, name), context=context)  # type: ignore[arg-type]
+    assert [r["criterion"] for r in rows] == [name] * 3
+    check_equivalence(rows)
+    assert all(float(r["max_abs_diff_vs_masked"]) < 1e-4 for r in rows)  # type: ignore[arg-type]
+    if granularity == "unit":
+        plain = measure(weights, "unit", "layer", (0.0, 0.5, 0.9), x, y, repeats=2)
+        assert [r["stored_params"] for r in rows] == [r["stored_params"] for r in plain]
+        assert rows[2]["stored_params"] < rows[0]["stored_params"]

@@ -19,7 +19,12 @@ from prunelab.errors import ParamsError
 
 Scope = Literal["layer", "global"]
 SCOPES: tuple[str, ...] = ("layer", "global")
-METHODS: tuple[str, ...] = ("weight", "unit")
+METHODS: tuple[str, ...] = ("weight", "unit")  # the granularities: what is pruned
+# The criteria (how candidates are ranked) per granularity: the names of
+# prunelab.criteria.registry, kept here so that checking params.yaml imports no torch.
+WEIGHT_CRITERIA: tuple[str, ...] = ("magnitude", "random", "largest", "wanda", "obd", "obs")
+UNIT_CRITERIA: tuple[str, ...] = ("l2", "random", "largest", "activation", "l2_refit")
+MAX_CALIBRATION = 60000
 
 # Upper bounds keep hostile input from exhausting memory; they sit far above any sensible study.
 MAX_HIDDEN = 16384
@@ -58,10 +63,18 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """The sparsity grid (sorted, unique, each in [0, 1)) and the ranking scope."""
+    """The sparsity grid (sorted, unique, each in [0, 1)), the ranking scope, the criteria to
+    sweep per granularity, and how many training images calibrate the criteria that need them."""
 
     sparsities: tuple[float, ...] = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
     scope: Scope = "layer"
+    weight_criteria: tuple[str, ...] = WEIGHT_CRITERIA
+    unit_criteria: tuple[str, ...] = UNIT_CRITERIA
+    calibration_size: int = 1024
+
+    def criteria(self, granularity: str) -> tuple[str, ...]:
+        """The criteria swept for ``granularity`` (weight or unit)."""
+        return self.weight_criteria if granularity == "weight" else self.unit_criteria
 
 
 @dataclass(frozen=True)
@@ -195,8 +208,21 @@ def grid_step(sparsity: float) -> int:
     return math.floor(sparsity * 1000 + 0.5)
 
 
+def _names(raw: Mapping[str, Any], key: str, known: tuple[str, ...]) -> tuple[str, ...]:
+    """A non-empty list of distinct names from ``known`` (the criteria of one granularity)."""
+    names = raw[key]
+    allowed = "a non-empty list of distinct names from: " + ", ".join(known)
+    if not isinstance(names, list) or not 1 <= len(names) <= len(known):
+        raise _fail(f"prune.{key}", names, allowed)
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or name not in known or name in names[:i]:
+            raise _fail(f"prune.{key}[{i}]", name, allowed)
+    return tuple(names)
+
+
 def _prune(raw: Any) -> PruneConfig:
-    raw = _check_keys(raw, "prune", ("sparsities", "scope"))
+    raw = _check_keys(raw, "prune", ("sparsities", "scope", "weight_criteria", "unit_criteria",
+                                     "calibration_size"))
     grid = raw["sparsities"]
     allowed = f"a list of 1 to {MAX_GRID} distinct numbers in [0, 1), at least 0.001 apart"
     if not isinstance(grid, list) or not 1 <= len(grid) <= MAX_GRID:
@@ -218,18 +244,27 @@ def _prune(raw: Any) -> PruneConfig:
     return PruneConfig(
         sparsities=tuple(sorted(float(k) for k in grid)),
         scope=_choice(raw, "prune", "scope", SCOPES),  # type: ignore[arg-type]
+        weight_criteria=_names(raw, "weight_criteria", WEIGHT_CRITERIA),
+        unit_criteria=_names(raw, "unit_criteria", UNIT_CRITERIA),
+        calibration_size=_int(raw, "prune", "calibration_size", 1, MAX_CALIBRATION),
     )
 
 
 def parse_params(raw: Any) -> Params:
     """Validate a parsed params.yaml document; raise ParamsError naming the first bad key."""
     raw = _check_keys(raw, "", ("data", "model", "train", "prune"))
-    return Params(
+    params = Params(
         data=_data(raw["data"]),
         model=_model(raw["model"]),
         train=_train(raw["train"]),
         prune=_prune(raw["prune"]),
     )
+    available = params.data.train_size or MAX_SAMPLES
+    if params.prune.calibration_size > available:  # calibration comes from the training split
+        raise _fail("prune.calibration_size", params.prune.calibration_size,
+                    f"at most data.train_size ({available}): calibration images are training "
+                    "images")
+    return params
 
 
 def _read_bounded(path: Path) -> str:

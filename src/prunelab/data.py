@@ -258,3 +258,21 @@ def load_split(
         arrays.append(parse_idx(blob, str(path)))
     images, labels = arrays
     return images[:limit], labels[:limit]
+
+
+def calibration_indices(available: int, size: int, seed: int) -> np.ndarray:
+    """Which training images calibrate the criteria: ``size`` distinct indices into the first
+    ``available`` training images, drawn with the run's seed (same seed, same images)."""
+    if not 1 <= size <= available:
+        raise ValueError(f"calibration size {size} is not in 1..{available}")
+    generator = np.random.default_rng(seed)
+    return np.sort(generator.choice(available, size=size, replace=False))
+
+
+def calibration_set(directory: Path, train_size: int | None, size: int,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The calibration images and labels: ``size`` of the (first ``train_size``) TRAINING
+    images, drawn with ``seed``. Never a test image: only the training split is opened."""
+    images, labels = load_split(directory, "train", train_size)
+    idx = calibration_indices(len(images), size, seed)
+    return images[idx], labels[idx]

@@ -1,7 +1,8 @@
 """Pruning masks as pure functions: importance -> ranking -> keep-mask.
 
-A *criterion* scores the things that can be pruned: single weights (``weight``: |w|) or whole
-output neurons (``unit``: the L2 norm of each row). A *scope* decides where the ranking runs:
+A *criterion* (`prunelab.criteria`) scores the things that can be pruned: single weights
+(granularity ``weight``; the study's |w|) or whole output neurons (``unit``; the study's L2 norm
+of each row). A *scope* decides where the ranking runs:
 ``layer`` prunes floor(k * n) from each layer separately (the study); ``global`` ranks all
 pruned layers together and drops floor(k * N) of the N candidates. The output layer is never
 pruned. Masks are boolean keep-masks shaped like the weights; nothing here mutates a weight.
@@ -15,14 +16,18 @@ lose all its units (which would cut the network in two).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
 import torch
 from torch import Tensor
 
-Scores = Callable[[Tensor], Tensor]
+from prunelab.criteria.base import Context, Criterion
+from prunelab.criteria.magnitude import L2, MAGNITUDE
+
+# The study's criteria, used when a caller names none.
+STUDY: dict[str, Criterion] = {"weight": MAGNITUDE, "unit": L2}
 
 
 def weight_scores(w: Tensor) -> Tensor:
@@ -33,16 +38,6 @@ def weight_scores(w: Tensor) -> Tensor:
 def unit_scores(w: Tensor) -> Tensor:
     """L2 norm of each output neuron's row: (out, in) -> (out,)."""
     return torch.linalg.vector_norm(w, dim=1)
-
-
-def unit_scores_rms(w: Tensor) -> Tensor:
-    """Row norm divided by sqrt(fan-in), comparable across layers: (out, in) -> (out,)."""
-    return unit_scores(w) / math.sqrt(w.shape[1])
-
-
-# The names here are the names in params.yaml, the metrics files and the plots.
-CRITERIA: dict[str, Scores] = {"weight": weight_scores, "unit": unit_scores}
-GLOBAL_CRITERIA: dict[str, Scores] = {"weight": weight_scores, "unit": unit_scores_rms}
 
 
 def n_pruned(sparsity: float, n: int) -> int:
@@ -109,18 +104,28 @@ def rank(scores: Sequence[Tensor], protect_best: bool = False) -> Ranking:
 
 
 class Pruner:
-    """All the masks of one method and scope for one trained net, ranked once."""
+    """All the keep-masks of one criterion and scope for one trained net, ranked once.
 
-    def __init__(self, weights: Sequence[Tensor], method: str, scope: str) -> None:
-        if method not in CRITERIA:
-            raise ValueError(f"unknown method {method!r}; allowed: {', '.join(CRITERIA)}")
+    ``granularity`` is what is pruned (weights or units); ``criterion`` how candidates are
+    ranked (default: the study's, |w| or the row's L2 norm); ``context`` what it may look at
+    (default: the weights alone).
+    """
+
+    def __init__(self, weights: Sequence[Tensor], granularity: str, scope: str,
+                 criterion: Criterion | None = None, context: Context | None = None) -> None:
+        if granularity not in STUDY:
+            raise ValueError(f"unknown granularity {granularity!r}; allowed: weight, unit")
+        criterion = STUDY[granularity] if criterion is None else criterion
+        if criterion.granularity != granularity:
+            raise ValueError(f"{criterion.name} is a {criterion.granularity} criterion")
         self.weights = list(weights)
-        prunable = self.weights[:-1]  # the output layer stays dense
+        context = Context(tuple(self.weights)) if context is None else context
+        prunable = range(len(self.weights) - 1)  # the output layer stays dense
         if scope == "layer":
-            self.rankings = [rank([CRITERIA[method](w)]) for w in prunable]
+            self.rankings = [rank([criterion.scores(context, i, False)]) for i in prunable]
         elif scope == "global":
-            scores = [GLOBAL_CRITERIA[method](w) for w in prunable]
-            self.rankings = [rank(scores, protect_best=method == "unit")]
+            scores = [criterion.scores(context, i, True) for i in prunable]
+            self.rankings = [rank(scores, protect_best=granularity == "unit")]
         else:
             raise ValueError(f"unknown scope {scope!r}; allowed: layer, global")
 
@@ -135,10 +140,10 @@ class Pruner:
 
 
 def prune_masks(
-    weights: Sequence[Tensor], method: str, scope: str, sparsity: float
+    weights: Sequence[Tensor], granularity: str, scope: str, sparsity: float
 ) -> list[Tensor]:
-    """Keep-masks for one sparsity (see :class:`Pruner` to sweep many)."""
-    return Pruner(weights, method, scope).masks(sparsity)
+    """The study's keep-masks for one sparsity (see :class:`Pruner` to sweep many)."""
+    return Pruner(weights, granularity, scope).masks(sparsity)
 
 
 def apply_masks(weights: Sequence[Tensor], masks: Sequence[Tensor]) -> list[Tensor]:

@@ -11,6 +11,8 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from prunelab.errors import DataError  # noqa: E402
+
 # The notebook's own numbers (layer-wise, 3 epochs; ../shared/REFERENCES.md), drawn faintly
 # for comparison when the run uses the study's scope.
 STUDY_GRID = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
@@ -19,6 +21,11 @@ STUDY_ACCURACY = {
     "unit": (97.15, 97.14, 96.98, 96.76, 94.63, 72.66, 36.67, 19.29, 13.07, 10.12),
 }
 COLOURS = {"weight": "tab:blue", "unit": "tab:orange"}
+# One colour per criterion; the study's two keep the colours the figure always had.
+CRITERION_COLOURS = {"magnitude": "tab:blue", "l2": "tab:orange", "random": "tab:gray",
+                     "largest": "tab:red", "wanda": "tab:green", "activation": "tab:green",
+                     "obd": "tab:purple", "obs": "black", "l2_refit": "black"}
+STUDY_CRITERION = {"weight": "magnitude", "unit": "l2"}
 
 Curve = Sequence[Mapping[str, float]]
 
@@ -31,28 +38,47 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def accuracy_figure(curves: Mapping[str, Curve], scope: str, epochs: int) -> bytes:
-    """Two panels: accuracy vs the grid's sparsity k, and vs effective sparsity; PNG bytes."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for method, rows in curves.items():
-        colour = COLOURS.get(method)
-        k = [r["sparsity"] for r in rows]
-        acc = [r["accuracy"] for r in rows]
-        left.plot(k, acc, "o-", color=colour, label=f"{method} pruning")
-        right.plot([r["effective_sparsity"] for r in rows], acc, "o-", color=colour,
-                   label=f"{method} pruning")
+def by_criterion(rows: Sequence[Mapping[str, str]], method: str,
+                 source: str) -> dict[str, list[dict[str, float]]]:
+    """A curve CSV's rows grouped by criterion (a file without the column is the study's)."""
+    grouped: dict[str, list[dict[str, float]]] = {}
+    try:
+        for row in rows:
+            name = row.get("criterion") or STUDY_CRITERION[method]
+            grouped.setdefault(name, []).append(
+                {k: float(row[k]) for k in ("sparsity", "accuracy", "effective_sparsity")})
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"{source}: damaged ({exc!r}); rerun: dvc repro -f") from None
+    if not grouped:
+        raise DataError(f"{source}: damaged (no rows); rerun: dvc repro -f")
+    return grouped
+
+
+def accuracy_figure(curves: Mapping[str, Mapping[str, Curve]], scope: str, epochs: int) -> bytes:
+    """Accuracy against the grid's k (left) and effective sparsity (right), one row of panels
+    per granularity, one line per criterion; the notebook's curves dotted. PNG bytes."""
+    fig, axes = plt.subplots(len(curves), 2, figsize=(11, 4.0 * len(curves)), sharey=True,
+                             squeeze=False)
+    for (method, by_criterion), (left, right) in zip(curves.items(), axes, strict=True):
+        for name, rows in by_criterion.items():
+            style = dict(color=CRITERION_COLOURS.get(name), marker="o", ms=3,
+                         lw=2 if name == STUDY_CRITERION.get(method) else 1.2,
+                         label=f"{method}: {name}")
+            acc = [r["accuracy"] for r in rows]
+            left.plot([r["sparsity"] for r in rows], acc, **style)  # type: ignore[arg-type]
+            right.plot([r["effective_sparsity"] for r in rows], acc, **style)  # type: ignore
         if scope == "layer" and method in STUDY_ACCURACY:
-            left.plot(STUDY_GRID, STUDY_ACCURACY[method], ":", color=colour, alpha=0.6,
-                      label=f"{method}, the study's notebook")
-    left.set_xlabel("sparsity k (share pruned per layer)" if scope == "layer"
-                    else "sparsity k (share pruned, ranked globally)")
-    right.set_xlabel("effective sparsity (share of weights zero or cut off)")
-    left.set_ylabel("test accuracy (%)")
-    for ax in (left, right):
-        ax.set_xlim(-0.02, 1.0)
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower left", fontsize=8)
+            left.plot(STUDY_GRID, STUDY_ACCURACY[method], ":", color=COLOURS[method], alpha=0.7,
+                      label=f"{method}: the study's notebook")
+        left.set_xlabel("sparsity k (share pruned per layer)" if scope == "layer"
+                        else "sparsity k (share pruned, ranked globally)")
+        right.set_xlabel("effective sparsity (share of weights zero or cut off)")
+        left.set_ylabel(f"{method} pruning: test accuracy (%)")
+        for ax in (left, right):
+            ax.set_xlim(-0.02, 1.0)
+            ax.set_ylim(0, 100)
+            ax.grid(alpha=0.3)
+            ax.legend(loc="lower left", fontsize=7)
     fig.suptitle(f"MNIST MLP pruned without retraining: {scope}-wise ranking, "
                  f"{epochs} training epoch{'s' if epochs != 1 else ''}")
     fig.tight_layout()
@@ -62,11 +88,15 @@ def accuracy_figure(curves: Mapping[str, Curve], scope: str, epochs: int) -> byt
 def tradeoff_figure(rows: Sequence[Mapping[str, object]]) -> bytes:
     """Accuracy against measured speed-up (batch 100) and against compressed size; PNG bytes."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    keys = sorted({(str(r["method"]), str(r["scope"])) for r in rows})
-    for method, scope in keys:
-        mine = [r for r in rows if r["method"] == method and r["scope"] == scope]
-        style = dict(color=COLOURS.get(method), ls="-" if scope == "layer" else "--",
-                     marker="o", ms=4, label=f"{method}, {scope}")
+    keys = sorted({(str(r["method"]), str(r.get("criterion", STUDY_CRITERION[str(r["method"])])),
+                    str(r["scope"])) for r in rows})
+    for method, name, scope in keys:
+        mine = [r for r in rows if (r["method"], r.get("criterion", name), r["scope"])
+                == (method, name, scope)]
+        colour = COLOURS.get(method) if name == STUDY_CRITERION.get(method) else \
+            CRITERION_COLOURS.get(name)
+        style = dict(color=colour, ls="-" if scope == "layer" else "--",
+                     marker="o", ms=4, label=f"{method}: {name}, {scope}")
         acc = [float(r["accuracy"]) for r in mine]  # type: ignore[arg-type]
         left.plot([float(r["speedup_b100"]) for r in mine], acc, **style)  # type: ignore
         right.plot([float(r["bytes_compressed"]) / 1e6 for r in mine], acc, **style)  # type: ignore

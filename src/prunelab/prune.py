@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
-from prunelab.config import grid_step
+from prunelab.config import Params, grid_step
+from prunelab.criteria.base import Context, Criterion
+from prunelab.data import calibration_set
 from prunelab.inference import fast_equivalent
 from prunelab.masks import Pruner, apply_masks, live_masks
-from prunelab.model import accuracy
+from prunelab.model import accuracy, to_inputs, to_targets
 
 TOLERANCE_POINTS = 1.0  # "within 1 point of dense" for the summaries
 CURVE_COLUMNS = (
@@ -40,10 +44,8 @@ class SweepPoint:
     live_params: int
 
 
-def prune_point(weights: Sequence[Tensor], masks: Sequence[Tensor], sparsity: float,
-                x: Tensor, y: Tensor) -> SweepPoint:
-    """Apply ``masks`` to a copy of ``weights``, measure what is left and test it."""
-    pruned = apply_masks(weights, masks)
+def prune_point(pruned: Sequence[Tensor], sparsity: float, x: Tensor, y: Tensor) -> SweepPoint:
+    """Measure what is left of a pruned net and test it."""
     total = sum(w.numel() for w in pruned)
     nonzero = sum(int(w.count_nonzero()) for w in pruned)
     live_per_layer = live_masks(pruned)
@@ -58,11 +60,39 @@ def prune_point(weights: Sequence[Tensor], masks: Sequence[Tensor], sparsity: fl
     )
 
 
-def sweep(weights: Sequence[Tensor], method: str, scope: str, sparsities: Iterable[float],
-          x: Tensor, y: Tensor) -> list[SweepPoint]:
-    """Every grid value, each from the same dense ``weights`` (ranked once)."""
-    pruner = Pruner(weights, method, scope)
-    return [prune_point(weights, pruner.masks(k), k, x, y) for k in sparsities]
+def criteria_context(weights: Sequence[Tensor], criteria: Sequence[Criterion], cfg: Params,
+                     data_dir: Path, device: torch.device) -> Context:
+    """What ``criteria`` may look at: the weights and the run's seed, plus calibration images
+    (training split only, ``prune.calibration_size`` drawn with ``train.seed``) when one of
+    them needs them."""
+    if not any(c.needs_calibration for c in criteria):
+        return Context(tuple(weights), seed=cfg.train.seed)
+    images, labels = calibration_set(data_dir, cfg.data.train_size, cfg.prune.calibration_size,
+                                     cfg.train.seed)
+    return Context(tuple(weights), to_inputs(images, device), to_targets(labels, device),
+                   seed=cfg.train.seed)
+
+
+def pruned_nets(weights: Sequence[Tensor], granularity: str, scope: str,
+                sparsities: Iterable[float], criterion: Criterion | None = None,
+                context: Context | None = None) -> Iterator[tuple[float, list[Tensor]]]:
+    """(k, pruned weights) for every grid value, each from the same dense ``weights``: masked,
+    then reconstructed when the criterion does that. The ranking is computed once."""
+    pruner = Pruner(weights, granularity, scope, criterion, context)
+    for k in sparsities:
+        masks = pruner.masks(k)
+        if criterion is not None and criterion.reconstruct is not None and context is not None:
+            yield k, criterion.reconstruct(context, masks)
+        else:
+            yield k, apply_masks(weights, masks)
+
+
+def sweep(weights: Sequence[Tensor], granularity: str, scope: str, sparsities: Iterable[float],
+          x: Tensor, y: Tensor, criterion: Criterion | None = None,
+          context: Context | None = None) -> list[SweepPoint]:
+    """Every grid value of one criterion (default: the study's), tested on (x, y)."""
+    return [prune_point(net, k, x, y)
+            for k, net in pruned_nets(weights, granularity, scope, sparsities, criterion, context)]
 
 
 def summarise(points: Sequence[SweepPoint], dense_accuracy: float) -> dict[str, Any]:
@@ -76,7 +106,6 @@ def summarise(points: Sequence[SweepPoint], dense_accuracy: float) -> dict[str, 
     return {
         "max_sparsity_within_1pt": best.sparsity if best else None,
         "accuracy_at_max_sparsity": best.accuracy if best else None,
-        "effective_sparsity_at_max_sparsity": best.effective_sparsity if best else None,
     }
 
 
@@ -85,11 +114,15 @@ def grid_key(sparsity: float) -> str:
     return repr(float(sparsity))
 
 
-def curve_rows(points: Sequence[SweepPoint], method: str, scope: str) -> list[dict[str, Any]]:
-    """One CSV row per sparsity: the method and scope (the plots colour by them), then
-    CURVE_COLUMNS."""
-    return [{"method": method, "scope": scope, **{c: asdict(p)[c] for c in CURVE_COLUMNS}}
-            for p in points]
+def curve_rows(points: Sequence[SweepPoint], method: str, scope: str,
+               criterion: str | None = None) -> list[dict[str, Any]]:
+    """One CSV row per sparsity: method (granularity), criterion and scope -- the plots colour
+    by them -- then CURVE_COLUMNS."""
+    head: dict[str, Any] = {"method": method}
+    if criterion is not None:
+        head["criterion"] = criterion
+    head["scope"] = scope
+    return [{**head, **{c: asdict(p)[c] for c in CURVE_COLUMNS}} for p in points]
 
 
 def dense_accuracy(weights: Sequence[Tensor], points: Sequence[SweepPoint], x: Tensor,
@@ -101,7 +134,10 @@ def dense_accuracy(weights: Sequence[Tensor], points: Sequence[SweepPoint], x: T
     return round(accuracy(weights, x, y), 4)
 
 
-def metric_series(points: Sequence[SweepPoint]) -> dict[str, list[tuple[int, float]]]:
-    """Histories over the grid, so MLflow's chart draws accuracy against sparsity."""
+def metric_series(points: Sequence[SweepPoint],
+                  prefix: str = "") -> dict[str, list[tuple[int, float]]]:
+    """Histories over the grid (step = per-mille sparsity), so MLflow's chart draws accuracy
+    against sparsity; ``prefix`` names the criterion (``magnitude.accuracy``)."""
     names = ("accuracy", "effective_sparsity", "nominal_sparsity", "live_params")
-    return {n: [(grid_step(p.sparsity), float(getattr(p, n))) for p in points] for n in names}
+    return {prefix + n: [(grid_step(p.sparsity), float(getattr(p, n))) for p in points]
+            for n in names}

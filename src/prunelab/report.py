@@ -10,36 +10,83 @@ from prunelab import paths
 from prunelab.cli import stage_errors
 from prunelab.config import METHODS
 from prunelab.errors import DataError
-from prunelab.files import read_csv, read_json, read_rows, write_text
-from prunelab.plot import STUDY_ACCURACY, STUDY_GRID
+from prunelab.files import read_json, read_rows, write_text
+from prunelab.plot import STUDY_ACCURACY, STUDY_CRITERION, STUDY_GRID, by_criterion
 from prunelab.savings import REPEATS, THREADS
 
 
 def results_table() -> str:
-    """Accuracy per sparsity, ours beside the study's notebook, plus effective sparsity."""
-    curves = {m: read_csv(paths.prune_curve(m), ("sparsity", "accuracy", "effective_sparsity"))
+    """Accuracy per sparsity for every criterion, the study's notebook beside its own two,
+    plus the study criteria's effective sparsity; then the headline sentences."""
+    curves = {m: by_criterion(read_rows(paths.prune_curve(m)), m, str(paths.prune_curve(m)))
               for m in METHODS}
-    grid = [row["sparsity"] for row in curves["weight"]]
+    grid = [row["sparsity"] for row in curves["weight"][STUDY_CRITERION["weight"]]]
     lines = ["| k | " + " | ".join(f"{k:g}" for k in grid) + " |",
              "|---|" + "---|" * len(grid)]
+
+    def row(label: str, values: dict[float, float], fmt: str) -> str:
+        return f"| {label} | " + " | ".join(
+            format(values[k], fmt) if k in values else "–" for k in grid) + " |"
+
     for m in METHODS:
-        acc = {row["sparsity"]: row for row in curves[m]}
-        lines.append(f"| {m}: ours | " + " | ".join(f"{acc[k]['accuracy']:.2f}" for k in grid)
-                     + " |")
-        study = dict(zip(STUDY_GRID, STUDY_ACCURACY[m], strict=True))
-        lines.append(f"| {m}: study | " + " | ".join(
-            f"{study[k]:.2f}" if k in study else "–" for k in grid) + " |")
-        lines.append(f"| {m}: effective sparsity | " + " | ".join(
-            f"{acc[k]['effective_sparsity']:.3f}" for k in grid) + " |")
+        study_name = STUDY_CRITERION[m]
+        lines.append(row(f"{m}: study ({study_name})",
+                         dict(zip(STUDY_GRID, STUDY_ACCURACY[m], strict=True)), ".2f"))
+        for name, points in curves[m].items():
+            lines.append(row(f"{m}: **{name}**" if name == study_name else f"{m}: {name}",
+                             {p["sparsity"]: p["accuracy"] for p in points}, ".2f"))
+        if study_name in curves[m]:
+            effective = {p["sparsity"]: p["effective_sparsity"] for p in curves[m][study_name]}
+            lines.append(row(f"{m}: {study_name}, effective sparsity", effective, ".3f"))
     train = read_json(paths.TRAIN_METRICS)
     summary = [f"Dense test accuracy {train['test_accuracy']:.2f}% (study: 97.15%)."]
     for m in METHODS:
-        best = read_json(paths.prune_metrics(m)).get("max_sparsity_within_1pt")
+        study_name = STUDY_CRITERION[m]
         scope = read_rows(paths.prune_curve(m))[0].get("scope", "?")
-        summary.append(f"{m.capitalize()} pruning stays within 1 point of dense up to k = "
-                       f"{best:g} ({scope} scope)." if best is not None else
-                       f"{m.capitalize()} pruning loses more than 1 point at every k ({scope}).")
+        best = read_json(paths.prune_metrics(m)).get(study_name, {}).get("max_sparsity_within_1pt")
+        summary.append(f"{m.capitalize()} pruning ({study_name}) stays within 1 point of dense "
+                       f"up to k = {best:g} ({scope} scope)." if best is not None else
+                       f"{m.capitalize()} pruning ({study_name}) loses more than 1 point at "
+                       f"every k ({scope} scope).")
     return "\n".join(lines) + "\n\n" + " ".join(summary)
+
+
+def _at(points: list[dict[str, float]], k: float) -> float | None:
+    return next((p["accuracy"] for p in points if p["sparsity"] == k), None)
+
+
+def _within(points: list[dict[str, float]]) -> float | None:
+    """The highest k whose accuracy is within 1 point of the k = 0 accuracy."""
+    dense = _at(points, 0.0)
+    ok = [p["sparsity"] for p in points if dense is not None and p["accuracy"] >= dense - 1]
+    return max(ok) if ok else None
+
+
+def findings() -> str:
+    """The study's three questions about criteria, answered from the curve files: sentences
+    computed from the numbers (nothing typed by hand)."""
+    curves = {m: by_criterion(read_rows(paths.prune_curve(m)), m, str(paths.prune_curve(m)))
+              for m in METHODS}
+    lines = []
+    for m in METHODS:
+        study = STUDY_CRITERION[m]
+        base = curves[m].get(study)
+        if base is None:
+            continue
+        grid = [p["sparsity"] for p in base]
+        first = next((k for k in grid if k > 0), None)
+        for name, points in curves[m].items():
+            if name == study:
+                continue
+            mine, theirs = _within(points), _within(base)
+            where = (f"within 1 point of dense up to k = {mine:g}" if mine is not None
+                     else "more than 1 point below dense at every k")
+            line = (f"- **{m} / {name}**: {where} (the study's {study}: "
+                    f"{'k = ' + format(theirs, 'g') if theirs is not None else 'never'})")
+            extra = [f"{_at(points, k):.2f}% at k = {k:g} ({study}: {_at(base, k):.2f}%)"
+                     for k in (first, 0.9, 0.95) if k in grid and _at(points, k) is not None]
+            lines.append(line + ("; " + ", ".join(dict.fromkeys(extra)) if extra else "") + ".")
+    return "\n".join(lines)
 
 
 def savings_table() -> str:
@@ -49,16 +96,17 @@ def savings_table() -> str:
     lines = [f"CPU, {THREADS} thread, median of {REPEATS} timed passes after "
              "warm-up; speed-up over the dense net timed in the same loop. Layer-wise scope; "
              f"both scopes are in `{paths.SPEED_CURVE}`.", "",
-             "| method | k | accuracy % | speed-up, batch 1 | speed-up, batch 100 | "
+             "| method | criterion | k | accuracy % | speed-up, batch 1 | speed-up, batch 100 | "
              "size (zlib) | MFLOP/sample | stored as |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     rows = [r for r in read_rows(paths.SPEED_CURVE) if r.get("scope") == "layer"]
     for r in rows:
         try:
             v = {c: float(r[c]) for c in columns}
         except (KeyError, ValueError, TypeError):
             raise DataError(f"{paths.SPEED_CURVE}: damaged; rerun: dvc repro -f speed") from None
-        lines.append(f"| {r['method']} | {v['sparsity']:g} | {v['accuracy']:.2f} | "
+        lines.append(f"| {r['method']} | {r.get('criterion', '')} | {v['sparsity']:g} | "
+                     f"{v['accuracy']:.2f} | "
                      f"{v['speedup_b1']:.1f}x | {v['speedup_b100']:.1f}x | "
                      f"{v['bytes_compressed'] / 1e6:.2f} MB | {v['flops_per_sample'] / 1e6:.2f} | "
                      f"{r['formats']} |")
@@ -80,7 +128,8 @@ def replace_block(text: str, name: str, block: str) -> str:
               help="Write the table into this README's results block instead of printing it.")
 def main(readme: Path | None) -> None:
     with stage_errors():  # a missing or damaged metrics file is one `Error:` line
-        tables = {"results": results_table(), "savings": savings_table()}
+        tables = {"results": results_table(), "criteria": findings(),
+                  "savings": savings_table()}
         if readme is None:
             click.echo("\n\n".join(tables.values()))
             return

@@ -19,10 +19,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from prunelab.config import grid_step
+from prunelab.criteria.base import Context, Criterion
 from prunelab.errors import PrunelabError
 from prunelab.inference import compact, csr
-from prunelab.masks import Pruner, apply_masks
+from prunelab.masks import STUDY
 from prunelab.model import accuracy, forward
+from prunelab.prune import pruned_nets
 
 LATENCY_BATCHES = (1, 100)
 THREADS = 1  # per-core latency: steady on a busy machine, and what a serving worker gets
@@ -127,22 +130,25 @@ def paired_latency(model: Realised, dense: Realised, batch: int,
 
 
 def measure(weights: Sequence[Tensor], method: str, scope: str, grid: Sequence[float],
-            x: Tensor, y: Tensor, repeats: int, n_threads: int = 1) -> list[dict[str, object]]:
+            x: Tensor, y: Tensor, repeats: int, n_threads: int = 1,
+            criterion: Criterion | None = None,
+            context: Context | None = None) -> list[dict[str, object]]:
     """One row per sparsity: accuracy, size, FLOPs, latency and speed-up over the dense net.
 
-    Latency is timed with ``n_threads`` threads; accuracy uses every core.
+    The pruned net of each k is the sweep's (masked, or reconstructed when the criterion does
+    that; default criterion: the study's). Latency is timed with ``n_threads`` threads;
+    accuracy uses every core.
     """
     dense = Realised(tuple(weights))
-    pruner = Pruner(weights, method, scope)
+    name = (criterion or STUDY[method]).name
     rows = []
-    for k in grid:
-        masked = apply_masks(weights, pruner.masks(k))
-        model = realise(masked, method, n_threads=n_threads)
+    for k, pruned in pruned_nets(weights, method, scope, grid, criterion, context):
+        model = realise(pruned, method, n_threads=n_threads)
         raw, packed = stored_bytes(model)
-        with torch.no_grad():  # the realised net must compute what the masked net computes
-            gap = float((forward(model.layers, x[:100]) - forward(masked, x[:100])).abs().max())
+        with torch.no_grad():  # the realised net must compute what the pruned net computes
+            gap = float((forward(model.layers, x[:100]) - forward(pruned, x[:100])).abs().max())
         row: dict[str, object] = {
-            "method": method, "scope": scope, "sparsity": k,
+            "method": method, "criterion": name, "scope": scope, "sparsity": k,
             "accuracy": round(accuracy(model.layers, x, y), 4),
             "formats": model.formats, "stored_params": stored_params(model),
             "bytes": raw, "bytes_compressed": packed, "flops_per_sample": flops_per_sample(model),
@@ -158,15 +164,33 @@ def measure(weights: Sequence[Tensor], method: str, scope: str, grid: Sequence[f
 
 
 def summarise(rows: Sequence[dict[str, object]], dense_accuracy: float) -> dict[str, object]:
-    """The headline per method and scope: the measured speed-up (batch 100) of the sparsest
-    model within 1 point of dense. Every other figure is in the speed CSV and in MLflow."""
+    """The headline per method, criterion and scope: the measured speed-up (batch 100) of the
+    sparsest model within 1 point of dense. Every other figure is in the speed CSV and MLflow."""
     out: dict[str, object] = {}
-    for method, scope in sorted({(str(r["method"]), str(r["scope"])) for r in rows}):
-        mine = [r for r in rows if r["method"] == method and r["scope"] == scope]
+    keys = sorted({(str(r["method"]), str(r["criterion"]), str(r["scope"])) for r in rows})
+    for method, name, scope in keys:
+        mine = [r for r in rows
+                if (r["method"], r["criterion"], r["scope"]) == (method, name, scope)]
         ok = [r for r in mine if float(r["accuracy"]) >= dense_accuracy - 1.0]  # type: ignore[arg-type]
         best = max(ok, key=lambda r: float(r["sparsity"]), default=None)  # type: ignore[arg-type]
-        out[f"{method}_{scope}"] = {"speedup_b100_at_max": best["speedup_b100"] if best else None}
+        out[f"{method}_{name}_{scope}"] = {
+            "speedup_b100_at_max": best["speedup_b100"] if best else None}
     return out
+
+
+SERIES = ("speedup_b100", "speedup_b1", "bytes_compressed", "flops_per_sample")
+
+
+def speed_series(rows: Sequence[dict[str, object]]) -> dict[str, list[tuple[int, float]]]:
+    """MLflow histories over the grid (step = per-mille sparsity), one per method, criterion,
+    scope and figure: ``weight_magnitude_layer.speedup_b100``."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        for n in SERIES:
+            key = f"{r['method']}_{r['criterion']}_{r['scope']}.{n}"
+            series.setdefault(key, []).append((grid_step(float(r["sparsity"])),  # type: ignore[arg-type]
+                                               float(r[n])))  # type: ignore[arg-type]
+    return series
 
 
 def check_equivalence(rows: Sequence[dict[str, object]]) -> None:
