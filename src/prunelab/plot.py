@@ -24,7 +24,7 @@ COLOURS = {"weight": "tab:blue", "unit": "tab:orange"}
 # One colour per criterion; the study's two keep the colours the figure always had.
 CRITERION_COLOURS = {"magnitude": "tab:blue", "l2": "tab:orange", "random": "tab:gray",
                      "largest": "tab:red", "wanda": "tab:green", "activation": "tab:green",
-                     "obd": "tab:purple", "obs": "black", "l2_refit": "black"}
+                     "obd": "tab:purple", "obs": "black", "l2_refit": "tab:brown"}
 STUDY_CRITERION = {"weight": "magnitude", "unit": "l2"}
 
 Curve = Sequence[Mapping[str, float]]

@@ -79,8 +79,8 @@ def findings() -> str:
             if name == study:
                 continue
             mine, theirs = _within(points), _within(base)
-            where = (f"within 1 point of dense up to k = {mine:g}" if mine is not None
-                     else "more than 1 point below dense at every k")
+            where = (f"within 1 point of dense up to k = {mine:g}" if mine
+                     else "more than 1 point below dense at every k > 0")
             line = (f"- **{m} / {name}**: {where} (the study's {study}: "
                     f"{'k = ' + format(theirs, 'g') if theirs is not None else 'never'})")
             extra = [f"{_at(points, k):.2f}% at k = {k:g} ({study}: {_at(base, k):.2f}%)"
