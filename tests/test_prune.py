@@ -108,3 +108,27 @@ def test_calibration_never_opens_a_test_image(tmp_path: Path, mnist_dir: Path) -
     # Criteria that need no calibration never open the data at all.
     assert criteria_context(weights, [], cfg, tmp_path / "nowhere",
                             torch.device("cpu")).calibration is None
+
+
+@pytest.mark.parametrize("granularity", ["weight", "unit"])
+def test_study_criteria_give_the_notebook_definitions_exactly(granularity: str) -> None:
+    """magnitude and l2 through the criteria registry give exactly the points of the study's
+    own definitions (smallest |w| per layer; smallest-L2 rows), at every k: the numbers of the
+    study's curves did not move when ranking became a named part."""
+    from prunelab.criteria.base import Context
+    from prunelab.criteria.registry import criterion
+    from prunelab.masks import apply_masks, unit_mask, weight_mask
+    from prunelab.prune import prune_point
+
+    g = torch.Generator().manual_seed(11)
+    weights = [torch.randn(40, 30, generator=g), torch.randn(20, 40, generator=g),
+               torch.randn(5, 20, generator=g)]
+    x, y = torch.randn(200, 30, generator=g), torch.randint(0, 5, (200,), generator=g)
+    grid = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
+    name = "magnitude" if granularity == "weight" else "l2"
+    points = sweep(weights, granularity, "layer", grid, x, y, criterion(granularity, name),  # type: ignore[arg-type]
+                   Context(tuple(weights)))
+    own = weight_mask if granularity == "weight" else unit_mask
+    for k, p in zip(grid, points, strict=True):
+        masks = [own(w, k) for w in weights[:-1]] + [torch.ones_like(weights[-1], dtype=torch.bool)]
+        assert p == prune_point(apply_masks(weights, masks), k, x, y), k
