@@ -46,7 +46,8 @@ SMALL_PARAMS: dict[str, Any] = {
     "data": {"train_size": 2000, "test_size": 500},
     "model": {"hidden": [64, 32]},
     "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seed": 0, "device": "cpu"},
-    "prune": {"sparsities": [0.0, 0.5, 0.9], "scope": "layer"},
+    "prune": {"sparsities": [0.0, 0.5, 0.9], "scope": "layer",
+              "weight_criteria": ["magnitude"], "unit_criteria": ["l2"], "calibration_size": 256},
 }
 # A few seconds to tens of seconds of training (600 steps), depending on the machine's load.
 SLOW_PARAMS: dict[str, Any] = {
@@ -55,11 +56,14 @@ SLOW_PARAMS: dict[str, Any] = {
     "model": {"hidden": [256, 128]},
     "train": {**SMALL_PARAMS["train"], "epochs": 3},
 }
-# Far too long to finish (6,000 steps): for runs that are always interrupted in epoch 1.
+# Far too long to finish (200,000 steps, minutes even on an idle machine: 30 epochs took 12 s
+# once training got fast): for runs that are always interrupted in epoch 1.
 ENDLESS_PARAMS: dict[str, Any] = {
-    **SLOW_PARAMS, "train": {**SLOW_PARAMS["train"], "epochs": 30},
+    **SLOW_PARAMS, "train": {**SLOW_PARAMS["train"], "epochs": 1000},
 }
-FIRST_EPOCH = "epoch 1/30"  # tqdm's progress label once ENDLESS_PARAMS training is under way
+# tqdm's progress label once ENDLESS_PARAMS training is under way. The bar is drawn on a
+# terminal only: start the stage with start_on_terminal to see it.
+FIRST_EPOCH = "epoch 1/1000"
 
 _SCRUB_PREFIXES = ("MLFLOW_", "DVC_", "PRUNELAB_", "GIT_")
 _SCRUB = ("PYTHONPATH", "VIRTUAL_ENV")
@@ -119,6 +123,56 @@ def start_stage(root: Path, name: str, *args: str, env: Mapping[str, str],
     return proc, out
 
 
+def start_on_terminal(cmd: Sequence[str], cwd: Path, env: Mapping[str, str],
+                      log: Path) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in a new session with stdout and stderr on a pseudo-terminal, as a user at
+    a terminal runs it (progress bars are drawn only there), copying what it prints to ``log``.
+
+    Read the log with :func:`terminal_output` once the process has ended: it waits until the
+    last bytes are copied.
+    """
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    # 24 x 120: a new pseudo-terminal is 0 columns wide, and tqdm draws nothing in 0 columns.
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    log.write_bytes(b"")
+    try:
+        proc = subprocess.Popen(list(cmd), cwd=cwd, env=dict(env), stdout=slave, stderr=slave,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)
+
+    def copy() -> None:
+        with log.open("ab", buffering=0) as out:
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every process holding the terminal has exited
+                    break
+                if not chunk:
+                    break
+                out.write(chunk)
+        os.close(master)
+
+    copier = threading.Thread(target=copy, daemon=True)
+    copier.start()
+    proc.copier = copier  # type: ignore[attr-defined]
+    return proc
+
+
+def terminal_output(proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> str:
+    """Everything a :func:`start_on_terminal` process printed (after it has ended)."""
+    proc.copier.join(timeout)  # type: ignore[attr-defined]
+    return log.read_text(errors="replace")
+
+
 def dvc(repo: Path, *args: str, env: Mapping[str, str] | None = None, timeout: float = 600,
         check: bool = True) -> subprocess.CompletedProcess[str]:
     return run([DVC, *args], repo, env=env, timeout=timeout, check=check)
@@ -170,8 +224,11 @@ def copy_code(dest: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     for name in ("stages", "src"):
         shutil.copytree(MAIN / name, dest / name, ignore=ignore)
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+    # data/params.checked: the validate stage's output, in git and a dep of `download`
+    # (make_repo's `dvc commit download` needs it to exist).
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore", "data/params.checked"):
         if (MAIN / name).exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(MAIN / name, dest / name)
     return dest
 

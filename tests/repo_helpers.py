@@ -31,7 +31,10 @@ SMALL_PARAMS: dict[str, Any] = {
     "data": {"train_size": 2000, "test_size": 1000},
     "model": {"hidden": [64, 32]},
     "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seed": 0, "device": "auto"},
-    "prune": {"sparsities": [0.0, 0.5, 0.9], "scope": "layer"},
+    "prune": {"sparsities": [0.0, 0.5, 0.9], "scope": "layer",
+              "weight_criteria": ["magnitude", "random", "largest", "wanda", "obd", "obs"],
+              "unit_criteria": ["l2", "random", "largest", "activation", "l2_refit"],
+              "calibration_size": 256},
 }
 SMALL_STEPS = [0, 500, 900]
 

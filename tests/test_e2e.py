@@ -14,15 +14,27 @@ from typing import Any
 
 import pytest
 import yaml
-from repo_helpers import SessionBaseline
+from repo_helpers import SMALL_PARAMS, SessionBaseline
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin").is_dir() else Path(
     sys.executable).parent
 MNIST_FILES = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                "t10k-labels-idx1-ubyte"}
-CORE_STAGES = {"download", "train", "prune_weight", "prune_unit", "plot"}
+# validate checks params.yaml first; every other stage is downstream of it.
+CORE_STAGES = {"validate", "download", "train", "prune_weight", "prune_unit", "plot"}
 GRID = [0.0, 0.5, 0.9]
+TRAIN_STEPS = 20  # 2,000 training images in batches of 100, one epoch
+HEADLINE = {"max_sparsity_within_1pt", "accuracy_at_max_sparsity"}  # per criterion
+CURVE_COLUMNS = ["method", "criterion", "scope", "sparsity", "accuracy", "nominal_sparsity",
+                 "effective_sparsity", "nonzero_params", "live_params"]
+STUDY = {"weight": "magnitude", "unit": "l2"}  # the study's criterion per granularity
+# Every criterion the session baseline sweeps, per granularity (in params.yaml's order).
+CRITERIA = {m: list(SMALL_PARAMS["prune"][f"{m}_criteria"]) for m in ("weight", "unit")}
+# The speed stage times the study's criteria in both scopes and the criteria that rewrite the
+# weights they keep (obs, l2_refit) in layer scope.
+SPEED_KEYS = {"weight_magnitude_layer", "weight_magnitude_global", "unit_l2_layer",
+              "unit_l2_global", "weight_obs_layer", "unit_l2_refit_layer"}
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -43,9 +55,19 @@ class Repo:
             assert done.returncode == 0, f"{' '.join(argv)} failed:\n{done.stdout}"
         return done.stdout
 
-    def repro(self) -> str:
-        """`dvc repro`, asserting success."""
-        return self.run("dvc", "repro")
+    def repro(self, *args: str) -> str:
+        """`dvc repro ARGS`, asserting success."""
+        return self.run("dvc", "repro", *args)
+
+    def rerun(self) -> str:
+        """`dvc repro --no-run-cache`: changed stages really run.
+
+        Every stage's outputs are restorable from DVC's run-cache, and the session shares one
+        cache: another module may already have run these params on the same baseline model
+        (test_experiments runs prune.scope=global), and plain `dvc repro` would then check its
+        outputs out ("is cached - skipping run") instead of running the stage asked about.
+        """
+        return self.repro("--no-run-cache")
 
     def set_param(self, section: str, key: str, value: Any) -> None:
         """Change one value of the repository's params.yaml."""
@@ -92,34 +114,97 @@ def test_first_repro_runs_every_stage_and_writes_every_output(repo: Repo) -> Non
     root = repo.root
     assert {p.name for p in (root / "data" / "mnist").iterdir()} == MNIST_FILES
     for rel in ("models/model.pt", "models/init.pt", "models/train_run.json",
-                "metrics/train_timing.json", "dvc.lock"):
+                "metrics/train_timing.json", "data/params.checked", "dvc.lock"):
         assert (root / rel).is_file(), rel
 
     train = repo.read_json("metrics/train.json")
     assert {"test_accuracy", "final_loss", "history"} <= set(train)
-    assert len(train["history"]) == 1
-    assert {"train_seconds", "samples_per_second", "device"} <= set(
-        repo.read_json("metrics/train_timing.json"))
-    history = repo.read_csv("plots/train_history.csv")
-    assert len(history) == 1 and {"epoch", "loss", "test_accuracy"} <= set(history[0])
+    assert len(train["history"]) == 1  # per-epoch history: one epoch
+    assert set(repo.read_json("metrics/train_timing.json")) == {"train_seconds",
+                                                                "samples_per_second"}
+    assert not (root / "plots" / "train_history.csv").exists()
+    assert_loss_curve(repo.read_csv("plots/train_loss.csv"), TRAIN_STEPS)
 
     for method in ("weight", "unit"):
-        metrics = repo.read_json(f"metrics/prune_{method}.json")
-        assert metrics["method"] == method and metrics["scope"] == "layer"
-        assert list(metrics["accuracy"]) == ["0.0", "0.5", "0.9"]
-        assert metrics["accuracy"]["0.0"] > 50
-        assert metrics["dense_accuracy"] == metrics["accuracy"]["0.0"]
-        assert metrics["accuracy"]["0.0"] == pytest.approx(train["test_accuracy"], abs=0.1)
-
+        # Per-k numbers are in the curve (one row per criterion and k); the metrics file holds
+        # the headline per criterion only.
         rows = repo.read_csv(f"plots/prune_{method}.csv")
-        assert {"sparsity", "accuracy", "effective_sparsity"} <= set(rows[0])
-        assert len(rows) == 3
-        assert [float(r["sparsity"]) for r in rows] == GRID
-        effective = [float(r["effective_sparsity"]) for r in rows]
-        assert effective[0] == 0.0 and effective == sorted(effective)
-        assert all(0 <= float(r["accuracy"]) <= 100 for r in rows)
+        assert list(rows[0]) == CURVE_COLUMNS
+        assert len(rows) == len(CRITERIA[method]) * len(GRID)
+        assert {(r["method"], r["scope"]) for r in rows} == {(method, "layer")}
+        assert list(dict.fromkeys(r["criterion"] for r in rows)) == CRITERIA[method]
+        dense = float(curve_of(rows, STUDY[method])[0]["accuracy"])
+        assert dense > 50
+        assert dense == pytest.approx(train["test_accuracy"], abs=0.1)
+        for criterion in CRITERIA[method]:
+            mine = curve_of(rows, criterion)
+            assert [float(r["sparsity"]) for r in mine] == GRID, criterion
+            effective = [float(r["effective_sparsity"]) for r in mine]
+            assert effective[0] == 0.0 and effective == sorted(effective), criterion
+            accuracy = [float(r["accuracy"]) for r in mine]
+            assert all(0 <= a <= 100 for a in accuracy), criterion
+            # k = 0 prunes nothing, whatever the ranking (a reconstruction is then the identity)
+            assert accuracy[0] == dense, criterion
+        assert_headline(repo.read_json(f"metrics/prune_{method}.json"), rows, method)
 
-    assert (root / "plots" / "accuracy_vs_sparsity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    speed = repo.read_json("metrics/speed.json")
+    assert set(speed) == SPEED_KEYS
+    for headline in speed.values():
+        assert set(headline) == {"speedup_b100_at_max"}
+        assert headline["speedup_b100_at_max"] > 0  # k = 0 is always within 1 point
+    timed = {(r["method"], r["criterion"], r["scope"]) for r in repo.read_csv("plots/speed.csv")}
+    assert {f"{m}_{c}_{s}" for m, c, s in timed} == SPEED_KEYS
+
+    for figure in ("accuracy_vs_sparsity.png", "tradeoff.png"):
+        assert (root / "plots" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+
+
+def test_metrics_and_figures_are_in_git_curves_in_the_dvc_cache(repo: Repo) -> None:
+    """The committed baseline tracks the metrics JSON and PNG figures in git; the curve CSVs
+    and models are DVC-cached outputs that git ignores."""
+    in_git = set(repo.run("git", "ls-files").split())
+    assert {"metrics/train.json", "metrics/train_timing.json", "metrics/prune_weight.json",
+            "metrics/prune_unit.json", "metrics/speed.json", "plots/accuracy_vs_sparsity.png",
+            "plots/tradeoff.png", "data/params.checked"} <= in_git
+    cached = ("plots/train_loss.csv", "plots/prune_weight.csv", "plots/prune_unit.csv",
+              "plots/speed.csv", "models/model.pt")
+    assert not in_git & set(cached), in_git & set(cached)
+    for rel in cached:
+        assert (repo.root / rel).is_file(), rel
+        repo.run("git", "check-ignore", "-q", rel)  # exit 0: ignored
+
+
+def assert_loss_curve(rows: list[dict[str, str]], steps: int) -> None:
+    """plots/train_loss.csv: (step, loss) rows, steps increasing to the last optimiser step,
+    at most 300 rows (windowed means)."""
+    assert rows and list(rows[0]) == ["step", "loss"]
+    assert len(rows) == min(steps, 300)
+    at = [int(r["step"]) for r in rows]
+    assert at == sorted(set(at)) and at[-1] == steps, at
+    assert all(float(r["loss"]) > 0 for r in rows)
+
+
+def curve_of(rows: list[dict[str, str]], criterion: str) -> list[dict[str, str]]:
+    """The rows of one criterion of a prune curve, in file order (non-empty)."""
+    mine = [r for r in rows if r["criterion"] == criterion]
+    assert mine, f"no rows of criterion {criterion!r}"
+    return mine
+
+
+def assert_headline(metrics: dict[str, Any], rows: list[dict[str, str]], method: str) -> None:
+    """metrics/prune_<m>.json: exactly the headline of every swept criterion, each agreeing with
+    its curve: the highest k whose accuracy is within 1 point of the dense accuracy (the
+    study's k = 0 point), and that row's accuracy."""
+    assert list(metrics) == CRITERIA[method], metrics
+    dense = float(curve_of(rows, STUDY[method])[0]["accuracy"])
+    for criterion, headline in metrics.items():
+        assert set(headline) == HEADLINE, (criterion, headline)
+        mine = curve_of(rows, criterion)
+        ok = [r for r in mine if float(r["accuracy"]) >= dense - 1.0]
+        best = max(ok, key=lambda r: float(r["sparsity"]))
+        assert headline["max_sparsity_within_1pt"] == float(best["sparsity"]), criterion
+        assert headline["accuracy_at_max_sparsity"] == pytest.approx(
+            float(best["accuracy"])), criterion
 
 
 def test_second_repro_runs_nothing(repo: Repo) -> None:
@@ -130,21 +215,24 @@ def test_second_repro_runs_nothing(repo: Repo) -> None:
 
 
 def test_scope_change_reruns_only_pruning_and_plot(repo: Repo) -> None:
-    """prune.scope reruns prune_weight, prune_unit and plot, not train or download."""
+    """prune.scope reruns prune_weight, prune_unit and plot (and validate, which reruns on any
+    params change), not train, download or speed (which measures both scopes anyway)."""
     repo.set_param("prune", "scope", "global")
-    out = repo.repro()
-    stages = ran(out)
-    assert {"prune_weight", "prune_unit", "plot"} <= stages, out
-    assert not stages & {"train", "download"}, out
+    out = repo.rerun()
+    assert ran(out) == {"validate", "prune_weight", "prune_unit", "plot"}, out
     for method in ("weight", "unit"):
-        assert repo.read_json(f"metrics/prune_{method}.json")["scope"] == "global"
+        rows = repo.read_csv(f"plots/prune_{method}.csv")
+        assert {r["scope"] for r in rows} == {"global"}
+        assert len(rows) == len(CRITERIA[method]) * len(GRID)
+        assert_headline(repo.read_json(f"metrics/prune_{method}.json"), rows, method)
 
 
 def test_epochs_change_reruns_training_but_not_download(repo: Repo) -> None:
     """train.epochs reruns train (and what depends on it), never download."""
     repo.set_param("train", "epochs", 2)
-    out = repo.repro()
+    out = repo.rerun()
     stages = ran(out)
-    assert "train" in stages and "download" not in stages, out
+    assert {"validate", "train"} <= stages and "download" not in stages, out
     assert len(repo.read_json("metrics/train.json")["history"]) == 2
+    assert_loss_curve(repo.read_csv("plots/train_loss.csv"), 2 * TRAIN_STEPS)
     assert "Running stage" not in repo.repro()

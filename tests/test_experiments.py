@@ -7,7 +7,11 @@ The MLflow store is the repository's SQLite file, read back with MlflowClient.
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import re
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +48,10 @@ from repo_helpers import (
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 PRUNE_STAGES = ("prune_weight", "prune_unit")
+# The study's criterion per prune stage: its MLflow series are `<criterion>.accuracy`, ... on
+# the stage run and `<stage>.<criterion>.accuracy`, ... on the parent.
+STUDY = {"prune_weight": "magnitude", "prune_unit": "l2"}
+UNTRACKED_STAGES = {"validate"}  # checks params.yaml only: no MLflow run
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,8 @@ class Experiment:
     output: str
     new_runs: list[Any]  # MLflow runs created by this experiment
     train_run: dict[str, Any]  # models/train_run.json right after the run
-    prune_metrics: dict[str, Any]  # metrics/prune_weight.json right after the run
+    prune_metrics: dict[str, Any]  # metrics/prune_weight.json (headline per criterion)
+    prune_curve: list[dict[str, str]]  # plots/prune_weight.csv (one row per criterion, k)
 
     @property
     def parent(self) -> Any:
@@ -75,11 +84,44 @@ class Experiment:
         return children(self.new_runs, self.parent.info.run_id)
 
 
+def read_curve(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def curve_of(rows: list[dict[str, str]], criterion: str) -> list[dict[str, str]]:
+    """The rows of one criterion of a prune curve (non-empty)."""
+    mine = [r for r in rows if r["criterion"] == criterion]
+    assert mine, f"no rows of criterion {criterion!r}"
+    return mine
+
+
+def study_steps(uri: str, run_id: str, stage: str) -> list[int]:
+    """The steps of a prune stage run's accuracy history for the study's criterion."""
+    return metric_steps(uri, run_id, f"{STUDY[stage]}.accuracy")
+
+
+def own_run_cache(repo: Path, shared: Path, private: Path) -> None:
+    """Point ``repo`` at a cache holding the shared cache's objects (hard links: nothing is
+    downloaded or copied) but not its run-cache.
+
+    Every stage is restorable from DVC's run-cache, and `dvc exp run` has no --no-run-cache:
+    an experiment whose params another module already ran on the same baseline model (test_e2e
+    runs prune.scope=global) would check that module's outputs out instead of running, and
+    log nothing to MLflow -- the very thing these tests look at.
+    """
+    shutil.copytree(shared / "files", private / "files", copy_function=os.link)
+    dvc(repo, "cache", "dir", "--local", str(private))
+
+
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory,
              session_baseline: SessionBaseline) -> Baseline:
-    """A copy of the session's baseline repository (its pipeline ran once, tracked, committed)."""
-    repo = session_baseline.copy_to(tmp_path_factory.mktemp("exp-repo") / "repo")
+    """A copy of the session's baseline repository (its pipeline ran once, tracked, committed),
+    with a run-cache of its own."""
+    base = tmp_path_factory.mktemp("exp-repo")
+    repo = session_baseline.copy_to(base / "repo")
+    own_run_cache(repo, session_baseline.cache, base / "dvc-cache")
     commit = git(repo, "rev-parse", "HEAD").stdout.strip()
     return Baseline(repo, sqlite_uri(repo), commit, session_baseline.train_run_id)
 
@@ -102,7 +144,8 @@ def run_experiment(baseline: Baseline) -> Callable[..., Experiment]:
             new = [r for r in mlflow_runs(baseline.uri) if r.info.run_id not in before]
             done[sets] = Experiment(names[0], text, new,
                                     read_json(repo / "models" / "train_run.json"),
-                                    read_json(repo / "metrics" / "prune_weight.json"))
+                                    read_json(repo / "metrics" / "prune_weight.json"),
+                                    read_curve(repo / "plots" / "prune_weight.csv"))
             reset_workspace(repo)
         return done[sets]
 
@@ -131,8 +174,10 @@ def test_scope_experiment_is_tracked_under_its_own_parent(
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["dvc_exp_name"] == exp.name
     assert parent.data.params["prune.scope"] == "global"
-    # Exactly the stages DVC ran have runs: train was skipped (only prune params changed).
-    assert set(stages) == stages_run(exp.output)
+    # Exactly the stages DVC ran have runs (validate has none): train was skipped (only prune
+    # params changed).
+    assert "validate" in stages_run(exp.output)
+    assert set(stages) == stages_run(exp.output) - UNTRACKED_STAGES
     assert {"prune_weight", "prune_unit", "plot"} <= set(stages)
     assert "train" not in stages and "download" not in stages
     assert {r.info.run_id for r in exp.new_runs} == {parent.info.run_id} | {
@@ -149,9 +194,12 @@ def test_scope_experiment_is_tracked_under_its_own_parent(
         assert run.info.run_name == stage and run.info.status == "FINISHED"
         assert run.data.tags["stage"] == stage
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        # exactly one point per grid value: no duplicates, no missing step
-        assert metric_steps(baseline.uri, run.info.run_id) == SMALL_STEPS
-        assert metric_steps(baseline.uri, parent.info.run_id, f"{stage}.accuracy") == SMALL_STEPS
+        # exactly one point per grid value and criterion: no duplicates, no missing step
+        for criterion in SMALL_PARAMS["prune"][f"{stage.split('_')[1]}_criteria"]:
+            assert metric_steps(baseline.uri, run.info.run_id,
+                                f"{criterion}.accuracy") == SMALL_STEPS, criterion
+            assert metric_steps(baseline.uri, parent.info.run_id,
+                                f"{stage}.{criterion}.accuracy") == SMALL_STEPS, criterion
         # the pruned model came from the baseline's train run, which exists in the store
         assert run.data.tags["train_run_id"] == baseline.train_run_id
         train_run = client.get_run(baseline.train_run_id)
@@ -159,11 +207,15 @@ def test_scope_experiment_is_tracked_under_its_own_parent(
         assert train_run.info.status == "FINISHED"
     assert parent.data.tags["train_run_id"] == baseline.train_run_id
 
-    history = client.get_metric_history(stages["prune_weight"].info.run_id, "accuracy")
-    by_step = {m.step: m.value for m in history}
-    assert by_step == {round(float(k) * 1000): v
-                       for k, v in exp.prune_metrics["accuracy"].items()}
-    assert exp.prune_metrics["scope"] == "global"
+    # MLflow's history is the curve DVC keeps (plots/prune_weight.csv), point for point, per
+    # criterion.
+    for criterion in SMALL_PARAMS["prune"]["weight_criteria"]:
+        history = client.get_metric_history(stages["prune_weight"].info.run_id,
+                                            f"{criterion}.accuracy")
+        by_step = {m.step: m.value for m in history}
+        assert by_step == {round(float(r["sparsity"]) * 1000): float(r["accuracy"])
+                           for r in curve_of(exp.prune_curve, criterion)}, criterion
+    assert {(r["method"], r["scope"]) for r in exp.prune_curve} == {("weight", "global")}
 
 
 def test_train_experiment_logs_the_new_hyper_parameters(
@@ -173,7 +225,8 @@ def test_train_experiment_logs_the_new_hyper_parameters(
 
     exp = run_experiment("train.epochs=2", "train.lr=0.0005")
     stages = exp.stages
-    assert set(stages) == stages_run(exp.output) == pipeline_stages(baseline.repo) - {"download"}
+    assert stages_run(exp.output) == pipeline_stages(baseline.repo) - {"download"}
+    assert set(stages) == stages_run(exp.output) - UNTRACKED_STAGES
     train = stages["train"]
     assert train.data.params["train.epochs"] == "2"
     assert float(train.data.params["train.lr"]) == 0.0005
@@ -197,19 +250,25 @@ def test_train_run_test_accuracy_history_is_one_point_per_epoch(
 
 def test_grid_experiment_has_one_point_per_new_sparsity(
         baseline: Baseline, run_experiment: Callable[..., Experiment]) -> None:
-    """-S prune.sparsities=[0.0,0.25,0.75]: exp show and MLflow both have the 3 new points."""
+    """-S prune.sparsities=[0.0,0.25,0.75]: the curve and MLflow both have the 3 new points;
+    exp show has the new grid and the experiment's headline metrics."""
     exp = run_experiment("prune.sparsities=[0.0,0.25,0.75]")
+    for criterion in SMALL_PARAMS["prune"]["weight_criteria"]:
+        assert [float(r["sparsity"]) for r in curve_of(exp.prune_curve, criterion)] == [
+            0.0, 0.25, 0.75], criterion
     shown = experiment_entries(exp_show(baseline.repo))
     assert exp.name in shown, sorted(shown)
     metrics = shown[exp.name]["data"]["metrics"]["metrics/prune_weight.json"]["data"]
-    assert sorted(float(k) for k in metrics["accuracy"]) == [0.0, 0.25, 0.75]
+    assert metrics == exp.prune_metrics
+    assert list(metrics) == SMALL_PARAMS["prune"]["weight_criteria"]
+    assert metrics["magnitude"]["max_sparsity_within_1pt"] in (0.0, 0.25, 0.75)
     params = shown[exp.name]["data"]["params"]["params.yaml"]["data"]
     assert params["prune"]["sparsities"] == [0.0, 0.25, 0.75]
 
     for stage in PRUNE_STAGES:
         run = exp.stages[stage]
         assert json.loads(run.data.params["prune.sparsities"]) == [0.0, 0.25, 0.75]
-        assert metric_steps(baseline.uri, run.info.run_id) == [0, 250, 750]
+        assert study_steps(baseline.uri, run.info.run_id, stage) == [0, 250, 750]
 
 
 def test_queued_experiments_run_in_parallel_into_one_store(baseline: Baseline) -> None:
@@ -242,7 +301,8 @@ def test_queued_experiments_run_in_parallel_into_one_store(baseline: Baseline) -
     for parent in parents(new):
         by_name.setdefault(parent.data.tags["dvc_exp_name"], []).append(parent)
     assert sorted(by_name) == sorted(names)
-    expected_stages = pipeline_stages(repo) - {"download"}  # all but download rerun
+    # all but download rerun; validate has no MLflow run
+    expected_stages = pipeline_stages(repo) - {"download"} - UNTRACKED_STAGES
     lrs = set()
     for name, found in by_name.items():
         assert len(found) == 1, f"{name}: {len(found)} parent runs"
@@ -257,7 +317,7 @@ def test_queued_experiments_run_in_parallel_into_one_store(baseline: Baseline) -
             assert run.info.status == "FINISHED", (name, stage)
         for stage in PRUNE_STAGES:
             assert stages[stage].data.tags["train_run_id"] == stages["train"].info.run_id
-            assert metric_steps(baseline.uri, stages[stage].info.run_id) == SMALL_STEPS
+            assert study_steps(baseline.uri, stages[stage].info.run_id, stage) == SMALL_STEPS
         lrs.add(float(lr))
     assert lrs == {0.002, 0.003}
     # every run belongs to one of the two parents: nothing was logged elsewhere
@@ -270,8 +330,17 @@ def test_exp_show_lists_metrics(baseline: Baseline, workspace: Path,
     exp = run_experiment("prune.scope=global")
     table = dvc(workspace, "exp", "show", "--no-pager", "--md").stdout
     header = table.splitlines()[0]
-    for column in ("test_accuracy", "metrics/prune_weight.json:dense_accuracy",
-                   "metrics/prune_unit.json:accuracy.0.5", "prune.scope"):
+    # The headline of each metrics file, per criterion (per-k accuracies are in the curves, not
+    # here); names shared by both prune files (the random and largest controls) are qualified
+    # with the file.
+    for column in ("test_accuracy", "magnitude.max_sparsity_within_1pt",
+                   "l2.accuracy_at_max_sparsity", "obs.max_sparsity_within_1pt",
+                   "l2_refit.accuracy_at_max_sparsity",
+                   "metrics/prune_weight.json:random.max_sparsity_within_1pt",
+                   "metrics/prune_unit.json:largest.accuracy_at_max_sparsity",
+                   "weight_magnitude_global.speedup_b100_at_max",
+                   "unit_l2_refit_layer.speedup_b100_at_max", "prune.scope",
+                   "prune.weight_criteria", "prune.calibration_size"):
         assert f" {column} " in header, column
     rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]
             if line.startswith("|")}
@@ -335,7 +404,12 @@ def test_prune_after_untracked_training_has_no_dangling_train_link(
     before = {r.info.run_id for r in mlflow_runs(baseline.uri)}
     run_command([str(VENV_BIN / "python"), "stages/prune.py", "weight"], workspace)
     new = [r for r in mlflow_runs(baseline.uri) if r.info.run_id not in before]
-    assert {r.info.run_name for r in new} == {"prune_weight", "workspace"}
+    # the parent is named `workspace HH:MM <params hash>` (no DVC experiment here)
+    assert {r.info.run_name.split()[0] for r in new} == {"prune_weight", "workspace"}
+    assert len(parents(new)) == 1, [r.info.run_name for r in new]
+    for r in parents(new):
+        digest = r.data.tags["params_hash"]
+        assert re.fullmatch(rf"workspace \d\d:\d\d {digest[:6]}", r.info.run_name), r.info.run_name
     client = mlflow.MlflowClient(baseline.uri)
     for r in new:
         link = r.data.tags.get("train_run_id")

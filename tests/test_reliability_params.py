@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from reliability_helpers import MAIN, PYTHON, copy_code, env_for
 
-from prunelab.config import Params, load_params, parse_params
+from prunelab.config import Params, grid_step, load_params, parse_params
 from prunelab.errors import ParamsError
 
 LIBRARY_EXAMPLES = 500
@@ -50,15 +50,19 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "data": ("train_size", "test_size"),
     "model": ("hidden",),
     "train": ("epochs", "lr", "batch_size", "seed", "device"),
-    "prune": ("sparsities", "scope"),
+    "prune": ("sparsities", "scope", "weight_criteria", "unit_criteria", "calibration_size"),
 }
+# The criteria names params.yaml accepts per granularity (README: Criteria).
+WEIGHT_CRITERIA = ("magnitude", "random", "largest", "wanda", "obd", "obs")
+UNIT_CRITERIA = ("l2", "random", "largest", "activation", "l2_refit")
 
 # --- strategies -------------------------------------------------------------------------------
 
 
-def valid_docs() -> st.SearchStrategy[dict[str, Any]]:
+@st.composite
+def valid_docs(draw: st.DrawFn) -> dict[str, Any]:
     """Documents parse_params must accept."""
-    return st.fixed_dictionaries({
+    doc = draw(st.fixed_dictionaries({
         "data": st.fixed_dictionaries({
             "train_size": st.none() | st.integers(1, 60000),
             "test_size": st.none() | st.integers(1, 10000),
@@ -74,11 +78,21 @@ def valid_docs() -> st.SearchStrategy[dict[str, Any]]:
             | st.integers(0, 99).map(lambda i: f"cuda:{i}"),
         }),
         "prune": st.fixed_dictionaries({
+            # Distinct MLflow steps (per-mille), not only distinct floats: two sparsities
+            # closer than 0.001 would share a step, and the config refuses them.
             "sparsities": st.lists(st.floats(0, 1, exclude_max=True), min_size=1, max_size=40,
-                                   unique_by=float),
+                                   unique_by=grid_step),
             "scope": st.sampled_from(["layer", "global"]),
+            # Non-empty lists of distinct names of the right granularity, in any order.
+            "weight_criteria": st.lists(st.sampled_from(WEIGHT_CRITERIA), min_size=1,
+                                        unique=True),
+            "unit_criteria": st.lists(st.sampled_from(UNIT_CRITERIA), min_size=1, unique=True),
         }),
-    })
+    }))
+    # Calibration images are training images: at most data.train_size (null: all 60,000).
+    available = doc["data"]["train_size"] or 60000
+    doc["prune"]["calibration_size"] = draw(st.integers(1, available))
+    return doc
 
 
 SPECIAL_STRINGS = ["", " ", "null", "None", "NaN", ".nan", ".inf", "-.inf", "1e309", "0x10",
@@ -176,7 +190,8 @@ def hostile_docs(draw: st.DrawFn, extreme: bool = False) -> Any:
 
 
 TOKENS = ["data", "model", "train", "prune", "train_size", "test_size", "hidden", "epochs",
-          "lr", "batch_size", "seed", "device", "sparsities", "scope", "layer", "auto", ":", ": ",
+          "lr", "batch_size", "seed", "device", "sparsities", "scope", "layer", "auto",
+          "weight_criteria", "unit_criteria", "calibration_size", "magnitude", "l2", ":", ": ",
           " ", "  ", "\n", "\n  ", "\t", "-", "- ", "[", "]", "{", "}", ",", "'", '"', "null",
           "~", "true", "no", "yes", "on", "1", "0", "0.5", "1e3", "1.0e+3", ".nan", "-.inf",
           "&a ", "*a", "*b", "&b ", "? ", "|", ">", "#", "%YAML 1.1\n", "%TAG ! x:\n", "---\n",
@@ -254,10 +269,16 @@ def test_parse_params_gives_params_or_one_line_error(doc: Any) -> None:
 @settings(max_examples=200, **COMMON)
 @given(doc=valid_docs())
 def test_valid_documents_are_accepted_and_normalised(doc: dict[str, Any]) -> None:
-    """200 valid documents: accepted; the grid comes back sorted; flat() has the ten keys."""
+    """200 valid documents: accepted; the grid comes back sorted, the criteria in the order
+    given; flat() has the thirteen keys."""
     params = parse_params(doc)
     assert list(params.prune.sparsities) == sorted(float(k) for k in doc["prune"]["sparsities"])
-    assert len(params.flat()) == 10
+    assert list(params.prune.weight_criteria) == doc["prune"]["weight_criteria"]
+    assert list(params.prune.unit_criteria) == doc["prune"]["unit_criteria"]
+    assert params.prune.calibration_size == doc["prune"]["calibration_size"]
+    flat = params.flat()
+    assert len(flat) == 13
+    assert flat["prune.weight_criteria"] == doc["prune"]["weight_criteria"]
 
 
 @settings(max_examples=TEXT_EXAMPLES, **COMMON)
@@ -336,7 +357,9 @@ GOOD = (MAIN / "params.yaml").read_text(encoding="utf-8") if (MAIN / "params.yam
                          "model": {"hidden": [8]},
                          "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seed": 0,
                                    "device": "auto"},
-                         "prune": {"sparsities": [0.0], "scope": "layer"}})
+                         "prune": {"sparsities": [0.0], "scope": "layer",
+                                   "weight_criteria": ["magnitude"], "unit_criteria": ["l2"],
+                                   "calibration_size": 1}})
 
 
 def with_seed(text: str) -> str:

