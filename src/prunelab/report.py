@@ -18,8 +18,8 @@ from prunelab.savings import REPEATS, THREADS
 def results_table() -> str:
     """Accuracy per sparsity for every criterion, the study's notebook beside its own two,
     plus the study criteria's effective sparsity; then the headline sentences."""
-    curves = {m: by_criterion(read_rows(paths.prune_curve(m)), m, str(paths.prune_curve(m)))
-              for m in METHODS}
+    rows = {m: read_rows(paths.prune_curve(m)) for m in METHODS}
+    curves = {m: by_criterion(rows[m], m, str(paths.prune_curve(m))) for m in METHODS}
     grid = [row["sparsity"] for row in curves["weight"][STUDY_CRITERION["weight"]]]
     lines = ["| k | " + " | ".join(f"{k:g}" for k in grid) + " |",
              "|---|" + "---|" * len(grid)]
@@ -42,13 +42,19 @@ def results_table() -> str:
     summary = [f"Dense test accuracy {train['test_accuracy']:.2f}% (study: 97.15%)."]
     for m in METHODS:
         study_name = STUDY_CRITERION[m]
-        scope = read_rows(paths.prune_curve(m))[0].get("scope", "?")
+        scope = rows[m][0].get("scope", "?")
         best = read_json(paths.prune_metrics(m)).get(study_name, {}).get("max_sparsity_within_1pt")
         summary.append(f"{m.capitalize()} pruning ({study_name}) stays within 1 point of dense "
                        f"up to k = {best:g} ({scope} scope)." if best is not None else
                        f"{m.capitalize()} pruning ({study_name}) loses more than 1 point at "
                        f"every k ({scope} scope).")
     return "\n".join(lines) + "\n\n" + " ".join(summary)
+
+
+def _curves() -> dict[str, dict[str, list[dict[str, float]]]]:
+    """Both pruning curves, grouped by criterion."""
+    return {m: by_criterion(read_rows(paths.prune_curve(m)), m, str(paths.prune_curve(m)))
+            for m in METHODS}
 
 
 def _at(points: list[dict[str, float]], k: float) -> float | None:
@@ -65,8 +71,7 @@ def _within(points: list[dict[str, float]]) -> float | None:
 def findings() -> str:
     """The study's three questions about criteria, answered from the curve files: sentences
     computed from the numbers (nothing typed by hand)."""
-    curves = {m: by_criterion(read_rows(paths.prune_curve(m)), m, str(paths.prune_curve(m)))
-              for m in METHODS}
+    curves = _curves()
     lines = []
     for m in METHODS:
         study = STUDY_CRITERION[m]
