@@ -12,7 +12,7 @@ from prunelab.config import METHODS, load_params
 from prunelab.criteria.registry import criterion
 from prunelab.data import load_split
 from prunelab.files import Outputs, read_json
-from prunelab.model import load_weights, resolve_device, to_inputs, to_targets
+from prunelab.model import load_net, resolve_device, to_inputs, to_targets
 from prunelab.prune import (
     criteria_context,
     curve_rows,
@@ -35,15 +35,15 @@ def main(method: str) -> None:
         cfg = load_params(paths.PARAMS)
         with track(f"prune_{method}", cfg) as run:
             device = resolve_device(cfg.train.device)
-            weights = load_weights(paths.MODEL, device)
+            net = load_net(paths.MODEL, device)
             train_run = read_json(paths.TRAIN_RUN).get("mlflow_run_id")
             images, labels = load_split(paths.DATA_DIR, "t10k", cfg.data.test_size)
             x, y = to_inputs(images, device), to_targets(labels, device)
             chosen = [criterion(method, name) for name in cfg.prune.criteria(method)]  # type: ignore[arg-type]
-            context = criteria_context(weights, chosen, cfg, paths.DATA_DIR, device)
-            curves = {c.name: sweep(weights, method, cfg.prune.scope, cfg.prune.sparsities, x, y,
+            context = criteria_context(net, chosen, cfg, paths.DATA_DIR, device)
+            curves = {c.name: sweep(net, method, cfg.prune.scope, cfg.prune.sparsities, x, y,
                                     c, context) for c in chosen}
-            dense = dense_accuracy(weights, next(iter(curves.values())), x, y)
+            dense = dense_accuracy(net, next(iter(curves.values())), x, y)
             summary = {name: summarise(points, dense) for name, points in curves.items()}
             out = Outputs()
             out.add_csv(paths.prune_curve(method), [

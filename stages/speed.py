@@ -11,7 +11,7 @@ from prunelab.criteria.registry import criterion
 from prunelab.data import load_split
 from prunelab.files import Outputs
 from prunelab.masks import STUDY
-from prunelab.model import accuracy, load_weights, to_inputs, to_targets
+from prunelab.model import accuracy, load_net, to_inputs, to_targets
 from prunelab.plot import tradeoff_figure
 from prunelab.prune import criteria_context
 from prunelab.savings import (
@@ -47,17 +47,17 @@ def main() -> None:
     with stage_errors():
         cfg = load_params(paths.PARAMS)
         with track("speed", cfg) as run:
-            weights = load_weights(paths.MODEL, CPU)
+            net = load_net(paths.MODEL, CPU)
             images, labels = load_split(paths.DATA_DIR, "t10k", cfg.data.test_size)
             x, y = to_inputs(images, CPU), to_targets(labels, CPU)
             sets = timed_sets(cfg)
-            context = criteria_context(weights, [c for _, c, _ in sets], cfg, paths.DATA_DIR, CPU)
+            context = criteria_context(net, [c for _, c, _ in sets], cfg, paths.DATA_DIR, CPU)
             rows = [row for m, c, s in sets for row in measure(
-                weights, m, s, cfg.prune.sparsities, x, y, REPEATS, THREADS, c, context)]
+                net, m, s, cfg.prune.sparsities, x, y, REPEATS, THREADS, c, context)]
             check_equivalence(rows)
             out = Outputs()
             out.add_csv(paths.SPEED_CURVE, rows)
-            out.add_json(paths.SPEED_METRICS, summarise(rows, accuracy(weights, x, y)))
+            out.add_json(paths.SPEED_METRICS, summarise(rows, accuracy(net, x, y)))
             out.add_bytes(paths.TRADEOFF_FIGURE, tradeoff_figure(rows))
             out.commit()
             run.log_series(speed_series(rows), parent_prefix="speed.")

@@ -1,4 +1,4 @@
-"""DVC stage `train`: the study's MLP on MNIST."""
+"""DVC stage `train`: the chosen architecture (model.arch) on MNIST."""
 
 import click
 
@@ -7,9 +7,9 @@ from prunelab.cli import stage_errors, stage_help
 from prunelab.config import load_params
 from prunelab.data import load_split
 from prunelab.files import Outputs
-from prunelab.model import resolve_device, to_inputs, to_targets, weights_blob
+from prunelab.model import build_model, resolve_device, to_inputs, to_targets, weights_blob
 from prunelab.tracking import redact, track
-from prunelab.train import build_model, loss_curve, train
+from prunelab.train import loss_curve, train
 
 
 @click.command(help=stage_help("train"))
@@ -20,16 +20,16 @@ def main() -> None:
             device = resolve_device(cfg.train.device)
             (xs, ys), (xt, yt) = (load_split(paths.DATA_DIR, split, limit) for split, limit in
                                   (("train", cfg.data.train_size), ("t10k", cfg.data.test_size)))
-            model = build_model(cfg.model.hidden, cfg.train.seed, device)
+            model = build_model(cfg.model, cfg.train.seed, device)
             out = Outputs()  # every file lands together, after training, or none does
-            out.add_bytes(paths.INIT_MODEL, weights_blob(model.weights()))  # for rewinding
+            out.add_bytes(paths.INIT_MODEL, weights_blob(model.layers(), cfg.model.arch))  # for rewinding
             result = train(model, to_inputs(xs, device), to_targets(ys, device),
                            to_inputs(xt, device), to_targets(yt, device), cfg.train)
             last, history = result.history[-1], [vars(r) for r in result.history]
             summary = {"test_accuracy": last.test_accuracy, "final_loss": last.loss}
             timing = {"train_seconds": round(result.seconds, 3),
                       "samples_per_second": round(result.samples_per_second, 1)}
-            out.add_bytes(paths.MODEL, weights_blob(model.weights()))
+            out.add_bytes(paths.MODEL, weights_blob(model.layers(), cfg.model.arch))
             out.add_json(paths.TRAIN_METRICS, {**summary, "history": history})
             out.add_json(paths.TRAIN_TIMING, timing)
             out.add_csv(paths.TRAIN_LOSS, loss_curve(result.step_losses))

@@ -22,6 +22,7 @@ SCOPES: tuple[str, ...] = ("layer", "global")
 METHODS: tuple[str, ...] = ("weight", "unit")  # the granularities: what is pruned
 # The criteria (how candidates are ranked) per granularity: the names of
 # prunelab.criteria.registry, kept here so that checking params.yaml imports no torch.
+ARCHS: tuple[str, ...] = ("mlp", "lenet5")
 WEIGHT_CRITERIA: tuple[str, ...] = ("magnitude", "random", "largest", "wanda", "obd", "obs")
 UNIT_CRITERIA: tuple[str, ...] = ("l2", "random", "largest", "activation", "l2_refit")
 MAX_CALIBRATION = 60000
@@ -29,6 +30,7 @@ MAX_CALIBRATION = 60000
 # Upper bounds keep hostile input from exhausting memory; they sit far above any sensible study.
 MAX_HIDDEN = 16384
 MAX_LAYERS = 32
+MAX_CHANNELS = 1024
 MAX_EPOCHS = 1000
 MAX_GRID = 1000  # sparsities must be 0.001 apart (see grid_step), so [0, 1) holds 1000
 MAX_SAMPLES = 60000
@@ -44,10 +46,29 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """The bias-free ReLU MLP: 784 inputs, these hidden widths, 10 outputs."""
+class MLPConfig:
+    """The study's bias-free ReLU MLP: 784 inputs, these hidden widths, 10 outputs."""
 
     hidden: tuple[int, ...] = (1000, 1000, 500, 200)
+
+
+@dataclass(frozen=True)
+class LeNet5Config:
+    """LeNet-5, bias-free: two 5x5 convs (these output channels, each ReLU + 2x2 max-pool),
+    then linear layers of these widths and 10 outputs."""
+
+    channels: tuple[int, ...] = (6, 16)
+    fc: tuple[int, ...] = (120, 84)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which architecture to train (``arch``) and every architecture's own settings; only the
+    chosen one's are used."""
+
+    arch: str = "mlp"
+    mlp: MLPConfig = MLPConfig()
+    lenet5: LeNet5Config = LeNet5Config()
 
 
 @dataclass(frozen=True)
@@ -87,12 +108,16 @@ class Params:
     prune: PruneConfig
 
     def flat(self) -> dict[str, Any]:
-        """Dotted names to values (``train.lr`` -> 0.001), as MLflow and the docs show them."""
-        return {
-            f"{section}.{key}": list(value) if isinstance(value, tuple) else value
-            for section, fields in asdict(self).items()
-            for key, value in fields.items()
-        }
+        """Dotted names to values (``train.lr`` -> 0.001, ``model.mlp.hidden`` -> [...]), as
+        MLflow and the docs show them."""
+        def leaves(prefix: str, value: Any) -> dict[str, Any]:
+            if isinstance(value, dict):
+                return {k: v for key, sub in value.items()
+                        for k, v in leaves(f"{prefix}.{key}", sub).items()}
+            return {prefix: list(value) if isinstance(value, tuple) else value}
+
+        return {k: v for section, fields in asdict(self).items()
+                for k, v in leaves(section, fields).items()}
 
 
 _REPR = reprlib.Repr()  # attributes, not keywords: Python 3.10/3.11 take no arguments
@@ -166,16 +191,33 @@ def _data(raw: Any) -> DataConfig:
     )
 
 
+def _widths(raw: Mapping[str, Any], key: str, n: tuple[int, int], hi: int) -> tuple[int, ...]:
+    """``model.<key>``: a list of ``n[0]`` to ``n[1]`` integer widths from 1 to ``hi``."""
+    values = raw[key.rsplit(".", 1)[-1]]
+    count = f"{n[0]}" if n[0] == n[1] else f"{n[0]} to {n[1]}"
+    allowed = f"a list of {count} integers from 1 to {hi}"
+    if not isinstance(values, list) or not n[0] <= len(values) <= n[1]:
+        raise _fail(f"model.{key}", values, allowed)
+    for i, width in enumerate(values):
+        if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= hi:
+            raise _fail(f"model.{key}[{i}]", width, allowed)
+    return tuple(values)
+
+
 def _model(raw: Any) -> ModelConfig:
-    raw = _check_keys(raw, "model", ("hidden",))
-    hidden = raw["hidden"]
-    allowed = f"a list of 1 to {MAX_LAYERS} integers from 1 to {MAX_HIDDEN}"
-    if not isinstance(hidden, list) or not 1 <= len(hidden) <= MAX_LAYERS:
-        raise _fail("model.hidden", hidden, allowed)
-    for i, width in enumerate(hidden):
-        if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_HIDDEN:
-            raise _fail(f"model.hidden[{i}]", width, allowed)
-    return ModelConfig(hidden=tuple(hidden))
+    # Each architecture's settings sit in its own section, so `-S model.arch=lenet5` needs no
+    # other change (DVC's -S can set a key but not delete one); a key that belongs to no
+    # architecture, or to another one's section, is an error naming it.
+    raw = _check_keys(raw, "model", ("arch", *ARCHS))
+    arch = _choice(raw, "model", "arch", ARCHS)
+    mlp = _check_keys(raw["mlp"], "model.mlp", ("hidden",))
+    lenet = _check_keys(raw["lenet5"], "model.lenet5", ("channels", "fc"))
+    return ModelConfig(
+        arch=arch,
+        mlp=MLPConfig(hidden=_widths(mlp, "mlp.hidden", (1, MAX_LAYERS), MAX_HIDDEN)),
+        lenet5=LeNet5Config(channels=_widths(lenet, "lenet5.channels", (2, 2), MAX_CHANNELS),
+                            fc=_widths(lenet, "lenet5.fc", (0, MAX_LAYERS), MAX_HIDDEN)),
+    )
 
 
 def _train(raw: Any) -> TrainConfig:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from prunelab.layers import Layer, Net
 from prunelab.masks import live_masks
 
 # torch's CSR matmul beats dense BLAS only when few weights remain; the per-layer timings of
@@ -24,43 +25,50 @@ CSR_MAX_DENSITY = 0.05
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 
-def compact(weights: Sequence[Tensor], live: Sequence[Tensor] | None = None) -> list[Tensor]:
-    """Remove hidden units without live weights: rows of their layer, columns of the next.
+def compact(net: Sequence[Layer], live: Sequence[Tensor] | None = None) -> Net:
+    """Remove units without live weights: a linear layer's rows or a conv's output channels,
+    and whatever reads them in the next layer (columns, input channels, flattened blocks).
 
-    ``live`` is :func:`prunelab.masks.live_masks` of ``weights`` when the caller has it.
+    ``live`` is :func:`prunelab.masks.live_masks` of ``net`` when the caller has it.
     """
-    live = live_masks(weights) if live is None else live
-    out = list(weights)
-    for i in range(len(weights) - 1):
+    live = live_masks(net) if live is None else live
+    out = list(net)
+    for i in range(len(net) - 1):
         # A unit with a live incoming weight is fed and reaches the output; any other unit
         # either always outputs 0 or feeds only dead ends, so removing it changes nothing.
-        alive = live[i].any(dim=1)  # (out,)
+        alive = out[i].matrix(live[i]).any(dim=1)  # (out,)
         if bool(alive.all()):
             continue  # nothing to remove: skip the copy
         idx = alive.nonzero().flatten()
-        out[i] = out[i].index_select(0, idx)
-        out[i + 1] = out[i + 1].index_select(1, idx)
-    return out
+        out[i] = out[i].with_weight(out[i].weight.index_select(0, idx))
+        nxt = out[i + 1]
+        grouped = nxt.by_input_unit(nxt.weight).index_select(1, idx)  # (out, kept, per)
+        shape = (nxt.units, len(idx), nxt.kernel, nxt.kernel) if nxt.kind == "conv" else \
+            (nxt.units, -1)
+        out[i + 1] = nxt.with_weight(grouped.reshape(shape))
+    return tuple(out)
 
 
 def csr(w: Tensor) -> Tensor:
-    """``w`` as CSR with int32 indices (half the index bytes of int64, and ~1.5x faster here)."""
-    s = w.to_sparse_csr()
+    """``w`` as CSR with int32 indices (half the index bytes of int64, and ~1.5x faster here);
+    a conv kernel as its (out, in * k * k) matrix."""
+    s = w.flatten(1).to_sparse_csr()
     return torch.sparse_csr_tensor(s.crow_indices().int(), s.col_indices().int(), s.values(),
                                    s.shape, check_invariants=False)
 
 
-def sparsify(weights: Sequence[Tensor], max_density: float = CSR_MAX_DENSITY) -> list[Tensor]:
-    """Store each layer with at most ``max_density`` nonzeros as CSR; leave the rest dense."""
+def sparsify(net: Sequence[Layer], max_density: float = CSR_MAX_DENSITY) -> Net:
+    """Store each linear layer with at most ``max_density`` nonzeros as CSR; leave the rest
+    (and every conv: see prunelab.savings) dense."""
     out = []
-    for w in weights:
+    for layer in net:
+        w = layer.weight
         density = float(w.count_nonzero()) / max(w.numel(), 1)
-        out.append(csr(w) if w.numel() and density <= max_density else w)
-    return out
+        sparse = layer.kind == "linear" and w.numel() and density <= max_density
+        out.append(layer.with_weight(csr(w)) if sparse else layer)
+    return tuple(out)
 
 
-def fast_equivalent(weights: Sequence[Tensor],
-                    live: Sequence[Tensor] | None = None) -> list[Tensor]:
-    """The cheapest exact stand-in for ``weights`` that :func:`prunelab.model.forward` runs."""
-    return sparsify(compact(weights, live))
-
+def fast_equivalent(net: Sequence[Layer], live: Sequence[Tensor] | None = None) -> Net:
+    """The cheapest exact stand-in for ``net`` that :func:`prunelab.layers.forward` runs."""
+    return sparsify(compact(net, live))

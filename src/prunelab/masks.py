@@ -25,6 +25,8 @@ from torch import Tensor
 
 from prunelab.criteria.base import Context, Criterion
 from prunelab.criteria.magnitude import L2, MAGNITUDE
+from prunelab.errors import PrunelabError
+from prunelab.layers import Layer, Net, with_weights
 
 # The study's criteria, used when a caller names none.
 STUDY: dict[str, Criterion] = {"weight": MAGNITUDE, "unit": L2}
@@ -103,24 +105,35 @@ def rank(scores: Sequence[Tensor], protect_best: bool = False) -> Ranking:
     )
 
 
+def check_support(criterion: Criterion, net: Sequence[Layer], arch: str = "this net") -> None:
+    """Raise naming the criterion and the architecture when it cannot rank one of its layers."""
+    for layer in net[:-1]:  # the output layer is never ranked
+        if layer.kind not in criterion.layer_kinds:
+            raise PrunelabError(
+                f"criterion {criterion.granularity}/{criterion.name} does not support "
+                f"{layer.kind} layers, which model.arch = {arch} has; supported: "
+                + ", ".join(criterion.layer_kinds))
+
+
 class Pruner:
     """All the keep-masks of one criterion and scope for one trained net, ranked once.
 
-    ``granularity`` is what is pruned (weights or units); ``criterion`` how candidates are
-    ranked (default: the study's, |w| or the row's L2 norm); ``context`` what it may look at
-    (default: the weights alone).
+    ``granularity`` is what is pruned (weights or units: rows of a linear layer, output
+    channels of a conv); ``criterion`` how candidates are ranked (default: the study's, |w| or
+    the unit's L2 norm); ``context`` what it may look at (default: the net alone).
     """
 
-    def __init__(self, weights: Sequence[Tensor], granularity: str, scope: str,
+    def __init__(self, net: Sequence[Layer], granularity: str, scope: str,
                  criterion: Criterion | None = None, context: Context | None = None) -> None:
         if granularity not in STUDY:
             raise ValueError(f"unknown granularity {granularity!r}; allowed: weight, unit")
         criterion = STUDY[granularity] if criterion is None else criterion
         if criterion.granularity != granularity:
             raise ValueError(f"{criterion.name} is a {criterion.granularity} criterion")
-        self.weights = list(weights)
-        context = Context(tuple(self.weights)) if context is None else context
-        prunable = range(len(self.weights) - 1)  # the output layer stays dense
+        check_support(criterion, net)
+        self.net = tuple(net)
+        context = Context(self.net) if context is None else context
+        prunable = range(len(self.net) - 1)  # the output layer stays dense
         if scope == "layer":
             self.rankings = [rank([criterion.scores(context, i, False)]) for i in prunable]
         elif scope == "global":
@@ -130,43 +143,49 @@ class Pruner:
             raise ValueError(f"unknown scope {scope!r}; allowed: layer, global")
 
     def masks(self, sparsity: float) -> list[Tensor]:
-        """Keep-masks shaped like every weight matrix; the output layer's is all True."""
+        """Keep-masks shaped like every weight; the output layer's is all True."""
         keeps = [m for ranking in self.rankings for m in ranking.keep(sparsity)]
         out = []
-        for w, keep in zip(self.weights, keeps, strict=False):
-            out.append(keep if keep.shape == w.shape else keep[:, None].expand_as(w))
-        out.append(torch.ones_like(self.weights[-1], dtype=torch.bool))
+        for layer, keep in zip(self.net, keeps, strict=False):
+            w = layer.weight
+            out.append(keep if keep.shape == w.shape else layer.unit_mask(keep))
+        out.append(torch.ones_like(self.net[-1].weight, dtype=torch.bool))
         return out
 
 
 def prune_masks(
-    weights: Sequence[Tensor], granularity: str, scope: str, sparsity: float
+    net: Sequence[Layer], granularity: str, scope: str, sparsity: float
 ) -> list[Tensor]:
     """The study's keep-masks for one sparsity (see :class:`Pruner` to sweep many)."""
-    return Pruner(weights, granularity, scope).masks(sparsity)
+    return Pruner(net, granularity, scope).masks(sparsity)
 
 
-def apply_masks(weights: Sequence[Tensor], masks: Sequence[Tensor]) -> list[Tensor]:
-    """New weight tensors with the masked-out entries set to zero."""
-    return [w * m for w, m in zip(weights, masks, strict=True)]
+def apply_masks(net: Sequence[Layer], masks: Sequence[Tensor]) -> Net:
+    """The net with the masked-out weights set to zero (new tensors)."""
+    return with_weights(net, [layer.weight * m for layer, m in zip(net, masks, strict=True)])
 
 
-def live_masks(weights: Sequence[Tensor]) -> list[Tensor]:
+def live_masks(net: Sequence[Layer]) -> list[Tensor]:
     """Which weights still matter: nonzero, fed from the input, and reaching the output.
 
-    A zeroed unit (all-zero row, no bias) outputs 0 after ReLU, so its outgoing column is dead
-    too; a unit whose outgoing weights are all zero makes its incoming row dead. Structural:
-    a unit that happens to be always negative before the ReLU still counts as live.
+    A zeroed unit (all-zero row or kernel stack, no bias) outputs 0 after the ReLU and pool,
+    so every weight reading it is dead too -- a column of a linear layer, an input channel of
+    a conv, or a whole block of columns after a flatten; a unit none of whose outgoing weights
+    is live makes its incoming weights dead. Structural: a unit that happens to be always
+    negative before the ReLU still counts as live. Masks are shaped like the weights.
     """
-    nonzero = [w != 0 for w in weights]
-    fed = torch.ones(weights[0].shape[1], dtype=torch.bool, device=weights[0].device)
+    nonzero = [layer.by_input_unit(layer.weight != 0) for layer in net]  # (out, in_units, per)
+    links = [nz.any(dim=2) for nz in nonzero]  # (out, in_units): unit -> unit connections
+    fed = torch.ones(net[0].in_units, dtype=torch.bool, device=net[0].weight.device)
     fed_in = []
-    for nz in nonzero:  # forward: which units receive any signal from the input
+    for link in links:  # forward: which units receive any signal from the input
         fed_in.append(fed)
-        fed = (nz.float() @ fed.float()) > 0  # (out, in) @ (in,) -> (out,)
-    reaches = torch.ones(weights[-1].shape[0], dtype=torch.bool, device=weights[-1].device)
+        fed = (link.float() @ fed.float()) > 0  # (out, in) @ (in,) -> (out,)
+    reaches = torch.ones(net[-1].units, dtype=torch.bool, device=net[-1].weight.device)
     live: list[Tensor] = []
-    for nz, fed_here in zip(reversed(nonzero), reversed(fed_in), strict=True):  # backward
-        live.append(nz & fed_here[None, :] & reaches[:, None])
-        reaches = (reaches.float() @ nz.float()) > 0  # (out,) @ (out, in) -> (in,)
+    for layer, nz, link, fed_here in zip(reversed(net), reversed(nonzero), reversed(links),
+                                         reversed(fed_in), strict=True):  # backward
+        alive = nz & fed_here[None, :, None] & reaches[:, None, None]
+        live.append(alive.reshape(layer.weight.shape))
+        reaches = (reaches.float() @ link.float()) > 0  # (out,) @ (out, in) -> (in,)
     return live[::-1]

@@ -1,70 +1,108 @@
-"""The study's network as a list of weight matrices: a bias-free ReLU MLP.
+"""The architectures: the study's MLP and LeNet-5, built as a :mod:`prunelab.layers` net.
 
-Pruning, compaction and evaluation work on ``list[Tensor]`` (one (out, in) matrix per layer),
-so masks stay pure tensor functions and never touch a module.
+Training needs an ``nn.Module``; everything after it works on the layer description
+(``tuple[Layer, ...]``), which is also what the model file stores (versioned).
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from prunelab.config import ModelConfig
 from prunelab.errors import DataError, PrunelabError
+from prunelab.layers import KINDS, Layer, Net, forward
 
-IN_FEATURES = 28 * 28
+IMAGE_SIDE = 28
+IN_FEATURES = IMAGE_SIDE * IMAGE_SIDE
 N_CLASSES = 10
-EVAL_BATCH = 10000  # the whole MNIST test set in one matmul per layer
-FORMAT = "prunelab-mlp-v1"
+EVAL_BATCH = 10000  # the whole MNIST test set in one pass per layer
+FORMAT = "prunelab-net-v2"  # layers with their geometry
+OLD_FORMATS = {"prunelab-mlp-v1"}  # (out, in) matrices of an MLP: still loads
+LENET_KERNEL = 5
+LENET_PADDING = (2, 0)  # LeNet-5 on 28x28 MNIST: the first conv pads to keep 28x28
+LENET_POOL = 2
 
 
 def layer_sizes(hidden: Sequence[int]) -> tuple[int, ...]:
-    """(784, *hidden, 10): the width of every layer boundary."""
+    """(784, *hidden, 10): the width of every layer boundary of the MLP."""
     return (IN_FEATURES, *hidden, N_CLASSES)
 
 
-class MLP(nn.Module):
-    """784 -> hidden... -> 10, ReLU between layers, no biases (as in the study)."""
+def mlp_geometry(hidden: Sequence[int]) -> list[tuple[Layer, tuple[int, ...]]]:
+    """The MLP's layers (no weights yet) and their weight shapes."""
+    sizes = layer_sizes(hidden)
+    return [(Layer(torch.empty(0)), (n_out, n_in)) for n_in, n_out in zip(sizes, sizes[1:])]
 
-    def __init__(self, hidden: Sequence[int]) -> None:
+
+def lenet5_geometry(channels: Sequence[int], fc: Sequence[int]) -> list[tuple[Layer, tuple[int, ...]]]:
+    """LeNet-5 for 28x28 inputs: conv 5x5 (pad 2) -> pool 2 -> conv 5x5 -> pool 2 -> flatten
+    -> linear ... -> 10; ReLU after every hidden layer, no biases."""
+    out: list[tuple[Layer, tuple[int, ...]]] = []
+    side, c_in = IMAGE_SIDE, 1
+    for c_out, pad in zip(channels, LENET_PADDING, strict=True):
+        layer = Layer(torch.empty(0), "conv", LENET_KERNEL, side, pad, LENET_POOL)
+        out.append((layer, (c_out, c_in, LENET_KERNEL, LENET_KERNEL)))
+        side, c_in = (side + 2 * pad - LENET_KERNEL + 1) // LENET_POOL, c_out
+    block, n_in = side * side, c_in * side * side
+    for n_out in (*fc, N_CLASSES):
+        out.append((Layer(torch.empty(0), block=block), (n_out, n_in)))
+        block, n_in = 1, n_out
+    return out
+
+
+def geometry(cfg: ModelConfig) -> list[tuple[Layer, tuple[int, ...]]]:
+    """The chosen architecture's layers and weight shapes."""
+    if cfg.arch == "lenet5":
+        return lenet5_geometry(cfg.lenet5.channels, cfg.lenet5.fc)
+    return mlp_geometry(cfg.mlp.hidden)
+
+
+def init_weight(layer: Layer, shape: tuple[int, ...]) -> Tensor:
+    """PyTorch's default init for the layer (what nn.Linear / nn.Conv2d draw, without bias)."""
+    if layer.kind == "conv":
+        return nn.Conv2d(shape[1], shape[0], shape[2], bias=False).weight.detach()
+    return nn.Linear(shape[1], shape[0], bias=False).weight.detach()
+
+
+class Network(nn.Module):
+    """A layer description as a trainable module: one weight parameter per layer."""
+
+    def __init__(self, net: Sequence[Layer]) -> None:
         super().__init__()
-        sizes = layer_sizes(hidden)
-        self.layers = nn.ModuleList(
-            nn.Linear(n_in, n_out, bias=False) for n_in, n_out in zip(sizes, sizes[1:])
-        )
+        self.geometry = tuple(layer.with_weight(torch.empty(0)) for layer in net)  # no copies
+        self.params = nn.ParameterList(nn.Parameter(layer.weight.clone()) for layer in net)
+
+    def layers(self) -> Net:
+        """The net with the live parameters as weights (not copies)."""
+        return tuple(layer.with_weight(w) for layer, w in zip(self.geometry, self.params))
 
     def weights(self) -> list[Tensor]:
-        """The (out, in) weight matrices, first layer first (live parameters, not copies)."""
-        return [layer.weight for layer in self.layers]
+        return list(self.params)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, 784) -> (B, 10) logits
-        return forward(self.weights(), x)
+        return forward(self.layers(), x)
 
 
-def linear(w: Tensor, x: Tensor) -> Tensor:
-    """x @ w.T for a dense or sparse-CSR (out, in) matrix; (B, in) -> (B, out)."""
-    if w.layout == torch.sparse_csr:
-        return torch.sparse.mm(w, x.T.contiguous()).T
-    return x @ w.T
-
-
-def forward(weights: Sequence[Tensor], x: Tensor) -> Tensor:
-    """Logits of the MLP given by ``weights``; (B, 784) -> (B, 10)."""
-    for w in weights[:-1]:
-        x = F.relu(linear(w, x))
-    return linear(weights[-1], x)
+def build_model(cfg: ModelConfig, seed: int, device: torch.device) -> Network:
+    """The configured architecture with PyTorch's default init drawn from ``seed`` (same seed,
+    same weights; the MLP's draws are those of the study's nn.Linear chain)."""
+    torch.manual_seed(seed)
+    net = [layer.with_weight(init_weight(layer, shape)) for layer, shape in geometry(cfg)]
+    return Network(net).to(device)
 
 
 @torch.no_grad()
-def accuracy(weights: Sequence[Tensor], x: Tensor, y: Tensor, batch: int = EVAL_BATCH) -> float:
+def accuracy(net: Sequence[Layer], x: Tensor, y: Tensor, batch: int = EVAL_BATCH) -> float:
     """Test accuracy in percent."""
     correct = 0
     for start in range(0, len(x), batch):
-        logits = forward(weights, x[start : start + batch])
+        logits = forward(net, x[start : start + batch])
         correct += int((logits.argmax(dim=1) == y[start : start + batch]).sum())
     return 100.0 * correct / len(x)
 
@@ -89,14 +127,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def weights_blob(weights: Sequence[Tensor]) -> bytes:
-    """The model file's bytes: the weight matrices (CPU copies), loadable with weights_only."""
-    import io
+GEOMETRY_FIELDS = ("kind", "kernel", "side", "padding", "pool", "block")
 
+
+def weights_blob(net: Sequence[Layer], arch: str = "mlp") -> bytes:
+    """The model file's bytes: format, architecture, each layer's geometry and weight (CPU
+    copies); loadable with ``torch.load(weights_only=True)``."""
     payload = {
         "format": FORMAT,
-        "sizes": [weights[0].shape[1]] + [w.shape[0] for w in weights],
-        "weights": [w.detach().to("cpu", copy=True).contiguous() for w in weights],
+        "arch": arch,
+        "layers": [{f: getattr(layer, f) for f in GEOMETRY_FIELDS} for layer in net],
+        "weights": [layer.weight.detach().to("cpu", copy=True).contiguous() for layer in net],
     }
     # Into memory first: torch.save names the zip's records after the file it is given, and
     # the atomic temporary's name is random, so equal weights would give different bytes.
@@ -105,15 +146,40 @@ def weights_blob(weights: Sequence[Tensor]) -> bytes:
     return buf.getvalue()
 
 
-def save_weights(weights: Sequence[Tensor], path: Path) -> None:
-    """Save the weight matrices atomically (see :func:`weights_blob`)."""
+def save_net(net: Sequence[Layer], path: Path, arch: str = "mlp") -> None:
+    """Save a net atomically (see :func:`weights_blob`)."""
     from prunelab.files import write_bytes
 
-    write_bytes(path, weights_blob(weights))
+    write_bytes(path, weights_blob(net, arch))
 
 
-def load_weights(path: Path, device: torch.device | str = "cpu") -> list[Tensor]:
-    """Load weights saved by :func:`save_weights`; a damaged file is a DataError naming it."""
+def _from_v1(payload: dict) -> Net | None:
+    """An MLP file of format v1 ((out, in) matrices and the layer widths) as linear layers."""
+    weights, sizes = payload["weights"], payload["sizes"]
+    ok = len(weights) == len(sizes) - 1 and all(
+        isinstance(w, Tensor) and tuple(w.shape) == (n_out, n_in)
+        for w, n_in, n_out in zip(weights, sizes, sizes[1:]))
+    return tuple(Layer(w) for w in weights) if ok else None
+
+
+def _from_v2(payload: dict) -> Net | None:
+    """A v2 file's layers, or None when a geometry or weight does not fit."""
+    net = []
+    for geo, w in zip(payload["layers"], payload["weights"], strict=True):
+        if set(geo) != set(GEOMETRY_FIELDS) or geo["kind"] not in KINDS or not isinstance(w, Tensor):
+            return None
+        layer = Layer(w, **geo)
+        if w.dim() != (4 if layer.kind == "conv" else 2):
+            return None
+        net.append(layer)
+    chained = all(a.units == b.in_units and b.fan_in % max(b.block, 1) == 0
+                  for a, b in zip(net, net[1:]))
+    return tuple(net) if net and chained else None
+
+
+def load_net(path: Path, device: torch.device | str = "cpu") -> Net:
+    """Load a net saved by :func:`save_net` (or an MLP of the previous format); a missing,
+    damaged or foreign file is one DataError line saying what to rerun."""
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
@@ -122,15 +188,14 @@ def load_weights(path: Path, device: torch.device | str = "cpu") -> list[Tensor]
         raise DataError(
             f"{path}: damaged model file ({type(exc).__name__}); run: dvc repro -f train"
         ) from None
+    fmt = payload.get("format") if isinstance(payload, dict) else None
     try:
-        weights, sizes = payload["weights"], payload["sizes"]
-        ok = payload["format"] == FORMAT and len(weights) == len(sizes) - 1
-        ok = ok and all(
-            isinstance(w, Tensor) and tuple(w.shape) == (n_out, n_in)
-            for w, n_in, n_out in zip(weights, sizes, sizes[1:])
-        )
-    except (KeyError, TypeError):
-        ok = False
-    if not ok:
-        raise DataError(f"{path}: not a prunelab model file (unexpected content)")
-    return list(weights)
+        net = (_from_v2(payload) if fmt == FORMAT else
+               _from_v1(payload) if fmt in OLD_FORMATS else None)
+    except (KeyError, TypeError, ValueError):
+        net = None
+    if net is None:
+        known = fmt == FORMAT or fmt in OLD_FORMATS
+        what = "unexpected content" if known else f"unknown format {str(fmt)[:40]!r}"
+        raise DataError(f"{path}: not a prunelab model file ({what}); run: dvc repro -f train")
+    return net

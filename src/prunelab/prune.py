@@ -14,6 +14,7 @@ from prunelab.config import Params, grid_step
 from prunelab.criteria.base import Context, Criterion
 from prunelab.data import calibration_set
 from prunelab.inference import fast_equivalent
+from prunelab.layers import Layer, Net, with_weights
 from prunelab.masks import Pruner, apply_masks, live_masks
 from prunelab.model import accuracy, to_inputs, to_targets
 
@@ -44,10 +45,10 @@ class SweepPoint:
     live_params: int
 
 
-def prune_point(pruned: Sequence[Tensor], sparsity: float, x: Tensor, y: Tensor) -> SweepPoint:
+def prune_point(pruned: Sequence[Layer], sparsity: float, x: Tensor, y: Tensor) -> SweepPoint:
     """Measure what is left of a pruned net and test it."""
-    total = sum(w.numel() for w in pruned)
-    nonzero = sum(int(w.count_nonzero()) for w in pruned)
+    total = sum(layer.weight.numel() for layer in pruned)
+    nonzero = sum(int(layer.weight.count_nonzero()) for layer in pruned)
     live_per_layer = live_masks(pruned)
     live = sum(int(m.sum()) for m in live_per_layer)
     return SweepPoint(
@@ -60,39 +61,39 @@ def prune_point(pruned: Sequence[Tensor], sparsity: float, x: Tensor, y: Tensor)
     )
 
 
-def criteria_context(weights: Sequence[Tensor], criteria: Sequence[Criterion], cfg: Params,
+def criteria_context(net: Sequence[Layer], criteria: Sequence[Criterion], cfg: Params,
                      data_dir: Path, device: torch.device) -> Context:
     """What ``criteria`` may look at: the weights and the run's seed, plus calibration images
     (training split only, ``prune.calibration_size`` drawn with ``train.seed``) when one of
     them needs them."""
     if not any(c.needs_calibration for c in criteria):
-        return Context(tuple(weights), seed=cfg.train.seed)
+        return Context(tuple(net), seed=cfg.train.seed)
     images, labels = calibration_set(data_dir, cfg.data.train_size, cfg.prune.calibration_size,
                                      cfg.train.seed)
-    return Context(tuple(weights), to_inputs(images, device), to_targets(labels, device),
+    return Context(tuple(net), to_inputs(images, device), to_targets(labels, device),
                    seed=cfg.train.seed)
 
 
-def pruned_nets(weights: Sequence[Tensor], granularity: str, scope: str,
+def pruned_nets(net: Sequence[Layer], granularity: str, scope: str,
                 sparsities: Iterable[float], criterion: Criterion | None = None,
-                context: Context | None = None) -> Iterator[tuple[float, list[Tensor]]]:
-    """(k, pruned weights) for every grid value, each from the same dense ``weights``: masked,
-    then reconstructed when the criterion does that. The ranking is computed once."""
-    pruner = Pruner(weights, granularity, scope, criterion, context)
+                context: Context | None = None) -> Iterator[tuple[float, Net]]:
+    """(k, pruned net) for every grid value, each from the same dense ``net``: masked, then
+    reconstructed when the criterion does that. The ranking is computed once."""
+    pruner = Pruner(net, granularity, scope, criterion, context)
     for k in sparsities:
         masks = pruner.masks(k)
         if criterion is not None and criterion.reconstruct is not None and context is not None:
-            yield k, criterion.reconstruct(context, masks)
+            yield k, with_weights(net, criterion.reconstruct(context, masks))
         else:
-            yield k, apply_masks(weights, masks)
+            yield k, apply_masks(net, masks)
 
 
-def sweep(weights: Sequence[Tensor], granularity: str, scope: str, sparsities: Iterable[float],
+def sweep(net: Sequence[Layer], granularity: str, scope: str, sparsities: Iterable[float],
           x: Tensor, y: Tensor, criterion: Criterion | None = None,
           context: Context | None = None) -> list[SweepPoint]:
     """Every grid value of one criterion (default: the study's), tested on (x, y)."""
-    return [prune_point(net, k, x, y)
-            for k, net in pruned_nets(weights, granularity, scope, sparsities, criterion, context)]
+    return [prune_point(pruned, k, x, y)
+            for k, pruned in pruned_nets(net, granularity, scope, sparsities, criterion, context)]
 
 
 def summarise(points: Sequence[SweepPoint], dense_accuracy: float) -> dict[str, Any]:
@@ -125,13 +126,13 @@ def curve_rows(points: Sequence[SweepPoint], method: str, scope: str,
     return [{**head, **{c: asdict(p)[c] for c in CURVE_COLUMNS}} for p in points]
 
 
-def dense_accuracy(weights: Sequence[Tensor], points: Sequence[SweepPoint], x: Tensor,
+def dense_accuracy(net: Sequence[Layer], points: Sequence[SweepPoint], x: Tensor,
                    y: Tensor) -> float:
     """The unpruned net's accuracy: the k=0 point when the grid has one, else measured."""
     for p in points:
         if p.sparsity == 0.0:
             return p.accuracy
-    return round(accuracy(weights, x, y), 4)
+    return round(accuracy(net, x, y), 4)
 
 
 def metric_series(points: Sequence[SweepPoint],

@@ -1,8 +1,10 @@
 """What a pruned model really buys: parameters, bytes, FLOPs and measured CPU latency.
 
 A mask alone speeds nothing up. Here each pruned model is *realised* the way it would be
-deployed: a unit-pruned net is compacted (dead neurons physically removed), a weight-pruned
-net stores each layer dense or as CSR, whichever runs faster at its sparsity on this machine.
+deployed: a unit-pruned net is compacted (dead neurons and channels physically removed), a
+weight-pruned net stores each layer dense or as CSR, whichever runs faster at its sparsity on
+this machine (a conv as CSR multiplies its unfolded patches; the `formats` column of the speed
+CSV records what won, so "sparse convolution does not pay on this CPU" is measured, per k).
 Timing lives here, in its own stage, so the pruning stages' outputs stay deterministic.
 """
 
@@ -23,8 +25,9 @@ from prunelab.config import grid_step
 from prunelab.criteria.base import Context, Criterion
 from prunelab.errors import PrunelabError
 from prunelab.inference import compact, csr
+from prunelab.layers import Layer, forward
 from prunelab.masks import STUDY
-from prunelab.model import accuracy, forward
+from prunelab.model import accuracy
 from prunelab.prune import pruned_nets
 
 LATENCY_BATCHES = (1, 100)
@@ -35,14 +38,15 @@ MAX_MISMATCH = 1e-3  # logits of a realised model vs its masked twin (float32 ro
 
 @dataclass(frozen=True)
 class Realised:
-    """A pruned net as deployed: one dense or CSR matrix per layer."""
+    """A pruned net as deployed: each layer's weight dense or CSR."""
 
-    layers: tuple[Tensor, ...]
+    layers: tuple[Layer, ...]
 
     @property
     def formats(self) -> str:
         """e.g. 'dense,csr,csr,dense,dense'."""
-        return ",".join("csr" if w.layout == torch.sparse_csr else "dense" for w in self.layers)
+        return ",".join("csr" if layer.weight.layout == torch.sparse_csr else "dense"
+                        for layer in self.layers)
 
 
 @contextmanager
@@ -69,43 +73,49 @@ def median_seconds(fn: object, repeats: int, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def faster_format(w: Tensor, batch: int, repeats: int = 15) -> Tensor:
-    """``w`` dense or as CSR, whichever multiplies a (batch, in) input faster here."""
-    nonzero = int(w.count_nonzero())
-    if nonzero > 0.5 * w.numel():
-        return w  # CSR never wins at this density; skip the measurement
-    sparse = csr(w)
-    x = torch.randn(batch, w.shape[1], device=w.device)
-    dense_s = median_seconds(lambda: x @ w.T, repeats)
-    sparse_s = median_seconds(lambda: torch.sparse.mm(sparse, x.T.contiguous()).T, repeats)
-    return sparse if sparse_s < dense_s else w
+def faster_format(layer: Layer, batch: int, repeats: int = 15) -> Layer:
+    """``layer`` dense or as CSR, whichever computes a batch of ``batch`` inputs faster here."""
+    w = layer.weight
+    if int(w.count_nonzero()) > 0.5 * w.numel():
+        return layer  # CSR never wins at this density; skip the measurement
+    sparse = layer.with_weight(csr(w))
+    x = torch.randn(batch, layer.in_features, device=w.device)
+    dense_s = median_seconds(lambda: layer.pre_activation(x), repeats)
+    sparse_s = median_seconds(lambda: sparse.pre_activation(x), repeats)
+    return sparse if sparse_s < dense_s else layer
 
 
-def realise(pruned: Sequence[Tensor], method: str, batch: int = 100,
+def realise(pruned: Sequence[Layer], method: str, batch: int = 100,
             n_threads: int = 1) -> Realised:
     """Deployable form: compacted for units; per-layer dense/CSR (timed) for weights."""
     if method == "unit":
-        return Realised(tuple(compact(pruned)))
+        return Realised(compact(pruned))
     with threads(n_threads):
-        return Realised(tuple(faster_format(w, batch) for w in pruned))
+        return Realised(tuple(faster_format(layer, batch) for layer in pruned))
+
+
+def nonzeros(layer: Layer) -> int:
+    """Stored nonzero weights of a dense or CSR layer."""
+    w = layer.weight
+    return int(w.values().count_nonzero() if w.layout == torch.sparse_csr else w.count_nonzero())
 
 
 def stored_params(model: Realised) -> int:
     """Numbers stored for the weights (nonzeros for CSR, every entry for dense)."""
-    return sum(int(w.values().numel()) if w.layout == torch.sparse_csr else w.numel()
-               for w in model.layers)
+    return sum(int(layer.weight.values().numel()) if layer.weight.layout == torch.sparse_csr
+               else layer.weight.numel() for layer in model.layers)
 
 
 def flops_per_sample(model: Realised) -> int:
-    """Multiply-adds x 2 for one input, skipping stored zeros (the theoretical cost)."""
-    return 2 * sum(int(w.values().count_nonzero()) if w.layout == torch.sparse_csr
-                   else int(w.count_nonzero()) for w in model.layers)
+    """Multiply-adds x 2 for one input, skipping stored zeros (the theoretical cost): a conv's
+    weights work at every output position."""
+    return 2 * sum(nonzeros(layer) * layer.positions for layer in model.layers)
 
 
 def stored_bytes(model: Realised) -> tuple[int, int]:
     """Size of the serialised model (torch.save), raw and zlib-compressed."""
     buf = io.BytesIO()
-    torch.save([w.cpu() for w in model.layers], buf)
+    torch.save([layer.weight.cpu() for layer in model.layers], buf)
     raw = buf.getvalue()
     return len(raw), len(zlib.compress(raw, 6))
 
@@ -117,7 +127,8 @@ def paired_latency(model: Realised, dense: Realised, batch: int,
     Alternating the two in one loop keeps drifts of the machine (another process, clock
     changes) out of their ratio.
     """
-    x = torch.randn(batch, dense.layers[0].shape[1], device=dense.layers[0].device)
+    first = dense.layers[0]
+    x = torch.randn(batch, first.in_features, device=first.weight.device)
     times: dict[str, list[float]] = {"model": [], "dense": []}
     with torch.no_grad():
         for i in range(repeats + 3):
@@ -129,7 +140,7 @@ def paired_latency(model: Realised, dense: Realised, batch: int,
     return statistics.median(times["model"]), statistics.median(times["dense"])
 
 
-def measure(weights: Sequence[Tensor], method: str, scope: str, grid: Sequence[float],
+def measure(net: Sequence[Layer], method: str, scope: str, grid: Sequence[float],
             x: Tensor, y: Tensor, repeats: int, n_threads: int = 1,
             criterion: Criterion | None = None,
             context: Context | None = None) -> list[dict[str, object]]:
@@ -139,10 +150,10 @@ def measure(weights: Sequence[Tensor], method: str, scope: str, grid: Sequence[f
     that; default criterion: the study's). Latency is timed with ``n_threads`` threads;
     accuracy uses every core.
     """
-    dense = Realised(tuple(weights))
+    dense = Realised(tuple(net))
     name = (criterion or STUDY[method]).name
     rows = []
-    for k, pruned in pruned_nets(weights, method, scope, grid, criterion, context):
+    for k, pruned in pruned_nets(net, method, scope, grid, criterion, context):
         model = realise(pruned, method, n_threads=n_threads)
         raw, packed = stored_bytes(model)
         with torch.no_grad():  # the realised net must compute what the pruned net computes

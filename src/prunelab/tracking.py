@@ -352,7 +352,7 @@ class StageRun:
         try:
             with self._writing():
                 with _fluent_uri(self.uri), mlflow.start_run(run_id=self.run_id):
-                    # Pickle format: 0.2 s, and loads back as prunelab.model.MLP with any batch
+                    # Pickle format: 0.2 s, and loads back as prunelab.model.Network with any batch
                     # size (MLflow's default pt2 export takes 4 s and fixes the batch dimension
                     # to 1). Naming the requirement skips MLflow's slow dependency inference.
                     mlflow.pytorch.log_model(model.cpu(), name="model",

@@ -18,7 +18,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from prunelab.config import TrainConfig
-from prunelab.model import MLP, accuracy
+from prunelab.model import Network, accuracy
 
 
 @dataclass(frozen=True)
@@ -44,14 +44,8 @@ class TrainResult:
         return self.samples / self.seconds if self.seconds > 0 else float("nan")
 
 
-def build_model(hidden: tuple[int, ...], seed: int, device: torch.device) -> MLP:
-    """The MLP with PyTorch's default init, drawn from ``seed`` (same seed, same weights)."""
-    torch.manual_seed(seed)
-    return MLP(hidden).to(device)
-
-
 def train(
-    model: MLP,
+    model: Network,
     x: Tensor,
     y: Tensor,
     x_test: Tensor,
@@ -86,7 +80,7 @@ def train(
         steps.extend(epoch_losses.tolist())
         model.eval()
         history.append(EpochRecord(epoch, round(float(epoch_losses.mean()), 6),
-                                   round(accuracy(model.weights(), x_test, y_test), 4)))
+                                   round(accuracy(model.layers(), x_test, y_test), 4)))
     return TrainResult(tuple(history), tuple(steps), seconds, n * cfg.epochs)
 
 

@@ -17,6 +17,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from prunelab.layers import KINDS, Kind, Layer
+
 Granularity = Literal["weight", "unit"]
 GRANULARITIES: tuple[Granularity, ...] = ("weight", "unit")
 
@@ -30,24 +32,39 @@ class Context:
     are computed once and cached.
     """
 
-    weights: tuple[Tensor, ...]  # (out, in) per layer, input layer first
+    net: tuple[Layer, ...]  # the dense net, input layer first
     calibration: Tensor | None = None  # (N, 784) normalised training images
     labels: Tensor | None = None  # (N,) their classes
     seed: int = 0
     _cache: dict[str, list[Tensor]] = field(default_factory=dict, compare=False, repr=False)
 
+    @property
+    def weights(self) -> tuple[Tensor, ...]:
+        """Each layer's weight: (out, in) linear, (out, in, k, k) conv."""
+        return tuple(layer.weight for layer in self.net)
+
     def layer_inputs(self) -> list[Tensor]:
-        """Each layer's input on the calibration images, through the dense net: (N, in_i)."""
+        """Each layer's input on the calibration images through the dense net, in the shape the
+        layer before produced it: (N, in) after a linear layer, (N, C, H, W) after a conv."""
         if "inputs" not in self._cache:
             if self.calibration is None:
                 raise ValueError("this criterion needs calibration data; the context has none")
             acts, a = [], self.calibration
             with torch.no_grad():
-                for w in self.weights:
+                for layer in self.net:
                     acts.append(a)
-                    a = torch.relu(a @ w.T)  # (N, in) @ (in, out) -> (N, out)
+                    a = layer.activate(layer.pre_activation(a))
             self._cache["inputs"] = acts
         return self._cache["inputs"]
+
+    def patches(self, layer: int) -> Tensor:
+        """What layer ``layer``'s weight matrix multiplies on the calibration images through the
+        dense net: (N * positions, fan_in); a linear layer's input itself."""
+        return self.net[layer].patches(self.layer_inputs()[layer])
+
+    def dense_logits(self) -> Tensor:
+        """The dense net's logits on the calibration images: (N, classes)."""
+        return self.net[-1].pre_activation(self.layer_inputs()[-1])
 
     def generator(self, layer: int) -> torch.Generator:
         """A CPU generator seeded by the run's seed and the layer: same seed, same draws."""
@@ -68,6 +85,7 @@ class Criterion:
     global_score: LayerScore | None = None  # comparable across layers; None: same as score
     reconstruct: Reconstruct | None = None  # (context, keep-masks) -> new weights, all layers
     needs_calibration: bool = False  # the sweep draws calibration images only when needed
+    layer_kinds: tuple[Kind, ...] = KINDS  # the layers it can rank (prunelab.masks checks)
     summary: str = ""  # one line for --help, the README and MLflow
 
     def scores(self, context: Context, layer: int, across_layers: bool) -> Tensor:

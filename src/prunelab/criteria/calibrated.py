@@ -13,11 +13,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from prunelab.criteria.base import Context, Criterion
+from prunelab.layers import Layer
 
 
 def input_norms(context: Context, layer: int) -> Tensor:
-    """||x_j||_2 of each input of ``layer`` over the calibration images: (in,)."""
-    return torch.linalg.vector_norm(context.layer_inputs()[layer], dim=0)  # (N, in) -> (in,)
+    """||x_j||_2 of each input of ``layer`` over the calibration images (and, for a conv, over
+    every position its kernel visits): (fan_in,)."""
+    return torch.linalg.vector_norm(context.patches(layer), dim=0)  # (N * P, fan_in) -> (fan_in,)
 
 
 def row_ranks(scores: Tensor) -> Tensor:
@@ -33,43 +35,56 @@ def wanda_score(context: Context, layer: int) -> Tensor:
     rank-1 entry, ...: rows lose floor or ceil of their share while the layer loses exactly
     floor(k * n). Shape (out, in).
     """
-    w = context.weights[layer]
-    return row_ranks(w.abs() * input_norms(context, layer)[None, :])
+    layer_ = context.net[layer]
+    w = layer_.matrix()  # (out, fan_in): a conv's row is one output channel's kernel stack
+    return layer_.as_weight(row_ranks(w.abs() * input_norms(context, layer)[None, :]))
 
 
 def wanda_global(context: Context, layer: int) -> Tensor:
     """Row rank / fan-in: a global ranking then takes the same share from every row of every
     layer, i.e. it reproduces the layer-scope result (up to rounding); (out, in)."""
-    w = context.weights[layer]
-    return wanda_score(context, layer) / w.shape[1]
+    return wanda_score(context, layer) / context.net[layer].fan_in
 
 
 def empirical_fisher(context: Context) -> list[Tensor]:
-    """Diagonal empirical Fisher of every layer's weights: (out_i, in_i) per layer.
+    """Diagonal empirical Fisher of every layer's weights, shaped like them.
 
     One forward/backward of the summed cross-entropy over the dense net gives each sample's
-    gradient w.r.t. the pre-activations, delta (N, out); the per-sample weight gradient is
+    gradient w.r.t. the pre-activations, delta. A linear layer's per-sample weight gradient is
     delta x^T, so the mean of its square is (delta^2)^T (x^2) / N, exact and never
-    materialising N gradient matrices. Cached on the context (one pass for all layers).
+    materialising N gradient matrices. A conv shares its kernel over positions, so its
+    per-sample gradient sums delta_p x_p^T over the positions p first (small: out x fan_in per
+    sample). Cached on the context (one pass for all layers).
     """
     cache = context._cache  # the context's own cache, keyed by what is stored
     if "fisher" not in cache:
         if context.calibration is None or context.labels is None:
             raise ValueError("obd needs calibration images and labels; the context has none")
-        ws = [w.detach().requires_grad_() for w in context.weights]  # a graph to the pre-acts
+        net = [layer.with_weight(layer.weight.detach().requires_grad_()) for layer in context.net]
         inputs, pre = [], []
         a = context.calibration  # (N, 784)
-        for i, w in enumerate(ws):
+        for i, layer in enumerate(net):
             inputs.append(a.detach())
-            z = a @ w.T  # (N, out_i)
+            z = layer.pre_activation(a)  # (N, out) or (N, out, s, s)
             pre.append(z)
-            a = torch.relu(z) if i < len(ws) - 1 else z
+            a = layer.activate(z) if i < len(net) - 1 else z
         loss = F.cross_entropy(a, context.labels, reduction="sum")  # sum: per-sample grads
         deltas = torch.autograd.grad(loss, pre)
         n = context.calibration.shape[0]
-        cache["fisher"] = [(d.square().T @ x.square()) / n  # (out, N) @ (N, in) -> (out, in)
-                           for d, x in zip(deltas, inputs, strict=True)]
+        cache["fisher"] = [fisher_diagonal(layer, d, x, n)
+                           for layer, d, x in zip(context.net, deltas, inputs, strict=True)]
     return cache["fisher"]
+
+
+def fisher_diagonal(layer: Layer, delta: Tensor, x: Tensor, n: int) -> Tensor:
+    """Mean squared per-sample gradient of ``layer``'s weight, from the gradients ``delta``
+    w.r.t. its pre-activations and its inputs ``x`` on ``n`` samples; weight-shaped."""
+    if layer.kind != "conv":  # (out, N) @ (N, in) -> (out, in)
+        return (delta.square().T @ x.flatten(1).square()) / n
+    patches = layer.patches(x).view(n, layer.positions, layer.fan_in)  # (N, P, fan_in)
+    d = delta.flatten(2)  # (N, out, P)
+    grads = torch.bmm(d, patches)  # (N, out, fan_in): each sample's kernel gradient
+    return layer.as_weight(grads.square().mean(dim=0))
 
 
 def obd_score(context: Context, layer: int) -> Tensor:
@@ -79,12 +94,14 @@ def obd_score(context: Context, layer: int) -> Tensor:
     and serves the global scope as it is.
     """
     w = context.weights[layer]
-    return 0.5 * empirical_fisher(context)[layer] * w.square()
+    return 0.5 * empirical_fisher(context)[layer] * w.square()  # weight-shaped
 
 
 def mean_activation(context: Context, layer: int) -> Tensor:
-    """Mean post-ReLU activation (= mean |activation|) of each unit of ``layer``: (out,)."""
-    return context.layer_inputs()[layer + 1].mean(dim=0)  # (N, out) -> (out,); layer's output
+    """Mean post-ReLU activation (= mean |activation|) of each unit of ``layer`` over the
+    calibration images (and a conv channel's pooled positions): (out,)."""
+    out = context.layer_inputs()[layer + 1]  # the layer's output: (N, out) or (N, out, s, s)
+    return out.mean(dim=0) if out.dim() == 2 else out.mean(dim=(0, 2, 3))
 
 
 def activation_global(context: Context, layer: int) -> Tensor:

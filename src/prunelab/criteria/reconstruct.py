@@ -171,17 +171,12 @@ def relu_fit(a: Tensor, z: Tensor, prior: Tensor, ridge: float = RIDGE,
     return better_rows(fit_t.T, prior.to(a.dtype), a, z, relu=True)[0].to(prior.dtype)
 
 
-def dense_logits(context: Context) -> Tensor:
-    """The dense net's logits on the calibration images: (N, classes)."""
-    return context.layer_inputs()[-1] @ context.weights[-1].T
-
-
 def dense_factor(context: Context, layer: int) -> Tensor:
-    """The OBS factor U of ``layer`` on the dense net's calibration inputs (float64), cached:
+    """The OBS factor U of ``layer`` on the dense net's calibration patches (float64), cached:
     it ranks (the saliency), and the first layer's is reused for every k (pixels in)."""
     cache, key = context._cache, f"obs_factor_{layer}"  # the context's own cache
     if key not in cache:
-        cache[key] = [upper_inverse_cholesky(damped_hessian(context.layer_inputs()[layer]))]
+        cache[key] = [upper_inverse_cholesky(damped_hessian(context.patches(layer)))]
     return cache[key][0]
 
 
@@ -191,59 +186,71 @@ def obs_reconstruct(context: Context, masks: Sequence[Tensor]) -> list[Tensor]:
     Layer i is pruned on the calibration images as they arrive through the already pruned
     layers 0..i-1, to exactly as many zeros as its mask has. Only that count is taken from the
     mask: OBS spreads it evenly over the column blocks and picks the positions within each, so
-    the zeros need not be where the scope's ranking put them. Layers with nothing to prune are
+    the zeros need not be where the scope's ranking put them. A conv is pruned as its
+    (out, in * k * k) matrix over every patch its kernel sees. Layers with nothing to prune are
     left as they are; with nothing pruned at all the output layer too (k = 0: the identity).
     """
-    weights, new = context.weights, []
-    a = context.layer_inputs()[0]  # (N, 784): the current layer's input through the pruned net
-    for i, (w, keep) in enumerate(zip(weights[:-1], masks[:-1], strict=True)):
+    net, new = context.net, []
+    a = context.layer_inputs()[0]  # the current layer's input through the pruned net
+    n = len(a)
+    for i, (layer, keep) in enumerate(zip(net[:-1], masks[:-1], strict=True)):
         n_zero = int((~keep).sum())
+        x = layer.patches(a)  # (N * P, fan_in)
         if n_zero == 0:
-            w_new, pre = w.clone(), a @ w.T
+            w_new, pre = layer.matrix().clone(), x @ layer.matrix().T
         else:
             u = dense_factor(context, 0) if i == 0 else None  # layer 0: the pixels, every k
-            w_new, pre = obs_prune_layer(w, a, n_zero, u=u)
-        new.append(w_new)
-        a = torch.relu(pre)  # (N, out)
-    out = weights[-1] * masks[-1]
+            w_new, pre = obs_prune_layer(layer.matrix(), x, n_zero, u=u)
+        new.append(layer.as_weight(w_new))
+        a = layer.activate(layer.from_patches(pre, n))  # (N, out) or (N, out, s, s)
+    last = net[-1]
+    out = last.weight * masks[-1]
     if any(not bool(m.all()) for m in masks[:-1]):
-        out = ridge_fit(a, dense_logits(context), out)
+        out = last.as_weight(ridge_fit(last.patches(a), context.dense_logits(), last.matrix(out)))
     return new + [out]
 
 
 def refit_reconstruct(context: Context, masks: Sequence[Tensor]) -> list[Tensor]:
-    """Remove the masked units, then re-fit each layer's kept rows over its kept inputs.
+    """Remove the masked units, then re-fit each layer's kept units over its kept inputs.
 
     A layer after a pruned one is fitted so its kept units' outputs match the dense net's
     (whose inputs include the removed units) on the calibration images fed through the already
     re-fitted layers: ReLU-aware for hidden layers, plain ridge on the logits for the output
-    layer. The first layer (pixels in) is only masked. Removed rows and the columns they fed
-    stay exactly zero, so the net still compacts.
+    layer; a conv is fitted as its (out, in * k * k) matrix over every patch. The first layer
+    (pixels in) is only masked. Removed units and the weights that read them stay exactly zero,
+    so the net still compacts.
     """
-    dense_in = context.layer_inputs()  # (N, in_i) per layer, through the dense net
-    a = dense_in[0]  # (N, in): the current layer's input through the re-fitted net
-    kept_in = torch.ones(a.shape[1], dtype=torch.bool, device=a.device)
-    changed, last, new = False, len(context.weights) - 1, []
-    for i, (w, mask) in enumerate(zip(context.weights, masks, strict=True)):
-        rows = mask.all(dim=1)  # (out,) kept units; a unit mask is all-or-nothing per row
+    dense_in = context.layer_inputs()  # each layer's input through the dense net
+    a = dense_in[0]  # the current layer's input through the re-fitted net
+    n = len(a)
+    kept_in = torch.ones(context.net[0].in_units, dtype=torch.bool, device=a.device)
+    changed, last, new = False, len(context.net) - 1, []
+    for i, (layer, mask) in enumerate(zip(context.net, masks, strict=True)):
+        w = layer.matrix()  # (out, fan_in)
+        rows = layer.matrix(mask).all(dim=1)  # (out,) kept units: all-or-nothing per unit
+        x = layer.patches(a)  # (N * P, fan_in)
         if changed:  # inputs differ from the dense net's: re-fit
-            z = dense_in[i] @ w[rows].T  # (N, kept_out): the dense pre-activations to match
-            prior = w[rows][:, kept_in]  # (kept_out, kept_in): masking alone
+            # The kept inputs' columns: every column of the patch that reads a kept unit.
+            cols = layer.by_input_unit(kept_in[None, :, None].expand(
+                1, layer.in_units, layer.fan_in // layer.in_units)).flatten()  # (fan_in,)
+            z = context.patches(i) @ w[rows].T  # (N * P, kept_out): dense pre-activations
+            prior = w[rows][:, cols]  # (kept_out, kept_cols): masking alone
             fit = ridge_fit if i == last else relu_fit
             fitted = torch.zeros_like(w)
-            fitted[rows.nonzero(), kept_in.nonzero().T] = fit(a[:, kept_in], z, prior)
+            fitted[rows.nonzero(), cols.nonzero().T] = fit(x[:, cols], z, prior)
         else:
-            fitted = w * mask
-        new.append(fitted)
-        a = torch.relu(a @ fitted.T)  # (N, out); unused after the output layer
+            fitted = w * layer.matrix(mask)
+        new.append(layer.as_weight(fitted))
+        a = layer.activate(layer.from_patches(x @ fitted.T, n))  # unused after the last layer
         changed = changed or not bool(rows.all())
         kept_in = rows
     return new
 
 
 def obs_score(context: Context, layer: int) -> Tensor:
-    """OBS saliency on the dense net's calibration inputs to ``layer``: (out, in)."""
-    return obs_saliency(context.weights[layer], dense_factor(context, layer))
+    """OBS saliency on the dense net's calibration patches of ``layer``; weight-shaped."""
+    layer_ = context.net[layer]
+    return layer_.as_weight(obs_saliency(layer_.matrix(), dense_factor(context, layer)))
 
 
 OBS = Criterion("obs", "weight", obs_score, reconstruct=obs_reconstruct, needs_calibration=True,
