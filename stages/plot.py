@@ -17,7 +17,8 @@ def main() -> None:
         with track("plot", cfg) as run:
             curves = {m: by_criterion(read_rows(paths.prune_curve(m)), m,
                                       str(paths.prune_curve(m))) for m in METHODS}
-            write_bytes(paths.FIGURE, accuracy_figure(curves, cfg.prune.scope, cfg.train.epochs))
+            write_bytes(paths.FIGURE, accuracy_figure(curves, cfg.prune.scope, cfg.train.epochs,
+                                                        cfg.model.arch))
             run.log_artifacts([paths.FIGURE])
     click.echo(f"plot: {paths.FIGURE}", err=True)
 

@@ -18,6 +18,7 @@ EPILOG = "\b\nAlso:\n" + "\n".join([
     "  dvc exp run -S KEY=VALUE  an experiment with one param changed",
     "  python stages/NAME.py     one stage by hand (--help: what it reads and writes)",
     "  make bench                the speed benchmark (bench/run.py)",
+    "  make compare              LeNet-5 as a DVC experiment, compared with the workspace",
     "  make ui                   the MLflow UI on the project's store",
 ])
 
@@ -60,6 +61,35 @@ def report(readme: Path | None) -> None:
     from prunelab.report import main
 
     main.callback(readme)  # type: ignore[misc]
+
+
+@cli.command()
+@click.argument("revs", nargs=-1, required=True)
+@click.option("--figure", type=click.Path(dir_okay=False, path_type=Path),
+              default=str(paths.ARCH_FIGURE), show_default=True,
+              help="Where to write the side-by-side figure (PNG).")
+@click.option("--readme", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Write the table into this README's `architectures` block instead of "
+                   "printing it.")
+def compare(revs: tuple[str, ...], figure: Path, readme: Path | None) -> None:
+    """Compare the pruning curves of REVS side by side (each a commit, branch, DVC experiment
+    name or `workspace`; e.g. `workspace lenet5` after `dvc exp run -n lenet5 --temp -S
+    model.arch=lenet5`): a figure against nominal and effective sparsity, and a table."""
+    from prunelab.compare import comparison_table, differences, load_run
+    from prunelab.files import write_bytes, write_text
+    from prunelab.plot import arch_figure
+    from prunelab.report import replace_block
+
+    with stage_errors():
+        runs = [load_run(rev) for rev in revs]
+        write_bytes(figure, arch_figure([(r.label, r.curves) for r in runs]))
+        text = differences(runs) + "\n\n" + comparison_table(runs)
+        if readme is None:
+            click.echo(text)
+        else:
+            write_text(readme, replace_block(readme.read_text(encoding="utf-8"),
+                                             "architectures", text))
+    click.echo(f"compare: {figure} ({', '.join(r.label for r in runs)})", err=True)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ FIGURE = PLOTS_DIR / "accuracy_vs_sparsity.png"
 SPEED_METRICS = METRICS_DIR / "speed.json"
 SPEED_CURVE = PLOTS_DIR / "speed.csv"
 TRADEOFF_FIGURE = PLOTS_DIR / "tradeoff.png"
+# `python -m prunelab compare`: architectures side by side, from several runs (not a stage)
+ARCH_FIGURE = PLOTS_DIR / "compare_arch.png"
 
 
 def prune_metrics(method: str) -> Path:
@@ -59,7 +61,7 @@ STAGES: dict[str, StageFiles] = {
                            (PARAMS,), (PARAMS_CHECKED,)),
     "download": StageFiles("MNIST's four IDX files, verified against the official MD5s",
                            (PARAMS, PARAMS_CHECKED), (DATA_DIR,)),
-    "train": StageFiles("train the study's MLP",
+    "train": StageFiles("train the chosen architecture (model.arch: the study's MLP or LeNet-5)",
                         (PARAMS, DATA_DIR),
                         (MODEL, INIT_MODEL, TRAIN_RUN, TRAIN_METRICS, TRAIN_TIMING, TRAIN_LOSS)),
     **{f"prune_{m}": StageFiles(f"{m} pruning over the sparsity grid, no retraining",

@@ -46,7 +46,8 @@ def by_criterion(rows: Sequence[Mapping[str, str]], method: str,
         for row in rows:
             name = row.get("criterion") or STUDY_CRITERION[method]
             grouped.setdefault(name, []).append(
-                {k: float(row[k]) for k in ("sparsity", "accuracy", "effective_sparsity")})
+                {k: float(row[k]) for k in ("sparsity", "accuracy", "effective_sparsity",
+                                            "nominal_sparsity") if k in row})
     except (KeyError, ValueError, TypeError) as exc:
         raise DataError(f"{source}: damaged ({exc!r}); rerun: dvc repro -f") from None
     if not grouped:
@@ -54,9 +55,13 @@ def by_criterion(rows: Sequence[Mapping[str, str]], method: str,
     return grouped
 
 
-def accuracy_figure(curves: Mapping[str, Mapping[str, Curve]], scope: str, epochs: int) -> bytes:
+ARCH_TITLES = {"mlp": "MLP", "lenet5": "LeNet-5"}
+
+
+def accuracy_figure(curves: Mapping[str, Mapping[str, Curve]], scope: str, epochs: int,
+                    arch: str = "mlp") -> bytes:
     """Accuracy against the grid's k (left) and effective sparsity (right), one row of panels
-    per granularity, one line per criterion; the notebook's curves dotted. PNG bytes."""
+    per granularity, one line per criterion; the notebook's curves (its MLP) dotted. PNG."""
     fig, axes = plt.subplots(len(curves), 2, figsize=(11, 4.0 * len(curves)), sharey=True,
                              squeeze=False)
     for (method, by_criterion), (left, right) in zip(curves.items(), axes, strict=True):
@@ -67,7 +72,7 @@ def accuracy_figure(curves: Mapping[str, Mapping[str, Curve]], scope: str, epoch
             acc = [r["accuracy"] for r in rows]
             left.plot([r["sparsity"] for r in rows], acc, **style)  # type: ignore[arg-type]
             right.plot([r["effective_sparsity"] for r in rows], acc, **style)  # type: ignore
-        if scope == "layer" and method in STUDY_ACCURACY:
+        if scope == "layer" and method in STUDY_ACCURACY and arch == "mlp":
             left.plot(STUDY_GRID, STUDY_ACCURACY[method], ":", color=COLOURS[method], alpha=0.7,
                       label=f"{method}: the study's notebook")
         left.set_xlabel("sparsity k (share pruned per layer)" if scope == "layer"
@@ -79,7 +84,8 @@ def accuracy_figure(curves: Mapping[str, Mapping[str, Curve]], scope: str, epoch
             ax.set_ylim(0, 100)
             ax.grid(alpha=0.3)
             ax.legend(loc="lower left", fontsize=7)
-    fig.suptitle(f"MNIST MLP pruned without retraining: {scope}-wise ranking, "
+    fig.suptitle(f"MNIST {ARCH_TITLES.get(arch, arch)} pruned without retraining: "
+                 f"{scope}-wise ranking, "
                  f"{epochs} training epoch{'s' if epochs != 1 else ''}")
     fig.tight_layout()
     return _png(fig)
@@ -109,5 +115,39 @@ def tradeoff_figure(rows: Sequence[Mapping[str, object]]) -> bytes:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.suptitle("What pruning buys: compacted unit-pruned nets, CSR weight-pruned nets")
+    fig.tight_layout()
+    return _png(fig)
+
+
+ARCH_STYLES = ("-", "--", ":", "-.")
+
+
+def arch_figure(runs: Sequence[tuple[str, Mapping[str, Mapping[str, Curve]]]]) -> bytes:
+    """Several architectures' curves side by side: one row per granularity, accuracy against
+    nominal sparsity (left; share of weights that are zero) and effective sparsity (right;
+    zero or cut off), colour = criterion, line style = run (``label``, curves). PNG bytes."""
+    methods = list(dict.fromkeys(m for _, curves in runs for m in curves))
+    fig, axes = plt.subplots(len(methods), 2, figsize=(11, 4.2 * len(methods)), sharey=True,
+                             squeeze=False)
+    for method, (left, right) in zip(methods, axes, strict=True):
+        for (label, curves), dash in zip(runs, ARCH_STYLES * len(runs)):
+            for name, rows in curves.get(method, {}).items():
+                study = name == STUDY_CRITERION.get(method)
+                style = dict(color=CRITERION_COLOURS.get(name), ls=dash, marker="o", ms=2.5,
+                             lw=2.2 if study else 1.0, alpha=1.0 if study else 0.55,
+                             label=f"{label}: {name}")
+                acc = [r["accuracy"] for r in rows]
+                left.plot([r.get("nominal_sparsity", r["sparsity"]) for r in rows], acc,
+                          **style)  # type: ignore[arg-type]
+                right.plot([r["effective_sparsity"] for r in rows], acc, **style)  # type: ignore
+        left.set_ylabel(f"{method} pruning: test accuracy (%)")
+        left.set_xlabel("nominal sparsity (share of all weights that are zero)")
+        right.set_xlabel("effective sparsity (share of weights zero or cut off)")
+        for ax in (left, right):
+            ax.set_xlim(-0.02, 1.0)
+            ax.set_ylim(0, 100)
+            ax.grid(alpha=0.3)
+            ax.legend(loc="lower left", fontsize=6.5, ncol=2)
+    fig.suptitle("Do the architectures prune alike? No retraining; line style = architecture")
     fig.tight_layout()
     return _png(fig)

@@ -258,6 +258,7 @@ class StageRun:
             "mlflow.source.type": "LOCAL",
             "mlflow.user": _user(),
             "params_hash": digest,
+            "arch": self.params.model.arch,  # also the param model.arch; a tag filters faster
             "prunelab_execution": key,
             **describe().tags(),
         }

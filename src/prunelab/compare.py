@@ -1,0 +1,123 @@
+"""Architectures side by side: `python -m prunelab compare REV [REV ...]`.
+
+One run of the pipeline studies one architecture (``model.arch``), so a comparison reads
+several runs: each REV is a git revision (commit, branch, tag), a DVC experiment name, or
+``workspace``. Their curve CSVs come through DVC (``dvc.api.read``, from the cache), their
+architecture from their params.yaml -- the same files ``dvc plots diff REV ...`` draws.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from prunelab import paths
+from prunelab.config import METHODS, parse_yaml
+from prunelab.errors import DataError
+from prunelab.plot import ARCH_TITLES, STUDY_CRITERION, Curve, by_criterion
+
+WORKSPACE = "workspace"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One revision's study: its architecture and both pruning curves, by criterion."""
+
+    rev: str
+    arch: str
+    curves: Mapping[str, Mapping[str, Curve]]
+
+    @property
+    def label(self) -> str:
+        return f"{ARCH_TITLES.get(self.arch, self.arch)} ({self.rev})"
+
+
+def read_text(path: Path, rev: str) -> str:
+    """``path`` as it is in ``rev`` (the file itself for ``workspace``); one DataError line
+    when the revision or the file is not there."""
+    if rev == WORKSPACE:
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DataError(f"{path}: cannot be read ({exc.strerror}); run: dvc repro") from None
+    import dvc.api
+
+    try:
+        return str(dvc.api.read(str(path), rev=rev, mode="r", encoding="utf-8"))
+    except Exception as exc:  # dvc raises its own kinds for a bad rev, a missing file or cache
+        raise DataError(f"{path} at {rev!r}: cannot be read ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); is {rev!r} a "
+                        "commit, branch or experiment (dvc exp list) whose outputs are in "
+                        "this cache?") from None
+
+
+def arch_of(params_text: str, rev: str) -> str:
+    """``model.arch`` of a params.yaml; revisions from before architectures were chosen
+    (``model.hidden`` directly) are the MLP."""
+    doc = parse_yaml(params_text, Path(f"params.yaml at {rev}"))
+    model = doc.get("model") if isinstance(doc, dict) else None
+    arch = model.get("arch", "mlp") if isinstance(model, dict) else "mlp"
+    return str(arch)
+
+
+def load_run(rev: str) -> Run:
+    """Read one revision's architecture and pruning curves."""
+    arch = arch_of(read_text(paths.PARAMS, rev), rev)
+    curves = {}
+    for m in METHODS:
+        path = paths.prune_curve(m)
+        rows = list(csv.DictReader(io.StringIO(read_text(path, rev))))
+        curves[m] = by_criterion(rows, m, f"{path} at {rev}")
+    return Run(rev, arch, curves)
+
+
+def _within(points: Curve) -> tuple[float | None, float | None]:
+    """(highest k within 1 point of the k = 0 accuracy, its effective sparsity)."""
+    dense = next((p["accuracy"] for p in points if p["sparsity"] == 0.0), None)
+    ok = [p for p in points if dense is not None and p["accuracy"] >= dense - 1]
+    best = max(ok, key=lambda p: p["sparsity"], default=None)
+    return (best["sparsity"], best["effective_sparsity"]) if best else (None, None)
+
+
+def comparison_table(runs: Sequence[Run], ks: Sequence[float] = (0.5, 0.8, 0.9)) -> str:
+    """Per run, granularity and criterion: dense accuracy, the highest k within 1 point of
+    dense (and its effective sparsity), and the accuracy at a few k. Markdown."""
+    head = ["architecture", "pruning", "criterion", "dense %", "max k within 1 pt",
+            "effective sparsity there", *[f"acc. at k = {k:g}" for k in ks]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in runs:
+        for m in METHODS:
+            for name, points in run.curves[m].items():
+                at = {p["sparsity"]: p["accuracy"] for p in points}
+                k, eff = _within(points)
+                shown = f"**{name}**" if name == STUDY_CRITERION[m] else name
+                cells = [run.label, m, shown,
+                         f"{at[0.0]:.2f}" if 0.0 in at else "–",
+                         f"{k:g}" if k is not None else "none",
+                         f"{eff:.3f}" if eff is not None else "–",
+                         *[f"{at[x]:.2f}" if x in at else "–" for x in ks]]
+                lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def differences(runs: Sequence[Run]) -> str:
+    """Sentences computed from the curves: for the study's criteria, how far each run prunes
+    within 1 point of dense, nominally and effectively."""
+    out = []
+    for m in METHODS:
+        name = STUDY_CRITERION[m]
+        parts = []
+        for run in runs:
+            points = run.curves[m].get(name)
+            if not points:
+                continue
+            k, eff = _within(points)
+            parts.append(f"{run.label} up to k = {k:g} (effective sparsity {eff:.3f})"
+                         if k is not None else f"{run.label} at no k > 0")
+        if parts:
+            out.append(f"- {m} pruning ({name}) stays within 1 point of dense: "
+                       + "; ".join(parts) + ".")
+    return "\n".join(out)
