@@ -4,7 +4,7 @@ PYTHON  ?= python3
 BIN     := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup pipeline test test-fast lint bench bench-readme report ui clean-venv
+.PHONY: setup pipeline test test-fast lint bench bench-readme report compare ui clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,14 @@ report: setup                        ## the results table from the metrics files
 	python -m prunelab.report --readme README.md
 
 # MLflow 3 opens an experiment in its GenAI view; workflowType=machine_learning opens the runs.
+# LeNet-5 as a DVC experiment named lenet5 (in a temporary copy: the workspace stays the MLP's),
+# then both side by side: plots/compare_arch.png and the README's architectures block.
+compare: setup                       ## the study on LeNet-5 too, compared with the MLP
+	dvc repro
+	-dvc exp remove lenet5 >/dev/null 2>&1
+	dvc exp run --temp -n lenet5 -S model.arch=lenet5
+	python -m prunelab compare workspace lenet5 --readme README.md
+
 ui: setup                            ## the MLflow UI on the project's store, loopback only
 	@echo "prunelab runs: http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -75,7 +75,7 @@ def compare(revs: tuple[str, ...], figure: Path, readme: Path | None) -> None:
     """Compare the pruning curves of REVS side by side (each a commit, branch, DVC experiment
     name or `workspace`; e.g. `workspace lenet5` after `dvc exp run -n lenet5 --temp -S
     model.arch=lenet5`): a figure against nominal and effective sparsity, and a table."""
-    from prunelab.compare import comparison_table, differences, load_run
+    from prunelab.compare import comparison_table, differences, load_run, speed_table
     from prunelab.files import write_bytes, write_text
     from prunelab.plot import arch_figure
     from prunelab.report import replace_block
@@ -83,7 +83,8 @@ def compare(revs: tuple[str, ...], figure: Path, readme: Path | None) -> None:
     with stage_errors():
         runs = [load_run(rev) for rev in revs]
         write_bytes(figure, arch_figure([(r.label, r.curves) for r in runs]))
-        text = differences(runs) + "\n\n" + comparison_table(runs)
+        text = "\n\n".join(part for part in (differences(runs), comparison_table(runs),
+                                                speed_table(runs)) if part)
         if readme is None:
             click.echo(text)
         else:

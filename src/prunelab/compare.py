@@ -29,6 +29,7 @@ class Run:
     rev: str
     arch: str
     curves: Mapping[str, Mapping[str, Curve]]
+    speed: Sequence[Mapping[str, str]] = ()  # plots/speed.csv rows, when the rev has them
 
     @property
     def label(self) -> str:
@@ -71,7 +72,11 @@ def load_run(rev: str) -> Run:
         path = paths.prune_curve(m)
         rows = list(csv.DictReader(io.StringIO(read_text(path, rev))))
         curves[m] = by_criterion(rows, m, f"{path} at {rev}")
-    return Run(rev, arch, curves)
+    try:
+        speed = list(csv.DictReader(io.StringIO(read_text(paths.SPEED_CURVE, rev))))
+    except DataError:  # the speed stage is optional for a comparison of accuracy
+        speed = []
+    return Run(rev, arch, curves, speed)
 
 
 def _within(points: Curve) -> tuple[float | None, float | None]:
@@ -121,3 +126,23 @@ def differences(runs: Sequence[Run]) -> str:
             out.append(f"- {m} pruning ({name}) stays within 1 point of dense: "
                        + "; ".join(parts) + ".")
     return "\n".join(out)
+
+
+def speed_table(runs: Sequence[Run], ks: Sequence[float] = (0.5, 0.8, 0.9)) -> str:
+    """The study's criteria, layer scope, at a few k: accuracy, measured speed-up over each
+    run's own dense net (batch 100, 1 thread) and how each layer was stored. Markdown."""
+    lines = ["| architecture | pruning | k | accuracy % | speed-up, batch 100 | "
+             "stored as (per layer) |", "|---|---|---|---|---|---|"]
+    for run in runs:
+        for row in run.speed:
+            try:
+                k = float(row["sparsity"])
+                wanted = (row["scope"] == "layer" and k in ks
+                          and row.get("criterion") == STUDY_CRITERION.get(row["method"]))
+                if wanted:
+                    lines.append(f"| {run.label} | {row['method']} ({row['criterion']}) | "
+                                 f"{k:g} | {float(row['accuracy']):.2f} | "
+                                 f"{float(row['speedup_b100']):.2f}x | {row['formats']} |")
+            except (KeyError, ValueError) as exc:
+                raise DataError(f"{paths.SPEED_CURVE} at {run.rev}: damaged ({exc!r})") from None
+    return "\n".join(lines) if len(lines) > 2 else ""
