@@ -23,7 +23,8 @@ from prunelab.prune import (
 )
 from prunelab.tracking import track
 
-DETAILS = ("METHOD is `weight` (single weights) or `unit` (whole neurons); the criteria that "
+DETAILS = ("METHOD is `weight` (single weights) or `unit` (whole units: rows of a linear layer, "
+           "output channels of a conv); the criteria that "
            "rank them are prune.weight_criteria / prune.unit_criteria in params.yaml. Criteria "
            "that need calibration draw prune.calibration_size TRAINING images with train.seed.")
 

@@ -121,7 +121,7 @@ def differences(runs: Sequence[Run]) -> str:
                 continue
             k, eff = _within(points)
             parts.append(f"{run.label} up to k = {k:g} (effective sparsity {eff:.3f})"
-                         if k is not None else f"{run.label} at no k > 0")
+                         if k else f"{run.label} at no k > 0")
         if parts:
             out.append(f"- {m} pruning ({name}) stays within 1 point of dense: "
                        + "; ".join(parts) + ".")
