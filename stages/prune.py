@@ -12,6 +12,7 @@ from prunelab.config import METHODS, load_params
 from prunelab.criteria.registry import criterion
 from prunelab.data import load_split
 from prunelab.files import Outputs, read_json
+from prunelab.masks import check_support
 from prunelab.model import load_net, resolve_device, to_inputs, to_targets
 from prunelab.prune import (
     criteria_context,
@@ -41,6 +42,8 @@ def main(method: str) -> None:
             images, labels = load_split(paths.DATA_DIR, "t10k", cfg.data.test_size)
             x, y = to_inputs(images, device), to_targets(labels, device)
             chosen = [criterion(method, name) for name in cfg.prune.criteria(method)]  # type: ignore[arg-type]
+            for c in chosen:  # before any work: one line naming the criterion and the arch
+                check_support(c, net, cfg.model.arch)
             context = criteria_context(net, chosen, cfg, paths.DATA_DIR, device)
             curves = {c.name: sweep(net, method, cfg.prune.scope, cfg.prune.sparsities, x, y,
                                     c, context) for c in chosen}

@@ -10,7 +10,7 @@ from prunelab.criteria.base import Criterion
 from prunelab.criteria.registry import criterion
 from prunelab.data import load_split
 from prunelab.files import Outputs
-from prunelab.masks import STUDY
+from prunelab.masks import STUDY, check_support
 from prunelab.model import accuracy, load_net, to_inputs, to_targets
 from prunelab.plot import tradeoff_figure
 from prunelab.prune import criteria_context
@@ -51,6 +51,8 @@ def main() -> None:
             images, labels = load_split(paths.DATA_DIR, "t10k", cfg.data.test_size)
             x, y = to_inputs(images, CPU), to_targets(labels, CPU)
             sets = timed_sets(cfg)
+            for _, c, _ in sets:  # before any work: one line naming the criterion and the arch
+                check_support(c, net, cfg.model.arch)
             context = criteria_context(net, [c for _, c, _ in sets], cfg, paths.DATA_DIR, CPU)
             rows = [row for m, c, s in sets for row in measure(
                 net, m, s, cfg.prune.sparsities, x, y, REPEATS, THREADS, c, context)]

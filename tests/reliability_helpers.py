@@ -44,7 +44,8 @@ MNIST_MD5 = {
 # Small enough for a shared 2-core machine: 20 optimiser steps, 3 pruning points.
 SMALL_PARAMS: dict[str, Any] = {
     "data": {"train_size": 2000, "test_size": 500},
-    "model": {"hidden": [64, 32]},
+    "model": {"arch": "mlp", "mlp": {"hidden": [64, 32]},
+              "lenet5": {"channels": [6, 16], "fc": [120, 84]}},
     "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seed": 0, "device": "cpu"},
     "prune": {"sparsities": [0.0, 0.5, 0.9], "scope": "layer",
               "weight_criteria": ["magnitude"], "unit_criteria": ["l2"], "calibration_size": 256},
@@ -53,7 +54,8 @@ SMALL_PARAMS: dict[str, Any] = {
 SLOW_PARAMS: dict[str, Any] = {
     **SMALL_PARAMS,
     "data": {"train_size": 20000, "test_size": 500},
-    "model": {"hidden": [256, 128]},
+    "model": {"arch": "mlp", "mlp": {"hidden": [256, 128]},
+              "lenet5": {"channels": [6, 16], "fc": [120, 84]}},
     "train": {**SMALL_PARAMS["train"], "epochs": 3},
 }
 # Far too long to finish (200,000 steps, minutes even on an idle machine: 30 epochs took 12 s

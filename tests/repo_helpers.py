@@ -29,7 +29,8 @@ STAGES = ("download", "train", "prune_weight", "prune_unit", "plot")
 # A pipeline small enough for tests: ~2,000 training images, one epoch, a narrow net, 3 points.
 SMALL_PARAMS: dict[str, Any] = {
     "data": {"train_size": 2000, "test_size": 1000},
-    "model": {"hidden": [64, 32]},
+    "model": {"arch": "mlp", "mlp": {"hidden": [64, 32]},
+              "lenet5": {"channels": [6, 16], "fc": [120, 84]}},
     "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seed": 0, "device": "auto"},
     "prune": {"sparsities": [0.0, 0.5, 0.9], "scope": "layer",
               "weight_criteria": ["magnitude", "random", "largest", "wanda", "obd", "obs"],

@@ -44,7 +44,9 @@ def test_repository_params_are_the_documented_defaults() -> None:
     p = load_params(PARAMS_FILE)
     assert isinstance(p, Params)
     assert p.data.train_size is None and p.data.test_size is None
-    assert p.model.hidden == (1000, 1000, 500, 200)
+    assert p.model.arch == "mlp"
+    assert p.model.mlp.hidden == (1000, 1000, 500, 200)
+    assert p.model.lenet5.channels == (6, 16) and p.model.lenet5.fc == (120, 84)
     assert p.train.epochs == 3
     assert p.train.lr == 0.001
     assert p.train.batch_size == 100
@@ -58,16 +60,21 @@ def test_repository_params_are_the_documented_defaults() -> None:
 
 
 def test_flat_gives_dotted_keys() -> None:
-    """Params.flat() maps 'section.key' to values, tuples as lists."""
+    """Params.flat() maps 'section.key' (nested: 'model.mlp.hidden') to values, tuples as
+    lists."""
     flat = load_params(PARAMS_FILE).flat()
     assert set(flat) == {
-        "data.train_size", "data.test_size", "model.hidden", "train.epochs", "train.lr",
+        "data.train_size", "data.test_size", "model.arch", "model.mlp.hidden",
+        "model.lenet5.channels", "model.lenet5.fc", "train.epochs", "train.lr",
         "train.batch_size", "train.seed", "train.device", "prune.sparsities", "prune.scope",
         "prune.weight_criteria", "prune.unit_criteria", "prune.calibration_size",
     }
     assert flat["train.lr"] == 0.001
     assert flat["prune.sparsities"] == list(GRID)
-    assert flat["model.hidden"] == [1000, 1000, 500, 200]
+    assert flat["model.arch"] == "mlp"
+    assert flat["model.mlp.hidden"] == [1000, 1000, 500, 200]
+    assert flat["model.lenet5.channels"] == [6, 16]
+    assert flat["model.lenet5.fc"] == [120, 84]
     assert flat["prune.scope"] == "layer"
 
 
@@ -82,12 +89,12 @@ def test_small_run_values_are_accepted(tmp_path: Path, raw_params: Raw) -> None:
     """Sizes, other widths, global scope and a cuda:N device name are valid."""
     raw = copy.deepcopy(raw_params)
     raw["data"] = {"train_size": 2000, "test_size": 1000}
-    raw["model"]["hidden"] = [64, 32]
+    raw["model"]["mlp"]["hidden"] = [64, 32]
     raw["train"]["device"] = "cuda:1"
     raw["prune"]["scope"] = "global"
     p = load_params(write_params(tmp_path, raw))
     assert (p.data.train_size, p.data.test_size) == (2000, 1000)
-    assert p.model.hidden == (64, 32)
+    assert p.model.mlp.hidden == (64, 32)
     assert p.train.device == "cuda:1"
     assert p.prune.scope == "global"
 
@@ -97,6 +104,15 @@ def setter(section: str, key: str, value: Any) -> Callable[[Raw], None]:
 
     def mutate(raw: Raw) -> None:
         raw[section][key] = value
+
+    return mutate
+
+
+def nested_setter(section: str, sub: str, key: str, value: Any) -> Callable[[Raw], None]:
+    """A mutation that sets one value of a nested section (``model.mlp.hidden``)."""
+
+    def mutate(raw: Raw) -> None:
+        raw[section][sub][key] = value
 
     return mutate
 
@@ -134,7 +150,20 @@ BAD = [
     ("lr-inf", setter("train", "lr", math.inf), "train.lr", "inf"),
     ("batch-0", setter("train", "batch_size", 0), "train.batch_size", "0"),
     ("device", setter("train", "device", "tpu"), "train.device", "tpu"),
-    ("hidden-0", setter("model", "hidden", [64, 0]), "model.hidden", "0"),
+    ("hidden-0", nested_setter("model", "mlp", "hidden", [64, 0]), "model.mlp.hidden[1] = 0",
+     "0"),
+    ("hidden-empty", nested_setter("model", "mlp", "hidden", []), "model.mlp.hidden", "[]"),
+    ("hidden-old-place", setter("model", "hidden", [64, 32]), "'model.hidden'", None),
+    ("arch", setter("model", "arch", "resnet"), "model.arch", "resnet"),
+    ("channels-3", nested_setter("model", "lenet5", "channels", [6, 16, 32]),
+     "model.lenet5.channels", "[6, 16, 32]"),
+    ("channels-0", nested_setter("model", "lenet5", "channels", [6, 0]),
+     "model.lenet5.channels[1]", "0"),
+    ("channels-huge", nested_setter("model", "lenet5", "channels", [6, 1025]),
+     "model.lenet5.channels[1]", "1025"),
+    ("fc-0", nested_setter("model", "lenet5", "fc", [120, 0]), "model.lenet5.fc[1]", "0"),
+    ("missing-arch", deleter("model", "arch"), "model.arch", None),
+    ("missing-lenet5", deleter("model", "lenet5"), "model.lenet5", None),
     ("train-size-0", setter("data", "train_size", 0), "data.train_size", "0"),
     ("unknown-top", add_top, "optimizer", None),
     ("unknown-section-key", setter("train", "momentum", 0.9), "train.momentum", None),

@@ -1,6 +1,7 @@
 """The pruning criteria: exact counts, controls, and what each reconstruction promises.
 
-Tiny random nets (a dozen inputs) keep these fast; Context takes any weights.
+Tiny random nets (a dozen inputs) keep these fast; Context takes any net (here MLPs built with
+``mlp_layers``; tests/test_layers.py runs the same checks on conv nets).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import Tensor
 from prunelab.criteria import calibrated, reconstruct
 from prunelab.criteria.base import Context, Criterion
 from prunelab.criteria.registry import CRITERIA, KNOWN
+from prunelab.layers import mlp_layers, weights
 from prunelab.masks import Pruner, apply_masks, drop_smallest, n_pruned
 
 SIZES = (12, 10, 8, 6, 3)  # in, three hidden layers, classes
@@ -26,19 +28,19 @@ def tiny_context(seed: int, sizes: tuple[int, ...] = SIZES, n: int = 40,
                  dtype: torch.dtype = torch.float32) -> Context:
     """A random MLP and ``n`` random calibration inputs with random labels."""
     g = torch.Generator().manual_seed(seed)
-    weights = tuple(torch.randn(o, i, generator=g, dtype=dtype) / i**0.5
-                    for i, o in zip(sizes, sizes[1:]))  # (out, in) per layer
+    ws = [torch.randn(o, i, generator=g, dtype=dtype) / i**0.5
+          for i, o in zip(sizes, sizes[1:])]  # (out, in) per layer
     x = torch.randn(n, sizes[0], generator=g, dtype=dtype)
     y = torch.randint(0, sizes[-1], (n,), generator=g)
-    return Context(weights, x, y, seed=seed)
+    return Context(mlp_layers(ws), x, y, seed=seed)
 
 
 def pruned(criterion: Criterion, context: Context, scope: str, k: float) -> list[Tensor]:
     """What the sweep does at one k: masks, then reconstruct when the criterion does."""
-    masks = Pruner(context.weights, criterion.granularity, scope, criterion, context).masks(k)
+    masks = Pruner(context.net, criterion.granularity, scope, criterion, context).masks(k)
     if criterion.reconstruct is not None:
         return criterion.reconstruct(context, masks)
-    return apply_masks(context.weights, masks)
+    return weights(apply_masks(context.net, masks))
 
 
 def test_registry_names_match_config() -> None:
@@ -75,7 +77,7 @@ def test_masks_leave_output_layer_and_units_whole(granularity: str, criterion: C
     """The output layer's mask is all True (obs and l2_refit may still re-fit its weights to
     the dense logits: that is reconstruction, not pruning); unit masks are whole rows."""
     context = tiny_context(3)
-    masks = Pruner(context.weights, granularity, scope, criterion, context).masks(0.6)
+    masks = Pruner(context.net, granularity, scope, criterion, context).masks(0.6)
     assert bool(masks[-1].all())
     assert any(not bool(m.all()) for m in masks[:-1])
     if granularity == "unit":
@@ -98,11 +100,11 @@ def test_zero_sparsity_is_identity(granularity: str, criterion: Criterion, scope
 def test_random_is_reproducible_per_seed(granularity: str) -> None:
     """The random control draws from the run's seed: same seed, same masks; another, not."""
     criterion = CRITERIA[granularity]["random"]
-    weights = tiny_context(0, sizes=(40, 40, 40, 3)).weights
+    net = tiny_context(0, sizes=(40, 40, 40, 3)).net
 
     def masks(seed: int) -> list[Tensor]:
-        context = Context(weights, seed=seed)
-        return Pruner(weights, granularity, "layer", criterion, context).masks(0.5)
+        context = Context(net, seed=seed)
+        return Pruner(net, granularity, "layer", criterion, context).masks(0.5)
 
     assert all(torch.equal(a, b) for a, b in zip(masks(1), masks(1), strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(masks(1), masks(2), strict=True))
@@ -117,9 +119,9 @@ def test_largest_keeps_what_magnitude_drops(k: float, seed: int, scope: str) -> 
     for granularity, study in (("weight", "magnitude"), ("unit", "l2")):
         if granularity == "unit" and scope == "global":
             continue  # global unit ranking protects each layer's best unit: not symmetric
-        largest = Pruner(context.weights, granularity, scope,
+        largest = Pruner(context.net, granularity, scope,
                          CRITERIA[granularity]["largest"], context).masks(k)
-        smallest = Pruner(context.weights, granularity, scope,
+        smallest = Pruner(context.net, granularity, scope,
                           CRITERIA[granularity][study], context).masks(1 - k)
         for a, b in zip(largest[:-1], smallest[:-1], strict=True):
             assert torch.equal(a, ~b)
@@ -133,9 +135,10 @@ def test_wanda_with_equal_input_norms_is_row_magnitude(share: int, seed: int) ->
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(8, 10, generator=g)
     x = torch.linalg.qr(torch.randn(30, 10, generator=g, dtype=torch.float64))[0].float()
-    context = Context((w, torch.randn(3, 8, generator=g)), x, torch.zeros(30, dtype=torch.long))
+    context = Context(mlp_layers([w, torch.randn(3, 8, generator=g)]), x,
+                      torch.zeros(30, dtype=torch.long))
     k = share / 10  # a decimal, so floor(k * 10) is share
-    keep = Pruner(context.weights, "weight", "layer", calibrated.WANDA, context).masks(k)[0]
+    keep = Pruner(context.net, "weight", "layer", calibrated.WANDA, context).masks(k)[0]
     for row, kept in zip(w, keep, strict=True):
         assert torch.equal(kept, drop_smallest(row.abs(), share))
 
@@ -148,11 +151,11 @@ def test_obs_with_identity_hessian_is_magnitude(k: float, seed: int, damping: fl
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(10, 12, generator=g, dtype=torch.float64)
     x = torch.linalg.qr(torch.randn(30, 12, generator=g, dtype=torch.float64))[0]  # (30, 12)
-    context = Context((w, torch.randn(3, 10, generator=g, dtype=torch.float64)), x,
-                      torch.zeros(30, dtype=torch.long))
-    magnitude = Pruner(context.weights, "weight", "layer", CRITERIA["weight"]["magnitude"],
+    context = Context(mlp_layers([w, torch.randn(3, 10, generator=g, dtype=torch.float64)]),
+                      x, torch.zeros(30, dtype=torch.long))
+    magnitude = Pruner(context.net, "weight", "layer", CRITERIA["weight"]["magnitude"],
                        context).masks(k)[0]
-    obs = Pruner(context.weights, "weight", "layer", reconstruct.OBS, context).masks(k)[0]
+    obs = Pruner(context.net, "weight", "layer", reconstruct.OBS, context).masks(k)[0]
     assert torch.equal(obs, magnitude)
     n_zero = int((~magnitude).sum())
     for new in (reconstruct.obs_prune_layer(w, x, n_zero, damping)[0],
@@ -235,8 +238,8 @@ def test_obd_fisher_is_mean_squared_per_sample_gradient() -> None:
 def test_activation_global_is_scale_free() -> None:
     """Scaling one layer's weights (and so its activations) leaves its global scores alone."""
     context = tiny_context(6)
-    scaled = Context((context.weights[0] * 7.0, *context.weights[1:]), context.calibration,
-                     context.labels)
+    scaled = Context(mlp_layers([context.weights[0] * 7.0, *context.weights[1:]]),
+                     context.calibration, context.labels)
     torch.testing.assert_close(calibrated.activation_global(scaled, 0),
                                calibrated.activation_global(context, 0))
     torch.testing.assert_close(calibrated.mean_activation(scaled, 0),

@@ -1,4 +1,5 @@
-"""Property tests for the pruning masks in prunelab.masks."""
+"""Property tests for the pruning masks in prunelab.masks (on MLPs: lists of (out, in) matrices
+wrapped as linear layers with ``mlp_layers``; conv nets are in tests/test_layers.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
+from prunelab.layers import mlp_layers
+from prunelab.layers import weights as weights_of
 from prunelab.masks import (
     Pruner,
     apply_masks,
@@ -105,7 +108,7 @@ def test_unit_mask_drops_exactly_the_smallest_whole_rows(w: Tensor, p: int) -> N
 def test_output_layer_is_never_pruned(weights: list[Tensor], p: int, method: str,
                                       scope: str) -> None:
     """The last matrix's mask is all True for every method, scope and sparsity."""
-    masks = prune_masks(weights, method, scope, p / DENOM)
+    masks = prune_masks(mlp_layers(weights), method, scope, p / DENOM)
     assert len(masks) == len(weights)
     assert [m.shape for m in masks] == [w.shape for w in weights]
     assert all(m.dtype == torch.bool for m in masks)
@@ -115,9 +118,10 @@ def test_output_layer_is_never_pruned(weights: list[Tensor], p: int, method: str
 @given(weights=nets(), method=st.sampled_from(METHODS), scope=st.sampled_from(SCOPES))
 def test_zero_sparsity_is_the_identity(weights: list[Tensor], method: str, scope: str) -> None:
     """At k=0 every mask is all True and apply_masks returns equal tensors."""
-    masks = prune_masks(weights, method, scope, 0.0)
+    net = mlp_layers(weights)
+    masks = prune_masks(net, method, scope, 0.0)
     assert all(bool(m.all()) for m in masks)
-    for pruned, w in zip(apply_masks(weights, masks), weights, strict=True):
+    for pruned, w in zip(weights_of(apply_masks(net, masks)), weights, strict=True):
         assert torch.equal(pruned, w)
     assert bool(weight_mask(weights[0], 0.0).all())
     assert bool(unit_mask(weights[0], 0.0).all())
@@ -132,10 +136,10 @@ def test_masks_do_not_touch_the_weights(weights: list[Tensor], p: int, method: s
     k = p / DENOM
     weight_mask(weights[0], k)
     unit_mask(weights[0], k)
-    pruner = Pruner(weights, method, scope)
+    pruner = Pruner(mlp_layers(weights), method, scope)
     masks = pruner.masks(k)
     pruner.masks(min(k * 2, 0.99))
-    apply_masks(weights, masks)
+    weights_of(apply_masks(mlp_layers(weights), masks))
     for w, b in zip(weights, before, strict=True):
         assert torch.equal(w, b)
 
@@ -146,7 +150,7 @@ def test_masks_are_nested(weights: list[Tensor], a: int, b: int, method: str,
                           scope: str) -> None:
     """What is pruned at k1 stays pruned at any k2 >= k1 (one ranking, ties by position)."""
     k1, k2 = min(a, b) / DENOM, max(a, b) / DENOM
-    pruner = Pruner(weights, method, scope)
+    pruner = Pruner(mlp_layers(weights), method, scope)
     for low, high in zip(pruner.masks(k1), pruner.masks(k2), strict=True):
         assert not bool((~low & high).any()), "a weight pruned at k1 came back at k2"
     # the single-matrix functions nest too
@@ -159,7 +163,7 @@ def test_layer_scope_is_the_per_layer_functions(weights: list[Tensor], p: int) -
     """Layer scope gives weight_mask / unit_mask on each prunable matrix."""
     k = p / DENOM
     for method, fn in (("weight", weight_mask), ("unit", unit_mask)):
-        masks = prune_masks(weights, method, "layer", k)
+        masks = prune_masks(mlp_layers(weights), method, "layer", k)
         for m, w in zip(masks[:-1], weights[:-1], strict=True):
             assert torch.equal(m, fn(w, k))
 
@@ -167,7 +171,7 @@ def test_layer_scope_is_the_per_layer_functions(weights: list[Tensor], p: int) -
 @given(weights=nets(), p=per_mille)
 def test_global_weight_drops_floor_kN_smallest_in_total(weights: list[Tensor], p: int) -> None:
     """Global weight scope drops floor(k*N) of the N prunable weights, the smallest |w| first."""
-    masks = prune_masks(weights, "weight", "global", p / DENOM)
+    masks = prune_masks(mlp_layers(weights), "weight", "global", p / DENOM)
     n_total = sum(w.numel() for w in weights[:-1])
     assert sum(int((~m).sum()) for m in masks[:-1]) == p * n_total // DENOM
     dropped = torch.cat([w[~m].abs() for w, m in zip(weights[:-1], masks[:-1], strict=True)])
@@ -184,7 +188,7 @@ def test_global_differs_from_layer_when_layer_scales_differ() -> None:
     weights = [big, small, out]
 
     def per_layer(scope: str) -> list[int]:
-        return [int((~m).sum()) for m in prune_masks(weights, "weight", scope, 0.5)]
+        return [int((~m).sum()) for m in prune_masks(mlp_layers(weights), "weight", scope, 0.5)]
 
     assert per_layer("layer") == [8, 8, 0]
     assert per_layer("global") == [0, 16, 0]
@@ -193,7 +197,7 @@ def test_global_differs_from_layer_when_layer_scales_differ() -> None:
 @given(weights=nets(), p=per_mille)
 def test_global_unit_count_and_guard(weights: list[Tensor], p: int) -> None:
     """Global unit scope drops whole rows, floor(k*units) capped so each layer keeps a unit."""
-    masks = prune_masks(weights, "unit", "global", p / DENOM)
+    masks = prune_masks(mlp_layers(weights), "unit", "global", p / DENOM)
     units = sum(w.shape[0] for w in weights[:-1])
     droppable = units - (len(weights) - 1)
     gone = [int(dropped_rows(m).sum()) for m in masks[:-1]]
@@ -207,7 +211,7 @@ def test_global_unit_count_and_guard(weights: list[Tensor], p: int) -> None:
 def test_global_unit_never_empties_a_layer_at_high_sparsity(weights: list[Tensor],
                                                             k: float) -> None:
     """Even at k=0.99, global unit pruning leaves every prunable layer at least one unit."""
-    masks = prune_masks(weights, "unit", "global", k)
+    masks = prune_masks(mlp_layers(weights), "unit", "global", k)
     assert all(bool(m.any()) for m in masks)
 
 
@@ -216,7 +220,7 @@ def test_global_unit_guard_on_a_constructed_example() -> None:
     big = torch.full((5, 4), 3.0) * torch.arange(1, 6, dtype=torch.float32)[:, None]
     tiny = torch.full((5, 5), 1e-3) * torch.arange(1, 6, dtype=torch.float32)[:, None]
     weights = [big, tiny, torch.ones(2, 5)]
-    masks = prune_masks(weights, "unit", "global", 0.99)
+    masks = prune_masks(mlp_layers(weights), "unit", "global", 0.99)
     # n_pruned(0.99, 10) = 9, capped at 10 - 2 protected = 8: one unit left per layer
     assert [int(m.all(dim=1).sum()) for m in masks[:-1]] == [1, 1]
     assert bool(masks[0][4].all()) and bool(masks[1][4].all()), "the best unit is protected"
@@ -231,7 +235,7 @@ def test_global_unit_ranks_by_rms_not_raw_norm() -> None:
     # By raw L2 norm every narrow row is smaller than every wide row ...
     assert unit_scores(narrow).max() < unit_scores(wide).min()
     # ... yet global unit pruning of 2 of the 6 units removes the two lowest-RMS wide rows.
-    masks = prune_masks(weights, "unit", "global", 0.34)  # floor(0.34 * 6) = 2
+    masks = prune_masks(mlp_layers(weights), "unit", "global", 0.34)  # floor(0.34 * 6) = 2
     assert dropped_rows(masks[0]).tolist() == [True, True, False]
     assert dropped_rows(masks[1]).tolist() == [False, False, False]
 
@@ -241,8 +245,9 @@ def test_global_unit_ranks_by_rms_not_raw_norm() -> None:
 def test_apply_masks_zeroes_exactly_the_masked_entries(weights: list[Tensor], p: int,
                                                        method: str, scope: str) -> None:
     """apply_masks keeps masked-in entries as they are and sets the rest to zero."""
-    masks = prune_masks(weights, method, scope, p / DENOM)
-    for pruned, w, m in zip(apply_masks(weights, masks), weights, masks, strict=True):
+    net = mlp_layers(weights)
+    masks = prune_masks(net, method, scope, p / DENOM)
+    for pruned, w, m in zip(weights_of(apply_masks(net, masks)), weights, masks, strict=True):
         assert pruned.shape == w.shape and pruned.dtype == w.dtype
         assert torch.equal(pruned[m], w[m])
         assert bool((pruned[~m] == 0).all())
@@ -254,9 +259,10 @@ def test_pruner_sweep_matches_single_calls() -> None:
     weights = [torch.randn(8, 6, generator=g), torch.randn(5, 8, generator=g),
                torch.randn(3, 5, generator=g)]
     for method, scope in itertools.product(METHODS, SCOPES):
-        pruner = Pruner(weights, method, scope)
+        net = mlp_layers(weights)
+        pruner = Pruner(net, method, scope)
         for k in (0.0, 0.25, 0.5, 0.9, 0.99):
-            for a, b in zip(pruner.masks(k), prune_masks(weights, method, scope, k), strict=True):
+            for a, b in zip(pruner.masks(k), prune_masks(net, method, scope, k), strict=True):
                 assert torch.equal(a, b)
 
 
@@ -265,4 +271,4 @@ def test_unknown_method_or_scope_is_rejected(method: str, scope: str) -> None:
     """Pruner refuses an unknown method or scope, naming it."""
     weights = [torch.ones(3, 2), torch.ones(2, 3)]
     with pytest.raises(ValueError, match="magnitude|local"):
-        Pruner(weights, method, scope)
+        Pruner(mlp_layers(weights), method, scope)

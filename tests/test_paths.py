@@ -20,7 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
 CORE_STAGES = ("validate", "download", "train", "prune_weight", "prune_unit", "plot")
 STAGES = tuple(DVC_YAML["stages"])  # every stage, including any added after the core ones
-NOT_OUTS = {paths.PARAMS, paths.MODELS_DIR, paths.METRICS_DIR, paths.PLOTS_DIR}
+# Not stage outputs: inputs, folders, and what `python -m prunelab compare` draws from several
+# runs (outside the pipeline).
+NOT_OUTS = {paths.PARAMS, paths.MODELS_DIR, paths.METRICS_DIR, paths.PLOTS_DIR,
+            paths.ARCH_FIGURE}
 OUT_KINDS = ("outs", "metrics", "plots")  # a stage's outputs, whichever way DVC is told
 
 

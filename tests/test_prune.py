@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from prunelab.layers import mlp_layers
 from prunelab.model import accuracy, to_inputs
 from prunelab.prune import (
     CURVE_COLUMNS,
@@ -22,6 +23,9 @@ from prunelab.prune import (
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# prunelab silences this notice at import; pytest restores the warning filters per test.
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
+
 
 def point(k: float, acc: float) -> SweepPoint:
     """A sweep point with only the grid value and accuracy of interest."""
@@ -34,19 +38,20 @@ def test_sweep_prunes_fresh_copies_in_grid_order() -> None:
     g = torch.Generator().manual_seed(0)
     weights = [torch.randn(16, 12, generator=g), torch.randn(8, 16, generator=g),
                torch.randn(3, 8, generator=g)]
+    net = mlp_layers(weights)
     before = [w.clone() for w in weights]
     x, y = torch.randn(50, 12, generator=g), torch.randint(0, 3, (50,), generator=g)
     grid = (0.0, 0.5, 0.9)
-    points = sweep(weights, "weight", "layer", grid, x, y)
+    points = sweep(net, "weight", "layer", grid, x, y)
     assert [p.sparsity for p in points] == list(grid)
-    assert points[0].accuracy == round(accuracy(weights, x, y), 4)
+    assert points[0].accuracy == round(accuracy(net, x, y), 4)
     assert points[0].nominal_sparsity == 0.0 and points[0].effective_sparsity == 0.0
     total = sum(w.numel() for w in weights)
     # floor(k * n) per prunable layer (192 and 128 weights); the output layer stays dense
     assert [p.nonzero_params for p in points] == [total, total - 96 - 64, total - 172 - 115]
     assert all(torch.equal(w, b) for w, b in zip(weights, before, strict=True))
-    assert dense_accuracy(weights, points, x, y) == points[0].accuracy
-    assert dense_accuracy(weights, points[1:], x, y) == points[0].accuracy  # measured
+    assert dense_accuracy(net, points, x, y) == points[0].accuracy
+    assert dense_accuracy(net, points[1:], x, y) == points[0].accuracy  # measured
 
 
 def test_summarise_picks_the_sparsest_point_within_one_point() -> None:
@@ -95,7 +100,7 @@ def test_calibration_never_opens_a_test_image(tmp_path: Path, mnist_dir: Path) -
     raw["prune"]["calibration_size"] = 64
     cfg = parse_params(raw)
     needs = Criterion("probe", "weight", lambda c, i: c.weights[i], needs_calibration=True)
-    weights = [torch.zeros(4, 784), torch.zeros(10, 4)]
+    weights = mlp_layers([torch.zeros(4, 784), torch.zeros(10, 4)])
     context = criteria_context(weights, [needs], cfg, train_only, torch.device("cpu"))
     assert isinstance(context, Context) and context.calibration is not None
     images, labels = load_split(mnist_dir, "train")
@@ -126,9 +131,10 @@ def test_study_criteria_give_the_notebook_definitions_exactly(granularity: str) 
     x, y = torch.randn(200, 30, generator=g), torch.randint(0, 5, (200,), generator=g)
     grid = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
     name = "magnitude" if granularity == "weight" else "l2"
-    points = sweep(weights, granularity, "layer", grid, x, y, criterion(granularity, name),  # type: ignore[arg-type]
-                   Context(tuple(weights)))
+    net = mlp_layers(weights)
+    points = sweep(net, granularity, "layer", grid, x, y, criterion(granularity, name),  # type: ignore[arg-type]
+                   Context(net))
     own = weight_mask if granularity == "weight" else unit_mask
     for k, p in zip(grid, points, strict=True):
         masks = [own(w, k) for w in weights[:-1]] + [torch.ones_like(weights[-1], dtype=torch.bool)]
-        assert p == prune_point(apply_masks(weights, masks), k, x, y), k
+        assert p == prune_point(apply_masks(net, masks), k, x, y), k

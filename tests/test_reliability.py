@@ -80,7 +80,8 @@ def load_model_file(path: Path) -> dict[str, Any]:
     import torch
 
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    assert payload["format"] == "prunelab-mlp-v1", payload.keys()
+    assert payload["format"] == "prunelab-net-v2", payload.keys()
+    assert len(payload["layers"]) == len(payload["weights"]), payload.keys()
     return payload
 
 
@@ -422,6 +423,15 @@ def _foreign_model(path: Path) -> None:
                 "weights": [torch.zeros(64, 784), torch.zeros(10, 32)]}, path)
 
 
+def _unchained_model(path: Path) -> None:
+    """The current format, but layer 2 reads 32 units where layer 1 has 64."""
+    import torch
+
+    linear = {"kind": "linear", "kernel": 1, "side": 1, "padding": 0, "pool": 1, "block": 1}
+    torch.save({"format": "prunelab-net-v2", "arch": "mlp", "layers": [linear, linear],
+                "weights": [torch.zeros(64, 784), torch.zeros(10, 32)]}, path)
+
+
 MODEL_DAMAGE = {
     "garbage": lambda p: p.write_bytes(b"this is not a model\n" * 50),
     "empty": lambda p: p.write_bytes(b""),
@@ -429,6 +439,7 @@ MODEL_DAMAGE = {
     "first-byte-altered": lambda p: p.write_bytes(b"Q" + p.read_bytes()[1:]),
     "pickle-payload": _pickle_model,
     "wrong-shapes": _foreign_model,
+    "wrong-shapes-v2": _unchained_model,
     "missing": lambda p: p.unlink(),
 }
 

@@ -48,10 +48,12 @@ COMMON = dict(deadline=None, database=None, suppress_health_check=list(HealthChe
 
 SECTIONS: dict[str, tuple[str, ...]] = {
     "data": ("train_size", "test_size"),
-    "model": ("hidden",),
+    "model": ("arch", "mlp", "lenet5"),
     "train": ("epochs", "lr", "batch_size", "seed", "device"),
     "prune": ("sparsities", "scope", "weight_criteria", "unit_criteria", "calibration_size"),
 }
+# The architectures' own sections inside `model` and their keys.
+SUBSECTIONS: dict[str, tuple[str, ...]] = {"mlp": ("hidden",), "lenet5": ("channels", "fc")}
 # The criteria names params.yaml accepts per granularity (README: Criteria).
 WEIGHT_CRITERIA = ("magnitude", "random", "largest", "wanda", "obd", "obs")
 UNIT_CRITERIA = ("l2", "random", "largest", "activation", "l2_refit")
@@ -68,7 +70,13 @@ def valid_docs(draw: st.DrawFn) -> dict[str, Any]:
             "test_size": st.none() | st.integers(1, 10000),
         }),
         "model": st.fixed_dictionaries({
-            "hidden": st.lists(st.integers(1, 16384), min_size=1, max_size=32)}),
+            "arch": st.sampled_from(["mlp", "lenet5"]),
+            "mlp": st.fixed_dictionaries({
+                "hidden": st.lists(st.integers(1, 16384), min_size=1, max_size=32)}),
+            "lenet5": st.fixed_dictionaries({
+                "channels": st.lists(st.integers(1, 1024), min_size=2, max_size=2),
+                "fc": st.lists(st.integers(1, 16384), max_size=32)}),
+        }),
         "train": st.fixed_dictionaries({
             "epochs": st.integers(1, 1000),
             "lr": st.floats(min_value=1e-300, max_value=10) | st.integers(1, 10),
@@ -140,7 +148,8 @@ def hostile_values(extreme: bool) -> st.SearchStrategy[Any]:
         st.dates(), st.datetimes(),
     )
     keys = st.text(max_size=12) | st.integers() | st.none() | st.booleans() | st.sampled_from(
-        ["data", "train", "seed", "hidden", "§", "ключ", "🙂", ""])
+        ["data", "train", "seed", "hidden", "mlp", "lenet5", "channels", "§", "ключ", "🙂",
+         ""])
     values = st.recursive(
         scalars, lambda c: st.lists(c, max_size=6) | st.dictionaries(keys, c, max_size=5),
         max_leaves=25)
@@ -159,7 +168,8 @@ def hostile_docs(draw: st.DrawFn, extreme: bool = False) -> Any:
     values = hostile_values(extreme)
     for _ in range(draw(st.integers(0, 3))):
         edit = draw(st.sampled_from(
-            ["value", "value", "value", "drop", "add", "section", "top", "grid", "hidden"]))
+            ["value", "value", "value", "drop", "add", "section", "top", "grid", "hidden",
+             "arch"]))
         if not isinstance(doc, dict):
             break
         section = draw(st.sampled_from(sorted(SECTIONS)))
@@ -185,11 +195,22 @@ def hostile_docs(draw: st.DrawFn, extreme: bool = False) -> Any:
             doc["prune"]["sparsities"] = draw(st.builds(grid, st.integers(0, 20000), st.just(
                 "ok")))
         elif edit == "hidden" and isinstance(doc.get("model"), dict):
-            doc["model"]["hidden"] = draw(st.lists(st.integers(1, 16384), max_size=40))
+            # Inside an architecture's section (widths/channels, hostile or not), or at the
+            # old place (model.hidden: now an unknown key).
+            sub = draw(st.sampled_from([*sorted(SUBSECTIONS), None]))
+            widths = st.lists(st.integers(1, 16384), max_size=40) | values
+            if sub is None:
+                doc["model"]["hidden"] = draw(widths)
+            elif isinstance(doc["model"].get(sub), dict):
+                doc["model"][sub][draw(st.sampled_from(SUBSECTIONS[sub]))] = draw(widths)
+        elif edit == "arch" and isinstance(doc.get("model"), dict):
+            doc["model"]["arch"] = draw(st.sampled_from(["mlp", "lenet5", "resnet", "MLP", ""])
+                                        | values)
     return doc
 
 
-TOKENS = ["data", "model", "train", "prune", "train_size", "test_size", "hidden", "epochs",
+TOKENS = ["data", "model", "train", "prune", "train_size", "test_size", "hidden", "arch",
+          "mlp", "lenet5", "channels", "fc", "epochs",
           "lr", "batch_size", "seed", "device", "sparsities", "scope", "layer", "auto",
           "weight_criteria", "unit_criteria", "calibration_size", "magnitude", "l2", ":", ": ",
           " ", "  ", "\n", "\n  ", "\t", "-", "- ", "[", "]", "{", "}", ",", "'", '"', "null",
@@ -270,14 +291,21 @@ def test_parse_params_gives_params_or_one_line_error(doc: Any) -> None:
 @given(doc=valid_docs())
 def test_valid_documents_are_accepted_and_normalised(doc: dict[str, Any]) -> None:
     """200 valid documents: accepted; the grid comes back sorted, the criteria in the order
-    given; flat() has the thirteen keys."""
+    given; the model section as given; flat() has the sixteen keys."""
     params = parse_params(doc)
     assert list(params.prune.sparsities) == sorted(float(k) for k in doc["prune"]["sparsities"])
     assert list(params.prune.weight_criteria) == doc["prune"]["weight_criteria"]
     assert list(params.prune.unit_criteria) == doc["prune"]["unit_criteria"]
     assert params.prune.calibration_size == doc["prune"]["calibration_size"]
+    model = doc["model"]
+    assert params.model.arch == model["arch"]
+    assert list(params.model.mlp.hidden) == model["mlp"]["hidden"]
+    assert list(params.model.lenet5.channels) == model["lenet5"]["channels"]
+    assert list(params.model.lenet5.fc) == model["lenet5"]["fc"]
     flat = params.flat()
-    assert len(flat) == 13
+    assert len(flat) == 16
+    assert flat["model.mlp.hidden"] == model["mlp"]["hidden"]
+    assert flat["model.lenet5.channels"] == model["lenet5"]["channels"]
     assert flat["prune.weight_criteria"] == doc["prune"]["weight_criteria"]
 
 
@@ -354,7 +382,8 @@ def test_cli_control_valid_params_fail_only_on_missing_curves() -> None:
 
 GOOD = (MAIN / "params.yaml").read_text(encoding="utf-8") if (MAIN / "params.yaml").exists() \
     else yaml.safe_dump({"data": {"train_size": None, "test_size": None},
-                         "model": {"hidden": [8]},
+                         "model": {"arch": "mlp", "mlp": {"hidden": [8]},
+                                   "lenet5": {"channels": [6, 16], "fc": [120, 84]}},
                          "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seed": 0,
                                    "device": "auto"},
                          "prune": {"sparsities": [0.0], "scope": "layer",
@@ -400,14 +429,17 @@ def test_former_crash_load_params(text: str, tmp_path: Path) -> None:
     assert isinstance(check_outcome(lambda: load_params(path)), ParamsError)
 
 
-@pytest.mark.parametrize("where", ["data.train_size", "train.seed", "model.hidden",
-                                   "prune.sparsities", "deep-model", "deep-top"])
+@pytest.mark.parametrize("where", ["data.train_size", "train.seed", "model.mlp.hidden",
+                                   "model.lenet5.channels", "prune.sparsities", "deep-model",
+                                   "deep-top"])
 def test_former_crash_parse_params(where: str) -> None:
     """Once ValueError (repr of a >4300-digit int) or RecursionError (repr of deep nesting)
     inside config._show; now a one-line ParamsError."""
     doc: Any = yaml.safe_load(GOOD)
-    if where == "model.hidden":
-        doc["model"]["hidden"] = [10**5000]
+    if where == "model.mlp.hidden":
+        doc["model"]["mlp"]["hidden"] = [10**5000]
+    elif where == "model.lenet5.channels":
+        doc["model"]["lenet5"]["channels"] = [6, 10**5000]
     elif where == "prune.sparsities":
         doc["prune"]["sparsities"] = [0.5, -(10**5000)]
     elif where == "deep-model":

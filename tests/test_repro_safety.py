@@ -35,11 +35,15 @@ def snapshot(repo: Path) -> dict[str, str]:
 
 
 def set_param(repo: Path, dotted: str, value: Any) -> None:
-    """Set ``section.key`` in the repository's params.yaml (the key may be new: a typo)."""
+    """Set ``section.key`` (or ``section.sub.key``) in the repository's params.yaml (the key
+    may be new: a typo)."""
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text(encoding="utf-8"))
-    section, key = dotted.split(".")
-    params[section][key] = value
+    *parents, key = dotted.split(".")
+    where = params
+    for name in parents:
+        where = where[name]
+    where[key] = value
     path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
 
 
@@ -54,7 +58,8 @@ BAD_VALUES = [
     ("train.lr", -1, "train.lr = -1"),
     ("train.epochs", 0, "train.epochs = 0"),
     ("data.test_size", 0, "data.test_size = 0"),
-    ("model.hidden", [64, 0], "model.hidden[1] = 0"),
+    ("model.mlp.hidden", [64, 0], "model.mlp.hidden[1] = 0"),
+    ("model.arch", "resnet", "model.arch = 'resnet'"),
     ("prune.scope", "globl", "prune.scope = 'globl'"),
     ("prune.sparsities", [0.0, 0.5, 1.2], "prune.sparsities[2] = 1.2"),
     ("prune.sparsities", [0.0, 0.9, 0.9004], "prune.sparsities[2] = 0.9004"),

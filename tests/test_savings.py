@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from prunelab.errors import PrunelabError
+from prunelab.layers import Layer, Net, forward, mlp_layers
 from prunelab.masks import Pruner, apply_masks
-from prunelab.model import forward
 from prunelab.savings import (
     Realised,
     check_equivalence,
@@ -29,10 +29,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def small_net() -> list[torch.Tensor]:
+def small_net() -> Net:
     """4 -> 3 -> 2 -> 2 with every weight nonzero: 12 + 6 + 4 = 22 weights."""
     torch.manual_seed(0)
-    return [torch.randn(3, 4) + 3.0, torch.randn(2, 3) + 3.0, torch.randn(2, 2) + 3.0]
+    return mlp_layers([torch.randn(3, 4) + 3.0, torch.randn(2, 3) + 3.0,
+                       torch.randn(2, 2) + 3.0])
 
 
 def test_dense_counts_on_a_hand_worked_net() -> None:
@@ -46,9 +47,9 @@ def test_dense_counts_on_a_hand_worked_net() -> None:
 def test_unit_compaction_counts_on_a_hand_worked_net() -> None:
     """Dropping one of 3 hidden units removes its row (4) and the next layer's column (2)."""
     w = small_net()
-    w[0][1] = 0.0  # unit 1 of the first hidden layer is dead
+    w[0].weight[1] = 0.0  # unit 1 of the first hidden layer is dead
     model = realise(w, "unit")
-    assert [tuple(m.shape) for m in model.layers] == [(2, 4), (2, 2), (2, 2)]
+    assert [tuple(m.weight.shape) for m in model.layers] == [(2, 4), (2, 2), (2, 2)]
     assert stored_params(model) == 8 + 4 + 4
     assert flops_per_sample(model) == 2 * 16
     x = torch.randn(5, 4)
@@ -59,7 +60,7 @@ def test_csr_counts_only_nonzeros() -> None:
     """A CSR layer stores and multiplies only its nonzeros."""
     w = torch.zeros(50, 40)
     w[torch.arange(50), torch.arange(50) % 40] = 1.0  # 50 nonzeros
-    sparse = Realised((faster_format(w, 100),))
+    sparse = Realised((faster_format(Layer(w), 100),))
     if sparse.formats == "csr":
         assert stored_params(sparse) == 50
     assert flops_per_sample(sparse) == 100  # theoretical: zeros are never multiplied
@@ -70,20 +71,20 @@ def test_csr_counts_only_nonzeros() -> None:
 def test_realised_model_matches_the_masked_one(method: str, sparsity: float) -> None:
     """Compaction (units) and dense/CSR storage (weights) give the masked net's outputs."""
     torch.manual_seed(1)
-    weights = [torch.randn(64, 32), torch.randn(48, 64), torch.randn(10, 48)]
-    masked = apply_masks(weights, Pruner(weights, method, "layer").masks(sparsity))
+    net = mlp_layers([torch.randn(64, 32), torch.randn(48, 64), torch.randn(10, 48)])
+    masked = apply_masks(net, Pruner(net, method, "layer").masks(sparsity))
     model = realise(masked, method)
     x = torch.randn(20, 32)
     assert torch.allclose(forward(model.layers, x), forward(masked, x), atol=1e-4)
-    assert flops_per_sample(model) <= 2 * sum(int(w.count_nonzero()) for w in masked)
+    assert flops_per_sample(model) <= 2 * sum(int(la.weight.count_nonzero()) for la in masked)
 
 
 def test_sizes_shrink_with_unit_pruning() -> None:
     """Bytes on disk, raw and compressed, fall as units are removed."""
     torch.manual_seed(2)
-    weights = [torch.randn(64, 32), torch.randn(48, 64), torch.randn(10, 48)]
-    pruner = Pruner(weights, "unit", "layer")
-    sizes = [stored_bytes(realise(apply_masks(weights, pruner.masks(k)), "unit"))
+    net = mlp_layers([torch.randn(64, 32), torch.randn(48, 64), torch.randn(10, 48)])
+    pruner = Pruner(net, "unit", "layer")
+    sizes = [stored_bytes(realise(apply_masks(net, pruner.masks(k)), "unit"))
              for k in (0.0, 0.5, 0.9)]
     assert sizes[0][0] > sizes[1][0] > sizes[2][0]
     assert all(packed <= raw + 200 for raw, packed in sizes)
@@ -92,9 +93,10 @@ def test_sizes_shrink_with_unit_pruning() -> None:
 def test_measure_rows_and_summary() -> None:
     """measure gives one row per sparsity with every figure; summarise reads them back."""
     torch.manual_seed(3)
-    weights = [torch.randn(32, 784) * 0.05, torch.randn(16, 32) * 0.2, torch.randn(10, 16) * 0.2]
+    net = mlp_layers([torch.randn(32, 784) * 0.05, torch.randn(16, 32) * 0.2,
+                      torch.randn(10, 16) * 0.2])
     x, y = torch.randn(200, 784), torch.randint(0, 10, (200,))
-    rows = measure(weights, "unit", "layer", (0.0, 0.5), x, y, repeats=3)
+    rows = measure(net, "unit", "layer", (0.0, 0.5), x, y, repeats=3)
     assert [r["sparsity"] for r in rows] == [0.0, 0.5]
     for row in rows:
         for key in ("accuracy", "bytes", "bytes_compressed", "flops_per_sample",
@@ -142,15 +144,16 @@ def test_reconstructed_models_are_realised_and_match_their_pruned_twin(granulari
     from prunelab.criteria.registry import criterion
 
     torch.manual_seed(5)
-    weights = [torch.randn(48, 64) * 0.2, torch.randn(24, 48) * 0.2, torch.randn(10, 24) * 0.2]
+    net = mlp_layers([torch.randn(48, 64) * 0.2, torch.randn(24, 48) * 0.2,
+                      torch.randn(10, 24) * 0.2])
     x, y = torch.randn(300, 64), torch.randint(0, 10, (300,))
-    context = Context(tuple(weights), x[:128], y[:128], seed=0)
-    rows = measure(weights, granularity, "layer", (0.0, 0.5, 0.9), x, y, repeats=2,
+    context = Context(net, x[:128], y[:128], seed=0)
+    rows = measure(net, granularity, "layer", (0.0, 0.5, 0.9), x, y, repeats=2,
                    criterion=criterion(granularity, name), context=context)  # type: ignore[arg-type]
     assert [r["criterion"] for r in rows] == [name] * 3
     check_equivalence(rows)
     assert all(float(r["max_abs_diff_vs_masked"]) < 1e-4 for r in rows)  # type: ignore[arg-type]
     if granularity == "unit":
-        plain = measure(weights, "unit", "layer", (0.0, 0.5, 0.9), x, y, repeats=2)
+        plain = measure(net, "unit", "layer", (0.0, 0.5, 0.9), x, y, repeats=2)
         assert [r["stored_params"] for r in rows] == [r["stored_params"] for r in plain]
         assert rows[2]["stored_params"] < rows[0]["stored_params"]

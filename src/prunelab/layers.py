@@ -113,6 +113,10 @@ class Layer:
     def pre_activation(self, x: Tensor) -> Tensor:
         """The layer's output before the ReLU: (N, out, s, s) for conv, (N, out) for linear."""
         w, x = self.weight, self.image(x)
+        if self.kind == "conv" and w.numel() == 0:
+            # Compacted to nothing (no path left from input to output): torch has no empty
+            # convolution, and the exact answer is all zeros.
+            return x.new_zeros(len(x), self.units, self.out_side, self.out_side)
         if self.kind == "conv" and w.layout != torch.sparse_csr:
             return F.conv2d(x, w, padding=self.padding)
         if self.kind == "conv":  # realised as CSR: one sparse product over all patches
@@ -126,7 +130,11 @@ class Layer:
     def activate(self, z: Tensor) -> Tensor:
         """ReLU, then max-pool when the layer has one: a hidden layer's output."""
         a = torch.relu(z)
-        return F.max_pool2d(a, self.pool) if self.pool > 1 else a
+        if self.pool == 1:
+            return a
+        if a.shape[1] == 0:  # no channels left (see pre_activation): torch cannot pool that
+            return a.new_zeros(len(a), 0, self.next_side, self.next_side)
+        return F.max_pool2d(a, self.pool)
 
     def patches(self, x: Tensor) -> Tensor:
         """What the weight matrix multiplies, one row per (input, position): (N * P, fan_in).

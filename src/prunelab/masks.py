@@ -105,14 +105,15 @@ def rank(scores: Sequence[Tensor], protect_best: bool = False) -> Ranking:
     )
 
 
-def check_support(criterion: Criterion, net: Sequence[Layer], arch: str = "this net") -> None:
-    """Raise naming the criterion and the architecture when it cannot rank one of its layers."""
+def check_support(criterion: Criterion, net: Sequence[Layer], arch: str | None = None) -> None:
+    """Raise naming the criterion (and the architecture, when given) when it cannot rank one
+    of the net's layers."""
     for layer in net[:-1]:  # the output layer is never ranked
         if layer.kind not in criterion.layer_kinds:
+            which = f", which model.arch = {arch} has" if arch else ""
             raise PrunelabError(
                 f"criterion {criterion.granularity}/{criterion.name} does not support "
-                f"{layer.kind} layers, which model.arch = {arch} has; supported: "
-                + ", ".join(criterion.layer_kinds))
+                f"{layer.kind} layers{which}; it supports: " + ", ".join(criterion.layer_kinds))
 
 
 class Pruner:

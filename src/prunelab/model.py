@@ -162,19 +162,43 @@ def _from_v1(payload: dict) -> Net | None:
     return tuple(Layer(w) for w in weights) if ok else None
 
 
+def _fits(layer: Layer) -> bool:
+    """A layer's geometry is whole and matches its weight."""
+    ints = [layer.kernel, layer.side, layer.pool, layer.block, layer.padding]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints):
+        return False
+    if min(layer.kernel, layer.side, layer.pool, layer.block) < 1 or layer.padding < 0:
+        return False
+    w = layer.weight
+    if layer.kind == "conv":
+        return w.dim() == 4 and tuple(w.shape[2:]) == (layer.kernel, layer.kernel) \
+            and layer.next_side >= 1
+    return w.dim() == 2 and w.shape[1] % layer.block == 0
+
+
+def _chained(a: Layer, b: Layer) -> bool:
+    """``b`` reads exactly what ``a`` produces (units, image side, flatten block)."""
+    if a.units != b.in_units:
+        return False
+    if b.kind == "conv":
+        return a.kind == "conv" and b.side == a.next_side
+    return b.block == (a.next_side**2 if a.kind == "conv" else 1)
+
+
 def _from_v2(payload: dict) -> Net | None:
     """A v2 file's layers, or None when a geometry or weight does not fit."""
     net = []
     for geo, w in zip(payload["layers"], payload["weights"], strict=True):
-        if set(geo) != set(GEOMETRY_FIELDS) or geo["kind"] not in KINDS or not isinstance(w, Tensor):
+        if not isinstance(geo, dict) or set(geo) != set(GEOMETRY_FIELDS) \
+                or geo["kind"] not in KINDS or not isinstance(w, Tensor):
             return None
         layer = Layer(w, **geo)
-        if w.dim() != (4 if layer.kind == "conv" else 2):
+        if not _fits(layer):
             return None
         net.append(layer)
-    chained = all(a.units == b.in_units and b.fan_in % max(b.block, 1) == 0
-                  for a, b in zip(net, net[1:]))
-    return tuple(net) if net and chained else None
+    ok = (bool(net) and net[0].in_features == IN_FEATURES and net[-1].units == N_CLASSES
+          and net[-1].kind == "linear" and all(_chained(a, b) for a, b in zip(net, net[1:])))
+    return tuple(net) if ok else None
 
 
 def load_net(path: Path, device: torch.device | str = "cpu") -> Net:

@@ -46,8 +46,9 @@ def by_criterion(rows: Sequence[Mapping[str, str]], method: str,
         for row in rows:
             name = row.get("criterion") or STUDY_CRITERION[method]
             grouped.setdefault(name, []).append(
-                {k: float(row[k]) for k in ("sparsity", "accuracy", "effective_sparsity",
-                                            "nominal_sparsity") if k in row})
+                {k: float(row[k]) for k in ("sparsity", "accuracy", "effective_sparsity")}
+                | ({"nominal_sparsity": float(row["nominal_sparsity"])}
+                   if row.get("nominal_sparsity") else {}))
     except (KeyError, ValueError, TypeError) as exc:
         raise DataError(f"{source}: damaged ({exc!r}); rerun: dvc repro -f") from None
     if not grouped:
