@@ -7,6 +7,8 @@ row by row in Python, and testing through the same per-sample DataLoader at batc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -15,9 +17,16 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from prunelab.model import MLP
+from prunelab.config import MLPConfig, ModelConfig
+from prunelab.model import Network, build_model
 
 STUDY_TRANSFORM = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+
+
+def mlp(hidden: Sequence[int], seed: int = 0) -> Network:
+    """The study's bias-free ReLU MLP (784 -> hidden... -> 10) as a trainable module, on the CPU."""
+    return build_model(ModelConfig(arch="mlp", mlp=MLPConfig(tuple(hidden))), seed,
+                       torch.device("cpu"))
 
 
 class PilMnist(Dataset):
@@ -33,7 +42,7 @@ class PilMnist(Dataset):
         return STUDY_TRANSFORM(Image.fromarray(self.images[i], mode="L")), int(self.labels[i])
 
 
-def train_steps(model: MLP, images: np.ndarray, labels: np.ndarray, steps: int,
+def train_steps(model: Network, images: np.ndarray, labels: np.ndarray, steps: int,
                 batch_size: int = 100) -> None:
     """``steps`` optimiser steps the study's way (DataLoader, per-sample transforms)."""
     loader = DataLoader(PilMnist(images, labels), batch_size=batch_size, shuffle=True)
@@ -72,7 +81,7 @@ def unit_prune(weights: list[np.ndarray], k: float) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def test(model: MLP, images: np.ndarray, labels: np.ndarray) -> float:
+def test(model: Network, images: np.ndarray, labels: np.ndarray) -> float:
     """Accuracy (%) through a per-sample-transform DataLoader at batch 100."""
     loader = DataLoader(PilMnist(images, labels), batch_size=100)
     correct = 0
@@ -81,8 +90,8 @@ def test(model: MLP, images: np.ndarray, labels: np.ndarray) -> float:
     return 100.0 * correct / len(images)
 
 
-def load_into(model: MLP, weights: list[np.ndarray]) -> MLP:
+def load_into(model: Network, weights: list[np.ndarray]) -> Network:
     """Copy NumPy weights into the model's layers."""
-    for layer, w in zip(model.layers, weights, strict=True):
-        layer.weight.data = torch.from_numpy(np.asarray(w, dtype=np.float32))
+    for param, w in zip(model.weights(), weights, strict=True):
+        param.data = torch.from_numpy(np.asarray(w, dtype=np.float32))
     return model

@@ -2,7 +2,9 @@
 
 Every figure is a median over several runs, reported next to the floor or reference it is
 compared with. Results go to bench/results/latest.json (and a dated copy) so that later runs
-can be compared with earlier ones; a Markdown table is printed for the README.
+can be compared with earlier ones; a Markdown table is printed for the README. The study's MLP
+is measured throughout; LeNet-5 (section `lenet5`) against it in the same run. A quick run, or
+one limited to some sections (--only), writes bench/results/partial.tmp unless --out is given.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,17 +33,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference  # noqa: E402
 
 from prunelab import paths  # noqa: E402
-from prunelab.config import TrainConfig, load_params  # noqa: E402
+from prunelab.config import MLPConfig, ModelConfig, TrainConfig, load_params  # noqa: E402
 from prunelab.data import load_split  # noqa: E402
+from prunelab.layers import Layer, Net  # noqa: E402
 from prunelab.machine import describe  # noqa: E402
-from prunelab.model import MLP, layer_sizes, to_inputs, to_targets  # noqa: E402
+from prunelab.model import Network, build_model, layer_sizes, to_inputs, to_targets  # noqa: E402
 from prunelab.prune import sweep  # noqa: E402
-from prunelab.train import build_model, train  # noqa: E402
+from prunelab.train import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 STUDY_GRID = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 CPU = torch.device("cpu")
+SECTIONS = ("train", "batch_scaling", "sweeps", "criteria", "grid_scaling", "reference",
+            "profile", "dvc", "lenet5")
+# Issue 10's targets for LeNet-5, measured against the MLP in the same run.
+LENET_TRAIN_RATIO_TARGET = 2.0  # LeNet-5's training time at most 2x the MLP's (same recipe)
+LENET_ACCURACY_TARGET = 98.8  # dense test accuracy (%) after the study's 3 epochs
+LENET_SPEEDUP_TARGET = 2.0  # compacted net at unit k = 0.5 vs dense, batch 100
+
+
+def mlp_config(hidden: Sequence[int]) -> ModelConfig:
+    """The study's MLP with these hidden widths."""
+    return ModelConfig(arch="mlp", mlp=MLPConfig(tuple(hidden)))
+
+
+def frozen(model: Network) -> Net:
+    """The trained net as a layer description with detached copies of its weights."""
+    return tuple(layer.with_weight(layer.weight.detach().clone()) for layer in model.layers())
 
 
 def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 0) -> float:
@@ -79,7 +99,8 @@ def bench_training(data: dict[str, Any], cfg: TrainConfig, hidden: tuple[int, ..
     steps = cfg.epochs * -(-len(x) // cfg.batch_size)
 
     def run() -> None:
-        train(build_model(hidden, cfg.seed, CPU), x, y, xt[:1000], yt[:1000], cfg, progress=False)
+        train(build_model(mlp_config(hidden), cfg.seed, CPU), x, y, xt[:1000], yt[:1000], cfg,
+              progress=False)
 
     seconds = median_time(run, repeats)
     floor = gemm_step_floor(hidden, cfg.batch_size) * steps
@@ -97,7 +118,8 @@ def bench_batch_scaling(data: dict[str, Any], hidden: tuple[int, ...], n: int,
         x, y = data["x"][:n], data["y"][:n]
 
         def run(cfg: TrainConfig = cfg, x: torch.Tensor = x, y: torch.Tensor = y) -> None:
-            train(build_model(hidden, 0, CPU), x, y, x[:100], y[:100], cfg, progress=False)
+            train(build_model(mlp_config(hidden), 0, CPU), x, y, x[:100], y[:100], cfg,
+                  progress=False)
 
         seconds = median_time(run, repeats)
         rows.append({"batch_size": batch, "samples": n, "seconds": seconds,
@@ -105,21 +127,21 @@ def bench_batch_scaling(data: dict[str, Any], hidden: tuple[int, ...], n: int,
     return rows
 
 
-def bench_sweeps(weights: list[torch.Tensor], xt: torch.Tensor, yt: torch.Tensor,
+def bench_sweeps(net: Net, xt: torch.Tensor, yt: torch.Tensor,
                  grid: tuple[float, ...], repeats: int) -> dict[str, Any]:
     """Both sweeps over ``grid`` against one dense evaluation of the test set."""
     from prunelab.model import accuracy
 
-    per = {m: median_time(lambda m=m: sweep(weights, m, "layer", grid, xt, yt), repeats, 1)
+    per = {m: median_time(lambda m=m: sweep(net, m, "layer", grid, xt, yt), repeats, 1)
            for m in ("weight", "unit")}
-    dense = median_time(lambda: accuracy(weights, xt, yt), repeats, 1)
+    dense = median_time(lambda: accuracy(net, xt, yt), repeats, 1)
     return {"grid": len(grid), "test_samples": len(xt), "weight_seconds": per["weight"],
             "unit_seconds": per["unit"], "both_seconds": per["weight"] + per["unit"],
             "dense_eval_seconds": dense,
             "dense_evals_equivalent": (per["weight"] + per["unit"]) / dense}
 
 
-def bench_criteria(weights: list[torch.Tensor], data: dict[str, Any], grid: tuple[float, ...],
+def bench_criteria(net: Net, data: dict[str, Any], grid: tuple[float, ...],
                    calibration_size: int, repeats: int) -> list[dict[str, Any]]:
     """Each registered criterion's full sweep over ``grid`` (layer scope, the whole test set,
     calibration included), and its ratio to the study's criterion of the same granularity
@@ -134,8 +156,7 @@ def bench_criteria(weights: list[torch.Tensor], data: dict[str, Any], grid: tupl
         for name, crit in criteria.items():
             def run(c=crit, g=granularity) -> None:  # a fresh context: calibration included
                 cal = (data["x"][idx], data["y"][idx]) if c.needs_calibration else (None, None)
-                sweep(weights, g, "layer", grid, data["xt"], data["yt"], c,
-                      Context(tuple(weights), *cal, seed=0))
+                sweep(net, g, "layer", grid, data["xt"], data["yt"], c, Context(net, *cal, seed=0))
             rows.append({"granularity": granularity, "criterion": name,
                          "seconds": median_time(run, repeats, 1)})
     study = {r["granularity"]: r["seconds"] for r in rows
@@ -145,7 +166,7 @@ def bench_criteria(weights: list[torch.Tensor], data: dict[str, Any], grid: tupl
     return rows
 
 
-def bench_reference(data: dict[str, Any], weights: list[torch.Tensor], hidden: tuple[int, ...],
+def bench_reference(data: dict[str, Any], net: Net, hidden: tuple[int, ...],
                     steps: int, repeats: int) -> dict[str, Any]:
     """The study's style against ours on equal slices of work."""
     from prunelab.model import accuracy
@@ -154,24 +175,24 @@ def bench_reference(data: dict[str, Any], weights: list[torch.Tensor], hidden: t
     imgs, labels = data["images"], data["labels"]
     cfg = TrainConfig(epochs=1)
     n = steps * cfg.batch_size
-    ours_train = median_time(lambda: train(build_model(hidden, 0, CPU), data["x"][:n],
-                                           data["y"][:n], data["xt"][:100], data["yt"][:100],
-                                           cfg, progress=False), repeats)
-    theirs_train = median_time(lambda: reference.train_steps(MLP(hidden), imgs, labels, steps),
-                               repeats)
-    np_weights = [w.numpy() for w in weights]
+    ours_train = median_time(lambda: train(build_model(mlp_config(hidden), 0, CPU),
+                                           data["x"][:n], data["y"][:n], data["xt"][:100],
+                                           data["yt"][:100], cfg, progress=False), repeats)
+    theirs_train = median_time(lambda: reference.train_steps(reference.mlp(hidden), imgs, labels,
+                                                             steps), repeats)
+    np_weights = [layer.weight.numpy() for layer in net]
     timi, tlab = data["test_images"], data["test_labels"]
     out: dict[str, Any] = {"train_steps": steps, "train_ours_seconds": ours_train,
                            "train_reference_seconds": theirs_train,
                            "train_speedup": theirs_train / ours_train}
     for method, prune_fn in (("weight", reference.weight_prune), ("unit", reference.unit_prune)):
         theirs = median_time(lambda f=prune_fn: reference.test(
-            reference.load_into(MLP(hidden), f(np_weights, 0.5)), timi, tlab), repeats)
-        ours = median_time(lambda m=method: our_sweep(weights, m, "layer", (0.5,), data["xt"],
+            reference.load_into(reference.mlp(hidden), f(np_weights, 0.5)), timi, tlab), repeats)
+        ours = median_time(lambda m=method: our_sweep(net, m, "layer", (0.5,), data["xt"],
                                                       data["yt"]), repeats)
         out |= {f"{method}_k0.5_ours_seconds": ours, f"{method}_k0.5_reference_seconds": theirs,
                 f"{method}_speedup": theirs / ours}
-    assert accuracy(weights, data["xt"], data["yt"]) > 0  # the net is real, not a placeholder
+    assert accuracy(net, data["xt"], data["yt"]) > 0  # the net is real, not a placeholder
     return out
 
 
@@ -187,7 +208,7 @@ def bench_profile(data_dir: Path, hidden: tuple[int, ...], batch: int,
         imports[name] = median_time(lambda s=stmt: subprocess.run(
             [sys.executable, "-c", s], check=True), repeats)
     loading = median_time(lambda: to_inputs(load_split(data_dir, "train")[0], CPU), repeats)
-    model = build_model(hidden, 0, CPU)
+    model = build_model(mlp_config(hidden), 0, CPU)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
     x, y = torch.randn(batch, 784), torch.randint(0, 10, (batch,))
     parts = {"forward": [], "backward": [], "optimizer_step": []}
@@ -205,6 +226,214 @@ def bench_profile(data_dir: Path, hidden: tuple[int, ...], batch: int,
                 parts[k].append(v)
     return {"import_seconds": imports, "load_train_set_seconds": loading,
             "step_ms": {k: statistics.median(v) * 1e3 for k, v in parts.items()}}
+
+
+def pool_first_forward(net: Net, x: torch.Tensor) -> torch.Tensor:
+    """:func:`prunelab.layers.forward` with each max-pool before its ReLU (they commute, so the
+    logits are the same): the ReLU and its backward touch a quarter of the elements."""
+    import torch.nn.functional as F
+
+    for layer in net[:-1]:
+        z = layer.pre_activation(x)
+        x = torch.relu(F.max_pool2d(z, layer.pool) if layer.pool > 1 else z)
+    return net[-1].pre_activation(x)
+
+
+def conv_forward(net: Net, x: torch.Tensor, conv: Callable[[Layer, torch.Tensor], torch.Tensor]
+                 ) -> torch.Tensor:
+    """:func:`prunelab.layers.forward` with the convolutions computed by ``conv``."""
+    for layer in net[:-1]:
+        x = layer.activate(conv(layer, x) if layer.kind == "conv" else layer.pre_activation(x))
+    return net[-1].pre_activation(x)
+
+
+def conv_channels_last(layer: Layer, x: torch.Tensor) -> torch.Tensor:
+    """A conv whose input image is made channels-last explicitly (Layer.image gives NCHW)."""
+    import torch.nn.functional as F
+
+    img = layer.image(x).contiguous(memory_format=torch.channels_last)
+    return F.conv2d(img, layer.weight, padding=layer.padding)
+
+
+def conv_unfold(layer: Layer, x: torch.Tensor) -> torch.Tensor:
+    """A conv as one GEMM over the unfolded patches (im2col by hand)."""
+    return layer.from_patches(layer.patches(x) @ layer.matrix().T, len(x))
+
+
+def conv_outputs_channels_last(model: Network, x: torch.Tensor) -> list[bool]:
+    """Whether each conv of ``model`` returns a channels-last tensor (more than one channel, so
+    that the layout is not trivially both): does channels-last weight layout propagate through
+    the (N, 784) -> (N, C, side, side) reshape of Layer.image?"""
+    out = []
+    with torch.no_grad():
+        net = model.layers()
+        for layer in net[:-1]:
+            z = layer.pre_activation(x)
+            if layer.kind == "conv":
+                out.append(bool(z.is_contiguous(memory_format=torch.channels_last)
+                                and not z.is_contiguous()))
+            x = layer.activate(z)
+    return out
+
+
+def bench_layouts(data: dict[str, Any], hidden: tuple[int, ...], lenet: ModelConfig,
+                  cfg: TrainConfig, steps: int, block: int = 10) -> dict[str, Any]:
+    """Milliseconds per training step (forward, backward, fused Adam; batch cfg.batch_size) of
+    LeNet-5 in each memory layout / conv implementation, and of the MLP, interleaved in blocks
+    of ``block`` steps so that a busy machine slows them alike; the median block is reported."""
+    import torch.nn.functional as F
+
+    x, y = data["x"], data["y"]
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed))
+    batches = [order[i : i + cfg.batch_size] for i in range(0, len(x), cfg.batch_size)]
+    batches = [b for b in batches if len(b) == cfg.batch_size]
+
+    def stepper(model: Network, fwd: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                onednn: bool = True) -> Callable[[], None]:
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
+        forward = fwd or model
+        state = {"i": 0}
+
+        def step() -> None:
+            idx = batches[state["i"] % len(batches)]
+            state["i"] += 1
+            before = torch.backends.mkldnn.enabled
+            torch.backends.mkldnn.enabled = onednn  # (its flags() also sets TF32, with a warning)
+            try:
+                optimizer.zero_grad(set_to_none=True)
+                F.cross_entropy(forward(x[idx]), y[idx]).backward()
+                optimizer.step()
+            finally:
+                torch.backends.mkldnn.enabled = before
+        return step
+
+    def lenet_model(channels_last: bool = False) -> Network:
+        model = build_model(lenet, cfg.seed, CPU)
+        return model.to(memory_format=torch.channels_last) if channels_last else model
+
+    cl, cl_in, pool, unfold, native = (lenet_model(c) for c in (True, True, False, False, False))
+    variants = {
+        "mlp": stepper(build_model(mlp_config(hidden), cfg.seed, CPU)),
+        "nchw": stepper(lenet_model()),  # as trained: Layer.image reshapes to contiguous NCHW
+        "channels_last": stepper(cl),  # model.to(memory_format=torch.channels_last)
+        "channels_last_input": stepper(cl_in, lambda v: conv_forward(cl_in.layers(), v,
+                                                                     conv_channels_last)),
+        "pool_before_relu": stepper(pool, lambda v: pool_first_forward(pool.layers(), v)),
+        "no_onednn": stepper(native, onednn=False),  # PyTorch's own im2col + BLAS conv
+        "unfold_matmul": stepper(unfold, lambda v: conv_forward(unfold.layers(), v, conv_unfold)),
+    }
+    for step in variants.values():  # warm-up: allocators, oneDNN primitive caches
+        for _ in range(block):
+            step()
+    per_step: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(max(1, steps // block)):
+        for name, step in variants.items():
+            start = time.perf_counter()
+            for _ in range(block):
+                step()
+            per_step[name].append((time.perf_counter() - start) / block)
+    ms = {k: statistics.median(v) * 1e3 for k, v in per_step.items()}
+    fastest = min((k for k in ms if k != "mlp"), key=ms.__getitem__)
+    return {"steps": max(1, steps // block) * block, "batch_size": cfg.batch_size,
+            "threads": torch.get_num_threads(), "step_ms": ms,
+            "ratio_to_nchw": {k: v / ms["nchw"] for k, v in ms.items() if k != "mlp"},
+            "fastest": fastest,
+            "channels_last_conv_outputs": conv_outputs_channels_last(cl, x[:8])}
+
+
+def bench_compacted(net: Net, x: torch.Tensor, y: torch.Tensor, k: float = 0.5,
+                    batch: int = 100) -> dict[str, Any]:
+    """The unit-pruned net at ``k`` (the study's l2 criterion, layer scope), compacted, against
+    the dense net: paired forward latency at ``batch`` with the speed stage's threads and
+    repeats; the compacted shapes; and a check that it computes what the masked net does."""
+    from prunelab.layers import forward
+    from prunelab.model import accuracy
+    from prunelab.prune import pruned_nets
+    from prunelab.savings import REPEATS, THREADS, Realised, paired_latency, realise, threads
+
+    (_, pruned), = pruned_nets(net, "unit", "layer", (k,))
+    model = realise(pruned, "unit", batch, THREADS)
+    with threads(THREADS):
+        model_s, dense_s = paired_latency(model, Realised(net), batch, REPEATS)
+    with torch.no_grad():
+        gap = float((forward(model.layers, x[:batch]) - forward(pruned, x[:batch])).abs().max())
+    return {"criterion": "l2", "scope": "layer", "k": k, "batch": batch, "threads": THREADS,
+            "repeats": REPEATS, "dense_ms": dense_s * 1e3, "compacted_ms": model_s * 1e3,
+            "speedup": dense_s / model_s, "target_speedup": LENET_SPEEDUP_TARGET,
+            "dense_shapes": [list(layer.weight.shape) for layer in net],
+            "compacted_shapes": [list(layer.weight.shape) for layer in model.layers],
+            "accuracy": accuracy(model.layers, x, y), "max_abs_diff_vs_masked": gap}
+
+
+def bench_conv_formats(net: Net, k: float = 0.9, batch: int = 100,
+                       repeats: int = 31) -> dict[str, Any]:
+    """Weight pruning at ``k`` (magnitude, layer scope): the formats the speed stage's
+    :func:`prunelab.savings.realise` picks by timing, and each conv layer's pre-activation
+    dense against CSR (its patches times the sparse matrix), timed alternately, median of
+    ``repeats``: why weight-pruned conv layers stay dense."""
+    from prunelab.inference import csr
+    from prunelab.prune import pruned_nets
+    from prunelab.savings import REPEATS, THREADS, Realised, paired_latency, realise, threads
+
+    (_, pruned), = pruned_nets(net, "weight", "layer", (k,))
+    realised = realise(pruned, "weight", batch, THREADS)
+    convs = []
+    for i, layer in enumerate(pruned):
+        if layer.kind != "conv":
+            continue
+        sparse = layer.with_weight(csr(layer.weight))
+        x = torch.randn(batch, layer.in_features)
+        times: dict[str, list[float]] = {"dense": [], "csr": []}
+        with threads(THREADS), torch.no_grad():
+            for r in range(repeats + 3):
+                for name, lay in (("dense", layer), ("csr", sparse)):
+                    start = time.perf_counter()
+                    lay.pre_activation(x)
+                    if r >= 3:  # warm-up rounds
+                        times[name].append(time.perf_counter() - start)
+        dense_ms, csr_ms = (statistics.median(times[n]) * 1e3 for n in ("dense", "csr"))
+        convs.append({"layer": i, "shape": list(layer.weight.shape),
+                      "density": int(layer.weight.count_nonzero()) / layer.weight.numel(),
+                      "dense_ms": dense_ms, "csr_ms": csr_ms, "csr_over_dense": csr_ms / dense_ms})
+    with threads(THREADS):
+        model_s, dense_s = paired_latency(realised, Realised(net), batch, REPEATS)
+    return {"criterion": "magnitude", "scope": "layer", "k": k, "batch": batch,
+            "threads": THREADS, "repeats": repeats, "formats": realised.formats, "conv": convs,
+            "realised_ms": model_s * 1e3, "dense_ms": dense_s * 1e3, "speedup": dense_s / model_s}
+
+
+def bench_lenet5(data: dict[str, Any], params: Any, mlp_train: dict[str, Any], repeats: int,
+                 layout_steps: int, block: int) -> dict[str, Any]:
+    """LeNet-5 against the MLP in the same run: training time with the study's recipe (timed
+    exactly as :func:`bench_training` times the MLP), the step time by memory layout, dense test
+    accuracy, and what pruning buys at inference (compaction; conv layers dense vs CSR)."""
+    from prunelab.model import accuracy
+
+    cfg, lenet = params.train, replace(params.model, arch="lenet5")
+    x, y, xt, yt = data["x"], data["y"], data["xt"], data["yt"]
+    trained: dict[str, Network] = {}
+
+    def run() -> None:  # the same seed every time: every run trains the same net
+        model = build_model(lenet, cfg.seed, CPU)
+        train(model, x, y, xt[:1000], yt[:1000], cfg, progress=False)
+        trained["model"] = model
+
+    seconds = median_time(run, repeats)
+    net = frozen(trained["model"])
+    mlp_seconds = mlp_train["seconds"]
+    return {
+        "architecture": {"channels": list(lenet.lenet5.channels), "fc": list(lenet.lenet5.fc),
+                         "params": sum(layer.weight.numel() for layer in net)},
+        "train": {"epochs": cfg.epochs, "samples": len(x), "seconds": seconds,
+                  "mlp_seconds": mlp_seconds, "ratio_to_mlp": seconds / mlp_seconds,
+                  "target_ratio": LENET_TRAIN_RATIO_TARGET,
+                  "samples_per_second": len(x) * cfg.epochs / seconds},
+        "dense_accuracy": accuracy(net, xt, yt), "test_samples": len(xt),
+        "target_accuracy": LENET_ACCURACY_TARGET,
+        "layouts": bench_layouts(data, params.model.mlp.hidden, lenet, cfg, layout_steps, block),
+        "unit_k0.5": bench_compacted(net, xt, yt),
+        "weight_k0.9": bench_conv_formats(net),
+    }
 
 
 def peak_rss_mb(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, int]:
@@ -290,64 +519,88 @@ def machine() -> dict[str, Any]:
 @click.command(help=__doc__)
 @click.option("--quick", is_flag=True, help="Tiny budget: checks the benchmark runs (CI).")
 @click.option("--repeats", default=3, show_default=True, help="Runs per figure (median).")
-@click.option("--out", type=click.Path(path_type=Path), default=RESULTS / "latest.json",
-              show_default=True)
+@click.option("--only", "only", multiple=True, type=click.Choice(SECTIONS),
+              help="Run only these sections (repeatable); lenet5 runs train too (its ratio).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Results JSON [default: bench/results/latest.json for a full run, "
+                   "bench/results/partial.tmp for --quick or --only].")
 @click.option("--readme", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Also write the table into this README's bench block.")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), default=ROOT / paths.DATA_DIR,
               show_default=True, help="The verified MNIST IDX files.")
-def main(quick: bool, repeats: int, out: Path, readme: Path | None, data_dir: Path) -> None:
+def main(quick: bool, repeats: int, only: tuple[str, ...], out: Path | None,
+         readme: Path | None, data_dir: Path) -> None:
     if not data_dir.is_dir():
         raise click.ClickException(f"{data_dir} missing: run `dvc repro download` first")
+    if readme is not None and (quick or only):
+        raise click.ClickException("--readme takes a full run (no --quick, no --only)")
+    partial = quick or bool(only)
+    out = out or RESULTS / ("partial.tmp" if partial else "latest.json")
+    wanted = set(only or SECTIONS) | ({"train"} if "lenet5" in only else set())
     params = load_params(ROOT / paths.PARAMS)
     raw = yaml.safe_load((ROOT / paths.PARAMS).read_text())
     if quick:
         repeats = 1
         raw["data"] = {"train_size": 2000, "test_size": 500}
-        raw["model"]["hidden"] = [64, 32]
+        raw["model"]["mlp"]["hidden"] = [64, 32]
         raw["train"]["epochs"] = 1
         raw["prune"]["sparsities"] = [0.0, 0.5, 0.9]
         params = load_params_from(raw)
-    hidden, cfg = params.model.hidden, params.train
+    hidden, cfg = params.model.mlp.hidden, params.train
     data = load_data(params, data_dir)
     log = lambda msg: click.echo(f"bench: {msg}", err=True)  # noqa: E731
 
     results: dict[str, Any] = {"machine": machine(), "quick": quick, "repeats": repeats}
-    log("training")
-    results["train"] = bench_training(data, cfg, hidden, repeats)
-    log("training cost against batch size")
-    results["batch_scaling"] = bench_batch_scaling(data, hidden, min(len(data["x"]), 20000),
-                                                   repeats)
-    model = build_model(hidden, cfg.seed, CPU)
-    train(model, data["x"], data["y"], data["xt"][:100], data["yt"][:100],
-          TrainConfig(epochs=1, seed=cfg.seed), progress=False)
-    weights = [w.detach().clone() for w in model.weights()]
-    log("sweeps")
-    results["sweeps"] = bench_sweeps(weights, data["xt"], data["yt"], STUDY_GRID, repeats)
-    log("every criterion's sweep")
-    results["criteria"] = bench_criteria(weights, data, STUDY_GRID,
-                                         params.prune.calibration_size, repeats)
-    log("sweep cost against grid size")
-    sub_x, sub_y = data["xt"][:1000], data["yt"][:1000]
-    grids = (10, 100) if quick else (10, 100, 1000)
-    results["grid_scaling"] = [
-        {"grid": g, "test_samples": len(sub_x),
-         **{f"{m}_seconds": median_time(lambda m=m, g=g: sweep(
-             weights, m, "layer", tuple(np.linspace(0, 0.99, g).round(6)), sub_x, sub_y), 1)
-            for m in ("weight", "unit")}}
-        for g in grids]
-    log("the study's style, on equal slices of work")
-    results["reference"] = bench_reference(data, weights, hidden, 20 if quick else 200, repeats)
-    log("profile: imports, data loading, one training step")
-    results["profile"] = bench_profile(data_dir, hidden, cfg.batch_size, repeats)
-    log("dvc repro wall time and peak memory per stage")
-    results["dvc"] = bench_dvc(raw, repeats, data_dir, tracking=not quick)
+    if only:
+        results["only"] = sorted(wanted, key=SECTIONS.index)
+    if "train" in wanted:
+        log("training")
+        results["train"] = bench_training(data, cfg, hidden, repeats)
+    if "batch_scaling" in wanted:
+        log("training cost against batch size")
+        results["batch_scaling"] = bench_batch_scaling(data, hidden, min(len(data["x"]), 20000),
+                                                       repeats)
+    if wanted & {"sweeps", "criteria", "grid_scaling", "reference"}:
+        model = build_model(mlp_config(hidden), cfg.seed, CPU)
+        train(model, data["x"], data["y"], data["xt"][:100], data["yt"][:100],
+              TrainConfig(epochs=1, seed=cfg.seed), progress=False)
+        net = frozen(model)
+    if "sweeps" in wanted:
+        log("sweeps")
+        results["sweeps"] = bench_sweeps(net, data["xt"], data["yt"], STUDY_GRID, repeats)
+    if "criteria" in wanted:
+        log("every criterion's sweep")
+        results["criteria"] = bench_criteria(net, data, STUDY_GRID,
+                                             params.prune.calibration_size, repeats)
+    if "grid_scaling" in wanted:
+        log("sweep cost against grid size")
+        sub_x, sub_y = data["xt"][:1000], data["yt"][:1000]
+        grids = (10, 100) if quick else (10, 100, 1000)
+        results["grid_scaling"] = [
+            {"grid": g, "test_samples": len(sub_x),
+             **{f"{m}_seconds": median_time(lambda m=m, g=g: sweep(
+                 net, m, "layer", tuple(np.linspace(0, 0.99, g).round(6)), sub_x, sub_y), 1)
+                for m in ("weight", "unit")}}
+            for g in grids]
+    if "reference" in wanted:
+        log("the study's style, on equal slices of work")
+        results["reference"] = bench_reference(data, net, hidden, 20 if quick else 200, repeats)
+    if "profile" in wanted:
+        log("profile: imports, data loading, one training step")
+        results["profile"] = bench_profile(data_dir, hidden, cfg.batch_size, repeats)
+    if "dvc" in wanted:
+        log("dvc repro wall time and peak memory per stage")
+        results["dvc"] = bench_dvc(raw, repeats, data_dir, tracking=not quick)
+    if "lenet5" in wanted:
+        log("LeNet-5: training against the MLP, layouts, accuracy, compaction, conv formats")
+        results["lenet5"] = bench_lenet5(data, params, results["train"], repeats,
+                                         *((10, 5) if quick else (300, 10)))
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
     text = json.dumps(results, indent=2) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    if not quick:
+    if not partial:
+        RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"{datetime.now(timezone.utc):%Y%m%dT%H%M}.json").write_text(text)
     table = markdown(results)
     click.echo(table)
@@ -365,59 +618,130 @@ def load_params_from(raw: dict[str, Any]) -> Any:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    """The README's benchmark table."""
-    t, s, ref, d = r["train"], r["sweeps"], r["reference"], r["dvc"]
+    """The README's benchmark table (of the sections the run has)."""
+    t, s, ref, d = (r.get(k) for k in ("train", "sweeps", "reference", "dvc"))
     lines = [
         f"Measured {r['machine']['date']} on {r['machine']['cores']} cores "
         f"({r['machine']['cpu']}, torch {r['machine']['torch']}), median of {r['repeats']}.",
-        "",
-        "| what | time | compared with | ratio |",
-        "|---|---|---|---|",
-        f"| train {t['epochs']} epochs ({t['samples']:,} images) | {t['seconds']:.1f} s | "
-        f"GEMM floor {t['gemm_floor_seconds']:.1f} s | {t['ratio_to_floor']:.2f}x floor |",
-        f"| train {ref['train_steps']} steps | {ref['train_ours_seconds']:.2f} s | study style "
-        f"{ref['train_reference_seconds']:.2f} s | {ref['train_speedup']:.0f}x faster |",
-        f"| both sweeps, {s['grid']} sparsities, {s['test_samples']:,} test images | "
-        f"{s['both_seconds']:.2f} s | one dense test pass {s['dense_eval_seconds']:.2f} s | "
-        f"{s['dense_evals_equivalent']:.1f} dense passes |",
     ]
-    for m in ("weight", "unit"):
-        lines.append(f"| {m} prune + test at k=0.5 | {ref[f'{m}_k0.5_ours_seconds']:.2f} s | "
-                     f"study style {ref[f'{m}_k0.5_reference_seconds']:.2f} s | "
-                     f"{ref[f'{m}_speedup']:.0f}x faster |")
-    lines += [
-        f"| `dvc repro` train → plot, from cached data (every criterion) | "
-        f"{d['repro_train_to_plot_seconds']:.1f} s | target 90 s | |",
-        f"| no-op `dvc repro` | {d['repro_noop_seconds']:.2f} s | target 3 s | |",
-        "",
-        f"| criterion | full sweep ({s['grid']} sparsities, {s['test_samples']:,} test images, "
-        "calibration included) | ratio to magnitude / l2 |",
-        "|---|---|---|",
-        *[f"| {c['granularity']}: {c['criterion']} | {c['seconds']:.2f} s | "
-          f"{c['ratio_to_study']:.1f}x |" for c in r.get("criteria", [])],
-        "",
-        "| grid size | weight sweep | unit sweep |",
-        "|---|---|---|",
-        *[f"| {g['grid']} ({g['test_samples']} test images) | {g['weight_seconds']:.2f} s | "
-          f"{g['unit_seconds']:.2f} s |" for g in r["grid_scaling"]],
-        "",
-        "| batch size | one epoch | samples/s |",
-        "|---|---|---|",
-        *[f"| {b['batch_size']} | {b['seconds']:.2f} s | {b['samples_per_second']:,.0f} |"
-          for b in r["batch_scaling"]],
-        "",
-        "Where the time goes: " + ", ".join(
-            f"`import {k}` {v:.2f} s" for k, v in r["profile"]["import_seconds"].items())
-        + f"; loading the training set {r['profile']['load_train_set_seconds']:.2f} s; one "
-        "training step " + ", ".join(f"{k} {v:.2f} ms"
-                                     for k, v in r["profile"]["step_ms"].items()) + ".",
-        "",
-        "| stage | wall time | peak memory |",
-        "|---|---|---|",
-        *[f"| {name} | {v['seconds']:.1f} s | {v['peak_rss_mb']:.0f} MB |"
-          for name, v in d["stages"].items()],
-    ]
+    rows = []
+    if t:
+        rows.append(f"| train {t['epochs']} epochs ({t['samples']:,} images) | {t['seconds']:.1f} s"
+                    f" | GEMM floor {t['gemm_floor_seconds']:.1f} s | "
+                    f"{t['ratio_to_floor']:.2f}x floor |")
+    if ref:
+        rows.append(f"| train {ref['train_steps']} steps | {ref['train_ours_seconds']:.2f} s | "
+                    f"study style {ref['train_reference_seconds']:.2f} s | "
+                    f"{ref['train_speedup']:.0f}x faster |")
+    if s:
+        rows.append(f"| both sweeps, {s['grid']} sparsities, {s['test_samples']:,} test images | "
+                    f"{s['both_seconds']:.2f} s | one dense test pass "
+                    f"{s['dense_eval_seconds']:.2f} s | {s['dense_evals_equivalent']:.1f} dense "
+                    "passes |")
+    if ref:
+        rows += [f"| {m} prune + test at k=0.5 | {ref[f'{m}_k0.5_ours_seconds']:.2f} s | "
+                 f"study style {ref[f'{m}_k0.5_reference_seconds']:.2f} s | "
+                 f"{ref[f'{m}_speedup']:.0f}x faster |" for m in ("weight", "unit")]
+    if d:
+        rows += [f"| `dvc repro` train → plot, from cached data (every criterion) | "
+                 f"{d['repro_train_to_plot_seconds']:.1f} s | target 90 s | |",
+                 f"| no-op `dvc repro` | {d['repro_noop_seconds']:.2f} s | target 3 s | |"]
+    if rows:
+        lines += ["", "| what | time | compared with | ratio |", "|---|---|---|---|", *rows]
+    if r.get("criteria"):
+        grid = f"{s['grid']} sparsities, {s['test_samples']:,} test images, " if s else ""
+        lines += [
+            "",
+            f"| criterion | full sweep ({grid}calibration included) | ratio to magnitude / l2 |",
+            "|---|---|---|",
+            *[f"| {c['granularity']}: {c['criterion']} | {c['seconds']:.2f} s | "
+              f"{c['ratio_to_study']:.1f}x |" for c in r["criteria"]],
+        ]
+    if r.get("grid_scaling"):
+        lines += [
+            "",
+            "| grid size | weight sweep | unit sweep |",
+            "|---|---|---|",
+            *[f"| {g['grid']} ({g['test_samples']} test images) | {g['weight_seconds']:.2f} s | "
+              f"{g['unit_seconds']:.2f} s |" for g in r["grid_scaling"]],
+        ]
+    if r.get("batch_scaling"):
+        lines += [
+            "",
+            "| batch size | one epoch | samples/s |",
+            "|---|---|---|",
+            *[f"| {b['batch_size']} | {b['seconds']:.2f} s | {b['samples_per_second']:,.0f} |"
+              for b in r["batch_scaling"]],
+        ]
+    if r.get("profile"):
+        lines += [
+            "",
+            "Where the time goes: " + ", ".join(
+                f"`import {k}` {v:.2f} s" for k, v in r["profile"]["import_seconds"].items())
+            + f"; loading the training set {r['profile']['load_train_set_seconds']:.2f} s; one "
+            "training step " + ", ".join(f"{k} {v:.2f} ms"
+                                         for k, v in r["profile"]["step_ms"].items()) + ".",
+        ]
+    if d:
+        lines += [
+            "",
+            "| stage | wall time | peak memory |",
+            "|---|---|---|",
+            *[f"| {name} | {v['seconds']:.1f} s | {v['peak_rss_mb']:.0f} MB |"
+              for name, v in d["stages"].items()],
+        ]
+    if r.get("lenet5"):
+        lines += ["", *lenet5_markdown(r["lenet5"])]
     return "\n".join(lines)
+
+
+LAYOUT_NAMES = {
+    "nchw": "NCHW (as trained)",
+    "channels_last": "channels-last weights",
+    "channels_last_input": "channels-last weights and inputs",
+    "pool_before_relu": "max-pool before ReLU",
+    "no_onednn": "without oneDNN",
+    "unfold_matmul": "unfold + matmul",
+}
+
+
+def lenet5_markdown(le: dict[str, Any]) -> list[str]:
+    """The LeNet-5 rows: against the MLP and issue 10's targets."""
+    t, u, w, lay = le["train"], le["unit_k0.5"], le["weight_k0.9"], le["layouts"]
+    arch = le["architecture"]
+    met = lambda ok: "met" if ok else "**missed**"  # noqa: E731
+    ms = lay["step_ms"]
+    propagates = ", ".join("yes" if c else "no" for c in lay["channels_last_conv_outputs"])
+    lines = [
+        f"LeNet-5 (conv channels {', '.join(map(str, arch['channels']))}; linear "
+        f"{', '.join(map(str, arch['fc']))}; {arch['params']:,} weights), same run:",
+        "",
+        "| LeNet-5 | figure | compared with | ratio, target |",
+        "|---|---|---|---|",
+        f"| train {t['epochs']} epochs ({t['samples']:,} images), the study's recipe | "
+        f"{t['seconds']:.1f} s | MLP {t['mlp_seconds']:.1f} s | {t['ratio_to_mlp']:.2f}x the MLP "
+        f"(target ≤ {t['target_ratio']:.0f}x: {met(t['ratio_to_mlp'] <= t['target_ratio'])}) |",
+        f"| dense test accuracy ({le['test_samples']:,} images) | {le['dense_accuracy']:.2f}% | "
+        f"target {le['target_accuracy']}% | {met(le['dense_accuracy'] >= le['target_accuracy'])} |",
+        f"| compacted at unit k={u['k']} ({u['criterion']}, {u['scope']} scope), batch "
+        f"{u['batch']}, {u['threads']} thread | {u['compacted_ms']:.3f} ms | dense "
+        f"{u['dense_ms']:.3f} ms | {u['speedup']:.2f}x faster (target ≥ "
+        f"{u['target_speedup']:.0f}x: {met(u['speedup'] >= u['target_speedup'])}) |",
+        f"| weight k={w['k']} ({w['criterion']}), realised as {w['formats']} | "
+        f"{w['realised_ms']:.3f} ms | dense {w['dense_ms']:.3f} ms | {w['speedup']:.2f}x |",
+        *[f"| conv {c['layer'] + 1} {tuple(c['shape'])} at {c['density']:.0%} density, batch "
+          f"{w['batch']}: CSR | {c['csr_ms']:.3f} ms | dense {c['dense_ms']:.3f} ms | CSR "
+          f"{c['csr_over_dense']:.1f}x the dense time |" for c in w["conv"]],
+        "",
+        f"Compacted shapes at unit k={u['k']}: "
+        + " → ".join("×".join(map(str, sh)) for sh in u["compacted_shapes"]) + ".",
+        f"One training step (batch {lay['batch_size']}, {lay['threads']} threads, median of "
+        f"{lay['steps']} interleaved): MLP {ms['mlp']:.2f} ms; LeNet-5 "
+        + ", ".join(f"{LAYOUT_NAMES.get(k, k)} {v:.2f} ms" for k, v in ms.items() if k != "mlp")
+        + f". Fastest: {LAYOUT_NAMES.get(lay['fastest'], lay['fastest'])}; with channels-last "
+        f"weights the convs' outputs are channels-last: {propagates}.",
+    ]
+    return lines
 
 
 if __name__ == "__main__":

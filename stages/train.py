@@ -22,7 +22,8 @@ def main() -> None:
                                   (("train", cfg.data.train_size), ("t10k", cfg.data.test_size)))
             model = build_model(cfg.model, cfg.train.seed, device)
             out = Outputs()  # every file lands together, after training, or none does
-            out.add_bytes(paths.INIT_MODEL, weights_blob(model.layers(), cfg.model.arch))  # for rewinding
+            # the initial weights: for rewinding (lottery tickets)
+            out.add_bytes(paths.INIT_MODEL, weights_blob(model.layers(), cfg.model.arch))
             result = train(model, to_inputs(xs, device), to_targets(ys, device),
                            to_inputs(xt, device), to_targets(yt, device), cfg.train)
             last, history = result.history[-1], [vars(r) for r in result.history]

@@ -34,16 +34,19 @@ def layer_sizes(hidden: Sequence[int]) -> tuple[int, ...]:
     return (IN_FEATURES, *hidden, N_CLASSES)
 
 
-def mlp_geometry(hidden: Sequence[int]) -> list[tuple[Layer, tuple[int, ...]]]:
+Geometry = list[tuple[Layer, tuple[int, ...]]]  # layers without weights, and weight shapes
+
+
+def mlp_geometry(hidden: Sequence[int]) -> Geometry:
     """The MLP's layers (no weights yet) and their weight shapes."""
     sizes = layer_sizes(hidden)
     return [(Layer(torch.empty(0)), (n_out, n_in)) for n_in, n_out in zip(sizes, sizes[1:])]
 
 
-def lenet5_geometry(channels: Sequence[int], fc: Sequence[int]) -> list[tuple[Layer, tuple[int, ...]]]:
+def lenet5_geometry(channels: Sequence[int], fc: Sequence[int]) -> Geometry:
     """LeNet-5 for 28x28 inputs: conv 5x5 (pad 2) -> pool 2 -> conv 5x5 -> pool 2 -> flatten
     -> linear ... -> 10; ReLU after every hidden layer, no biases."""
-    out: list[tuple[Layer, tuple[int, ...]]] = []
+    out: Geometry = []
     side, c_in = IMAGE_SIDE, 1
     for c_out, pad in zip(channels, LENET_PADDING, strict=True):
         layer = Layer(torch.empty(0), "conv", LENET_KERNEL, side, pad, LENET_POOL)
@@ -56,7 +59,7 @@ def lenet5_geometry(channels: Sequence[int], fc: Sequence[int]) -> list[tuple[La
     return out
 
 
-def geometry(cfg: ModelConfig) -> list[tuple[Layer, tuple[int, ...]]]:
+def geometry(cfg: ModelConfig) -> Geometry:
     """The chosen architecture's layers and weight shapes."""
     if cfg.arch == "lenet5":
         return lenet5_geometry(cfg.lenet5.channels, cfg.lenet5.fc)
