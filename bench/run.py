@@ -402,6 +402,45 @@ def bench_conv_formats(net: Net, k: float = 0.9, batch: int = 100,
             "realised_ms": model_s * 1e3, "dense_ms": dense_s * 1e3, "speedup": dense_s / model_s}
 
 
+def strided_max_pool(a: torch.Tensor, p: int) -> torch.Tensor:
+    """F.max_pool2d(a, p) (floor mode) as the maximum of the p * p strided sub-images."""
+    import functools
+
+    s = a.shape[-1] // p
+    return functools.reduce(torch.maximum, [a[:, :, i : i + p * s : p, j : j + p * s : p]
+                                            for i in range(p) for j in range(p)])
+
+
+def bench_pooling(net: Net, batch: int = 100, repeats: int = 31) -> list[dict[str, Any]]:
+    """Inference cost of each pooled conv layer at ``batch`` with the speed stage's threads:
+    the convolution, Layer.activate (ReLU + F.max_pool2d) and the same activation with the
+    pool as a maximum of strided slices (equal results), timed alternately."""
+    from prunelab.savings import THREADS, threads
+
+    rows, x = [], torch.randn(batch, net[0].in_features)
+    with threads(THREADS), torch.no_grad():
+        for i, layer in enumerate(net[:-1]):
+            z = layer.pre_activation(x)
+            if layer.kind == "conv" and layer.pool > 1:
+                assert torch.equal(layer.activate(z), strided_max_pool(torch.relu(z), layer.pool))
+                fns = {"conv": lambda lay=layer, v=x: lay.pre_activation(v),
+                       "relu_max_pool2d": lambda lay=layer, v=z: lay.activate(v),
+                       "relu_strided_max": lambda lay=layer, v=z: strided_max_pool(
+                           torch.relu(v), lay.pool)}
+                times: dict[str, list[float]] = {k: [] for k in fns}
+                for r in range(repeats + 3):
+                    for name, fn in fns.items():
+                        start = time.perf_counter()
+                        fn()
+                        if r >= 3:  # warm-up rounds
+                            times[name].append(time.perf_counter() - start)
+                rows.append({"layer": i, "output": list(z.shape[1:]), "batch": batch,
+                             "threads": THREADS,
+                             **{f"{k}_ms": statistics.median(v) * 1e3 for k, v in times.items()}})
+            x = layer.activate(z)
+    return rows
+
+
 def bench_lenet5(data: dict[str, Any], params: Any, mlp_train: dict[str, Any], repeats: int,
                  layout_steps: int, block: int) -> dict[str, Any]:
     """LeNet-5 against the MLP in the same run: training time with the study's recipe (timed
@@ -433,6 +472,7 @@ def bench_lenet5(data: dict[str, Any], params: Any, mlp_train: dict[str, Any], r
         "layouts": bench_layouts(data, params.model.mlp.hidden, lenet, cfg, layout_steps, block),
         "unit_k0.5": bench_compacted(net, xt, yt),
         "weight_k0.9": bench_conv_formats(net),
+        "pooling": bench_pooling(net),
     }
 
 
@@ -626,8 +666,8 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     rows = []
     if t:
-        rows.append(f"| train {t['epochs']} epochs ({t['samples']:,} images) | {t['seconds']:.1f} s"
-                    f" | GEMM floor {t['gemm_floor_seconds']:.1f} s | "
+        rows.append(f"| train {epochs(t['epochs'])} ({t['samples']:,} images) | "
+                    f"{t['seconds']:.1f} s | GEMM floor {t['gemm_floor_seconds']:.1f} s | "
                     f"{t['ratio_to_floor']:.2f}x floor |")
     if ref:
         rows.append(f"| train {ref['train_steps']} steps | {ref['train_ours_seconds']:.2f} s | "
@@ -718,13 +758,14 @@ def lenet5_markdown(le: dict[str, Any]) -> list[str]:
         "",
         "| LeNet-5 | figure | compared with | ratio, target |",
         "|---|---|---|---|",
-        f"| train {t['epochs']} epochs ({t['samples']:,} images), the study's recipe | "
+        f"| train {epochs(t['epochs'])} ({t['samples']:,} images), the study's recipe | "
         f"{t['seconds']:.1f} s | MLP {t['mlp_seconds']:.1f} s | {t['ratio_to_mlp']:.2f}x the MLP "
         f"(target ≤ {t['target_ratio']:.0f}x: {met(t['ratio_to_mlp'] <= t['target_ratio'])}) |",
         f"| dense test accuracy ({le['test_samples']:,} images) | {le['dense_accuracy']:.2f}% | "
         f"target {le['target_accuracy']}% | {met(le['dense_accuracy'] >= le['target_accuracy'])} |",
         f"| compacted at unit k={u['k']} ({u['criterion']}, {u['scope']} scope), batch "
-        f"{u['batch']}, {u['threads']} thread | {u['compacted_ms']:.3f} ms | dense "
+        f"{u['batch']}, {u['threads']} thread{'s' if u['threads'] != 1 else ''} | "
+        f"{u['compacted_ms']:.3f} ms | dense "
         f"{u['dense_ms']:.3f} ms | {u['speedup']:.2f}x faster (target ≥ "
         f"{u['target_speedup']:.0f}x: {met(u['speedup'] >= u['target_speedup'])}) |",
         f"| weight k={w['k']} ({w['criterion']}), realised as {w['formats']} | "
@@ -741,7 +782,17 @@ def lenet5_markdown(le: dict[str, Any]) -> list[str]:
         + f". Fastest: {LAYOUT_NAMES.get(lay['fastest'], lay['fastest'])}; with channels-last "
         f"weights the convs' outputs are channels-last: {propagates}.",
     ]
+    if le.get("pooling"):
+        lines.append("Inference per pooled conv (dense, batch 100, 1 thread): " + "; ".join(
+            f"conv {p['layer'] + 1} {p['conv_ms']:.3f} ms, its ReLU + max_pool2d "
+            f"{p['relu_max_pool2d_ms']:.3f} ms (as a strided maximum "
+            f"{p['relu_strided_max_ms']:.3f} ms)" for p in le["pooling"]) + ".")
     return lines
+
+
+def epochs(n: int) -> str:
+    """'1 epoch', '3 epochs'."""
+    return f"{n} epoch{'s' if n != 1 else ''}"
 
 
 if __name__ == "__main__":
