@@ -208,6 +208,9 @@ def _model(raw: Any) -> ModelConfig:
     # Each architecture's settings sit in its own section, so `-S model.arch=lenet5` needs no
     # other change (DVC's -S can set a key but not delete one); a key that belongs to no
     # architecture, or to another one's section, is an error naming it.
+    if isinstance(raw, Mapping) and "hidden" in raw:  # params.yaml from before architectures
+        raise ParamsError("params.yaml: unknown key 'model.hidden' in model; allowed: arch, "
+                          + ", ".join(ARCHS) + " (the MLP's widths are now model.mlp.hidden)")
     raw = _check_keys(raw, "model", ("arch", *ARCHS))
     arch = _choice(raw, "model", "arch", ARCHS)
     mlp = _check_keys(raw["mlp"], "model.mlp", ("hidden",))

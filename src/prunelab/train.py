@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ class TrainResult:
     step_losses: tuple[float, ...]  # one per optimizer step, for loss curves
     seconds: float  # optimisation only (excludes the per-epoch test passes)
     samples: int
+    checkpoint: tuple[Tensor, ...] | None = None  # the weights after step ``checkpoint_at``
 
     @property
     def samples_per_second(self) -> float:
@@ -52,13 +54,29 @@ def train(
     y_test: Tensor,
     cfg: TrainConfig,
     progress: bool = True,
+    masks: Sequence[Tensor] | None = None,
+    checkpoint_at: int | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place for ``cfg.epochs`` epochs and test it after each."""
+    """Train ``model`` in place for ``cfg.epochs`` epochs and test it after each.
+
+    ``masks`` (keep-masks, one per weight) hold a pruned net pruned: masked weights are zeroed
+    before the first step and their gradients before every step, so Adam's moments for them
+    stay 0 and its update of them is exactly 0 -- they are bit-exact zeros throughout (an
+    all-ones mask changes nothing: multiplying by 1 is exact). ``checkpoint_at`` keeps a copy
+    of the weights after that optimizer step (0: before the first), for late rewinding.
+    """
     # The fused kernel does Adam's whole update in one pass: 1.6 ms a step instead of 7.4 ms
     # for this net on 2 CPU cores (a quarter of the training time saved).
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
     shuffle = torch.Generator().manual_seed(cfg.seed)  # CPU generator: same order on any device
-    n, history, steps, seconds = len(x), [], [], 0.0
+    params = list(model.parameters())
+    keep = None if masks is None else [m.to(p.device, p.dtype) for p, m in zip(params, masks,
+                                                                                  strict=True)]
+    if keep is not None:
+        with torch.no_grad():
+            torch._foreach_mul_(params, keep)
+    checkpoint = _snapshot(params) if checkpoint_at == 0 else None
+    n, history, steps, seconds, step = len(x), [], [], 0.0, 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         start = time.perf_counter()
@@ -73,7 +91,12 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x[idx]), y[idx])  # (B, 10) logits vs (B,)
             loss.backward()
+            if keep is not None:  # one fused multiply over all gradients: ~1% of a step
+                torch._foreach_mul_([p.grad for p in params], keep)
             optimizer.step()
+            step += 1
+            if step == checkpoint_at:
+                checkpoint = _snapshot(params)
             losses.append(loss.detach())  # no .item(): keeps the GPU from syncing every step
         epoch_losses = torch.stack(losses).cpu()
         seconds += time.perf_counter() - start
@@ -81,7 +104,12 @@ def train(
         model.eval()
         history.append(EpochRecord(epoch, round(float(epoch_losses.mean()), 6),
                                    round(accuracy(model.layers(), x_test, y_test), 4)))
-    return TrainResult(tuple(history), tuple(steps), seconds, n * cfg.epochs)
+    return TrainResult(tuple(history), tuple(steps), seconds, n * cfg.epochs, checkpoint)
+
+
+def _snapshot(params: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """Detached copies of the weights as they are now."""
+    return tuple(p.detach().clone() for p in params)
 
 
 def loss_curve(step_losses: tuple[float, ...], max_points: int = 300) -> list[dict[str, Any]]:
