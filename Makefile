@@ -48,7 +48,6 @@ bench-readme: setup                  ## the benchmark, and its table written int
 report: setup                        ## the results table from the metrics files, into README
 	python -m prunelab.report --readme README.md
 
-# MLflow 3 opens an experiment in its GenAI view; workflowType=machine_learning opens the runs.
 # LeNet-5 as a DVC experiment named lenet5 (in a temporary copy: the workspace stays the MLP's),
 # then both side by side: plots/compare_arch.png and the README's architectures block.
 compare: setup                       ## the study on LeNet-5 too, compared with the MLP
@@ -57,6 +56,7 @@ compare: setup                       ## the study on LeNet-5 too, compared with 
 	dvc exp run --temp -n lenet5 -S model.arch=lenet5
 	python -m prunelab compare workspace lenet5 --readme README.md
 
+# MLflow 3 opens an experiment in its GenAI view; workflowType=machine_learning opens the runs.
 ui: setup                            ## the MLflow UI on the project's store, loopback only
 	@echo "prunelab runs: http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -549,6 +549,13 @@ BAD_FILES: dict[str, Any] = {
                             [torch.zeros(8, 25), torch.zeros(10, 8)]),
     "v2-weight-not-tensor": v2([LINEAR, LINEAR], [[[0.0] * 784] * 8, torch.zeros(10, 8)]),
     "v2-layers-not-list": v2(5, 5),  # type: ignore[arg-type]
+    "v2-linear-with-pool": v2([{**LINEAR, "pool": 2}, LINEAR],
+                              [torch.zeros(8, 784), torch.zeros(10, 8)]),
+    "v2-int-weights": v2([LINEAR, LINEAR], [torch.zeros(8, 784, dtype=torch.int64),
+                                            torch.zeros(10, 8, dtype=torch.int64)]),
+    "v2-first-conv-reads-4-channels": v2(
+        [{**LINEAR, "kind": "conv", "kernel": 5, "side": 14, "pool": 2},
+         {**LINEAR, "block": 25}], [torch.zeros(3, 4, 5, 5), torch.zeros(10, 75)]),
 }
 
 

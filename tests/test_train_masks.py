@@ -109,3 +109,20 @@ def test_masked_training_is_deterministic() -> None:
         runs.append([w.detach().clone() for w in model.weights()])
     for u, v in zip(*runs, strict=True):
         assert torch.equal(u, v)
+
+
+@pytest.mark.parametrize("step", [-1, 2 * 8 + 1])
+def test_checkpoint_outside_the_run_is_refused(step: int) -> None:
+    """A rewind step the run never reaches is an error, not a silent None."""
+    with pytest.raises(ValueError, match="checkpoint_at"):
+        train(build_model(ARCHS["mlp"], 0, CPU), *data(), CFG, progress=False,
+              checkpoint_at=step)
+
+
+def test_masked_weights_are_positive_zeros() -> None:
+    """Masked to +0.0 (w * 0 would keep a negative weight's sign bit, and the file's bytes)."""
+    model = build_model(ARCHS["mlp"], 0, CPU)
+    masks = masks_for(model, "weight", 0.5)
+    train(model, *data(), CFG, progress=False, masks=masks)
+    for w, m in zip(model.weights(), masks, strict=True):
+        assert not bool(torch.signbit(w.detach()[~m]).any())

@@ -42,8 +42,9 @@ def read_text(path: Path, rev: str) -> str:
     if rev == WORKSPACE:
         try:
             return path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise DataError(f"{path}: cannot be read ({exc.strerror}); run: dvc repro") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise DataError(f"{path}: cannot be read ({why}); run: dvc repro") from None
     import dvc.api
 
     try:
@@ -64,9 +65,23 @@ def arch_of(params_text: str, rev: str) -> str:
     return str(arch)
 
 
+def trained_arch(lock_text: str, rev: str) -> str | None:
+    """``model.arch`` as the train stage last ran with it (dvc.lock): what produced the curves,
+    even if params.yaml has been edited since. None when the lock does not say."""
+    doc = parse_yaml(lock_text, Path(f"dvc.lock at {rev}"))
+    try:
+        return str(doc["stages"]["train"]["params"]["params.yaml"]["model.arch"])
+    except (KeyError, TypeError):
+        return None
+
+
 def load_run(rev: str) -> Run:
     """Read one revision's architecture and pruning curves."""
-    arch = arch_of(read_text(paths.PARAMS, rev), rev)
+    try:
+        arch = trained_arch(read_text(Path("dvc.lock"), rev), rev)
+    except DataError:
+        arch = None
+    arch = arch or arch_of(read_text(paths.PARAMS, rev), rev)
     curves = {}
     for m in METHODS:
         path = paths.prune_curve(m)

@@ -2,8 +2,9 @@
 
 A masked net computes as much as the dense one. For testing a pruned copy we evaluate an
 equivalent net instead: hidden units that can no longer affect the output are physically
-removed (their rows and the next layer's matching columns), and layers that stay very sparse
-are stored as CSR. Both are exact rewrites of the same function, up to float summation order.
+removed (their rows or conv channels, and whatever reads them in the next layer), and linear
+layers that stay very sparse are stored as CSR. Both are exact rewrites of the same function,
+up to float summation order.
 """
 
 from __future__ import annotations

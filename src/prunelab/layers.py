@@ -26,7 +26,7 @@ Kind = Literal["linear", "conv"]
 KINDS: tuple[Kind, ...] = ("linear", "conv")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors have no single truth value: compare by identity
 class Layer:
     """One bias-free layer and its geometry; followed by ReLU (+ max-pool) unless it is last.
 
@@ -121,7 +121,8 @@ class Layer:
             return F.conv2d(x, w, padding=self.padding)
         if self.kind == "conv":  # realised as CSR: one sparse product over all patches
             n = len(x)
-            z = torch.sparse.mm(w, self.patches(x).T.contiguous())  # (out, N * P)
+            cols = F.unfold(x, self.kernel, padding=self.padding)  # (N, fan_in, P)
+            z = torch.sparse.mm(w, cols.transpose(0, 1).reshape(self.fan_in, -1))  # (out, N * P)
             return z.view(self.units, n, self.out_side, self.out_side).transpose(0, 1)
         if w.layout == torch.sparse_csr:
             return torch.sparse.mm(w, x.T.contiguous()).T

@@ -38,8 +38,9 @@ def weight_scores(w: Tensor) -> Tensor:
 
 
 def unit_scores(w: Tensor) -> Tensor:
-    """L2 norm of each output neuron's row: (out, in) -> (out,)."""
-    return torch.linalg.vector_norm(w, dim=1)
+    """L2 norm of each unit's incoming weights (a row, or a conv channel's kernel stack):
+    (out, ...) -> (out,)."""
+    return torch.linalg.vector_norm(w.flatten(1), dim=1)
 
 
 def n_pruned(sparsity: float, n: int) -> int:
@@ -59,14 +60,16 @@ def drop_smallest(scores: Tensor, n_drop: int) -> Tensor:
 
 
 def weight_mask(w: Tensor, sparsity: float) -> Tensor:
-    """Keep-mask dropping the floor(k * numel) weights of smallest |w|: (out, in) bool."""
+    """The notebook's weight pruning of one layer (a reference for the tests): keep-mask
+    dropping the floor(k * numel) weights of smallest |w|, shaped like ``w``."""
     return drop_smallest(weight_scores(w), n_pruned(sparsity, w.numel()))
 
 
 def unit_mask(w: Tensor, sparsity: float) -> Tensor:
-    """Keep-mask dropping the floor(k * rows) rows of smallest L2 norm: (out, in) bool."""
-    keep_rows = drop_smallest(unit_scores(w), n_pruned(sparsity, w.shape[0]))  # (out,)
-    return keep_rows[:, None].expand_as(w)
+    """The notebook's unit pruning of one layer (a reference for the tests): keep-mask
+    dropping the floor(k * units) units of smallest L2 norm, shaped like ``w``."""
+    keep_units = drop_smallest(unit_scores(w), n_pruned(sparsity, w.shape[0]))  # (out,)
+    return keep_units.view(-1, *[1] * (w.dim() - 1)).expand_as(w)
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ class Pruner:
         if criterion.granularity != granularity:
             raise ValueError(f"{criterion.name} is a {criterion.granularity} criterion")
         check_support(criterion, net)
-        self.net = tuple(net)
+        self.net, self.granularity = tuple(net), granularity
         context = Context(self.net) if context is None else context
         prunable = range(len(self.net) - 1)  # the output layer stays dense
         if scope == "layer":
@@ -148,8 +151,7 @@ class Pruner:
         keeps = [m for ranking in self.rankings for m in ranking.keep(sparsity)]
         out = []
         for layer, keep in zip(self.net, keeps, strict=False):
-            w = layer.weight
-            out.append(keep if keep.shape == w.shape else layer.unit_mask(keep))
+            out.append(layer.unit_mask(keep) if self.granularity == "unit" else keep)
         out.append(torch.ones_like(self.net[-1].weight, dtype=torch.bool))
         return out
 

@@ -92,6 +92,19 @@ class Network(nn.Module):
         return forward(self.layers(), x)
 
 
+class MLP(nn.Module):
+    """The study's MLP as models logged to MLflow before the layer description (format v1)
+    pickled it: kept only so that ``mlflow.pytorch.load_model`` still loads those runs."""
+
+    def __init__(self, hidden: Sequence[int]) -> None:
+        super().__init__()
+        sizes = layer_sizes(hidden)
+        self.layers = nn.ModuleList(nn.Linear(i, o, bias=False) for i, o in zip(sizes, sizes[1:]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return forward(tuple(Layer(layer.weight) for layer in self.layers), x)
+
+
 def build_model(cfg: ModelConfig, seed: int, device: torch.device) -> Network:
     """The configured architecture with PyTorch's default init drawn from ``seed`` (same seed,
     same weights; the MLP's draws are those of the study's nn.Linear chain)."""
@@ -173,10 +186,13 @@ def _fits(layer: Layer) -> bool:
     if min(layer.kernel, layer.side, layer.pool, layer.block) < 1 or layer.padding < 0:
         return False
     w = layer.weight
+    if not (w.is_floating_point() and w.layout == torch.strided):
+        return False
     if layer.kind == "conv":
         return w.dim() == 4 and tuple(w.shape[2:]) == (layer.kernel, layer.kernel) \
             and layer.next_side >= 1
-    return w.dim() == 2 and w.shape[1] % layer.block == 0
+    flat = (layer.kernel, layer.side, layer.pool, layer.padding) == (1, 1, 1, 0)
+    return flat and w.dim() == 2 and w.shape[1] % layer.block == 0
 
 
 def _chained(a: Layer, b: Layer) -> bool:
@@ -199,7 +215,9 @@ def _from_v2(payload: dict) -> Net | None:
         if not _fits(layer):
             return None
         net.append(layer)
-    ok = (bool(net) and net[0].in_features == IN_FEATURES and net[-1].units == N_CLASSES
+    first = (net[0].in_units, net[0].side) == (1, IMAGE_SIDE) if net and net[0].kind == "conv" \
+        else bool(net) and net[0].block == 1
+    ok = (first and net[0].in_features == IN_FEATURES and net[-1].units == N_CLASSES
           and net[-1].kind == "linear" and all(_chained(a, b) for a, b in zip(net, net[1:])))
     return tuple(net) if ok else None
 

@@ -149,6 +149,6 @@ def arch_figure(runs: Sequence[tuple[str, Mapping[str, Mapping[str, Curve]]]]) -
             ax.set_ylim(0, 100)
             ax.grid(alpha=0.3)
             ax.legend(loc="lower left", fontsize=6.5, ncol=2)
-    fig.suptitle("Do the architectures prune alike? No retraining; line style = architecture")
+    fig.suptitle("Do the architectures prune alike? No retraining; line style = run")
     fig.tight_layout()
     return _png(fig)

@@ -59,7 +59,7 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place for ``cfg.epochs`` epochs and test it after each.
 
-    ``masks`` (keep-masks, one per weight) hold a pruned net pruned: masked weights are zeroed
+    ``masks`` (keep-masks, one per weight) keep a pruned net pruned: masked weights are set to 0
     before the first step and their gradients before every step, so Adam's moments for them
     stay 0 and its update of them is exactly 0 -- they are bit-exact zeros throughout (an
     all-ones mask changes nothing: multiplying by 1 is exact). ``checkpoint_at`` keeps a copy
@@ -70,11 +70,16 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
     shuffle = torch.Generator().manual_seed(cfg.seed)  # CPU generator: same order on any device
     params = list(model.parameters())
+    n_steps = cfg.epochs * math.ceil(len(x) / cfg.batch_size)
+    if checkpoint_at is not None and not 0 <= checkpoint_at <= n_steps:
+        raise ValueError(f"checkpoint_at = {checkpoint_at}: allowed 0 to {n_steps}, the steps "
+                         "of this run")
     keep = None if masks is None else [m.to(p.device, p.dtype) for p, m in zip(params, masks,
                                                                                   strict=True)]
     if keep is not None:
-        with torch.no_grad():
-            torch._foreach_mul_(params, keep)
+        with torch.no_grad():  # +0.0, not -0.0 (w * 0 keeps the sign): byte-stable files
+            for p, k in zip(params, keep, strict=True):
+                p.masked_fill_(k == 0, 0.0)
     checkpoint = _snapshot(params) if checkpoint_at == 0 else None
     n, history, steps, seconds, step = len(x), [], [], 0.0, 0
     for epoch in range(1, cfg.epochs + 1):
