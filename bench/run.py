@@ -46,10 +46,11 @@ RESULTS = ROOT / "bench" / "results"
 STUDY_GRID = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 CPU = torch.device("cpu")
 SECTIONS = ("train", "batch_scaling", "sweeps", "criteria", "grid_scaling", "reference",
-            "profile", "dvc", "lenet5")
+            "profile", "dvc", "lenet5", "masked")
 # Issue 10's targets for LeNet-5, measured against the MLP in the same run.
 LENET_TRAIN_RATIO_TARGET = 2.0  # LeNet-5's training time at most 2x the MLP's (same recipe)
 LENET_ACCURACY_TARGET = 98.8  # dense test accuracy (%) after the study's 3 epochs
+MASKED_RATIO_TARGET = 1.2  # issue 11: training under a mask at most 1.2x the unmasked time
 LENET_SPEEDUP_TARGET = 2.0  # compacted net at unit k = 0.5 vs dense, batch 100
 
 
@@ -339,6 +340,36 @@ def bench_layouts(data: dict[str, Any], hidden: tuple[int, ...], lenet: ModelCon
             "ratio_to_nchw": {k: v / ms["nchw"] for k, v in ms.items() if k != "mlp"},
             "fastest": fastest,
             "channels_last_conv_outputs": conv_outputs_channels_last(cl, x[:8])}
+
+
+def bench_masked(data: dict[str, Any], hidden: tuple[int, ...], cfg: TrainConfig, n: int,
+                 repeats: int, k: float = 0.9) -> dict[str, Any]:
+    """The training loop with keep-masks (weight pruning at ``k``, magnitude) against the same
+    loop without, one epoch over ``n`` images each, alternated; and that the masked weights
+    came out exactly 0."""
+    from prunelab.masks import Pruner
+
+    one = TrainConfig(epochs=1, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed)
+    x, y, xt, yt = data["x"][:n], data["y"][:n], data["xt"][:100], data["yt"][:100]
+    dense = build_model(mlp_config(hidden), cfg.seed, CPU)
+    masks = Pruner(tuple(layer.with_weight(layer.weight.detach()) for layer in dense.layers()),
+                   "weight", "layer").masks(k)
+    times: dict[str, list[float]] = {"unmasked": [], "masked": []}
+    zeros_kept = True
+    for _ in range(repeats):
+        for name in times:
+            model = build_model(mlp_config(hidden), cfg.seed, CPU)
+            start = time.perf_counter()
+            train(model, x, y, xt, yt, one, progress=False,
+                  masks=masks if name == "masked" else None)
+            times[name].append(time.perf_counter() - start)
+            if name == "masked":
+                zeros_kept &= all(bool((w.detach()[~m] == 0).all())
+                                  for w, m in zip(model.weights(), masks, strict=True))
+    med = {name: statistics.median(v) for name, v in times.items()}
+    return {"k": k, "images": n, "steps": -(-n // cfg.batch_size), "seconds": med,
+            "ratio": med["masked"] / med["unmasked"], "target_ratio": MASKED_RATIO_TARGET,
+            "masked_weights_stayed_zero": zeros_kept}
 
 
 def bench_compacted(net: Net, x: torch.Tensor, y: torch.Tensor, k: float = 0.5,
@@ -636,6 +667,10 @@ def main(quick: bool, repeats: int, only: tuple[str, ...], out: Path | None,
         results["lenet5"] = bench_lenet5(data, params, results["train"], repeats,
                                          *((10, 5) if quick else (300, 10)))
 
+    if "masked" in wanted:
+        log("training under a keep-mask against the same loop without")
+        results["masked"] = bench_masked(data, hidden, cfg, min(len(data["x"]), 20000), repeats)
+
     text = json.dumps(results, indent=2) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
@@ -732,6 +767,14 @@ def markdown(r: dict[str, Any]) -> str:
         ]
     if r.get("lenet5"):
         lines += ["", *lenet5_markdown(r["lenet5"])]
+    if r.get("masked"):
+        m = r["masked"]
+        met = "met" if m["ratio"] <= m["target_ratio"] else "**missed**"
+        lines += ["", f"Training under a keep-mask (weight k = {m['k']:g}, {m['steps']} steps): "
+                  f"{m['seconds']['masked']:.2f} s against {m['seconds']['unmasked']:.2f} s "
+                  f"unmasked, {m['ratio']:.2f}x (target ≤ {m['target_ratio']:g}x: {met}); "
+                  "masked weights stayed exactly 0: "
+                  f"{'yes' if m['masked_weights_stayed_zero'] else '**no**'}."]
     return "\n".join(lines)
 
 

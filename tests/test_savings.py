@@ -128,12 +128,13 @@ def test_benchmark_runs_end_to_end_on_a_tiny_budget(tmp_path: Path, mnist_dir: P
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(out.read_text())
     assert set(results) >= {"machine", "train", "batch_scaling", "sweeps", "grid_scaling",
-                            "reference", "profile", "dvc", "lenet5"}
+                            "reference", "profile", "dvc", "lenet5", "masked"}
     assert results["train"]["seconds"] > 0 and results["dvc"]["repro_noop_seconds"] > 0
     assert all(stage["ok"] for stage in results["dvc"]["stages"].values()), results["dvc"]
     lenet = results["lenet5"]
     assert lenet["train"]["seconds"] > 0 and lenet["unit_k0.5"]["speedup"] > 0
     assert lenet["unit_k0.5"]["max_abs_diff_vs_masked"] <= 1e-4  # it timed the same function
+    assert results["masked"]["masked_weights_stayed_zero"] is True
     assert "| train" in done.stdout
 
 
