@@ -692,6 +692,12 @@ def load_params_from(raw: dict[str, Any]) -> Any:
     return parse_params(raw)
 
 
+def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table, preceded by a blank line."""
+    return ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *["| " + " | ".join(row) + " |" for row in rows]]
+
+
 def markdown(r: dict[str, Any]) -> str:
     """The README's benchmark table (of the sections the run has)."""
     t, s, ref, d = (r.get(k) for k in ("train", "sweeps", "reference", "dvc"))
@@ -725,29 +731,19 @@ def markdown(r: dict[str, Any]) -> str:
         lines += ["", "| what | time | compared with | ratio |", "|---|---|---|---|", *rows]
     if r.get("criteria"):
         grid = f"{s['grid']} sparsities, {s['test_samples']:,} test images, " if s else ""
-        lines += [
-            "",
-            f"| criterion | full sweep ({grid}calibration included) | ratio to magnitude / l2 |",
-            "|---|---|---|",
-            *[f"| {c['granularity']}: {c['criterion']} | {c['seconds']:.2f} s | "
-              f"{c['ratio_to_study']:.1f}x |" for c in r["criteria"]],
-        ]
+        lines += table(
+            ("criterion", f"full sweep ({grid}calibration included)", "ratio to magnitude / l2"),
+            [(f"{c['granularity']}: {c['criterion']}", f"{c['seconds']:.2f} s",
+              f"{c['ratio_to_study']:.1f}x") for c in r["criteria"]])
     if r.get("grid_scaling"):
-        lines += [
-            "",
-            "| grid size | weight sweep | unit sweep |",
-            "|---|---|---|",
-            *[f"| {g['grid']} ({g['test_samples']} test images) | {g['weight_seconds']:.2f} s | "
-              f"{g['unit_seconds']:.2f} s |" for g in r["grid_scaling"]],
-        ]
+        lines += table(("grid size", "weight sweep", "unit sweep"),
+                       [(f"{g['grid']} ({g['test_samples']} test images)",
+                         f"{g['weight_seconds']:.2f} s", f"{g['unit_seconds']:.2f} s")
+                        for g in r["grid_scaling"]])
     if r.get("batch_scaling"):
-        lines += [
-            "",
-            "| batch size | one epoch | samples/s |",
-            "|---|---|---|",
-            *[f"| {b['batch_size']} | {b['seconds']:.2f} s | {b['samples_per_second']:,.0f} |"
-              for b in r["batch_scaling"]],
-        ]
+        lines += table(("batch size", "one epoch", "samples/s"),
+                       [(str(b["batch_size"]), f"{b['seconds']:.2f} s",
+                         f"{b['samples_per_second']:,.0f}") for b in r["batch_scaling"]])
     if r.get("profile"):
         lines += [
             "",

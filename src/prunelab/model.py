@@ -51,7 +51,7 @@ def lenet5_geometry(channels: Sequence[int], fc: Sequence[int]) -> Geometry:
     for c_out, pad in zip(channels, LENET_PADDING, strict=True):
         layer = Layer(torch.empty(0), "conv", LENET_KERNEL, side, pad, LENET_POOL)
         out.append((layer, (c_out, c_in, LENET_KERNEL, LENET_KERNEL)))
-        side, c_in = (side + 2 * pad - LENET_KERNEL + 1) // LENET_POOL, c_out
+        side, c_in = layer.next_side, c_out
     block, n_in = side * side, c_in * side * side
     for n_out in (*fc, N_CLASSES):
         out.append((Layer(torch.empty(0), block=block), (n_out, n_in)))

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from prunelab.layers import KINDS, Kind, Layer
+from prunelab.layers import KINDS, Kind, Layer, weights
 
 Granularity = Literal["weight", "unit"]
 GRANULARITIES: tuple[Granularity, ...] = ("weight", "unit")
@@ -41,7 +41,7 @@ class Context:
     @property
     def weights(self) -> tuple[Tensor, ...]:
         """Each layer's weight: (out, in) linear, (out, in, k, k) conv."""
-        return tuple(layer.weight for layer in self.net)
+        return tuple(weights(self.net))
 
     def layer_inputs(self) -> list[Tensor]:
         """Each layer's input on the calibration images through the dense net, in the shape the

@@ -231,8 +231,7 @@ def refit_reconstruct(context: Context, masks: Sequence[Tensor]) -> list[Tensor]
         x = layer.patches(a)  # (N * P, fan_in)
         if changed:  # inputs differ from the dense net's: re-fit
             # The kept inputs' columns: every column of the patch that reads a kept unit.
-            cols = layer.by_input_unit(kept_in[None, :, None].expand(
-                1, layer.in_units, layer.fan_in // layer.in_units)).flatten()  # (fan_in,)
+            cols = kept_in.repeat_interleave(layer.fan_in // layer.in_units)  # (fan_in,)
             z = context.patches(i) @ w[rows].T  # (N * P, kept_out): dense pre-activations
             prior = w[rows][:, cols]  # (kept_out, kept_cols): masking alone
             fit = ridge_fit if i == last else relu_fit
