@@ -46,7 +46,7 @@ RESULTS = ROOT / "bench" / "results"
 STUDY_GRID = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 CPU = torch.device("cpu")
 SECTIONS = ("train", "batch_scaling", "sweeps", "criteria", "grid_scaling", "reference",
-            "profile", "dvc", "lenet5", "masked")
+            "profile", "dvc", "lenet5", "masked", "threads")
 # Issue 10's targets for LeNet-5, measured against the MLP in the same run.
 LENET_TRAIN_RATIO_TARGET = 2.0  # LeNet-5's training time at most 2x the MLP's (same recipe)
 LENET_ACCURACY_TARGET = 98.8  # dense test accuracy (%) after the study's 3 epochs
@@ -372,6 +372,32 @@ def bench_masked(data: dict[str, Any], hidden: tuple[int, ...], cfg: TrainConfig
             "masked_weights_stayed_zero": zeros_kept}
 
 
+def bench_threads(data: dict[str, Any], hidden: tuple[int, ...], cfg: TrainConfig,
+                  n: int) -> dict[str, Any]:
+    """Do results depend on the number of math threads? The same one-epoch training over ``n``
+    images with 1 thread and with every core: weights bit-identical or not, and the test
+    accuracy of each (issue 12 sizes threads by the number of concurrent jobs)."""
+    import hashlib
+
+    from prunelab.model import accuracy
+    from prunelab.savings import threads
+
+    one = TrainConfig(epochs=1, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed)
+    out: dict[str, Any] = {"images": n}
+    for count in sorted({1, torch.get_num_threads()}):
+        with threads(count):
+            model = build_model(mlp_config(hidden), cfg.seed, CPU)
+            train(model, data["x"][:n], data["y"][:n], data["xt"][:100], data["yt"][:100], one,
+                  progress=False)
+            digest = hashlib.sha256(b"".join(w.detach().numpy().tobytes()
+                                             for w in model.weights())).hexdigest()[:16]
+            out[f"threads_{count}"] = {"weights_sha256": digest, "test_accuracy": accuracy(
+                model.layers(), data["xt"], data["yt"])}
+    digests = {v["weights_sha256"] for k, v in out.items() if k.startswith("threads_")}
+    out["identical"] = len(digests) == 1
+    return out
+
+
 def bench_compacted(net: Net, x: torch.Tensor, y: torch.Tensor, k: float = 0.5,
                     batch: int = 100) -> dict[str, Any]:
     """The unit-pruned net at ``k`` (the study's l2 criterion, layer scope), compacted, against
@@ -671,6 +697,10 @@ def main(quick: bool, repeats: int, only: tuple[str, ...], out: Path | None,
         log("training under a keep-mask against the same loop without")
         results["masked"] = bench_masked(data, hidden, cfg, min(len(data["x"]), 20000), repeats)
 
+    if "threads" in wanted:
+        log("does training depend on the number of math threads?")
+        results["threads"] = bench_threads(data, hidden, cfg, min(len(data["x"]), 10000))
+
     text = json.dumps(results, indent=2) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
@@ -763,6 +793,15 @@ def markdown(r: dict[str, Any]) -> str:
         ]
     if r.get("lenet5"):
         lines += ["", *lenet5_markdown(r["lenet5"])]
+    if r.get("threads"):
+        th = r["threads"]
+        runs = {k: v for k, v in th.items() if k.startswith("threads_")}
+        lines += ["", f"Results against the number of math threads (one epoch, {th['images']:,} "
+                  "images, same seed): " + ", ".join(
+                      f"{k.split('_')[1]} thread(s) {v['test_accuracy']:.2f}%"
+                      for k, v in runs.items())
+                  + ("; weights bit-identical." if th["identical"] else
+                     "; the weights differ: the thread count changes the float results.")]
     if r.get("masked"):
         m = r["masked"]
         met = "met" if m["ratio"] <= m["target_ratio"] else "**missed**"

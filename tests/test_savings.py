@@ -128,7 +128,7 @@ def test_benchmark_runs_end_to_end_on_a_tiny_budget(tmp_path: Path, mnist_dir: P
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(out.read_text())
     assert set(results) >= {"machine", "train", "batch_scaling", "sweeps", "grid_scaling",
-                            "reference", "profile", "dvc", "lenet5", "masked"}
+                            "reference", "profile", "dvc", "lenet5", "masked", "threads"}
     assert results["train"]["seconds"] > 0 and results["dvc"]["repro_noop_seconds"] > 0
     assert all(stage["ok"] for stage in results["dvc"]["stages"].values()), results["dvc"]
     lenet = results["lenet5"]
