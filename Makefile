@@ -4,7 +4,7 @@ PYTHON  ?= python3
 BIN     := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup pipeline test test-fast lint bench bench-readme report compare ui clean-venv
+.PHONY: setup pipeline retrain test test-fast lint bench bench-readme report compare ui clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ setup: $(VENV)/.installed $(PLOTS_DIR)/page.html  ## .venv with the project and 
 
 pipeline: setup                      ## set up, then run the whole study with DVC
 	dvc repro
+
+# The retraining studies (fine-tuning, lottery tickets): a second pipeline file, ~25 min.
+retrain: setup                       ## fine-tuning and IMP / lottery tickets (after the study)
+	dvc repro stages/retrain/dvc.yaml
 
 test: setup                          ## set up, then run every test (unit, end-to-end, servers)
 	python -m pytest -n 2 --dist loadfile --no-loadscope-reorder

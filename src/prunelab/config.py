@@ -26,6 +26,10 @@ ARCHS: tuple[str, ...] = ("mlp", "lenet5")
 WEIGHT_CRITERIA: tuple[str, ...] = ("magnitude", "random", "largest", "wanda", "obd", "obs")
 UNIT_CRITERIA: tuple[str, ...] = ("l2", "random", "largest", "activation", "l2_refit")
 MAX_CALIBRATION = 60000
+# The lottery-ticket controls (README: Retraining): the ticket's mask with fresh random weights,
+# and a random mask of the ticket's per-layer sizes with the ticket's initial weights.
+IMP_CONTROLS: tuple[str, ...] = ("reinit", "random_mask")
+MAX_ROUNDS = 100
 
 # Upper bounds keep hostile input from exhausting memory; they sit far above any sensible study.
 MAX_HIDDEN = 16384
@@ -99,6 +103,41 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning after one-shot pruning: each k of prune.sparsities, pruned with each listed
+    criterion, then trained ``epochs`` more with its mask held, at ``lr`` (None: train.lr / 10,
+    as Han et al. 2015)."""
+
+    epochs: int = 1
+    lr: float | None = None
+    weight_criteria: tuple[str, ...] = ("magnitude", "random")
+    unit_criteria: tuple[str, ...] = ("l2", "random")
+
+    def criteria(self, granularity: str) -> tuple[str, ...]:
+        """The criteria fine-tuned for ``granularity`` (weight or unit)."""
+        return self.weight_criteria if granularity == "weight" else self.unit_criteria
+
+    def learning_rate(self, train: TrainConfig) -> float:
+        return train.lr / 10 if self.lr is None else self.lr
+
+
+@dataclass(frozen=True)
+class ImpConfig:
+    """Iterative magnitude pruning (Frankle & Carbin 2019): ``rounds`` rounds, each pruning
+    ``rate`` of every hidden layer's remaining weights (``output_rate`` of the output layer's),
+    rewinding the survivors (to the init, or to step ``rewind`` of the dense run) and retraining
+    for train.epochs; ``controls`` trained on every round's mask sizes too; a test pass every
+    ``eval_every`` steps finds the early-stopping step."""
+
+    rounds: int = 15
+    rate: float = 0.2
+    output_rate: float = 0.1
+    rewind: int | Literal["init"] = "init"
+    controls: tuple[str, ...] = ("reinit", "random_mask")
+    eval_every: int = 200
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of params.yaml."""
 
@@ -106,6 +145,8 @@ class Params:
     model: ModelConfig
     train: TrainConfig
     prune: PruneConfig
+    finetune: FinetuneConfig = FinetuneConfig()
+    imp: ImpConfig = ImpConfig()
 
     def flat(self) -> dict[str, Any]:
         """Dotted names to values (``train.lr`` -> 0.001, ``model.mlp.hidden`` -> [...]), as
@@ -253,15 +294,16 @@ def grid_step(sparsity: float) -> int:
     return math.floor(sparsity * 1000 + 0.5)
 
 
-def _names(raw: Mapping[str, Any], key: str, known: tuple[str, ...]) -> tuple[str, ...]:
+def _names(raw: Mapping[str, Any], key: str, known: tuple[str, ...],
+           section: str = "prune") -> tuple[str, ...]:
     """A non-empty list of distinct names from ``known`` (the criteria of one granularity)."""
     names = raw[key]
     allowed = "a non-empty list of distinct names from: " + ", ".join(known)
     if not isinstance(names, list) or not 1 <= len(names) <= len(known):
-        raise _fail(f"prune.{key}", names, allowed)
+        raise _fail(f"{section}.{key}", names, allowed)
     for i, name in enumerate(names):
         if not isinstance(name, str) or name not in known or name in names[:i]:
-            raise _fail(f"prune.{key}[{i}]", name, allowed)
+            raise _fail(f"{section}.{key}[{i}]", name, allowed)
     return tuple(names)
 
 
@@ -295,14 +337,70 @@ def _prune(raw: Any) -> PruneConfig:
     )
 
 
+def _rate(raw: Mapping[str, Any], section: str, key: str) -> float:
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise _fail(f"{section}.{key}", value, "a number in (0, 1): the share pruned per round")
+    return float(value)
+
+
+def _finetune(raw: Any, train: TrainConfig) -> FinetuneConfig:
+    raw = _check_keys(raw, "finetune", ("epochs", "lr", "weight_criteria", "unit_criteria"))
+    lr = raw["lr"]
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))
+                           or not 0 < lr <= 10):
+        raise _fail("finetune.lr", lr, f"null (train.lr / 10 = {train.lr / 10:g}) or a finite "
+                    "number in (0, 10]")
+    return FinetuneConfig(
+        epochs=_int(raw, "finetune", "epochs", 1, MAX_EPOCHS),
+        lr=None if lr is None else float(lr),
+        weight_criteria=_names(raw, "weight_criteria", WEIGHT_CRITERIA, "finetune"),
+        unit_criteria=_names(raw, "unit_criteria", UNIT_CRITERIA, "finetune"),
+    )
+
+
+def _imp(raw: Any, steps: int) -> ImpConfig:
+    """The imp section; ``steps`` is the length of the dense training run (for rewind)."""
+    raw = _check_keys(raw, "imp", ("rounds", "rate", "output_rate", "rewind", "controls",
+                                   "eval_every"))
+    rewind = raw["rewind"]
+    if rewind != "init" and (isinstance(rewind, bool) or not isinstance(rewind, int)
+                             or not 0 <= rewind <= steps):
+        raise _fail("imp.rewind", rewind, f"init, or an optimizer step from 0 to {steps} (the "
+                    "dense run's length: train.epochs x batches per epoch)")
+    controls = raw["controls"]
+    allowed = "a list of distinct names from: " + ", ".join(IMP_CONTROLS) + " (may be empty)"
+    if not isinstance(controls, list) or len(controls) > len(IMP_CONTROLS):
+        raise _fail("imp.controls", controls, allowed)
+    for i, name in enumerate(controls):
+        if not isinstance(name, str) or name not in IMP_CONTROLS or name in controls[:i]:
+            raise _fail(f"imp.controls[{i}]", name, allowed)
+    return ImpConfig(
+        rounds=_int(raw, "imp", "rounds", 1, MAX_ROUNDS),
+        rate=_rate(raw, "imp", "rate"),
+        output_rate=_rate(raw, "imp", "output_rate"),
+        rewind=rewind,
+        controls=tuple(controls),
+        eval_every=_int(raw, "imp", "eval_every", 1, MAX_SAMPLES * MAX_EPOCHS),
+    )
+
+
+def train_steps(data: DataConfig, train: TrainConfig) -> int:
+    """Optimizer steps of one training run: epochs x ceil(training images / batch size)."""
+    return train.epochs * math.ceil((data.train_size or MAX_SAMPLES) / train.batch_size)
+
+
 def parse_params(raw: Any) -> Params:
     """Validate a parsed params.yaml document; raise ParamsError naming the first bad key."""
-    raw = _check_keys(raw, "", ("data", "model", "train", "prune"))
+    raw = _check_keys(raw, "", ("data", "model", "train", "prune", "finetune", "imp"))
+    data, train = _data(raw["data"]), _train(raw["train"])
     params = Params(
-        data=_data(raw["data"]),
+        data=data,
         model=_model(raw["model"]),
-        train=_train(raw["train"]),
+        train=train,
         prune=_prune(raw["prune"]),
+        finetune=_finetune(raw["finetune"], train),
+        imp=_imp(raw["imp"], train_steps(data, train)),
     )
     available = params.data.train_size or MAX_SAMPLES
     if params.prune.calibration_size > available:  # calibration comes from the training split

@@ -36,10 +36,37 @@ TRADEOFF_FIGURE = PLOTS_DIR / "tradeoff.png"
 # `python -m prunelab compare`: architectures side by side, from several runs (not a stage)
 ARCH_FIGURE = PLOTS_DIR / "compare_arch.png"
 
+# The retraining studies: a second pipeline file (`dvc repro stages/retrain/dvc.yaml`), so the
+# default `dvc repro` stays within its time budget. Its stages run from the repository root
+# (wdir), so every path below reads as in dvc.yaml.
+RETRAIN_PIPELINE = Path("stages/retrain/dvc.yaml")
+FINETUNE_FIGURE = PLOTS_DIR / "finetune.png"
+IMP_DIR = MODELS_DIR / "imp"  # one file per finished round (persist: an interrupted run resumes)
+IMP_CURVE = PLOTS_DIR / "imp.csv"
+IMP_METRICS = METRICS_DIR / "imp.json"
+IMP_TIMING = METRICS_DIR / "imp_timing.json"
+LOTTERY_FIGURE = PLOTS_DIR / "lottery_ticket.png"
+
 
 def prune_metrics(method: str) -> Path:
     """metrics/prune_<method>.json: the headline summaries of one pruning sweep."""
     return METRICS_DIR / f"prune_{method}.json"
+
+
+def finetune_metrics(method: str) -> Path:
+    """metrics/finetune_<method>.json: one-shot against fine-tuned, per criterion."""
+    return METRICS_DIR / f"finetune_{method}.json"
+
+
+def finetune_timing(method: str) -> Path:
+    """metrics/finetune_<method>_timing.json: wall and training seconds, speed-ups (these vary
+    run to run, so they are kept out of the curve)."""
+    return METRICS_DIR / f"finetune_{method}_timing.json"
+
+
+def finetune_curve(method: str) -> Path:
+    """plots/finetune_<method>.csv: one row per criterion, sparsity and training."""
+    return PLOTS_DIR / f"finetune_{method}.csv"
 
 
 def prune_curve(method: str) -> Path:
@@ -74,3 +101,16 @@ STAGES: dict[str, StageFiles] = {
                         (PARAMS, MODEL, DATA_DIR),
                         (SPEED_METRICS, SPEED_CURVE, TRADEOFF_FIGURE)),
 }
+RETRAIN_STAGES: dict[str, StageFiles] = {
+    **{f"finetune_{m}": StageFiles(f"{m} pruning over the sparsity grid, then fine-tuning with "
+                                   "the mask held", (PARAMS, MODEL, DATA_DIR),
+                                   (finetune_metrics(m), finetune_timing(m), finetune_curve(m)))
+       for m in ("weight", "unit")},
+    "finetune_plot": StageFiles("one-shot against fine-tuned curves, both granularities",
+                                (PARAMS, finetune_curve("weight"), finetune_curve("unit")),
+                                (FINETUNE_FIGURE,)),
+    "imp": StageFiles("iterative magnitude pruning with rewinding (lottery tickets) and its "
+                      "controls, round by round", (PARAMS, INIT_MODEL, DATA_DIR),
+                      (IMP_DIR, IMP_CURVE, IMP_METRICS, IMP_TIMING, LOTTERY_FIGURE)),
+}
+STAGES.update(RETRAIN_STAGES)  # --help and `python -m prunelab stages` cover both pipelines

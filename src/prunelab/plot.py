@@ -10,7 +10,9 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
+from prunelab import paths  # noqa: E402
 from prunelab.errors import DataError  # noqa: E402
 
 # The notebook's own numbers (layer-wise, 3 epochs; ../shared/REFERENCES.md), drawn faintly
@@ -151,4 +153,181 @@ def arch_figure(runs: Sequence[tuple[str, Mapping[str, Mapping[str, Curve]]]]) -
             ax.legend(loc="lower left", fontsize=6.5, ncol=2)
     fig.suptitle("Do the architectures prune alike? No retraining; line style = run")
     fig.tight_layout()
+    return _png(fig)
+
+
+# -- the retraining studies (stages/retrain/dvc.yaml) -------------------------------------------
+
+TRAINING_STYLES = {"fine-tuned": "-", "one-shot": "--"}
+ZOOM_BELOW, ZOOM_ABOVE = 3.0, 0.5  # points around dense: fine-tuning's 0.1-point differences
+
+
+def _finetune_curves(rows: Sequence[Mapping[str, str]], source: str
+                     ) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """A fine-tuning CSV's (k, accuracy) points by criterion, then training, sorted by k."""
+    curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    try:
+        for row in rows:
+            training = row["training"]
+            if training not in TRAINING_STYLES:
+                raise ValueError(f"training {training!r} is not one-shot or fine-tuned")
+            curves.setdefault(row["criterion"], {}).setdefault(training, []).append(
+                (float(row["sparsity"]), float(row["accuracy"])))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"{source}: damaged ({exc!r}); rerun: dvc repro -f") from None
+    if not curves:
+        raise DataError(f"{source}: damaged (no rows); rerun: dvc repro -f")
+    return {name: {t: sorted(pts) for t, pts in by_training.items()}
+            for name, by_training in curves.items()}
+
+
+def _dense(curves: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]]) -> float | None:
+    """The unpruned net's accuracy: a one-shot point at k = 0 (every criterion has the same)."""
+    return next((acc for by_training in curves.values()
+                 for k, acc in by_training.get("one-shot", ()) if k == 0.0), None)
+
+
+def finetune_figure(curves: Mapping[str, Sequence[Mapping[str, str]]], epochs: int, lr: float,
+                    arch: str = "mlp") -> bytes:
+    """Accuracy against k, one-shot (dashed) and fine-tuned (solid), one column per granularity
+    (curves: its CSV's rows); the bottom row zooms on [dense - 3, dense + 0.5], where fine-tuning
+    buys its tenths of a point. Dense accuracy dotted. PNG bytes."""
+    if not curves:
+        raise DataError("finetune figure: no granularity's curves to draw")
+    parsed = {m: _finetune_curves(rows, str(paths.finetune_curve(m))) for m, rows in curves.items()}
+    fig, axes = plt.subplots(2, len(parsed), figsize=(max(6.0 * len(parsed), 8.0), 8.5),
+                             squeeze=False)
+    for (method, by_criterion), top, zoom in zip(parsed.items(), axes[0], axes[1], strict=True):
+        dense = _dense(by_criterion)
+        tuned = [acc for bt in by_criterion.values() for _, acc in bt.get("fine-tuned", ())]
+        anchor = dense if dense is not None else max(
+            tuned or [acc for bt in by_criterion.values() for pts in bt.values() for _, acc in pts])
+        for name, by_training in by_criterion.items():
+            for training in ("fine-tuned", "one-shot"):  # legend: each criterion's pair together
+                pts = by_training.get(training)
+                if not pts:
+                    continue
+                style = dict(color=CRITERION_COLOURS.get(name), ls=TRAINING_STYLES[training],
+                             marker="o", ms=3, lw=1.8 if training == "fine-tuned" else 1.1,
+                             label=f"{name}, {training}")
+                for ax in (top, zoom):
+                    ax.plot([k for k, _ in pts], [a for _, a in pts], **style)  # type: ignore
+        for ax in (top, zoom):
+            if dense is not None:
+                ax.axhline(dense, color="black", ls=":", lw=0.9, label=f"dense ({dense:.2f}%)")
+            ax.set_xlim(-0.02, 1.0)
+            ax.grid(alpha=0.3)
+        top.set_ylim(0, 100)
+        top.axhspan(anchor - ZOOM_BELOW, anchor + ZOOM_ABOVE, color="gold", alpha=0.25, lw=0)
+        zoom.set_ylim(anchor - ZOOM_BELOW, anchor + ZOOM_ABOVE)
+        top.set_title(f"{method} pruning", fontsize=10)
+        top.set_ylabel("test accuracy (%)")
+        zoom.set_ylabel("test accuracy (%), zoomed (shaded band above)")
+        scope = next((r.get("scope") for r in curves[method]), None)
+        zoom.set_xlabel({"layer": "sparsity k (share pruned per layer)",
+                         "global": "sparsity k (share pruned, ranked globally)"}.get(
+                             str(scope), "sparsity k (share pruned)"))
+        top.legend(loc="lower left", fontsize=7)
+    fig.suptitle(f"MNIST {ARCH_TITLES.get(arch, arch)} pruned once (dashed), then fine-tuned "
+                 f"with the mask held (solid)\n{epochs} epoch{'s' if epochs != 1 else ''} "
+                 f"at lr {lr:g}")
+    fig.tight_layout()
+    return _png(fig)
+
+
+VARIANTS = {"ticket": ("winning ticket (rewound)", "tab:blue", 2.6),
+            "reinit": ("random re-init (control)", "tab:orange", 1.3),
+            "random_mask": ("random mask (control)", "tab:gray", 1.3)}
+TICKET_BAND = 0.1  # points either side of dense: "matches the dense net" (imp.TICKET_TOLERANCE)
+INSET_BELOW = 4.0  # points: a control this far below dense squeezes the band; zoom on it
+
+
+def _imp_rows(rows: Sequence[Mapping[str, str]], source: str
+              ) -> list[tuple[int, str, float, float, int | None]]:
+    """plots/imp.csv as (round, variant, weights remaining %, accuracy, best step), by round."""
+    try:
+        parsed = [(int(r["round"]), r["variant"], float(r["weights_remaining"]),
+                   float(r["accuracy"]), int(r["best_step"]) if r["best_step"] else None)
+                  for r in rows]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"{source}: damaged ({exc!r}); rerun: dvc repro -f") from None
+    if not parsed:
+        raise DataError(f"{source}: damaged (no rows); rerun: dvc repro -f")
+    if any(v is None or v == "" for _, v, *_ in parsed):
+        raise DataError(f"{source}: damaged (a row without a variant); rerun: dvc repro -f")
+    return sorted(parsed, key=lambda p: p[0])
+
+
+def _remaining_ticks(ax: plt.Axes, remaining: Sequence[float], apart: float = 1.45) -> None:
+    """Tick the log x axis at the rounds' own percentages, thinned so the labels never touch."""
+    ticks: list[float] = []
+    for x in sorted(set(remaining), reverse=True):
+        if not ticks or ticks[-1] / x >= apart:
+            ticks.append(x)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    lo, hi = min(remaining), max(remaining)
+    ax.set_xlim(hi * 1.12, lo / 1.12)  # inverted: pruning proceeds left to right
+
+
+def lottery_figure(rows: Sequence[Mapping[str, str]], arch: str = "mlp") -> bytes:
+    """Iterative magnitude pruning: test accuracy (left) and early-stopping step (right) against
+    the weights remaining, log axis running down from 100% as in Frankle & Carbin; the rewound
+    ticket against its two controls, which start from the dense net (round 0). PNG bytes."""
+    parsed = _imp_rows(rows, str(paths.IMP_CURVE))
+    start = next((p for p in parsed if p[0] == 0 and p[1] == "ticket"), None)
+    variants = list(VARIANTS) + sorted({p[1] for p in parsed} - set(VARIANTS))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.2))
+    low = min(p[3] for p in parsed)
+    inset = None  # the controls fall far: the 0.1-point band needs a zoom of its own
+    if start is not None and low < start[3] - INSET_BELOW:
+        inset = left.inset_axes((0.07, 0.07, 0.46, 0.42), zorder=5)
+    steps_drawn = False
+    for variant in variants:
+        mine = [p for p in parsed if p[1] == variant]
+        if not mine:
+            continue
+        if start is not None and variant != "ticket":
+            mine = [start, *mine]
+        label, colour, lw = VARIANTS.get(variant, (variant, None, 1.3))
+        style = dict(color=colour, lw=lw, marker="o", ms=4 if variant == "ticket" else 3,
+                     label=label, zorder=3 if variant == "ticket" else 2)
+        xs = [p[2] for p in mine]
+        for ax in (left, inset) if inset is not None else (left,):
+            ax.plot(xs, [p[3] for p in mine], **style)  # type: ignore[arg-type]
+        steps = [(x, p[4]) for x, p in zip(xs, mine) if p[4] is not None]
+        if steps:
+            right.plot([x for x, _ in steps], [s for _, s in steps], **style)  # type: ignore
+            steps_drawn = True
+    if start is not None:
+        dense = start[3]
+        for ax in (left, inset) if inset is not None else (left,):
+            ax.axhline(dense, color="black", ls=":", lw=0.9, label=f"dense ({dense:.2f}%)")
+            ax.axhspan(dense - TICKET_BAND, dense + TICKET_BAND, color="black", alpha=0.12,
+                       lw=0, label=f"dense ± {TICKET_BAND:g} point")
+    if inset is not None and start is not None:
+        inset.set_ylim(start[3] - INSET_BELOW / 2, start[3] + 0.5)
+        inset.set_xscale("log")
+        _remaining_ticks(inset, [p[2] for p in parsed], apart=2.4)
+        inset.tick_params(labelsize=6.5)
+        inset.grid(alpha=0.3)
+        inset.set_title("zoom near dense", fontsize=7, pad=2)
+    if not steps_drawn:
+        right.text(0.5, 0.5, "no early-stopping step recorded", transform=right.transAxes,
+                   ha="center", va="center", color="gray")
+        right.set_yticks([])
+    for ax in (left, right):
+        ax.set_xscale("log")
+        _remaining_ticks(ax, [p[2] for p in parsed])
+        ax.set_xlabel("weights remaining (% of all weights, log scale)")
+        ax.grid(alpha=0.3)
+    left.set_ylabel("test accuracy (%)")
+    right.set_ylabel("early-stopping step (optimizer step of the best test pass)")
+    # one legend under both panels: the left panel's lower left is the inset's
+    fig.legend(*left.get_legend_handles_labels(), loc="lower center", ncol=5, fontsize=8,
+               frameon=False)
+    fig.suptitle(f"MNIST {ARCH_TITLES.get(arch, arch)}: lottery tickets by iterative magnitude "
+                 f"pruning with rewinding, against random re-initialisation and random masks")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return _png(fig)

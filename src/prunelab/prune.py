@@ -74,18 +74,28 @@ def criteria_context(net: Sequence[Layer], criteria: Sequence[Criterion], cfg: P
                    seed=cfg.train.seed)
 
 
-def pruned_nets(net: Sequence[Layer], granularity: str, scope: str,
-                sparsities: Iterable[float], criterion: Criterion | None = None,
-                context: Context | None = None) -> Iterator[tuple[float, Net]]:
-    """(k, pruned net) for every grid value, each from the same dense ``net``: masked, then
-    reconstructed when the criterion does that. The ranking is computed once."""
+def pruned_with_masks(net: Sequence[Layer], granularity: str, scope: str,
+                      sparsities: Iterable[float], criterion: Criterion | None = None,
+                      context: Context | None = None
+                      ) -> Iterator[tuple[float, list[Tensor], Net]]:
+    """(k, keep-masks, pruned net) for every grid value, each from the same dense ``net``:
+    masked, then reconstructed when the criterion does that. The ranking is computed once."""
     pruner = Pruner(net, granularity, scope, criterion, context)
     for k in sparsities:
         masks = pruner.masks(k)
         if criterion is not None and criterion.reconstruct is not None and context is not None:
-            yield k, with_weights(net, criterion.reconstruct(context, masks))
+            yield k, masks, with_weights(net, criterion.reconstruct(context, masks))
         else:
-            yield k, apply_masks(net, masks)
+            yield k, masks, apply_masks(net, masks)
+
+
+def pruned_nets(net: Sequence[Layer], granularity: str, scope: str,
+                sparsities: Iterable[float], criterion: Criterion | None = None,
+                context: Context | None = None) -> Iterator[tuple[float, Net]]:
+    """(k, pruned net) for every grid value (see :func:`pruned_with_masks`)."""
+    for k, _, pruned in pruned_with_masks(net, granularity, scope, sparsities, criterion,
+                                          context):
+        yield k, pruned
 
 
 def sweep(net: Sequence[Layer], granularity: str, scope: str, sparsities: Iterable[float],

@@ -247,6 +247,7 @@ class StageRun:
         db = store.sqlite_path(self.uri)
         location = (db.parent / store.ARTIFACTS_DIR).as_uri() if db else None
         experiment = store.experiment_id(client, location)
+        self._experiment = experiment
         owner, command = launcher()
         key = execution_key(owner)
         store.close_orphans(client, experiment, closer=f"{self.stage} (execution {key})")
@@ -363,6 +364,30 @@ class StageRun:
                 self._client.update_run(self.run_id, status="RUNNING")
         finally:
             logger.removeFilter(quiet)
+
+    def log_child(self, name: str, metrics: Mapping[str, float | None],
+                  series: Mapping[str, Sequence[tuple[int, float]]] | None = None,
+                  tags: Mapping[str, str] | None = None) -> None:
+        """A finished run nested under this stage's run (e.g. one per IMP round), with its
+        metrics, metric histories and tags."""
+        if not self.on:
+            return
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        points = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None]
+        points += [Metric(k, float(v), now, int(step)) for k, history in (series or {}).items()
+                   for step, v in history]
+        with self._writing():
+            child = self._client.create_run(
+                self._experiment, run_name=name,
+                tags={"mlflow.parentRunId": self.run_id, "prunelab_role": "part",
+                      "stage": self.stage, "arch": self.params.model.arch, **(tags or {})})
+            run_id = child.info.run_id
+            for start in range(0, len(points), 1000):  # MLflow's batch limit
+                self._client.log_batch(run_id, metrics=points[start : start + 1000])
+            self._client.log_batch(run_id, tags=[RunTag("mlflow.source.name", _script())])
+            self._client.set_terminated(run_id, "FINISHED")
 
     def set_tags(self, tags: Mapping[str, str], on_parent: bool = False) -> None:
         """Tag this stage's run (and optionally the parent)."""

@@ -1,0 +1,280 @@
+"""The IMP study round by round, each round saved as it finishes so an interrupted run resumes.
+
+Round 0 trains the dense net from its initial weights (testing it every ``imp.eval_every``
+steps, and keeping the late-rewinding point); round r >= 1 prunes the previous round's trained
+ticket (:func:`prunelab.retrain.imp_masks`), rewinds, retrains, and trains the controls on the
+same mask sizes. A round file (``models/imp/round_NN.pt``) holds the ticket's masks and trained
+weights, what every net of the round measured, and a *fingerprint* of everything that shaped
+it: the settings, the initial weights, the code and the machine's thread count. A rerun keeps
+the leading rounds whose fingerprint matches and computes the rest, so `dvc repro` after a kill
+-- or `-S imp.rounds=20` after 15 -- does no round twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import re
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import prunelab
+from prunelab.config import Params
+from prunelab.files import write_bytes
+from prunelab.layers import Net, weights, with_weights
+from prunelab.retrain import (
+    Split,
+    derived_seed,
+    imp_masks,
+    masked_train,
+    random_masks,
+    reinitialised,
+    remaining,
+)
+from prunelab.train import TrainResult
+
+FORMAT = "prunelab-imp-round-v1"
+ROUND_FILE = re.compile(r"round_(\d+)\.pt")
+CONTROL_SEEDS = {"reinit": 1, "random_mask": 2}  # distinct streams per control
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One trained net of a round: final test accuracy (%), the step of its best test pass,
+    every test pass, and the optimisation seconds."""
+
+    accuracy: float
+    best_step: int | None
+    evals: tuple[tuple[int, float], ...]
+    seconds: float
+
+    @classmethod
+    def of(cls, result: TrainResult) -> Outcome:
+        return cls(result.history[-1].test_accuracy, result.best_step, result.evals,
+                   round(result.seconds, 3))
+
+
+@dataclass(frozen=True)
+class Round:
+    """One finished round: the ticket's keep-masks and trained weights, and every outcome
+    (``ticket`` and the controls). Round 0 also carries the rewinding point when it is a step."""
+
+    index: int
+    masks: tuple[Tensor, ...]
+    trained: tuple[Tensor, ...]
+    outcomes: dict[str, Outcome]
+    rewind: tuple[Tensor, ...] | None = None
+    wall_seconds: float = 0.0  # the whole round: every training and test pass
+    resumed: bool = field(default=False, compare=False)  # loaded from disk, not run now
+
+    @property
+    def remaining(self) -> tuple[int, ...]:
+        return remaining(self.masks)
+
+    def remaining_percent(self) -> float:
+        return 100.0 * sum(self.remaining) / sum(m.numel() for m in self.masks)
+
+
+def fingerprint(cfg: Params, init_blob: bytes) -> str:
+    """What a round's results depend on, besides imp.rounds: the settings, the initial weights,
+    the code, and the thread count (float sums differ between 1 and 2 threads)."""
+    code = hashlib.sha256()
+    root = Path(prunelab.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        code.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    flat = cfg.flat()
+    # The architecture's widths are in the initial weights; imp.rounds only says where to stop.
+    keys = [k for k in flat if k.split(".")[0] in ("data", "train", "imp") and k != "imp.rounds"]
+    keys.append("model.arch")
+    doc = {"params": {k: flat[k] for k in keys}, "init": hashlib.sha256(init_blob).hexdigest(),
+           "code": code.hexdigest(), "torch": torch.__version__,
+           "threads": torch.get_num_threads()}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class RoundStore:
+    """The folder of round files of one fingerprint."""
+
+    def __init__(self, folder: Path, fingerprint: str) -> None:
+        self.folder, self.fingerprint = Path(folder), fingerprint
+
+    def path(self, index: int) -> Path:
+        return self.folder / f"round_{index:02d}.pt"
+
+    def _files(self) -> dict[int, Path]:
+        if not self.folder.is_dir():
+            return {}
+        return {int(m.group(1)): p for p in self.folder.iterdir()
+                if (m := ROUND_FILE.fullmatch(p.name))}
+
+    def resume(self, device: torch.device) -> tuple[list[Round], int]:
+        """The leading rounds (0, 1, ...) saved with this fingerprint; every other round file is
+        deleted (made with other settings or code, or after a gap). Returns the rounds and
+        how many files were discarded."""
+        files, rounds = self._files(), []
+        while len(rounds) in files:
+            loaded = self._load(files[len(rounds)], device)
+            if loaded is None:
+                break
+            rounds.append(loaded)
+        stale = [p for i, p in files.items() if i >= len(rounds)]
+        for p in stale:
+            p.unlink()
+        return rounds, len(stale)
+
+    def _load(self, path: Path, device: torch.device) -> Round | None:
+        try:
+            doc = torch.load(path, map_location=device, weights_only=True)
+        except Exception:  # a damaged file is recomputed, not trusted
+            return None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT \
+                or doc.get("fingerprint") != self.fingerprint:
+            return None
+        outcomes = {name: Outcome(o["accuracy"], o["best_step"],
+                                  tuple((int(s), float(a)) for s, a in o["evals"]), o["seconds"])
+                    for name, o in doc["outcomes"].items()}
+        rewind = tuple(doc["rewind"]) if doc["rewind"] is not None else None
+        return Round(doc["round"], tuple(doc["masks"]), tuple(doc["trained"]), outcomes, rewind,
+                     doc["wall_seconds"], resumed=True)
+
+    def save(self, rnd: Round) -> None:
+        """Write one round atomically (a kill mid-write leaves no half file)."""
+        doc: dict[str, Any] = {
+            "format": FORMAT, "fingerprint": self.fingerprint, "round": rnd.index,
+            "masks": [m.cpu() for m in rnd.masks], "trained": [w.cpu() for w in rnd.trained],
+            "outcomes": {name: {"accuracy": o.accuracy, "best_step": o.best_step,
+                                "evals": [list(e) for e in o.evals], "seconds": o.seconds}
+                         for name, o in rnd.outcomes.items()},
+            "rewind": None if rnd.rewind is None else [w.cpu() for w in rnd.rewind],
+            "wall_seconds": rnd.wall_seconds,
+        }
+        buf = io.BytesIO()  # in memory first: torch.save names records after the file
+        torch.save(doc, buf)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_bytes(self.path(rnd.index), buf.getvalue())
+
+    def keep_only(self, n_rounds: int) -> None:
+        """Delete the round files past round ``n_rounds`` (a run with fewer rounds)."""
+        for i, p in self._files().items():
+            if i > n_rounds:
+                p.unlink()
+
+
+def dense_round(init: Net, data: Split, cfg: Params) -> Round:
+    """Round 0: the dense net trained from ``init``, tested every imp.eval_every steps; keeps
+    its weights after step imp.rewind when that is a step."""
+    ones = [torch.ones_like(layer.weight, dtype=torch.bool) for layer in init]
+    step = cfg.imp.rewind if isinstance(cfg.imp.rewind, int) else None
+    trained, result = masked_train(init, None, data, cfg.train, eval_every=cfg.imp.eval_every,
+                                   checkpoint_at=step)
+    return Round(0, tuple(ones), tuple(weights(trained)), {"ticket": Outcome.of(result)},
+                 rewind=result.checkpoint)
+
+
+def next_round(previous: Round, start: Net, data: Split, cfg: Params) -> Round:
+    """Round r: prune the previous ticket, rewind to ``start`` and retrain; the controls on the
+    same per-layer sizes."""
+    r, imp = previous.index + 1, cfg.imp
+    trained_prev = with_weights(start, previous.trained)
+    masks = imp_masks(trained_prev, previous.masks, imp.rate, imp.output_rate)
+    hooks = {"eval_every": imp.eval_every}
+    ticket, result = masked_train(start, masks, data, cfg.train, **hooks)
+    outcomes = {"ticket": Outcome.of(result)}
+    for control in imp.controls:
+        seed = derived_seed(cfg.train.seed, r, CONTROL_SEEDS[control])
+        if control == "reinit":  # the ticket's mask, fresh weights
+            _, res = masked_train(reinitialised(start, seed), masks, data, cfg.train, **hooks)
+        else:  # a random mask of the same per-layer sizes, the ticket's starting weights
+            _, res = masked_train(start, random_masks(masks, seed), data, cfg.train, **hooks)
+        outcomes[control] = Outcome.of(res)
+    return Round(r, tuple(masks), tuple(weights(ticket)), outcomes)
+
+
+def run(init: Net, data: Split, cfg: Params, store: RoundStore,
+        done: Sequence[Round] = (),
+        on_round: Callable[[Round], None] = lambda r: None) -> list[Round]:
+    """Rounds 0..imp.rounds, continuing after ``done`` (resumed from ``store``), saving each."""
+    rounds = list(done)
+
+    def finish(make: Callable[[], Round]) -> None:
+        began = time.perf_counter()
+        rnd = dataclasses.replace(make(), wall_seconds=round(time.perf_counter() - began, 3))
+        store.save(rnd)
+        rounds.append(rnd)
+        on_round(rnd)
+
+    if not rounds:
+        finish(lambda: dense_round(init, data, cfg))
+    rewind = rounds[0].rewind
+    start = init if rewind is None else with_weights(init, rewind)
+    while len(rounds) <= cfg.imp.rounds:
+        finish(lambda: next_round(rounds[-1], start, data, cfg))
+    store.keep_only(cfg.imp.rounds)
+    return rounds[: cfg.imp.rounds + 1]
+
+
+# -- what the stage reports ---------------------------------------------------------------------
+
+IMP_COLUMNS = ("round", "variant", "weights_remaining", "accuracy", "best_step")
+TICKET_TOLERANCE = 0.1  # points: "matches dense" for tickets (the issue's and paper's bar)
+
+
+def rows(rounds: Sequence[Round]) -> list[dict[str, Any]]:
+    """plots/imp.csv: one row per round and trained net (round 0: the dense net, as ticket)."""
+    return [{"round": r.index, "variant": name,
+             "weights_remaining": round(r.remaining_percent(), 4),
+             "accuracy": o.accuracy, "best_step": o.best_step}
+            for r in rounds for name, o in r.outcomes.items()]
+
+
+def within_down_to(rounds: Sequence[Round], variant: str, dense: float,
+                   tolerance: float = TICKET_TOLERANCE) -> float | None:
+    """The fewest weights remaining (%) down to which ``variant`` stays within ``tolerance``
+    points of dense (or above) in every round from the first; None if it misses at round 1."""
+    best = None
+    for r in rounds[1:]:
+        o = r.outcomes.get(variant)
+        if o is None or o.accuracy < dense - tolerance:
+            break
+        best = round(r.remaining_percent(), 4)
+    return best
+
+
+def summary(rounds: Sequence[Round]) -> dict[str, Any]:
+    """metrics/imp.json: dense accuracy; per round the weights remaining and every net's
+    accuracy; per variant how far it stays within 0.1 point of dense."""
+    dense = rounds[0].outcomes["ticket"].accuracy
+    variants = [v for v in ("ticket", "reinit", "random_mask") if v in rounds[-1].outcomes]
+    return {
+        "dense_accuracy": dense,
+        "within_0.1pt_down_to_percent": {v: within_down_to(rounds, v, dense) for v in variants},
+        "rounds": {str(r.index): {"weights_remaining": round(r.remaining_percent(), 4),
+                                  **{v: o.accuracy for v, o in r.outcomes.items()}}
+                   for r in rounds[1:]},
+    }
+
+
+def timing(rounds: Sequence[Round]) -> dict[str, Any]:
+    """metrics/imp_timing.json: the rounds' wall time (every training and test pass, including
+    rounds resumed from an earlier run), optimisation seconds per round and net, and the masked
+    trainings' median over the dense round's (issue 11's 1.2x; the benchmark measures it with
+    both runs side by side)."""
+    dense = rounds[0].outcomes["ticket"].seconds
+    masked = [o.seconds for r in rounds[1:] for o in r.outcomes.values()]
+    median = round(statistics.median(masked), 3) if masked else None
+    return {"wall_seconds": round(sum(r.wall_seconds for r in rounds), 3),
+            "resumed_rounds": sum(r.resumed for r in rounds),
+            "dense_seconds": dense,
+            "masked_median_seconds": median,
+            "masked_over_dense": round(median / dense, 3) if median and dense else None,
+            "rounds": {str(r.index): {v: o.seconds for v, o in r.outcomes.items()}
+                       for r in rounds}}

@@ -1,0 +1,28 @@
+"""DVC stage `finetune_plot` (stages/retrain/dvc.yaml): plots/finetune.png from both
+fine-tuning curves."""
+
+import click
+
+from prunelab import paths
+from prunelab.cli import stage_errors, stage_help
+from prunelab.config import METHODS, load_params
+from prunelab.files import read_rows, write_bytes
+from prunelab.plot import finetune_figure
+from prunelab.tracking import track
+
+
+@click.command(help=stage_help("finetune_plot"))
+def main() -> None:
+    with stage_errors():
+        cfg = load_params(paths.PARAMS)
+        with track("finetune_plot", cfg) as run:
+            curves = {m: read_rows(paths.finetune_curve(m)) for m in METHODS}
+            write_bytes(paths.FINETUNE_FIGURE, finetune_figure(
+                curves, cfg.finetune.epochs, cfg.finetune.learning_rate(cfg.train),
+                cfg.model.arch))
+            run.log_artifacts([paths.FINETUNE_FIGURE])
+    click.echo(f"finetune_plot: {paths.FINETUNE_FIGURE}", err=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""DVC stage `imp` (stages/retrain/dvc.yaml): iterative magnitude pruning with rewinding -- the
+lottery-ticket experiment -- and its two controls, one round at a time.
+
+Each finished round is saved in models/imp/ (a persistent output), so a killed run resumes
+after its last finished round, and raising imp.rounds computes only the new rounds.
+"""
+
+import click
+
+from prunelab import imp, paths
+from prunelab.cli import stage_errors, stage_help
+from prunelab.config import load_params
+from prunelab.data import load_split
+from prunelab.errors import DataError
+from prunelab.files import Outputs
+from prunelab.model import load_net, resolve_device, to_inputs, to_targets
+from prunelab.plot import lottery_figure
+from prunelab.retrain import Split
+from prunelab.tracking import track
+
+DETAILS = ("Round 0 trains the dense net from models/init.pt; each round r then prunes "
+           "imp.rate of every hidden layer's remaining weights (imp.output_rate of the output "
+           "layer's) by |w|, rewinds the survivors (imp.rewind: init, or step n of the dense "
+           "run) and retrains for train.epochs, testing every imp.eval_every steps. The "
+           "controls of imp.controls train on the same per-layer sizes: reinit (the ticket's "
+           "mask, fresh weights) and random_mask (random mask, the ticket's start weights).")
+
+
+def _log_round(run, rnd: imp.Round) -> None:  # type: ignore[no-untyped-def]
+    metrics = {"weights_remaining": rnd.remaining_percent(),
+               **{f"remaining.layer{i}": n for i, n in enumerate(rnd.remaining)},
+               **{f"{v}.accuracy": o.accuracy for v, o in rnd.outcomes.items()},
+               **{f"{v}.best_step": o.best_step for v, o in rnd.outcomes.items()},
+               **{f"{v}.train_seconds": o.seconds for v, o in rnd.outcomes.items()}}
+    series = {f"{v}.test_accuracy": list(o.evals) for v, o in rnd.outcomes.items()}
+    run.log_child(f"round {rnd.index}", metrics, series,
+                  {"imp_round": str(rnd.index), "resumed": str(rnd.resumed).lower()})
+
+
+@click.command(help=stage_help("imp", details=DETAILS))
+def main() -> None:
+    with stage_errors():
+        cfg = load_params(paths.PARAMS)
+        with track("imp", cfg) as run:
+            device = resolve_device(cfg.train.device)
+            try:
+                init_blob = paths.INIT_MODEL.read_bytes()
+            except FileNotFoundError:
+                raise DataError(f"{paths.INIT_MODEL}: missing; run: dvc repro train") from None
+            init = load_net(paths.INIT_MODEL, device)
+            (xs, ys), (xt, yt) = (load_split(paths.DATA_DIR, split, limit) for split, limit in
+                                  (("train", cfg.data.train_size), ("t10k", cfg.data.test_size)))
+            data = Split(to_inputs(xs, device), to_targets(ys, device), to_inputs(xt, device),
+                         to_targets(yt, device))
+            store = imp.RoundStore(paths.IMP_DIR, imp.fingerprint(cfg, init_blob))
+            done, stale = store.resume(device)
+            if stale:
+                click.echo(f"imp: discarded {stale} round file(s) made with other settings or "
+                           "code", err=True)
+            if done:
+                click.echo(f"imp: resuming after round {done[-1].index} (rounds 0-"
+                           f"{done[-1].index} kept from an earlier run)", err=True)
+
+            def report(rnd: imp.Round) -> None:
+                accs = ", ".join(f"{v} {o.accuracy:.2f}" for v, o in rnd.outcomes.items())
+                click.echo(f"imp: round {rnd.index}: {rnd.remaining_percent():.2f}% of weights "
+                           f"remaining: {accs}", err=True)
+
+            rounds = imp.run(init, data, cfg, store, done, on_round=report)
+            out = Outputs()
+            rows = imp.rows(rounds)
+            out.add_csv(paths.IMP_CURVE, rows)
+            out.add_json(paths.IMP_METRICS, imp.summary(rounds))
+            out.add_json(paths.IMP_TIMING, imp.timing(rounds))
+            out.add_bytes(paths.LOTTERY_FIGURE, lottery_figure(
+                [{k: "" if v is None else str(v) for k, v in r.items()} for r in rows],
+                cfg.model.arch))
+            out.commit()
+            for rnd in rounds:
+                _log_round(run, rnd)
+            run.log_metrics({f"{v}.within_0.1pt_down_to_percent": p for v, p in
+                             imp.summary(rounds)["within_0.1pt_down_to_percent"].items()},
+                            parent_prefix="imp.")
+            run.log_artifacts([paths.IMP_CURVE, paths.IMP_METRICS, paths.LOTTERY_FIGURE])
+    click.echo(f"imp: {len(rounds) - 1} rounds ({len(rounds) - 1 - max(len(done) - 1, 0)} run "
+               f"now); {paths.LOTTERY_FIGURE}", err=True)
+
+
+if __name__ == "__main__":
+    main()
