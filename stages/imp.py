@@ -39,7 +39,8 @@ def _log_round(run, rnd: imp.Round) -> None:  # type: ignore[no-untyped-def]
 
 @click.command(help=stage_help("imp", details=DETAILS))
 def main() -> None:
-    with stage_errors():
+    # Killed, the stage keeps what it finished: the round files are written one by one.
+    with stage_errors(kept=f"finished rounds stay in {paths.IMP_DIR}/ and the next run resumes"):
         cfg = load_params(paths.PARAMS)
         with track("imp", cfg) as run:
             device = resolve_device(cfg.train.device)
@@ -52,8 +53,9 @@ def main() -> None:
                                   (("train", cfg.data.train_size), ("t10k", cfg.data.test_size)))
             data = Split(to_inputs(xs, device), to_targets(ys, device), to_inputs(xt, device),
                          to_targets(yt, device))
-            store = imp.RoundStore(paths.IMP_DIR, imp.fingerprint(cfg, init_blob))
+            store = imp.RoundStore(paths.IMP_DIR, imp.fingerprint(cfg, init_blob, device.type))
             done, stale = store.resume(device)
+            done = done[: cfg.imp.rounds + 1]  # imp.rounds lowered: the first rounds only
             if stale:
                 click.echo(f"imp: discarded {stale} round file(s) made with other settings or "
                            "code", err=True)
@@ -81,9 +83,15 @@ def main() -> None:
             run.log_metrics({f"{v}.within_0.1pt_down_to_percent": p for v, p in
                              imp.summary(rounds)["within_0.1pt_down_to_percent"].items()},
                             parent_prefix="imp.")
-            run.log_artifacts([paths.IMP_CURVE, paths.IMP_METRICS, paths.LOTTERY_FIGURE])
-    click.echo(f"imp: {len(rounds) - 1} rounds ({len(rounds) - 1 - max(len(done) - 1, 0)} run "
-               f"now); {paths.LOTTERY_FIGURE}", err=True)
+            timing = imp.timing(rounds)
+            run.log_metrics({k: timing[k] for k in ("wall_seconds", "dense_seconds",
+                                                     "masked_median_seconds", "masked_over_dense")},
+                            parent_prefix="imp.")
+            run.log_artifacts([paths.IMP_CURVE, paths.IMP_METRICS, paths.IMP_TIMING,
+                               paths.LOTTERY_FIGURE])
+    ran = sum(not r.resumed for r in rounds)
+    click.echo(f"imp: {len(rounds) - 1} rounds ({ran} run now); {paths.LOTTERY_FIGURE}",
+               err=True)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,10 @@ SMALL_PARAMS: dict[str, Any] = {
     "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seed": 0, "device": "cpu"},
     "prune": {"sparsities": [0.0, 0.5, 0.9], "scope": "layer",
               "weight_criteria": ["magnitude"], "unit_criteria": ["l2"], "calibration_size": 256},
+    "finetune": {"epochs": 1, "lr": None, "weight_criteria": ["magnitude"],
+                 "unit_criteria": ["l2"]},
+    "imp": {"rounds": 2, "rate": 0.2, "output_rate": 0.1, "rewind": "init",
+            "controls": ["reinit", "random_mask"], "eval_every": 5},
 }
 # A few seconds to tens of seconds of training (600 steps), depending on the machine's load.
 SLOW_PARAMS: dict[str, Any] = {

@@ -36,6 +36,10 @@ SMALL_PARAMS: dict[str, Any] = {
               "weight_criteria": ["magnitude", "random", "largest", "wanda", "obd", "obs"],
               "unit_criteria": ["l2", "random", "largest", "activation", "l2_refit"],
               "calibration_size": 256},
+    "finetune": {"epochs": 1, "lr": None, "weight_criteria": ["magnitude"],
+                 "unit_criteria": ["l2"]},
+    "imp": {"rounds": 2, "rate": 0.2, "output_rate": 0.1, "rewind": "init",
+            "controls": ["reinit", "random_mask"], "eval_every": 5},
 }
 SMALL_STEPS = [0, 500, 900]
 

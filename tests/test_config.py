@@ -68,6 +68,9 @@ def test_flat_gives_dotted_keys() -> None:
         "model.lenet5.channels", "model.lenet5.fc", "train.epochs", "train.lr",
         "train.batch_size", "train.seed", "train.device", "prune.sparsities", "prune.scope",
         "prune.weight_criteria", "prune.unit_criteria", "prune.calibration_size",
+        "finetune.epochs", "finetune.lr", "finetune.weight_criteria", "finetune.unit_criteria",
+        "imp.rounds", "imp.rate", "imp.output_rate", "imp.rewind", "imp.controls",
+        "imp.eval_every",
     }
     assert flat["train.lr"] == 0.001
     assert flat["prune.sparsities"] == list(GRID)

@@ -122,7 +122,13 @@ def test_golden_file_covers_registered_criteria() -> None:
     assert GOLDEN_DATA["sizes"] == [784, 96, 64, 32, 10]
 
 
-@pytest.mark.parametrize("key", sorted(GOLDEN_DATA["curves"]))
+# The random criterion draws from a new stream since prunelab.seeds (its old seed repeated the
+# draws of the initial weights at train.seed = 0), so its golden curves are of the old draws.
+RESEEDED = {"random"}
+
+
+@pytest.mark.parametrize("key", sorted(k for k in GOLDEN_DATA["curves"]
+                                       if k.split("/")[1] not in RESEEDED))
 def test_mlp_sweep_matches_the_pre_layers_golden_curves(
         key: str, golden_setup: tuple[Net, Tensor, Tensor, Tensor, Tensor]) -> None:
     """The refactored sweep reproduces the pre-refactor curves of the MLP: per point, the

@@ -17,13 +17,17 @@ from prunelab import paths
 from prunelab.config import METHODS, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
-DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
+ROOT_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
+RETRAIN_YAML = yaml.safe_load((ROOT / paths.RETRAIN_PIPELINE).read_text(encoding="utf-8"))
+# Both pipeline files as one: the retraining stages run from the root (wdir), so their paths
+# read as the study's do.
+DVC_YAML = {**ROOT_YAML, "stages": {**ROOT_YAML["stages"], **RETRAIN_YAML["stages"]}}
 CORE_STAGES = ("validate", "download", "train", "prune_weight", "prune_unit", "plot")
 STAGES = tuple(DVC_YAML["stages"])  # every stage, including any added after the core ones
 # Not stage outputs: inputs, folders, and what `python -m prunelab compare` draws from several
 # runs (outside the pipeline).
 NOT_OUTS = {paths.PARAMS, paths.MODELS_DIR, paths.METRICS_DIR, paths.PLOTS_DIR,
-            paths.ARCH_FIGURE}
+            paths.ARCH_FIGURE, paths.RETRAIN_PIPELINE}
 OUT_KINDS = ("outs", "metrics", "plots")  # a stage's outputs, whichever way DVC is told
 
 
@@ -109,6 +113,27 @@ def test_stage_data_deps_are_the_paths_module(dvc: dict[str, Any], stage: str) -
     assert data == set(paths.STAGES[stage].reads) - {paths.PARAMS}
 
 
+def test_retraining_is_a_second_pipeline_run_from_the_root() -> None:
+    """The retraining stages live in their own file (the default `dvc repro` stays fast), run
+    from the repository root, and its plots draw outputs of its stages."""
+    assert set(RETRAIN_YAML["stages"]) == set(paths.RETRAIN_STAGES)
+    assert not set(RETRAIN_YAML["stages"]) & set(ROOT_YAML["stages"])
+    assert all(stage["wdir"] == "../.." for stage in RETRAIN_YAML["stages"].values())
+    assert all("wdir" not in stage for stage in ROOT_YAML["stages"].values())
+    produced = {out for s in paths.RETRAIN_STAGES for out in outs(DVC_YAML, s)}
+    for plot in RETRAIN_YAML["plots"]:
+        (_, spec), = plot.items()
+        for source in spec["y"]:
+            assert Path(source).parts[:2] == ("..", "..")
+            assert Path(*Path(source).parts[2:]) in produced, source
+
+
+def test_imp_rounds_are_a_persistent_output() -> None:
+    """models/imp survives a rerun (DVC would otherwise delete it first), which is what lets an
+    interrupted IMP run resume."""
+    assert declared(DVC_YAML, "imp", "outs")[paths.IMP_DIR] == {"persist": True}
+
+
 def test_validate_runs_first_and_its_output_survives_a_failure(dvc: dict[str, Any]) -> None:
     """Every other stage is downstream of `validate`, which tracks the whole params.yaml, and
     whose output DVC never deletes (persist) and keeps in git (cache: false)."""
@@ -148,7 +173,9 @@ def test_every_path_is_an_out_of_exactly_one_stage(dvc: dict[str, Any]) -> None:
     named = {paths.DATA_DIR, paths.MODEL, paths.INIT_MODEL, paths.TRAIN_METRICS,
              paths.TRAIN_TIMING, paths.TRAIN_LOSS, paths.FIGURE, paths.PARAMS_CHECKED}
     assert named <= constants
-    all_paths = constants | {f(m) for f in (paths.prune_metrics, paths.prune_curve)
+    all_paths = constants | {f(m) for f in (paths.prune_metrics, paths.prune_curve,
+                                            paths.finetune_metrics, paths.finetune_curve,
+                                            paths.finetune_timing)
                              for m in ("weight", "unit")}
     assert set(owners) == all_paths
     assert all(len(stages) == 1 for stages in owners.values()), owners

@@ -15,6 +15,7 @@ from prunelab.cli import ENVIRONMENT, stage_errors
 
 EPILOG = "\b\nAlso:\n" + "\n".join([
     "  dvc repro                 run the whole study (only what changed)",
+    "  make retrain              fine-tuning and lottery tickets (the second pipeline)",
     "  dvc exp run -S KEY=VALUE  an experiment with one param changed",
     "  python stages/NAME.py     one stage by hand (--help: what it reads and writes)",
     "  make bench                the speed benchmark (bench/run.py)",
@@ -32,6 +33,8 @@ def cli() -> None:
 def stages() -> None:
     """List the DVC stages in pipeline order, with what each reads and writes."""
     for name, files in paths.STAGES.items():
+        if name == next(iter(paths.RETRAIN_STAGES)):
+            click.echo(f"\nThe retraining pipeline: dvc repro {paths.RETRAIN_PIPELINE}")
         click.echo(f"{name:13} {files.summary}")
         click.echo(f"{'':13}   reads:  {', '.join(map(str, files.reads))}")
         click.echo(f"{'':13}   writes: {', '.join(map(str, files.writes))}")

@@ -46,11 +46,12 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 @contextmanager
-def stage_errors() -> Iterator[None]:
+def stage_errors(kept: str = "nothing of this stage was kept") -> Iterator[None]:
     """One line and a non-zero exit for a PrunelabError (status 1) or SIGTERM (128 + 15).
 
     SIGTERM is turned into an exception so that atomic writes discard their temporary files
-    and the MLflow run is marked KILLED, exactly as for Ctrl-C.
+    and the MLflow run is marked KILLED, exactly as for Ctrl-C. ``kept`` says what survives a
+    kill (a stage that saves its work as it goes keeps some).
     """
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -58,7 +59,7 @@ def stage_errors() -> Iterator[None]:
     except PrunelabError as exc:
         raise click.ClickException(str(exc)) from None
     except StageInterrupted as exc:
-        click.echo(f"Error: {exc}; nothing of this stage was kept", err=True)
+        click.echo(f"Error: {exc}; {kept}", err=True)
         sys.exit(128 + exc.signum)
     finally:
         signal.signal(signal.SIGTERM, previous)

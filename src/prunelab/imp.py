@@ -33,13 +33,13 @@ from prunelab.files import write_bytes
 from prunelab.layers import Net, weights, with_weights
 from prunelab.retrain import (
     Split,
-    derived_seed,
     imp_masks,
     masked_train,
     random_masks,
     reinitialised,
     remaining,
 )
+from prunelab.seeds import IMP_CONTROL, derived_seed
 from prunelab.train import TrainResult
 
 FORMAT = "prunelab-imp-round-v1"
@@ -84,19 +84,28 @@ class Round:
         return 100.0 * sum(self.remaining) / sum(m.numel() for m in self.masks)
 
 
-def fingerprint(cfg: Params, init_blob: bytes) -> str:
+# The code that computes a round's numbers (a test checks it covers what this module imports,
+# less the reporting modules below); editing a figure or the tracking keeps the saved rounds.
+SHAPING = ("config", "data", "imp", "inference", "layers", "masks", "model", "retrain", "seeds",
+           "train")
+NOT_SHAPING = ("cli", "criteria", "errors", "files", "machine", "paths", "plot", "prune",
+               "savings", "tracking", "tracking_store")
+
+
+def fingerprint(cfg: Params, init_blob: bytes, device: str = "cpu") -> str:
     """What a round's results depend on, besides imp.rounds: the settings, the initial weights,
-    the code, and the thread count (float sums differ between 1 and 2 threads)."""
+    the code that computes them (SHAPING), the device type and the thread count (float sums
+    differ between CPU and GPU, and between 1 and 2 threads)."""
     code = hashlib.sha256()
     root = Path(prunelab.__file__).parent
-    for path in sorted(root.rglob("*.py")):
-        code.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    for name in SHAPING:
+        code.update(name.encode() + b"\0" + (root / f"{name}.py").read_bytes())
     flat = cfg.flat()
     # The architecture's widths are in the initial weights; imp.rounds only says where to stop.
     keys = [k for k in flat if k.split(".")[0] in ("data", "train", "imp") and k != "imp.rounds"]
     keys.append("model.arch")
     doc = {"params": {k: flat[k] for k in keys}, "init": hashlib.sha256(init_blob).hexdigest(),
-           "code": code.hexdigest(), "torch": torch.__version__,
+           "code": code.hexdigest(), "torch": torch.__version__, "device": device,
            "threads": torch.get_num_threads()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -129,6 +138,9 @@ class RoundStore:
         stale = [p for i, p in files.items() if i >= len(rounds)]
         for p in stale:
             p.unlink()
+        if self.folder.is_dir():  # a kill mid-write (SIGKILL) leaves a temporary behind
+            for tmp in self.folder.glob(".round_*.tmp"):
+                tmp.unlink()
         return rounds, len(stale)
 
     def _load(self, path: Path, device: torch.device) -> Round | None:
@@ -190,7 +202,7 @@ def next_round(previous: Round, start: Net, data: Split, cfg: Params) -> Round:
     ticket, result = masked_train(start, masks, data, cfg.train, **hooks)
     outcomes = {"ticket": Outcome.of(result)}
     for control in imp.controls:
-        seed = derived_seed(cfg.train.seed, r, CONTROL_SEEDS[control])
+        seed = derived_seed(cfg.train.seed, IMP_CONTROL, r, CONTROL_SEEDS[control])
         if control == "reinit":  # the ticket's mask, fresh weights
             _, res = masked_train(reinitialised(start, seed), masks, data, cfg.train, **hooks)
         else:  # a random mask of the same per-layer sizes, the ticket's starting weights

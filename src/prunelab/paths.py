@@ -103,14 +103,14 @@ STAGES: dict[str, StageFiles] = {
 }
 RETRAIN_STAGES: dict[str, StageFiles] = {
     **{f"finetune_{m}": StageFiles(f"{m} pruning over the sparsity grid, then fine-tuning with "
-                                   "the mask held", (PARAMS, MODEL, DATA_DIR),
+                                   "the mask held", (PARAMS, PARAMS_CHECKED, MODEL, DATA_DIR),
                                    (finetune_metrics(m), finetune_timing(m), finetune_curve(m)))
        for m in ("weight", "unit")},
     "finetune_plot": StageFiles("one-shot against fine-tuned curves, both granularities",
                                 (PARAMS, finetune_curve("weight"), finetune_curve("unit")),
                                 (FINETUNE_FIGURE,)),
     "imp": StageFiles("iterative magnitude pruning with rewinding (lottery tickets) and its "
-                      "controls, round by round", (PARAMS, INIT_MODEL, DATA_DIR),
+                      "controls, round by round", (PARAMS, PARAMS_CHECKED, INIT_MODEL, DATA_DIR),
                       (IMP_DIR, IMP_CURVE, IMP_METRICS, IMP_TIMING, LOTTERY_FIGURE)),
 }
 STAGES.update(RETRAIN_STAGES)  # --help and `python -m prunelab stages` cover both pipelines

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from prunelab.layers import KINDS, Kind, Layer, weights
+from prunelab.seeds import RANDOM_CRITERION, derived_seed
 
 Granularity = Literal["weight", "unit"]
 GRANULARITIES: tuple[Granularity, ...] = ("weight", "unit")
@@ -67,8 +68,9 @@ class Context:
         return self.net[-1].pre_activation(self.layer_inputs()[-1])
 
     def generator(self, layer: int) -> torch.Generator:
-        """A CPU generator seeded by the run's seed and the layer: same seed, same draws."""
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + layer)
+        """A CPU generator for the layer's random draws: same seed, same draws, and independent
+        of the draws that made the initial weights (see :mod:`prunelab.seeds`)."""
+        return torch.Generator().manual_seed(derived_seed(self.seed, RANDOM_CRITERION, layer))
 
 
 LayerScore = Callable[[Context, int], Tensor]
