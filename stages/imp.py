@@ -8,6 +8,7 @@ after its last finished round, and raising imp.rounds computes only the new roun
 import click
 
 from prunelab import imp, paths
+from prunelab import imp_report as report
 from prunelab.cli import stage_errors, stage_help
 from prunelab.config import load_params
 from prunelab.data import load_split
@@ -63,17 +64,18 @@ def main() -> None:
                 click.echo(f"imp: resuming after round {done[-1].index} (rounds 0-"
                            f"{done[-1].index} kept from an earlier run)", err=True)
 
-            def report(rnd: imp.Round) -> None:
+            def announce(rnd: imp.Round) -> None:
                 accs = ", ".join(f"{v} {o.accuracy:.2f}" for v, o in rnd.outcomes.items())
                 click.echo(f"imp: round {rnd.index}: {rnd.remaining_percent():.2f}% of weights "
                            f"remaining: {accs}", err=True)
 
-            rounds = imp.run(init, data, cfg, store, done, on_round=report)
+            rounds = imp.run(init, data, cfg, store, done, on_round=announce)
+            rows, summary, timing = (report.rows(rounds), report.summary(rounds),
+                                     report.timing(rounds))
             out = Outputs()
-            rows = imp.rows(rounds)
             out.add_csv(paths.IMP_CURVE, rows)
-            out.add_json(paths.IMP_METRICS, imp.summary(rounds))
-            out.add_json(paths.IMP_TIMING, imp.timing(rounds))
+            out.add_json(paths.IMP_METRICS, summary)
+            out.add_json(paths.IMP_TIMING, timing)
             out.add_bytes(paths.LOTTERY_FIGURE, lottery_figure(
                 [{k: "" if v is None else str(v) for k, v in r.items()} for r in rows],
                 cfg.model.arch))
@@ -81,15 +83,14 @@ def main() -> None:
             for rnd in rounds:
                 _log_round(run, rnd)
             run.log_metrics({f"{v}.within_0.1pt_down_to_percent": p for v, p in
-                             imp.summary(rounds)["within_0.1pt_down_to_percent"].items()},
+                             summary["within_0.1pt_down_to_percent"].items()},
                             parent_prefix="imp.")
-            timing = imp.timing(rounds)
             run.log_metrics({k: timing[k] for k in ("wall_seconds", "dense_seconds",
                                                      "masked_median_seconds", "masked_over_dense")},
                             parent_prefix="imp.")
             run.log_artifacts([paths.IMP_CURVE, paths.IMP_METRICS, paths.IMP_TIMING,
                                paths.LOTTERY_FIGURE])
-    ran = sum(not r.resumed for r in rounds)
+    ran = sum(not r.resumed for r in rounds[1:])  # pruning rounds; round 0 is the dense run
     click.echo(f"imp: {len(rounds) - 1} rounds ({ran} run now); {paths.LOTTERY_FIGURE}",
                err=True)
 

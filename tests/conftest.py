@@ -85,9 +85,9 @@ def mnist_dir(request: pytest.FixtureRequest) -> Path:
 # ones fill the gaps. The two after the first need no MNIST: the second worker has work while
 # the first builds the session baseline (the first module's setup) that the rest wait for.
 LONGEST_FIRST = ("test_experiments", "test_reliability_params", "test_reliability_network",
-                 "test_retrain_pipeline", "test_reliability", "test_reliability_load", "test_tracking_server",
-                 "test_repro_safety", "test_savings", "test_e2e", "test_tracking",
-                 "test_remote", "test_plots_offline")
+                 "test_retrain_pipeline", "test_reliability", "test_reliability_load",
+                 "test_tracking_server", "test_repro_safety", "test_savings", "test_e2e",
+                 "test_tracking", "test_remote", "test_plots_offline")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -227,7 +227,8 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
 def copy_code(dest: Path) -> Path:
     """The project's stages/, src/ and pipeline files (no caches) into ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    # no dvc.lock: stages/retrain/dvc.lock names outputs this repo's cache has never seen
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "dvc.lock")
     for name in ("stages", "src"):
         shutil.copytree(MAIN / name, dest / name, ignore=ignore)
     # data/params.checked: the validate stage's output, in git and a dep of `download`

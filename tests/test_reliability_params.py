@@ -51,6 +51,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "model": ("arch", "mlp", "lenet5"),
     "train": ("epochs", "lr", "batch_size", "seed", "device"),
     "prune": ("sparsities", "scope", "weight_criteria", "unit_criteria", "calibration_size"),
+    "finetune": ("epochs", "lr", "weight_criteria", "unit_criteria"),
+    "imp": ("rounds", "rate", "output_rate", "rewind", "controls", "eval_every"),
 }
 # The architectures' own sections inside `model` and their keys.
 SUBSECTIONS: dict[str, tuple[str, ...]] = {"mlp": ("hidden",), "lenet5": ("channels", "fc")}
@@ -100,6 +102,23 @@ def valid_docs(draw: st.DrawFn) -> dict[str, Any]:
     # Calibration images are training images: at most data.train_size (null: all 60,000).
     available = doc["data"]["train_size"] or 60000
     doc["prune"]["calibration_size"] = draw(st.integers(1, available))
+    share = st.floats(0, 1, exclude_min=True, exclude_max=True)
+    doc["finetune"] = draw(st.fixed_dictionaries({
+        "epochs": st.integers(1, 1000),
+        "lr": st.none() | st.floats(min_value=1e-300, max_value=10),
+        "weight_criteria": st.lists(st.sampled_from(WEIGHT_CRITERIA), min_size=1, unique=True),
+        "unit_criteria": st.lists(st.sampled_from(UNIT_CRITERIA), min_size=1, unique=True),
+    }))
+    # A late-rewinding step lies within the dense run: epochs x batches per epoch.
+    steps = doc["train"]["epochs"] * -(-available // doc["train"]["batch_size"])
+    doc["imp"] = draw(st.fixed_dictionaries({
+        "rounds": st.integers(1, 100),
+        "rate": share,
+        "output_rate": share,
+        "rewind": st.just("init") | st.integers(0, steps),
+        "controls": st.lists(st.sampled_from(["reinit", "random_mask"]), unique=True),
+        "eval_every": st.integers(1, 10**6),
+    }))
     return doc
 
 
@@ -291,7 +310,7 @@ def test_parse_params_gives_params_or_one_line_error(doc: Any) -> None:
 @given(doc=valid_docs())
 def test_valid_documents_are_accepted_and_normalised(doc: dict[str, Any]) -> None:
     """200 valid documents: accepted; the grid comes back sorted, the criteria in the order
-    given; the model section as given; flat() has the sixteen keys."""
+    given; the model and retraining sections as given; flat() has the twenty-six keys."""
     params = parse_params(doc)
     assert list(params.prune.sparsities) == sorted(float(k) for k in doc["prune"]["sparsities"])
     assert list(params.prune.weight_criteria) == doc["prune"]["weight_criteria"]
@@ -302,8 +321,11 @@ def test_valid_documents_are_accepted_and_normalised(doc: dict[str, Any]) -> Non
     assert list(params.model.mlp.hidden) == model["mlp"]["hidden"]
     assert list(params.model.lenet5.channels) == model["lenet5"]["channels"]
     assert list(params.model.lenet5.fc) == model["lenet5"]["fc"]
+    assert list(params.finetune.weight_criteria) == doc["finetune"]["weight_criteria"]
+    assert params.imp.rewind == doc["imp"]["rewind"]
+    assert list(params.imp.controls) == doc["imp"]["controls"]
     flat = params.flat()
-    assert len(flat) == 16
+    assert len(flat) == 26
     assert flat["model.mlp.hidden"] == model["mlp"]["hidden"]
     assert flat["model.lenet5.channels"] == model["lenet5"]["channels"]
     assert flat["prune.weight_criteria"] == doc["prune"]["weight_criteria"]
@@ -388,7 +410,11 @@ GOOD = (MAIN / "params.yaml").read_text(encoding="utf-8") if (MAIN / "params.yam
                                    "device": "auto"},
                          "prune": {"sparsities": [0.0], "scope": "layer",
                                    "weight_criteria": ["magnitude"], "unit_criteria": ["l2"],
-                                   "calibration_size": 1}})
+                                   "calibration_size": 1},
+                         "finetune": {"epochs": 1, "lr": None,
+                                      "weight_criteria": ["magnitude"], "unit_criteria": ["l2"]},
+                         "imp": {"rounds": 1, "rate": 0.2, "output_rate": 0.1,
+                                 "rewind": "init", "controls": [], "eval_every": 100}})
 
 
 def with_seed(text: str) -> str:
@@ -399,7 +425,8 @@ def alias_bomb(levels: int) -> str:
     """~500 bytes of YAML whose value expands to 10**levels leaves (shared references)."""
     items = ["&a0 [x, x, x, x, x, x, x, x, x, x]"]
     items += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
-    return "data: [" + ", ".join(items) + "]\nmodel: {}\ntrain: {}\nprune: {}\n"
+    return ("data: [" + ", ".join(items) + "]\nmodel: {}\ntrain: {}\nprune: {}\nfinetune: {}\n"
+            "imp: {}\n")
 
 
 # Each raised something other than ParamsError inside load_params (config.py's yaml.safe_load

@@ -197,8 +197,9 @@ def test_dense_round_with_init_rewinding_keeps_no_checkpoint() -> None:
 @pytest.mark.parametrize("rewind", ["init", 6])
 def test_rounds_start_from_exactly_the_rewind_point(rewind: int | str, tmp_path: Path) -> None:
     """`run` retrains every round's ticket from the rewind point (the init, or the dense run
-    after step n): a manual masked run from those weights, on the masks of the previous
-    round's trained ticket, gives bit-identical weights and the same test passes."""
+    after step n, then for the rest of the schedule): a manual masked run from those weights,
+    on the masks of the previous round's trained ticket, gives bit-identical weights and the
+    same test passes."""
     init, data, cfg = initial(), split(), params(rewind=rewind, rounds=2)
     rounds = run(init, data, cfg, RoundStore(tmp_path / "imp", "fp"))
     assert [r.index for r in rounds] == [0, 1, 2]
@@ -215,7 +216,8 @@ def test_rounds_start_from_exactly_the_rewind_point(rewind: int | str, tmp_path:
         assert_same(rnd.masks, masks)
         model = Network(start)
         result = train(model, data.x, data.y, data.x_test, data.y_test, TRAIN, progress=False,
-                       masks=masks, eval_every=cfg.imp.eval_every)
+                       masks=masks, eval_every=cfg.imp.eval_every,
+                       start_step=0 if rewind == "init" else rewind)
         assert_bits(rnd.trained, [w.detach() for w in model.weights()])
         assert same_outcome(rnd.outcomes["ticket"], Outcome.of(result))
         for w, m in zip(rnd.trained, rnd.masks, strict=True):
@@ -726,3 +728,111 @@ def test_the_fingerprint_covers_the_code_that_computes_a_round() -> None:
     assert seen <= set(imp.SHAPING) | set(imp.NOT_SHAPING), seen - set(imp.SHAPING)
     assert not set(imp.SHAPING) & set(imp.NOT_SHAPING)
     assert fingerprint(params(), b"init", "cpu") != fingerprint(params(), b"init", "cuda")
+
+
+# --- after review: late rewinding continues the schedule; reconstructions' own zeros; reports -----
+
+def test_a_late_start_continues_the_same_batches_for_the_remaining_steps() -> None:
+    """train(start_step=s) from the step-s weights trains steps s+1..T on the batches the full
+    run used there: its first loss is the full run's loss at step s+1, bit for bit."""
+    data, s = split(), 6
+    full = train(Network(initial()), data.x, data.y, data.x_test, data.y_test, TRAIN,
+                 progress=False, checkpoint_at=s)
+    at_s = with_weights(initial(), full.checkpoint)
+    late = train(Network(at_s), data.x, data.y, data.x_test, data.y_test, TRAIN,
+                 progress=False, start_step=s, eval_every=5)
+    assert len(late.step_losses) == STEPS - s
+    assert late.step_losses[0] == full.step_losses[s]
+    assert late.samples == (STEPS - s) * TRAIN.batch_size
+    assert [step for step, _ in late.evals] == [10, 15, 16]
+    with pytest.raises(ValueError, match="start_step"):
+        train(Network(initial()), data.x, data.y, data.x_test, data.y_test, TRAIN,
+              progress=False, start_step=STEPS + 1)
+
+
+def test_late_rewinding_gives_every_net_the_rest_of_the_schedule() -> None:
+    """imp.rewind = s: the ticket and both controls train steps s+1..T (not T more), so
+    a rewound ticket gets no more training than the dense net had."""
+    s = 7
+    init, data, cfg = initial(), split(), params(rewind=s)
+    r0 = dense_round(init, data, cfg)
+    start = with_weights(init, r0.rewind)
+    r1 = next_round(r0, start, data, cfg)
+    for outcome in r1.outcomes.values():
+        assert [step for step, _ in outcome.evals] == [10, 15, 16]
+    _, manual = masked_train(start, r1.masks, data, TRAIN, eval_every=5, start_step=s)
+    assert same_outcome(r1.outcomes["ticket"], Outcome.of(manual))
+
+
+def test_a_reconstructions_mask_is_the_zeros_it_chose() -> None:
+    """obs keeps the ranking's count per layer but picks its own positions: the mask that
+    fine-tuning holds is the rebuilt net's nonzeros, and fine-tuning keeps exactly those."""
+    from prunelab.criteria.base import Context
+    from prunelab.criteria.registry import criterion
+    from prunelab.prune import pruned_with_masks
+
+    net, data = initial(), split()
+    obs = criterion("weight", "obs")
+    context = Context(net, data.x[:64], data.y[:64], seed=0)
+    (_, masks, rebuilt), = pruned_with_masks(net, "weight", "layer", (0.6,), obs, context)
+    for layer, keep in zip(rebuilt[:-1], masks[:-1], strict=True):
+        assert torch.equal(keep, layer.weight != 0)
+    assert bool(masks[-1].all())
+    tuned, _ = fine_tune(rebuilt, masks, data, TRAIN)
+    live = sum(int(layer.weight.count_nonzero()) for layer in tuned)
+    assert live <= sum(int(m.sum()) for m in masks)
+
+
+def test_controls_are_the_names_params_yaml_allows() -> None:
+    from prunelab import imp
+    from prunelab.config import IMP_CONTROLS
+
+    assert tuple(imp.CONTROLS) == IMP_CONTROLS
+    assert ("ticket", *IMP_CONTROLS) == imp.VARIANTS
+
+
+def fake_round(index: int, kept: int, accs: dict[str, float], seconds: float = 1.0) -> Round:
+    masks = (torch.arange(10) < kept,)
+    return Round(index, masks, (torch.zeros(10),),
+                 {v: Outcome(a, 5 * index or None, ((5, a),), seconds) for v, a in accs.items()},
+                 wall_seconds=2 * seconds)
+
+
+def test_imp_reports_stay_within_only_while_every_round_does() -> None:
+    """'within 0.1 point down to X%' is contiguous from the first round: a later recovery does
+    not extend it; the CSV has a row per round and net; timing sums the rounds."""
+    from prunelab import imp_report
+
+    rounds = [fake_round(0, 10, {"ticket": 97.0}),
+              fake_round(1, 8, {"ticket": 96.95, "reinit": 96.5, "random_mask": 96.0}),
+              fake_round(2, 6, {"ticket": 96.8, "reinit": 96.0, "random_mask": 95.0}),
+              fake_round(3, 4, {"ticket": 97.2, "reinit": 95.0, "random_mask": 94.0})]
+    assert imp_report.within_down_to(rounds, "ticket", 97.0) == 80.0
+    assert imp_report.within_down_to(rounds, "reinit", 97.0) is None
+    summary = imp_report.summary(rounds)
+    assert summary["dense_accuracy"] == 97.0
+    assert summary["within_0.1pt_down_to_percent"] == {"ticket": 80.0, "reinit": None,
+                                                      "random_mask": None}
+    assert summary["rounds"]["3"] == {"weights_remaining": 40.0, "ticket": 97.2,
+                                      "reinit": 95.0, "random_mask": 94.0}
+    rows = imp_report.rows(rounds)
+    assert len(rows) == 1 + 3 * 3 and rows[0]["variant"] == "ticket"
+    assert list(rows[0]) == list(imp_report.IMP_COLUMNS)
+    timing = imp_report.timing(rounds)
+    assert timing["wall_seconds"] == 8.0 and timing["masked_over_dense"] == 1.0
+
+
+def test_finetune_summary_is_contiguous_from_the_smallest_k() -> None:
+    """A k that passes after a k that failed does not count ('stays within ... up to k')."""
+    from prunelab.prune import SweepPoint
+    from prunelab.retrain import TunedPoint, finetune_summary
+
+    def point(k: float, shot: float, tuned: float) -> TunedPoint:
+        return TunedPoint(SweepPoint(k, shot, k, k, 0, 0), tuned, 0.0)
+
+    points = [point(0.0, 97.0, 98.0), point(0.5, 96.95, 96.8), point(0.9, 90.0, 97.0)]
+    got = finetune_summary(points, 97.0, 98.0)
+    assert got["fine-tuned.max_sparsity_within_0.1pt"] == 0.0  # 0.5 misses; 0.9 does not count
+    assert got["fine-tuned.max_sparsity_within_0.5pt"] == 0.9
+    assert got["one-shot.max_sparsity_within_0.1pt"] == 0.5
+    assert got["fine-tuned.max_sparsity_within_1pt_of_tuned_dense"] == 0.0

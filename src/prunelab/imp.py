@@ -16,8 +16,8 @@ import dataclasses
 import hashlib
 import io
 import json
+import platform
 import re
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +44,6 @@ from prunelab.train import TrainResult
 
 FORMAT = "prunelab-imp-round-v1"
 ROUND_FILE = re.compile(r"round_(\d+)\.pt")
-CONTROL_SEEDS = {"reinit": 1, "random_mask": 2}  # distinct streams per control
 
 
 @dataclass(frozen=True)
@@ -94,19 +93,23 @@ NOT_SHAPING = ("cli", "criteria", "errors", "files", "machine", "paths", "plot",
 
 def fingerprint(cfg: Params, init_blob: bytes, device: str = "cpu") -> str:
     """What a round's results depend on, besides imp.rounds: the settings, the initial weights,
-    the code that computes them (SHAPING), the device type and the thread count (float sums
-    differ between CPU and GPU, and between 1 and 2 threads)."""
+    the code that computes them (SHAPING), the device type, the thread count and the CPU's
+    instruction set (float sums differ between CPU and GPU, 1 and 2 threads, AVX2 and
+    AVX-512), so rounds fetched from another machine are recomputed, not mixed in."""
     code = hashlib.sha256()
     root = Path(prunelab.__file__).parent
     for name in SHAPING:
         code.update(name.encode() + b"\0" + (root / f"{name}.py").read_bytes())
     flat = cfg.flat()
     # The architecture's widths are in the initial weights; imp.rounds only says where to stop.
-    keys = [k for k in flat if k.split(".")[0] in ("data", "train", "imp") and k != "imp.rounds"]
+    # (The MNIST files need no hash: loading checks them against the official MD5s.)
+    keys = [k for k in flat if k.split(".")[0] in ("data", "train", "imp")
+            and k not in ("imp.rounds", "train.device")]  # the device: resolved, below
     keys.append("model.arch")
     doc = {"params": {k: flat[k] for k in keys}, "init": hashlib.sha256(init_blob).hexdigest(),
            "code": code.hexdigest(), "torch": torch.__version__, "device": device,
-           "threads": torch.get_num_threads()}
+           "threads": torch.get_num_threads(), "machine": platform.machine(),
+           "simd": torch.backends.cpu.get_cpu_capability()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -148,8 +151,9 @@ class RoundStore:
             doc = torch.load(path, map_location=device, weights_only=True)
         except Exception:  # a damaged file is recomputed, not trusted
             return None
+        index = int(path.name[len("round_"):-len(".pt")])  # the name says which round it holds
         if not isinstance(doc, dict) or doc.get("format") != FORMAT \
-                or doc.get("fingerprint") != self.fingerprint:
+                or doc.get("fingerprint") != self.fingerprint or doc.get("round") != index:
             return None
         outcomes = {name: Outcome(o["accuracy"], o["best_step"],
                                   tuple((int(s), float(a)) for s, a in o["evals"]), o["seconds"])
@@ -192,22 +196,46 @@ def dense_round(init: Net, data: Split, cfg: Params) -> Round:
                  rewind=result.checkpoint)
 
 
+def _reinit(start: Net, masks: Sequence[Tensor], seed: int) -> tuple[Net, Sequence[Tensor]]:
+    """Control: the ticket's mask on fresh random weights (do the initial values matter?)."""
+    return reinitialised(start, seed), masks
+
+
+def _random_mask(start: Net, masks: Sequence[Tensor],
+                 seed: int) -> tuple[Net, Sequence[Tensor]]:
+    """Control: a random mask of the ticket's per-layer sizes on the ticket's starting weights
+    (does the structure matter?)."""
+    return start, random_masks(masks, seed)
+
+
+Control = Callable[[Net, Sequence[Tensor], int], tuple[Net, Sequence[Tensor]]]
+# The controls by their params.yaml names (prunelab.config.IMP_CONTROLS, checked by a test),
+# each with its own seed stream per round.
+CONTROLS: dict[str, Control] = {"reinit": _reinit, "random_mask": _random_mask}
+CONTROL_SEEDS = {name: i for i, name in enumerate(CONTROLS, 1)}
+VARIANTS = ("ticket", *CONTROLS)
+
+
+def rewind_step(cfg: Params) -> int:
+    """The step training restarts from after rewinding: 0 for the init, s for step s."""
+    return cfg.imp.rewind if isinstance(cfg.imp.rewind, int) else 0
+
+
 def next_round(previous: Round, start: Net, data: Split, cfg: Params) -> Round:
-    """Round r: prune the previous ticket, rewind to ``start`` and retrain; the controls on the
-    same per-layer sizes."""
+    """Round r: prune the previous ticket, rewind to ``start`` and retrain to the end of the
+    dense run's schedule (late rewinding: steps s+1..T); the controls likewise, on the same
+    per-layer sizes."""
     r, imp = previous.index + 1, cfg.imp
     trained_prev = with_weights(start, previous.trained)
     masks = imp_masks(trained_prev, previous.masks, imp.rate, imp.output_rate)
-    hooks = {"eval_every": imp.eval_every}
+    hooks = {"eval_every": imp.eval_every, "start_step": rewind_step(cfg)}
     ticket, result = masked_train(start, masks, data, cfg.train, **hooks)
     outcomes = {"ticket": Outcome.of(result)}
-    for control in imp.controls:
-        seed = derived_seed(cfg.train.seed, IMP_CONTROL, r, CONTROL_SEEDS[control])
-        if control == "reinit":  # the ticket's mask, fresh weights
-            _, res = masked_train(reinitialised(start, seed), masks, data, cfg.train, **hooks)
-        else:  # a random mask of the same per-layer sizes, the ticket's starting weights
-            _, res = masked_train(start, random_masks(masks, seed), data, cfg.train, **hooks)
-        outcomes[control] = Outcome.of(res)
+    for name in imp.controls:
+        seed = derived_seed(cfg.train.seed, IMP_CONTROL, r, CONTROL_SEEDS[name])
+        net, control_masks = CONTROLS[name](start, masks, seed)
+        _, res = masked_train(net, control_masks, data, cfg.train, **hooks)
+        outcomes[name] = Outcome.of(res)
     return Round(r, tuple(masks), tuple(weights(ticket)), outcomes)
 
 
@@ -232,61 +260,3 @@ def run(init: Net, data: Split, cfg: Params, store: RoundStore,
         finish(lambda: next_round(rounds[-1], start, data, cfg))
     store.keep_only(cfg.imp.rounds)
     return rounds[: cfg.imp.rounds + 1]
-
-
-# -- what the stage reports ---------------------------------------------------------------------
-
-IMP_COLUMNS = ("round", "variant", "weights_remaining", "accuracy", "best_step")
-TICKET_TOLERANCE = 0.1  # points: "matches dense" for tickets (the issue's and paper's bar)
-
-
-def rows(rounds: Sequence[Round]) -> list[dict[str, Any]]:
-    """plots/imp.csv: one row per round and trained net (round 0: the dense net, as ticket)."""
-    return [{"round": r.index, "variant": name,
-             "weights_remaining": round(r.remaining_percent(), 4),
-             "accuracy": o.accuracy, "best_step": o.best_step}
-            for r in rounds for name, o in r.outcomes.items()]
-
-
-def within_down_to(rounds: Sequence[Round], variant: str, dense: float,
-                   tolerance: float = TICKET_TOLERANCE) -> float | None:
-    """The fewest weights remaining (%) down to which ``variant`` stays within ``tolerance``
-    points of dense (or above) in every round from the first; None if it misses at round 1."""
-    best = None
-    for r in rounds[1:]:
-        o = r.outcomes.get(variant)
-        if o is None or o.accuracy < dense - tolerance:
-            break
-        best = round(r.remaining_percent(), 4)
-    return best
-
-
-def summary(rounds: Sequence[Round]) -> dict[str, Any]:
-    """metrics/imp.json: dense accuracy; per round the weights remaining and every net's
-    accuracy; per variant how far it stays within 0.1 point of dense."""
-    dense = rounds[0].outcomes["ticket"].accuracy
-    variants = [v for v in ("ticket", "reinit", "random_mask") if v in rounds[-1].outcomes]
-    return {
-        "dense_accuracy": dense,
-        "within_0.1pt_down_to_percent": {v: within_down_to(rounds, v, dense) for v in variants},
-        "rounds": {str(r.index): {"weights_remaining": round(r.remaining_percent(), 4),
-                                  **{v: o.accuracy for v, o in r.outcomes.items()}}
-                   for r in rounds[1:]},
-    }
-
-
-def timing(rounds: Sequence[Round]) -> dict[str, Any]:
-    """metrics/imp_timing.json: the rounds' wall time (every training and test pass, including
-    rounds resumed from an earlier run), optimisation seconds per round and net, and the masked
-    trainings' median over the dense round's (issue 11's 1.2x; the benchmark measures it with
-    both runs side by side)."""
-    dense = rounds[0].outcomes["ticket"].seconds
-    masked = [o.seconds for r in rounds[1:] for o in r.outcomes.values()]
-    median = round(statistics.median(masked), 3) if masked else None
-    return {"wall_seconds": round(sum(r.wall_seconds for r in rounds), 3),
-            "resumed_rounds": sum(r.resumed for r in rounds),
-            "dense_seconds": dense,
-            "masked_median_seconds": median,
-            "masked_over_dense": round(median / dense, 3) if median and dense else None,
-            "rounds": {str(r.index): {v: o.seconds for v, o in r.outcomes.items()}
-                       for r in rounds}}

@@ -79,12 +79,17 @@ def pruned_with_masks(net: Sequence[Layer], granularity: str, scope: str,
                       context: Context | None = None
                       ) -> Iterator[tuple[float, list[Tensor], Net]]:
     """(k, keep-masks, pruned net) for every grid value, each from the same dense ``net``:
-    masked, then reconstructed when the criterion does that. The ranking is computed once."""
+    masked, then reconstructed when the criterion does that. The ranking is computed once.
+    The masks are the pruned net's: for a reconstruction, the weights it left nonzero."""
     pruner = Pruner(net, granularity, scope, criterion, context)
     for k in sparsities:
         masks = pruner.masks(k)
         if criterion is not None and criterion.reconstruct is not None and context is not None:
-            yield k, masks, with_weights(net, criterion.reconstruct(context, masks))
+            rebuilt = with_weights(net, criterion.reconstruct(context, masks))
+            # A reconstruction may choose its own zeros (obs keeps the ranking's count per
+            # layer, not its positions): the pruned net's mask is what it zeroed.
+            kept = [layer.weight != 0 for layer in rebuilt[:-1]] + [masks[-1]]
+            yield k, kept, rebuilt
         else:
             yield k, masks, apply_masks(net, masks)
 

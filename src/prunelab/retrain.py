@@ -59,13 +59,15 @@ def mask_net(net: Net, masks: Sequence[Tensor]) -> Net:
 
 
 def masked_train(net: Net, masks: Sequence[Tensor] | None, data: Split, cfg: TrainConfig,
-                 **hooks: int | None) -> tuple[Net, TrainResult]:
-    """Train ``net`` with ``masks`` held (None: unmasked; see :func:`prunelab.train.train`,
-    ``hooks`` are its ``checkpoint_at``, ``eval_every`` and ``max_steps``). Returns the trained
-    weights (detached) in the net's own shape, and what training measured."""
+                 checkpoint_at: int | None = None, eval_every: int | None = None,
+                 max_steps: int | None = None, start_step: int = 0) -> tuple[Net, TrainResult]:
+    """Train ``net`` with ``masks`` held (None: unmasked; the other arguments are
+    :func:`prunelab.train.train`'s). Returns the trained weights (detached) in the net's own
+    shape, and what training measured."""
     model = Network(net)
     result = train(model, data.x, data.y, data.x_test, data.y_test, cfg, progress=False,
-                   masks=None if masks is None else list(masks), **hooks)  # type: ignore[arg-type]
+                   masks=None if masks is None else list(masks), checkpoint_at=checkpoint_at,
+                   eval_every=eval_every, max_steps=max_steps, start_step=start_step)
     return tuple(layer.with_weight(layer.weight.detach()) for layer in model.layers()), result
 
 
@@ -118,10 +120,11 @@ def random_masks(masks: Sequence[Tensor], seed: int) -> list[Tensor]:
 
 def reinitialised(net: Net, seed: int) -> Net:
     """The net with fresh weights from the architecture's own init (PyTorch's default for each
-    layer), drawn with ``seed``."""
-    torch.manual_seed(seed)
-    return with_weights(net, [init_weight(layer, tuple(layer.weight.shape)).to(layer.weight.device)
-                              for layer in net])
+    layer), drawn with ``seed``; the global random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return with_weights(net, [init_weight(layer, tuple(layer.weight.shape)).to(
+            layer.weight.device) for layer in net])
 
 
 def remaining(masks: Sequence[Tensor]) -> tuple[int, ...]:
@@ -209,16 +212,22 @@ FINETUNE_TOLERANCES = (0.1, 0.5, 1.0)  # points below dense (issue 11's targets,
 
 def finetune_summary(points: Sequence[TunedPoint], dense: float,
                      tuned_dense: float | None = None) -> dict[str, Any]:
-    """metrics/finetune_<method>.json for one criterion: per tolerance, the highest k whose
-    one-shot and fine-tuned accuracy is within it of dense, and that k's nominal sparsity.
+    """metrics/finetune_<method>.json for one criterion: per tolerance, the highest k up to
+    which the one-shot (and the fine-tuned) accuracy stays within it of dense at every k, and
+    that k's nominal sparsity.
 
     ``tuned_dense`` is the dense net trained on with the same recipe (k = 0, fine-tuned): the
     fair reference when the extra epochs alone raise accuracy; the fine-tuned points are also
     measured against it (``..._of_tuned_dense``).
     """
     def best(acc: Any, reference: float, tol: float) -> SweepPoint | None:
-        ok = [p.one_shot for p in points if acc(p) >= reference - tol]
-        return max(ok, key=lambda p: p.sparsity, default=None)
+        """The highest k up to which every k stays within ``tol`` (the first miss ends it)."""
+        found = None
+        for p in sorted(points, key=lambda p: p.one_shot.sparsity):
+            if acc(p) < reference - tol:
+                break
+            found = p.one_shot
+        return found
 
     out: dict[str, Any] = {}
     checks = [("one-shot", lambda p: p.one_shot.accuracy, dense, ""),

@@ -1,8 +1,9 @@
-"""Every random draw of the study gets its own seed, derived from train.seed and what it is for.
+"""Seeds for the study's own random draws, derived from train.seed and what each is for.
 
-``torch.manual_seed(train.seed)`` draws the initial weights. A draw seeded with the same number
--- say the random criterion's scores for layer 0 at seed 0 -- would repeat those very draws and
-be correlated with the weights it should be independent of. Deriving each purpose's seed through
+``torch.manual_seed(train.seed)`` draws the initial weights, and the shuffle generator is
+seeded with train.seed too (both as the study's notebook did). Any other draw seeded with the
+same number -- say the random criterion's scores for layer 0 at seed 0 -- would repeat those very
+draws and be correlated with the weights it should be independent of. Deriving each purpose's seed through
 NumPy's SeedSequence (a hash of the words) gives independent streams, and the same params still
 give the same draws.
 """
