@@ -2,10 +2,10 @@
 
 ``torch.manual_seed(train.seed)`` draws the initial weights, and the shuffle generator is
 seeded with train.seed too (both as the study's notebook did). Any other draw seeded with the
-same number -- say the random criterion's scores for layer 0 at seed 0 -- would repeat those very
-draws and be correlated with the weights it should be independent of. Deriving each purpose's seed through
-NumPy's SeedSequence (a hash of the words) gives independent streams, and the same params still
-give the same draws.
+same number -- say the random criterion's scores for layer 0 at seed 0 -- would repeat those
+very draws and be correlated with the weights it should be independent of. Deriving each
+purpose's seed through NumPy's SeedSequence (a hash of the words) gives independent streams,
+and the same params still give the same draws.
 """
 
 from __future__ import annotations
