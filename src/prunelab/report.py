@@ -301,7 +301,32 @@ def retraining() -> str:
                 f"{paths.RETRAIN_PIPELINE}`), then `make report`.")
     return "\n".join(["**Fine-tuning after one-shot pruning**", "", *_finetune_lines(), "",
                       *_finetune_findings(), "", "**Iterative magnitude pruning: lottery "
-                      "tickets and their controls**", "", *_imp_lines()])
+                      "tickets and their controls**", "", *_imp_lines(), "", _cost()])
+
+
+def _cost() -> str:
+    """What the retraining took, from the stages' own timing files (this run, this machine)."""
+    walls = [read_json(paths.finetune_timing(m))["wall_seconds"] for m in METHODS]
+    imp = read_json(paths.IMP_TIMING)
+    rounds = len(imp["rounds"]) - 1
+    fine = sum(walls)
+    text = (f"**Cost** (this run, {_cores()}): the fine-tuning study {fine / 60:.1f} min "
+            f"(weight {walls[0]:.0f} s, unit {walls[1]:.0f} s; target ≤ 5 min: "
+            f"{_met(fine <= 300)}); IMP {imp['wall_seconds'] / 60:.1f} min for {rounds} rounds "
+            "with their controls")
+    if rounds == 15:  # each round's wall time is saved with it, so resumed rounds count too
+        text += f" (target ≤ 20 min: {_met(imp['wall_seconds'] <= 1200)})"
+    ratio = imp.get("masked_over_dense")
+    if ratio is not None:
+        text += (f"; a masked training took {ratio:.2f}x the dense round's (median over the "
+                 "rounds; `python bench/run.py --only masked` times both side by side)")
+    return text + "."
+
+
+def _cores() -> str:
+    import os
+
+    return f"{os.cpu_count()} cores"
 
 
 def replace_block(text: str, name: str, block: str) -> str:
