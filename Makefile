@@ -4,7 +4,7 @@ PYTHON  ?= python3
 BIN     := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup pipeline retrain test test-fast lint bench bench-readme report compare ui clean-venv
+.PHONY: setup pipeline retrain replicates test test-fast lint bench bench-readme report compare ui clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,17 @@ pipeline: setup                      ## set up, then run the whole study with DV
 # The retraining studies (fine-tuning, lottery tickets): a second pipeline file, ~25 min.
 retrain: setup                       ## fine-tuning and IMP / lottery tickets (after the study)
 	dvc repro stages/retrain/dvc.yaml
+	dvc repro --force --single-item report   # reports/study.md gains the retraining section
+
+# The replicated study: five seeds as the DVC experiment `replicates` (in a temporary copy:
+# the workspace keeps its params), then the README's results blocks and a published copy of
+# its report (reports/replicates/) from that experiment. The seeds' stages land in DVC's
+# run-cache, so `dvc exp run -S 'train.seeds=[0,1,2,3,4]'` afterwards restores them.
+SEEDS ?= [0,1,2,3,4]
+replicates: setup                    ## the study on five seeds; README results from it
+	-dvc exp remove replicates >/dev/null 2>&1
+	dvc exp run --temp -n replicates -S 'train.seeds=$(SEEDS)'
+	python -m prunelab report --rev replicates --readme README.md --publish reports/replicates
 
 test: setup                          ## set up, then run every test (unit, end-to-end, servers)
 	python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
@@ -59,6 +70,7 @@ compare: setup                       ## the study on LeNet-5 too, compared with 
 	-dvc exp remove lenet5 >/dev/null 2>&1
 	dvc exp run --temp -n lenet5 -S model.arch=lenet5
 	python -m prunelab compare workspace lenet5 --readme README.md
+	dvc repro --force --single-item report   # reports/study.md gains the architectures section
 
 # MLflow 3 opens an experiment in its GenAI view; workflowType=machine_learning opens the runs.
 ui: setup                            ## the MLflow UI on the project's store, loopback only

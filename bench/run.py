@@ -46,7 +46,7 @@ RESULTS = ROOT / "bench" / "results"
 STUDY_GRID = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 CPU = torch.device("cpu")
 SECTIONS = ("train", "batch_scaling", "sweeps", "criteria", "grid_scaling", "reference",
-            "profile", "dvc", "lenet5", "masked", "threads")
+            "profile", "dvc", "lenet5", "masked", "threads", "parallel")
 # Issue 10's targets for LeNet-5, measured against the MLP in the same run.
 LENET_TRAIN_RATIO_TARGET = 2.0  # LeNet-5's training time at most 2x the MLP's (same recipe)
 LENET_ACCURACY_TARGET = 98.8  # dense test accuracy (%) after the study's 3 epochs
@@ -398,6 +398,96 @@ def bench_threads(data: dict[str, Any], hidden: tuple[int, ...], cfg: TrainConfi
     return out
 
 
+PARALLEL_TARGET = 0.9  # issue 12: two jobs at once at most 0.9x the time of one after the other
+PARALLEL_MODES = ("sequential", "parallel_default", "parallel_sized")
+
+
+def parallel_worker() -> None:
+    """One training in its own process, its threads sized as a stage's are (prunelab.threads);
+    sys.argv[1] is its JSON job. Prints "ready" once set up, trains when a line arrives on
+    stdin, then prints when it started and ended (CLOCK_MONOTONIC: one clock for all
+    processes) and the threads it used."""
+    from prunelab import threads
+
+    job = json.loads(sys.argv[1])
+    decided = threads.apply()
+    cfg = TrainConfig(epochs=1, lr=job["lr"], batch_size=job["batch_size"], seed=job["seed"])
+    images, labels = load_split(Path(job["data_dir"]), "train", job["steps"] * cfg.batch_size)
+    x, y = to_inputs(images, CPU), to_targets(labels, CPU)
+    model = build_model(mlp_config(job["hidden"]), cfg.seed, CPU)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    start = time.monotonic()
+    train(model, x, y, x[:100], y[:100], cfg, progress=False)
+    print(json.dumps({"start": start, "end": time.monotonic(), "why": decided.why,
+                      "threads": torch.get_num_threads()}), flush=True)
+
+
+def timed_trainings(jobs: list[dict[str, Any]], at_once: bool,
+                    env: dict[str, str]) -> dict[str, Any]:
+    """Wall time of the trainings ``jobs``, each in its own process, all started together
+    (``at_once``) or one after the other. Process start and data loading are left out: every
+    process is set up before its training starts."""
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import run; "
+            "run.parallel_worker()")
+
+    def spawn(job: dict[str, Any]) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(job)], env=env,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if proc.stdout is None or proc.stdout.readline().strip() != "ready":
+            raise click.ClickException(f"a training process failed to start: {job}")
+        return proc
+
+    def finish(procs: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:
+        for proc in procs:  # the start signals go out together, before any result is read
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        done = [json.loads(proc.communicate()[0]) for proc in procs]
+        if any(proc.returncode for proc in procs):
+            raise click.ClickException("a training process failed")
+        return done
+
+    runs = (finish([spawn(job) for job in jobs]) if at_once
+            else [run for job in jobs for run in finish([spawn(job)])])
+    wall = (max(r["end"] for r in runs) - min(r["start"] for r in runs) if at_once
+            else sum(r["end"] - r["start"] for r in runs))
+    return {"seconds": wall, "threads": [r["threads"] for r in runs],
+            "why": sorted({r["why"] for r in runs}),
+            "steps_per_second": [jobs[0]["steps"] / (r["end"] - r["start"]) for r in runs]}
+
+
+def bench_parallel(data_dir: Path, hidden: tuple[int, ...], cfg: TrainConfig, steps: int,
+                   repeats: int, jobs: int = 2) -> dict[str, Any]:
+    """Issue 12: ``jobs`` trainings of ``steps`` steps in separate processes, one after the
+    other (each with every core), all at once with torch's default threads, and all at once
+    with the threads a stage takes beside ``jobs`` - 1 others (PRUNELAB_JOBS); the modes
+    alternate within each repetition, so all three see the same machine."""
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "PRUNELAB_JOBS")}
+    base["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT / "src"),
+                                                       os.environ.get("PYTHONPATH"))))
+    work = [{"data_dir": str(data_dir.resolve()), "hidden": list(hidden), "steps": steps,
+             "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed + i}
+            for i in range(jobs)]
+    modes = {"sequential": (False, base), "parallel_default": (True, base),
+             "parallel_sized": (True, {**base, "PRUNELAB_JOBS": str(jobs)})}
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for _ in range(repeats):
+        for mode, (at_once, env) in modes.items():
+            runs[mode].append(timed_trainings(work, at_once, env))
+    out: dict[str, Any] = {"jobs": jobs, "steps": steps, "cores": describe().cores,
+                           "repeats": repeats, "target_ratio": PARALLEL_TARGET}
+    for mode, got in runs.items():
+        out[mode] = {"seconds": statistics.median(r["seconds"] for r in got),
+                     "steps_per_second": statistics.median(
+                         v for r in got for v in r["steps_per_second"]),
+                     "threads": got[-1]["threads"], "why": got[-1]["why"],
+                     "all_seconds": [r["seconds"] for r in got]}
+    for mode in ("parallel_default", "parallel_sized"):
+        out[mode]["ratio_to_sequential"] = out[mode]["seconds"] / out["sequential"]["seconds"]
+    return out
+
+
 def bench_compacted(net: Net, x: torch.Tensor, y: torch.Tensor, k: float = 0.5,
                     batch: int = 100) -> dict[str, Any]:
     """The unit-pruned net at ``k`` (the study's l2 criterion, layer scope), compacted, against
@@ -581,16 +671,21 @@ def bench_dvc(params: dict[str, Any], repeats: int, data_dir: Path,
     """
     with tempfile.TemporaryDirectory() as tmp:
         repo, env = dvc_workspace(params, Path(tmp), data_dir, tracking)
-        # train -> prune_weight, prune_unit -> plot, each forced, every process start included
-        chain = ["dvc", "repro", "-q", "-f", "-s", "train", "prune_weight", "prune_unit", "plot"]
+        # train -> prune_weight, prune_unit -> aggregate -> plot (the first seed), each forced,
+        # every process start included
+        chain = ["dvc", "repro", "-q", "-f", "-s", "train@0", "prune_weight@0", "prune_unit@0",
+                 "aggregate", "plot"]
         repro = [peak_rss_mb(chain, repo, env)[0] for _ in range(repeats)]
         noop = [peak_rss_mb(["dvc", "repro", "-q"], repo, env)[0] for _ in range(repeats)]
         memory = {}
-        for stage, cmd in (("train", ["python", "stages/train.py"]),
-                           ("prune_weight", ["python", "stages/prune.py", "weight"]),
-                           ("prune_unit", ["python", "stages/prune.py", "unit"]),
+        for stage, cmd in (("train", ["python", "stages/train.py", "0"]),
+                           ("prune_weight", ["python", "stages/prune.py", "weight", "0"]),
+                           ("prune_unit", ["python", "stages/prune.py", "unit", "0"]),
+                           ("aggregate", ["python", "stages/aggregate.py"]),
                            ("plot", ["python", "stages/plot.py"]),
-                           ("speed", ["python", "stages/speed.py"])):
+                           ("sensitivity", ["python", "stages/sensitivity.py"]),
+                           ("speed", ["python", "stages/speed.py"]),
+                           ("report", ["python", "stages/report.py"])):
             seconds, mb, rc = peak_rss_mb(cmd, repo, env)
             memory[stage] = {"seconds": seconds, "peak_rss_mb": mb, "ok": rc == 0}
     return {"repro_train_to_plot_seconds": statistics.median(repro),
@@ -701,6 +796,11 @@ def main(quick: bool, repeats: int, only: tuple[str, ...], out: Path | None,
         log("does training depend on the number of math threads?")
         results["threads"] = bench_threads(data, hidden, cfg, min(len(data["x"]), 10000))
 
+    if "parallel" in wanted:
+        log("two trainings at once against one after the other (threads sized or not)")
+        results["parallel"] = bench_parallel(data_dir, hidden, cfg, 20 if quick else 300,
+                                             repeats)
+
     text = json.dumps(results, indent=2) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
@@ -802,6 +902,8 @@ def markdown(r: dict[str, Any]) -> str:
                       for k, v in runs.items())
                   + ("; weights bit-identical." if th["identical"] else
                      "; the weights differ: the thread count changes the float results.")]
+    if r.get("parallel"):
+        lines += ["", *parallel_markdown(r["parallel"])]
     if r.get("masked"):
         m = r["masked"]
         met = "met" if m["ratio"] <= m["target_ratio"] else "**missed**"
@@ -811,6 +913,30 @@ def markdown(r: dict[str, Any]) -> str:
                   "masked weights stayed exactly 0: "
                   f"{'yes' if m['masked_weights_stayed_zero'] else '**no**'}."]
     return "\n".join(lines)
+
+
+def parallel_markdown(p: dict[str, Any]) -> list[str]:
+    """Issue 12's rows: N trainings at once against one after the other, same run."""
+    n = p["jobs"]
+    names = {"sequential": f"{n} one after the other (every core each)",
+             "parallel_default": f"{n} at once, torch's default threads",
+             "parallel_sized": f"{n} at once, threads sized (`PRUNELAB_JOBS={n}`)"}
+    rows = []
+    for mode in PARALLEL_MODES:
+        m = p[mode]
+        ratio = m.get("ratio_to_sequential", 1.0)
+        note = ""
+        if mode == "parallel_sized":
+            met = "met" if ratio <= p["target_ratio"] else "**missed**"
+            note = f" (target ≤ {p['target_ratio']:g}x: {met})"
+        threads = "/".join(map(str, m["threads"]))
+        rows.append((names[mode], f"{m['seconds']:.1f} s", f"{m['steps_per_second']:.1f}",
+                     threads, f"{ratio:.2f}x{note}"))
+    return [f"{n} trainings of the MLP, {p['steps']} steps each, in separate processes on "
+            f"{p['cores']} cores (training time only; process start and data loading "
+            "excluded):",
+            *table(("how", "wall time", "steps/s per process", "threads", "against one after "
+                    "the other"), rows)]
 
 
 LAYOUT_NAMES = {

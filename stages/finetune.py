@@ -41,7 +41,7 @@ def main(method: str) -> None:
         cfg = load_params(paths.PARAMS)
         with track(f"finetune_{method}", cfg) as run:
             device = resolve_device(cfg.train.device)
-            net = load_net(paths.MODEL, device)
+            net = load_net(paths.model(cfg.train.seed), device)
             (xs, ys), (xt, yt) = (load_split(paths.DATA_DIR, split, limit) for split, limit in
                                   (("train", cfg.data.train_size), ("t10k", cfg.data.test_size)))
             data = Split(to_inputs(xs, device), to_targets(ys, device), to_inputs(xt, device),

@@ -45,11 +45,12 @@ def main() -> None:
         cfg = load_params(paths.PARAMS)
         with track("imp", cfg) as run:
             device = resolve_device(cfg.train.device)
+            init_path = paths.init_model(cfg.train.seed)
             try:
-                init_blob = paths.INIT_MODEL.read_bytes()
+                init_blob = init_path.read_bytes()
             except FileNotFoundError:
-                raise DataError(f"{paths.INIT_MODEL}: missing; run: dvc repro train") from None
-            init = load_net(paths.INIT_MODEL, device)
+                raise DataError(f"{init_path}: missing; run: dvc repro") from None
+            init = load_net(init_path, device)
             (xs, ys), (xt, yt) = (load_split(paths.DATA_DIR, split, limit) for split, limit in
                                   (("train", cfg.data.train_size), ("t10k", cfg.data.test_size)))
             data = Split(to_inputs(xs, device), to_targets(ys, device), to_inputs(xt, device),

@@ -1,4 +1,5 @@
-"""DVC stage `plot`: plots/accuracy_vs_sparsity.png from both pruning curves."""
+"""DVC stage `plot`: plots/accuracy_vs_sparsity.png, the mean curves across the seeds with
+their 95% bands and the notebook's points, from both aggregate curves."""
 
 import click
 
@@ -6,7 +7,7 @@ from prunelab import paths
 from prunelab.cli import stage_errors, stage_help
 from prunelab.config import METHODS, load_params
 from prunelab.files import read_rows, write_bytes
-from prunelab.plot import accuracy_figure, by_criterion
+from prunelab.plot import band_figure
 from prunelab.tracking import track
 
 
@@ -15,10 +16,9 @@ def main() -> None:
     with stage_errors():
         cfg = load_params(paths.PARAMS)
         with track("plot", cfg) as run:
-            curves = {m: by_criterion(read_rows(paths.prune_curve(m)), m,
-                                      str(paths.prune_curve(m))) for m in METHODS}
-            write_bytes(paths.FIGURE, accuracy_figure(curves, cfg.prune.scope, cfg.train.epochs,
-                                                        cfg.model.arch))
+            rows = [row for m in METHODS for row in read_rows(paths.aggregate_curve(m))]
+            write_bytes(paths.FIGURE, band_figure(rows, cfg.prune.scope, cfg.train.epochs,
+                                                  cfg.model.arch))
             run.log_artifacts([paths.FIGURE])
     click.echo(f"plot: {paths.FIGURE}", err=True)
 

@@ -1,7 +1,7 @@
-"""DVC stages `prune_weight` and `prune_unit`: prune fresh copies of the trained net with every
-listed criterion, test each.
+"""DVC stages `prune_weight@<seed>` and `prune_unit@<seed>`: prune fresh copies of one seed's
+trained net with every listed criterion, test each.
 
-METHOD is the granularity: `weight` or `unit`.
+METHOD is the granularity: `weight` or `unit`; SEED one of train.seeds.
 """
 
 import click
@@ -22,7 +22,7 @@ from prunelab.prune import (
     summarise,
     sweep,
 )
-from prunelab.tracking import track
+from prunelab.tracking import seed_prefix, track
 
 DETAILS = ("METHOD is `weight` (single weights) or `unit` (whole units: rows of a linear layer, "
            "output channels of a conv); the criteria that "
@@ -32,13 +32,14 @@ DETAILS = ("METHOD is `weight` (single weights) or `unit` (whole units: rows of 
 
 @click.command(help=stage_help("prune_weight", "prune_unit", details=DETAILS))
 @click.argument("method", type=click.Choice(METHODS))
-def main(method: str) -> None:
+@click.argument("seed", type=click.IntRange(0, 2**32 - 1))
+def main(method: str, seed: int) -> None:
     with stage_errors():
-        cfg = load_params(paths.PARAMS)
-        with track(f"prune_{method}", cfg) as run:
+        cfg = load_params(paths.PARAMS).for_seed(seed)
+        with track(f"prune_{method}@{seed}", cfg) as run:
             device = resolve_device(cfg.train.device)
-            net = load_net(paths.MODEL, device)
-            train_run = read_json(paths.TRAIN_RUN).get("mlflow_run_id")
+            net = load_net(paths.model(seed), device)
+            train_run = read_json(paths.train_run(seed)).get("mlflow_run_id")
             images, labels = load_split(paths.DATA_DIR, "t10k", cfg.data.test_size)
             x, y = to_inputs(images, device), to_targets(labels, device)
             chosen = [criterion(method, name) for name in cfg.prune.criteria(method)]  # type: ignore[arg-type]
@@ -50,23 +51,24 @@ def main(method: str) -> None:
             dense = dense_accuracy(net, next(iter(curves.values())), x, y)
             summary = {name: summarise(points, dense) for name, points in curves.items()}
             out = Outputs()
-            out.add_csv(paths.prune_curve(method), [
+            out.add_csv(paths.prune_curve(method, seed), [
                 row for name, points in curves.items()
                 for row in curve_rows(points, method, cfg.prune.scope, name)])
-            out.add_json(paths.prune_metrics(method), summary)
+            out.add_json(paths.prune_metrics(method, seed), summary)
             out.commit()
             # DVC may skip training; this link names the run that produced the pruned model.
             if train_run:
                 run.set_tags({"train_run_id": str(train_run)}, on_parent=True)
+            prefix = f"{seed_prefix(cfg)}prune_{method}."
             for name, points in curves.items():
-                run.log_series(metric_series(points, f"{name}."), parent_prefix=f"prune_{method}.")
+                run.log_series(metric_series(points, f"{name}."), parent_prefix=prefix)
                 run.log_metrics({f"{name}.{k}": v for k, v in summary[name].items()},
-                                parent_prefix=f"prune_{method}.")
-            run.log_metrics({"dense_accuracy": dense}, parent_prefix=f"prune_{method}.")
+                                parent_prefix=prefix)
+            run.log_metrics({"dense_accuracy": dense}, parent_prefix=prefix)
             run.log_artifacts(out.paths)
     for name, points in curves.items():
         line = ", ".join(f"{p.sparsity:g}: {p.accuracy:.2f}" for p in points)
-        click.echo(f"prune_{method} {name} ({cfg.prune.scope}): {line}", err=True)
+        click.echo(f"prune_{method}@{seed} {name} ({cfg.prune.scope}): {line}", err=True)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def main() -> None:
     with stage_errors():
         cfg = load_params(paths.PARAMS)
         with track("speed", cfg) as run:
-            net = load_net(paths.MODEL, CPU)
+            net = load_net(paths.model(cfg.train.seed), CPU)
             images, labels = load_split(paths.DATA_DIR, "t10k", cfg.data.test_size)
             x, y = to_inputs(images, CPU), to_targets(labels, CPU)
             sets = timed_sets(cfg)

@@ -50,13 +50,26 @@ def test_repository_params_are_the_documented_defaults() -> None:
     assert p.train.epochs == 3
     assert p.train.lr == 0.001
     assert p.train.batch_size == 100
-    assert p.train.seed == 0
+    assert p.train.seed == 0 and p.train.seeds == (0,)  # one seed: the default run stays fast
     assert p.train.device == "auto"
     assert p.prune.sparsities == GRID
     assert p.prune.scope == "layer"
     assert p.prune.weight_criteria == ("magnitude", "random", "largest", "wanda", "obd", "obs")
     assert p.prune.unit_criteria == ("l2", "random", "largest", "activation", "l2_refit")
     assert p.prune.calibration_size == 1024
+
+
+def test_for_seed_picks_one_replicate(tmp_path: Path, raw_params: Raw) -> None:
+    """train.seeds keeps its order (the first is the single-net studies' seed); for_seed
+    gives a replicate's params, and refuses a seed that is not in the list."""
+    raw = copy.deepcopy(raw_params)
+    raw["train"]["seeds"] = [4, 0, 2]
+    p = load_params(write_params(tmp_path, raw))
+    assert p.train.seeds == (4, 0, 2) and p.train.seed == 4
+    assert p.for_seed(2).train.seed == 2 and p.for_seed(2).train.seeds == (4, 0, 2)
+    assert p.for_seed(2).prune == p.prune
+    with pytest.raises(ParamsError, match=r"train\.seeds = \[4, 0, 2\].*\(3\)"):
+        p.for_seed(3)
 
 
 def test_flat_gives_dotted_keys() -> None:
@@ -66,7 +79,8 @@ def test_flat_gives_dotted_keys() -> None:
     assert set(flat) == {
         "data.train_size", "data.test_size", "model.arch", "model.mlp.hidden",
         "model.lenet5.channels", "model.lenet5.fc", "train.epochs", "train.lr",
-        "train.batch_size", "train.seed", "train.device", "prune.sparsities", "prune.scope",
+        "train.batch_size", "train.seed", "train.device", "train.seeds", "prune.sparsities",
+        "prune.scope",
         "prune.weight_criteria", "prune.unit_criteria", "prune.calibration_size",
         "finetune.epochs", "finetune.lr", "finetune.weight_criteria", "finetune.unit_criteria",
         "imp.rounds", "imp.rate", "imp.output_rate", "imp.rewind", "imp.controls",
@@ -153,6 +167,16 @@ BAD = [
     ("lr-inf", setter("train", "lr", math.inf), "train.lr", "inf"),
     ("batch-0", setter("train", "batch_size", 0), "train.batch_size", "0"),
     ("device", setter("train", "device", "tpu"), "train.device", "tpu"),
+    ("seeds-empty", setter("train", "seeds", []), "train.seeds", "[]"),
+    ("seeds-int", setter("train", "seeds", 3), "train.seeds", "3"),
+    ("seeds-dup", setter("train", "seeds", [0, 1, 0]), "train.seeds[2]", "0"),
+    ("seeds-neg", setter("train", "seeds", [0, -1]), "train.seeds[1]", "-1"),
+    ("seeds-bool", setter("train", "seeds", [True]), "train.seeds[0]", "True"),
+    ("seeds-str", setter("train", "seeds", ["1"]), "train.seeds[0]", "'1'"),
+    ("seeds-huge", setter("train", "seeds", [2**32]), "train.seeds[0]", "4294967296"),
+    ("seeds-too-many", setter("train", "seeds", list(range(101))), "train.seeds", None),
+    ("seed-old-key", lambda raw: raw["train"].update(seed=raw["train"].pop("seeds")[0]),
+     "'train.seed'", None),
     ("hidden-0", nested_setter("model", "mlp", "hidden", [64, 0]), "model.mlp.hidden[1] = 0",
      "0"),
     ("hidden-empty", nested_setter("model", "mlp", "hidden", []), "model.mlp.hidden", "[]"),
@@ -255,7 +279,7 @@ def test_stage_with_bad_params_prints_one_error_line_and_writes_nothing(tmp_path
     (tmp_path / "params.yaml").write_text(text.replace("  epochs: 3\n", "  epochs: 0\n"),
                                           encoding="utf-8")
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "train.py")], cwd=tmp_path,
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "train.py"), "0"], cwd=tmp_path,
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode != 0
     lines = [line for line in done.stderr.splitlines() if line.strip()]

@@ -20,14 +20,18 @@ ROOT = Path(__file__).resolve().parents[1]
 ROOT_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
 RETRAIN_YAML = yaml.safe_load((ROOT / paths.RETRAIN_PIPELINE).read_text(encoding="utf-8"))
 # Both pipeline files as one: the retraining stages run from the root (wdir), so their paths
-# read as the study's do.
-DVC_YAML = {**ROOT_YAML, "stages": {**ROOT_YAML["stages"], **RETRAIN_YAML["stages"]}}
+# read as the study's do. A per-seed (foreach) stage is checked through its template (`do:`),
+# whose paths name the seed as ${item}, as prunelab.paths.STAGES does.
+DVC_YAML = {**ROOT_YAML, "stages": {
+    name: stage["do"] if "foreach" in stage else stage
+    for name, stage in {**ROOT_YAML["stages"], **RETRAIN_YAML["stages"]}.items()}}
 CORE_STAGES = ("validate", "download", "train", "prune_weight", "prune_unit", "plot")
 STAGES = tuple(DVC_YAML["stages"])  # every stage, including any added after the core ones
 # Not stage outputs: inputs, folders, and what `python -m prunelab compare` draws from several
 # runs (outside the pipeline).
 NOT_OUTS = {paths.PARAMS, paths.MODELS_DIR, paths.METRICS_DIR, paths.PLOTS_DIR,
-            paths.ARCH_FIGURE, paths.RETRAIN_PIPELINE}
+            paths.ARCH_FIGURE, paths.RETRAIN_PIPELINE, paths.REPORTS_DIR, paths.SEED_MODELS,
+            paths.SEED_METRICS, paths.SEED_CURVES}
 OUT_KINDS = ("outs", "metrics", "plots")  # a stage's outputs, whichever way DVC is told
 
 
@@ -47,6 +51,22 @@ def entries(items: list[Any]) -> list[str]:
             assert isinstance(item, dict) and len(item) == 1, item
             out.extend(item)
     return out
+
+
+def same_net(path: str | Path) -> Path:
+    """A path with the first seed's folder written as any seed's: the single-net stages read
+    models/seeds/${train.seeds[0]}/..., which train@<seed> writes as models/seeds/${item}/..."""
+    return Path(str(path).replace(paths.FIRST_SEED, paths.ITEM))
+
+
+def producer(produced: dict[Path, str], dep: Path) -> str | None:
+    """The stage whose outputs ``dep`` is, or holds (a folder of several seeds' outputs)."""
+    dep = same_net(dep)
+    if dep in produced:
+        return produced[dep]
+    inside = {stage for out, stage in produced.items() if dep in out.parents}
+    assert len(inside) <= 1 or dep.parts[-1] == "seeds", (dep, inside)
+    return min(inside) if inside else None
 
 
 def outs(dvc: dict[str, Any], stage: str) -> set[Path]:
@@ -128,6 +148,23 @@ def test_retraining_is_a_second_pipeline_run_from_the_root() -> None:
             assert Path(*Path(source).parts[2:]) in produced, source
 
 
+def test_the_per_seed_stages_run_once_per_seed() -> None:
+    """train and both prune stages are DVC foreach stages over train.seeds; the seed reaches
+    the script through its command (so adding a seed adds stages and reruns none), never
+    through `params:`; every other stage reads the first seed's net or all seeds' folders."""
+    per_seed = {n for n, s in ROOT_YAML["stages"].items() if "foreach" in s}
+    assert per_seed == set(paths.PER_SEED_STAGES)
+    for name in per_seed:
+        stage = ROOT_YAML["stages"][name]
+        assert stage["foreach"] == "${train.seeds}"
+        assert stage["do"]["cmd"].endswith(" ${item}")
+        assert not {"train.seed", "train.seeds"} & set(stage["do"].get("params", []))
+    for name, stage in DVC_YAML["stages"].items():
+        if name not in per_seed:
+            assert "train.seed" not in stage.get("params", []), name
+            assert paths.ITEM not in str(stage), name
+
+
 def test_imp_rounds_are_a_persistent_output() -> None:
     """models/imp survives a rerun (DVC would otherwise delete it first), which is what lets an
     interrupted IMP run resume."""
@@ -138,8 +175,8 @@ def test_validate_runs_first_and_its_output_survives_a_failure(dvc: dict[str, An
     """Every other stage is downstream of `validate`, which tracks the whole params.yaml, and
     whose output DVC never deletes (persist) and keeps in git (cache: false)."""
     produced = {out: s for s in STAGES for out in outs(dvc, s)}
-    graph = {s: {produced[Path(d)] for d in entries(dvc["stages"][s]["deps"])
-                 if Path(d) in produced} for s in STAGES}
+    graph = {s: {p for d in entries(dvc["stages"][s]["deps"])
+                 if (p := producer(produced, Path(d))) is not None} for s in STAGES}
 
     def upstream(stage: str) -> set[str]:
         found = set(graph[stage])
@@ -157,8 +194,8 @@ def test_validate_runs_first_and_its_output_survives_a_failure(dvc: dict[str, An
 def test_every_stage_can_be_restored_from_the_run_cache(dvc: dict[str, Any], stage: str) -> None:
     """DVC saves a stage in its run-cache only if every output that is not a metric or plot
     is cached: uncached files must be declared as `metrics:` or `plots:`."""
-    if stage == "validate":  # persist: never in the run-cache, and cheap to rerun
-        return
+    if stage in ("validate", "report"):  # cheap to rerun; the report is kept in git (any
+        return  # git host renders it), and a markdown file is neither a metric nor a plot
     for path, options in declared(dvc, stage, "outs").items():
         assert options.get("cache", True), f"{stage}: {path} is an uncached plain out"
 
@@ -170,13 +207,17 @@ def test_every_path_is_an_out_of_exactly_one_stage(dvc: dict[str, Any]) -> None:
         for out in outs(dvc, stage):
             owners.setdefault(out, []).append(stage)
     constants = {v for v in vars(paths).values() if isinstance(v, Path)} - NOT_OUTS
-    named = {paths.DATA_DIR, paths.MODEL, paths.INIT_MODEL, paths.TRAIN_METRICS,
-             paths.TRAIN_TIMING, paths.TRAIN_LOSS, paths.FIGURE, paths.PARAMS_CHECKED}
+    named = {paths.DATA_DIR, paths.FIGURE, paths.PARAMS_CHECKED, paths.AGGREGATE_METRICS,
+             paths.REPORT}
     assert named <= constants
-    all_paths = constants | {f(m) for f in (paths.prune_metrics, paths.prune_curve,
-                                            paths.finetune_metrics, paths.finetune_curve,
-                                            paths.finetune_timing)
-                             for m in ("weight", "unit")}
+    per_seed = {f(paths.ITEM) for f in (paths.model, paths.init_model, paths.train_run,
+                                        paths.train_metrics, paths.train_timing,
+                                        paths.train_loss)}
+    all_paths = constants | per_seed | {
+        f(m) for f in (paths.aggregate_curve, paths.finetune_metrics, paths.finetune_curve,
+                       paths.finetune_timing) for m in ("weight", "unit")} | {
+        f(m, paths.ITEM) for f in (paths.prune_metrics, paths.prune_curve)
+        for m in ("weight", "unit")}
     assert set(owners) == all_paths
     assert all(len(stages) == 1 for stages in owners.values()), owners
 
@@ -185,10 +226,10 @@ def test_metrics_are_the_json_outputs_under_metrics(dvc: dict[str, Any]) -> None
     """The stages' `metrics:` are exactly the outputs under metrics/, train and prune
     included; no top-level list repeats them."""
     metrics = {p for s in STAGES for p in declared(dvc, s, "metrics")}
-    assert {paths.TRAIN_METRICS, paths.TRAIN_TIMING,
-            *(paths.prune_metrics(m) for m in METHODS)} <= metrics
+    assert {paths.train_metrics(paths.ITEM), paths.train_timing(paths.ITEM),
+            *(paths.prune_metrics(m, paths.ITEM) for m in METHODS)} <= metrics
     assert metrics == {out for s in STAGES for out in outs(dvc, s)
-                       if out.parent == paths.METRICS_DIR}
+                       if paths.METRICS_DIR in out.parents}
     assert "metrics" not in dvc
 
 
@@ -199,8 +240,8 @@ def test_deps_exist_or_come_from_an_upstream_stage(dvc: dict[str, Any], stage: s
     deps = [Path(d) for d in entries(dvc["stages"][stage]["deps"])]
     assert len(deps) == len(set(deps)), "duplicate dep"
     for dep in deps:
-        if dep in produced:
-            assert produced[dep] != stage
+        if (made_by := producer(produced, dep)) is not None:
+            assert made_by != stage
         else:
             code_dir = dep.parts[0] == "src" and (ROOT / dep).is_dir()  # a sub-package
             assert (ROOT / dep).is_file() or code_dir, f"{stage}: dep {dep} does not exist"
@@ -278,5 +319,6 @@ def test_prunelab_entry_point_lists_every_stage() -> None:
     listed = subprocess.run([*run, "stages"], cwd=ROOT, capture_output=True, text=True,
                             timeout=60)
     assert listed.returncode == 0
-    names = {line.split()[0] for line in listed.stdout.splitlines() if line[:1].isalpha()}
+    names = {line.split()[0].removesuffix("@<seed>") for line in listed.stdout.splitlines()
+             if line[:1].isalpha()}
     assert set(STAGES) <= names

@@ -536,6 +536,9 @@ def test_fingerprint_covers_settings_but_not_rounds() -> None:
     assert fingerprint(cfg, b"init") == base
     assert fingerprint(dataclasses.replace(cfg, imp=dataclasses.replace(cfg.imp, rounds=9)),
                        b"init") == base
+    # more replicates leave the first seed's rounds as they are
+    assert fingerprint(dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, seeds=(cfg.train.seed, 7, 8))), b"init") == base
     for changed in (dataclasses.replace(cfg, imp=dataclasses.replace(cfg.imp, rate=0.25)),
                     dataclasses.replace(cfg, imp=dataclasses.replace(cfg.imp, rewind=3)),
                     dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=1)),

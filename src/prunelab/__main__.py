@@ -35,9 +35,12 @@ def stages() -> None:
     for name, files in paths.STAGES.items():
         if name == next(iter(paths.RETRAIN_STAGES)):
             click.echo(f"\nThe retraining pipeline: dvc repro {paths.RETRAIN_PIPELINE}")
-        click.echo(f"{name:13} {files.summary}")
-        click.echo(f"{'':13}   reads:  {', '.join(map(str, files.reads))}")
-        click.echo(f"{'':13}   writes: {', '.join(map(str, files.writes))}")
+        shown = f"{name}@<seed>" if name in paths.PER_SEED_STAGES else name
+        click.echo(f"{shown:20} {files.summary}")
+        click.echo(f"{'':20}   reads:  {', '.join(map(str, files.reads))}")
+        click.echo(f"{'':20}   writes: {', '.join(map(str, files.writes))}")
+    click.echo(f"\n<seed>: every seed of train.seeds; {paths.ITEM} in a path is that seed, "
+               f"{paths.FIRST_SEED} the first one.")
     click.echo("\nEnvironment variables the stages honour:")
     for name, meaning in ENVIRONMENT.items():
         click.echo(f"  {name}: {meaning}")
@@ -59,11 +62,16 @@ def check(params_file: Path) -> None:
 @cli.command()
 @click.option("--readme", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Write the tables into this README's blocks instead of printing them.")
-def report(readme: Path | None) -> None:
-    """The README's results and savings tables, from the metrics and curve files."""
+@click.option("--rev", default="workspace", show_default=True,
+              help="Report on this revision: a commit, branch or DVC experiment name.")
+@click.option("--publish", "publish_to", type=click.Path(file_okay=False, path_type=Path),
+              help="Also copy the revision's reports/study.md, .html and figures here.")
+def report(readme: Path | None, rev: str, publish_to: Path | None) -> None:
+    """The README's results blocks from the metrics and curve files (of REV), and a published
+    copy of its study report."""
     from prunelab.report import main
 
-    main.callback(readme)  # type: ignore[misc]
+    main.callback(readme, rev, publish_to)  # type: ignore[misc]
 
 
 @cli.command()

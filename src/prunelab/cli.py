@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import click
 
-from prunelab import paths
+from prunelab import paths, threads
 from prunelab.errors import PrunelabError, StageInterrupted
 
 # Every environment variable a stage reads (names only: prunelab.tracking and prunelab.data
@@ -20,6 +20,9 @@ ENVIRONMENT: dict[str, str] = {
     "MLFLOW_TRACKING_URI": "a tracking server instead of <repo>/mlflow.db",
     "PRUNELAB_MNIST_MIRRORS": "comma-separated MNIST mirrors (download only)",
     "DVC_ROOT, DVC_EXP_NAME": "set by DVC: the repository and experiment a run belongs to",
+    "PRUNELAB_JOBS": "how many stages run at once; each then uses cores // jobs math threads "
+                     "(unset: the workers of `dvc queue start -j N`, else 1)",
+    "OMP_NUM_THREADS": "math threads per stage, overriding PRUNELAB_JOBS",
 }
 
 
@@ -47,7 +50,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 @contextmanager
 def stage_errors(kept: str = "nothing of this stage was kept") -> Iterator[None]:
-    """One line and a non-zero exit for a PrunelabError (status 1) or SIGTERM (128 + 15).
+    """One line and a non-zero exit for a PrunelabError (status 1) or SIGTERM (128 + 15);
+    the stage's math threads sized first (prunelab.threads: a fair share of the cores).
 
     SIGTERM is turned into an exception so that atomic writes discard their temporary files
     and the MLflow run is marked KILLED, exactly as for Ctrl-C. ``kept`` says what survives a
@@ -55,6 +59,7 @@ def stage_errors(kept: str = "nothing of this stage was kept") -> Iterator[None]
     """
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
+        threads.apply()  # before any tensor work: torch's inter-op pool is fixed after it
         yield
     except PrunelabError as exc:
         raise click.ClickException(str(exc)) from None

@@ -56,6 +56,19 @@ def read_text(path: Path, rev: str) -> str:
                         "this cache?") from None
 
 
+def read_bytes(path: Path, rev: str) -> bytes | None:
+    """``path``'s bytes as it is in ``rev`` (the workspace's for ``workspace``); None when the
+    revision has no such file (a study that did not run there)."""
+    if rev == WORKSPACE:
+        return path.read_bytes() if path.is_file() else None
+    import dvc.api
+
+    try:
+        return bytes(dvc.api.read(str(path), rev=rev, mode="rb"))
+    except Exception:  # dvc raises its own kinds for a missing file, rev or cache entry
+        return None
+
+
 def arch_of(params_text: str, rev: str) -> str:
     """``model.arch`` of a params.yaml; revisions from before architectures were chosen
     (``model.hidden`` directly) are the MLP."""
@@ -70,9 +83,31 @@ def trained_arch(lock_text: str, rev: str) -> str | None:
     even if params.yaml has been edited since. None when the lock does not say."""
     doc = parse_yaml(lock_text, Path(f"dvc.lock at {rev}"))
     try:
-        return str(doc["stages"]["train"]["params"]["params.yaml"]["model.arch"])
-    except (KeyError, TypeError):
+        stages = doc["stages"]
+        # train@<seed> since replicates (any seed: they share model.arch), train before
+        name = next(s for s in stages if s == "train" or s.startswith("train@"))
+        return str(stages[name]["params"]["params.yaml"]["model.arch"])
+    except (KeyError, TypeError, StopIteration):
         return None
+
+
+# Before replicates, a run had one curve per granularity here; now it has the mean over seeds.
+LEGACY_CURVE = "plots/prune_{method}.csv"
+
+
+def curve_text(method: str, rev: str) -> tuple[Path, str]:
+    """One granularity's accuracy curve of ``rev``: the mean over its seeds
+    (plots/aggregate_<method>.csv), or the single curve of a run from before replicates."""
+    path = paths.aggregate_curve(method)
+    try:
+        return path, read_text(path, rev)
+    except DataError:
+        legacy = Path(LEGACY_CURVE.format(method=method))
+        try:
+            return legacy, read_text(legacy, rev)
+        except DataError:
+            pass
+        raise
 
 
 def load_run(rev: str) -> Run:
@@ -84,8 +119,8 @@ def load_run(rev: str) -> Run:
     arch = arch or arch_of(read_text(paths.PARAMS, rev), rev)
     curves = {}
     for m in METHODS:
-        path = paths.prune_curve(m)
-        rows = list(csv.DictReader(io.StringIO(read_text(path, rev))))
+        path, text = curve_text(m, rev)
+        rows = list(csv.DictReader(io.StringIO(text)))
         curves[m] = by_criterion(rows, m, f"{path} at {rev}")
     try:
         speed = list(csv.DictReader(io.StringIO(read_text(paths.SPEED_CURVE, rev))))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import reprlib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ MAX_CALIBRATION = 60000
 # and a random mask of the ticket's per-layer sizes with the ticket's initial weights.
 IMP_CONTROLS: tuple[str, ...] = ("reinit", "random_mask")
 MAX_ROUNDS = 100
+MAX_SEEDS = 100  # replicates: each seed trains and prunes its own net (README: Replicates)
 
 # Upper bounds keep hostile input from exhausting memory; they sit far above any sensible study.
 MAX_HIDDEN = 16384
@@ -77,13 +78,20 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The study's recipe: Adam, cross-entropy, shuffled mini-batches."""
+    """The study's recipe: Adam, cross-entropy, shuffled mini-batches.
+
+    ``seeds`` (params.yaml) lists the replicates: each trains and prunes its own net. ``seed`` is
+    the one this process works on: the first of ``seeds`` (the net the single-net studies --
+    speed, sensitivity, retraining -- use) unless a per-seed stage picked another with
+    :meth:`Params.for_seed`.
+    """
 
     epochs: int = 3
     lr: float = 0.001
     batch_size: int = 100
     seed: int = 0
     device: str = "auto"
+    seeds: tuple[int, ...] = (0,)
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,14 @@ class Params:
     prune: PruneConfig
     finetune: FinetuneConfig = FinetuneConfig()
     imp: ImpConfig = ImpConfig()
+
+    def for_seed(self, seed: int) -> Params:
+        """These params for replicate ``seed`` (one of train.seeds): what its per-seed stages
+        see as ``train.seed``."""
+        if seed not in self.train.seeds:
+            raise _fail("train.seeds", list(self.train.seeds),
+                        f"a list that includes the seed asked for ({seed})")
+        return replace(self, train=replace(self.train, seed=seed))
 
     def flat(self) -> dict[str, Any]:
         """Dotted names to values (``train.lr`` -> 0.001, ``model.mlp.hidden`` -> [...]), as
@@ -265,7 +281,10 @@ def _model(raw: Any) -> ModelConfig:
 
 
 def _train(raw: Any) -> TrainConfig:
-    raw = _check_keys(raw, "train", ("epochs", "lr", "batch_size", "seed", "device"))
+    if isinstance(raw, Mapping) and "seed" in raw and "seeds" not in raw:  # before replicates
+        raise ParamsError("params.yaml: unknown key 'train.seed' in train; allowed: epochs, lr, "
+                          "batch_size, seeds, device (one seed is now train.seeds: [0])")
+    raw = _check_keys(raw, "train", ("epochs", "lr", "batch_size", "seeds", "device"))
     lr = raw["lr"]
     # Range first: it also rejects NaN, and math.isfinite would overflow on a huge int.
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= 10:
@@ -276,13 +295,28 @@ def _train(raw: Any) -> TrainConfig:
         or (device.startswith("cuda:") and device[5:].isascii() and device[5:].isdigit())
     ):
         raise _fail("train.device", device, "auto, cpu, cuda or cuda:N")
+    seeds = _seeds(raw["seeds"])
     return TrainConfig(
         epochs=_int(raw, "train", "epochs", 1, MAX_EPOCHS),
         lr=float(lr),
         batch_size=_int(raw, "train", "batch_size", 1, MAX_SAMPLES),
-        seed=_int(raw, "train", "seed", 0, 2**32 - 1),
+        seed=seeds[0],
         device=device,
+        seeds=seeds,
     )
+
+
+def _seeds(seeds: Any) -> tuple[int, ...]:
+    """train.seeds: 1 to MAX_SEEDS distinct seeds. Order is kept: the first is the single-net
+    studies' seed, and each seed names its own DVC stages (train@0, prune_weight@0, ...)."""
+    allowed = f"a list of 1 to {MAX_SEEDS} distinct integers from 0 to {2**32 - 1}"
+    if not isinstance(seeds, list) or not 1 <= len(seeds) <= MAX_SEEDS:
+        raise _fail("train.seeds", seeds, allowed)
+    for i, seed in enumerate(seeds):
+        if (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32
+                or seed in seeds[:i]):
+            raise _fail(f"train.seeds[{i}]", seed, allowed)
+    return tuple(seeds)
 
 
 def grid_step(sparsity: float) -> int:

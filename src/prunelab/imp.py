@@ -103,8 +103,10 @@ def fingerprint(cfg: Params, init_blob: bytes, device: str = "cpu") -> str:
     flat = cfg.flat()
     # The architecture's widths are in the initial weights; imp.rounds only says where to stop.
     # (The MNIST files need no hash: loading checks them against the official MD5s.)
+    # train.seed is the net's seed (the first of train.seeds); the other replicates' seeds do
+    # not touch the rounds. The device is resolved, below.
     keys = [k for k in flat if k.split(".")[0] in ("data", "train", "imp")
-            and k not in ("imp.rounds", "train.device")]  # the device: resolved, below
+            and k not in ("imp.rounds", "train.device", "train.seeds")]
     keys.append("model.arch")
     doc = {"params": {k: flat[k] for k in keys}, "init": hashlib.sha256(init_blob).hexdigest(),
            "code": code.hexdigest(), "torch": torch.__version__, "device": device,

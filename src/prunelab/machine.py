@@ -1,4 +1,4 @@
-"""Which machine produced a number: CPU, cores, GPU, torch and the BLAS it was built with.
+"""Which machine produced a number: CPU, cores, GPU, torch, its BLAS and its thread count.
 
 Timings and even accuracies (BLAS summation order, SIMD kernels) depend on these, so every
 MLflow run and every benchmark file carries them. Reading them must stay cheap: this module
@@ -28,6 +28,7 @@ class Machine:
     torch: str | None  # torch.__version__, e.g. "2.14.1+cpu"
     blas: str | None  # the BLAS torch was built with, e.g. "MKL 2024.2"
     simd: str | None  # the CPU kernels torch dispatches to, e.g. "AVX512"
+    threads: int | None  # torch's intra-op threads: results depend on it (prunelab.threads)
 
     def as_dict(self) -> dict[str, str | int | None]:
         """The fields by name (for JSON)."""
@@ -82,8 +83,8 @@ def describe() -> Machine:
     maths worth describing."""
     torch = sys.modules.get("torch")
     if torch is None:
-        return Machine(cpu_model(), usable_cores(), None, None, None, None)
+        return Machine(cpu_model(), usable_cores(), None, None, None, None, None)
     config = torch.__config__.show()  # ~1 ms: a string compiled into the library
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return Machine(cpu_model(), usable_cores(), gpu, torch.__version__, blas_of(config),
-                   simd_of(config))
+                   simd_of(config), torch.get_num_threads())

@@ -19,20 +19,70 @@ PARAMS_CHECKED = Path("data/params.checked")
 DATA_DIR = Path("data/mnist")
 
 MODELS_DIR = Path("models")
-MODEL = MODELS_DIR / "model.pt"
-INIT_MODEL = MODELS_DIR / "init.pt"
-TRAIN_RUN = MODELS_DIR / "train_run.json"  # the MLflow run that produced MODEL
-
 METRICS_DIR = Path("metrics")
-TRAIN_METRICS = METRICS_DIR / "train.json"
-TRAIN_TIMING = METRICS_DIR / "train_timing.json"
-
 PLOTS_DIR = Path("plots")
-TRAIN_LOSS = PLOTS_DIR / "train_loss.csv"
-FIGURE = PLOTS_DIR / "accuracy_vs_sparsity.png"
+REPORTS_DIR = Path("reports")
+
+# Replicates: each seed of train.seeds trains and prunes its own net, as its own DVC stages
+# (train@<seed>, prune_weight@<seed>, ...), into its own folder under these three.
+SEED_MODELS = MODELS_DIR / "seeds"
+SEED_METRICS = METRICS_DIR / "seeds"
+SEED_CURVES = PLOTS_DIR / "seeds"  # the aggregate stage's input: every seed's curves
+
+
+def model(seed: int | str) -> Path:
+    """models/seeds/<seed>/model.pt: the trained net of one replicate."""
+    return SEED_MODELS / str(seed) / "model.pt"
+
+
+def init_model(seed: int | str) -> Path:
+    """models/seeds/<seed>/init.pt: its weights before training (lottery-ticket rewinding)."""
+    return SEED_MODELS / str(seed) / "init.pt"
+
+
+def train_run(seed: int | str) -> Path:
+    """models/seeds/<seed>/train_run.json: the MLflow run that trained it."""
+    return SEED_MODELS / str(seed) / "train_run.json"
+
+
+def train_metrics(seed: int | str) -> Path:
+    return SEED_METRICS / str(seed) / "train.json"
+
+
+def train_timing(seed: int | str) -> Path:
+    return SEED_METRICS / str(seed) / "train_timing.json"
+
+
+def train_loss(seed: int | str) -> Path:
+    return SEED_CURVES / str(seed) / "train_loss.csv"
+
+
+def prune_metrics(method: str, seed: int | str) -> Path:
+    """metrics/seeds/<seed>/prune_<method>.json: the headline summaries of one pruning sweep."""
+    return SEED_METRICS / str(seed) / f"prune_{method}.json"
+
+
+def prune_curve(method: str, seed: int | str) -> Path:
+    """plots/seeds/<seed>/prune_<method>.csv: one row per criterion and sparsity."""
+    return SEED_CURVES / str(seed) / f"prune_{method}.csv"
+
+
+def aggregate_curve(method: str) -> Path:
+    """plots/aggregate_<method>.csv: mean, std and 95% CI across seeds per criterion and k
+    (what `dvc plots` draws; distinct basenames for plots diff)."""
+    return PLOTS_DIR / f"aggregate_{method}.csv"
+
+
+AGGREGATE_METRICS = METRICS_DIR / "aggregate.json"
+FIGURE = PLOTS_DIR / "accuracy_vs_sparsity.png"  # mean curves with 95% bands
 SPEED_METRICS = METRICS_DIR / "speed.json"
 SPEED_CURVE = PLOTS_DIR / "speed.csv"
 TRADEOFF_FIGURE = PLOTS_DIR / "tradeoff.png"
+SENSITIVITY_CURVE = PLOTS_DIR / "sensitivity.csv"
+SENSITIVITY_METRICS = METRICS_DIR / "sensitivity.json"
+SENSITIVITY_FIGURE = PLOTS_DIR / "sensitivity.png"
+REPORT = REPORTS_DIR / "study.md"
+REPORT_HTML = REPORTS_DIR / "study.html"
 # `python -m prunelab compare`: architectures side by side, from several runs (not a stage)
 ARCH_FIGURE = PLOTS_DIR / "compare_arch.png"
 
@@ -46,11 +96,6 @@ IMP_CURVE = PLOTS_DIR / "imp.csv"
 IMP_METRICS = METRICS_DIR / "imp.json"
 IMP_TIMING = METRICS_DIR / "imp_timing.json"
 LOTTERY_FIGURE = PLOTS_DIR / "lottery_ticket.png"
-
-
-def prune_metrics(method: str) -> Path:
-    """metrics/prune_<method>.json: the headline summaries of one pruning sweep."""
-    return METRICS_DIR / f"prune_{method}.json"
 
 
 def finetune_metrics(method: str) -> Path:
@@ -69,11 +114,6 @@ def finetune_curve(method: str) -> Path:
     return PLOTS_DIR / f"finetune_{method}.csv"
 
 
-def prune_curve(method: str) -> Path:
-    """plots/prune_<method>.csv: one row per sparsity (distinct basenames for plots diff)."""
-    return PLOTS_DIR / f"prune_{method}.csv"
-
-
 @dataclass(frozen=True)
 class StageFiles:
     """What one DVC stage reads and writes (besides its code)."""
@@ -83,34 +123,56 @@ class StageFiles:
     writes: tuple[Path, ...]
 
 
+# How dvc.yaml names a seed: `${item}` in the per-seed (foreach) stages, the first seed of the
+# list in the single-net stages downstream. The STAGES table holds these templates, as dvc.yaml
+# does; the stages call the functions above with a real seed.
+ITEM = "${item}"
+FIRST_SEED = "${train.seeds[0]}"
+PER_SEED_STAGES = ("train", "prune_weight", "prune_unit")  # dvc.yaml: foreach train.seeds
+
 STAGES: dict[str, StageFiles] = {
     "validate": StageFiles("check the whole params.yaml before any stage touches an output",
                            (PARAMS,), (PARAMS_CHECKED,)),
     "download": StageFiles("MNIST's four IDX files, verified against the official MD5s",
                            (PARAMS, PARAMS_CHECKED), (DATA_DIR,)),
-    "train": StageFiles("train the chosen architecture (model.arch: the study's MLP or LeNet-5)",
+    "train": StageFiles("train one seed's net (model.arch: the study's MLP or LeNet-5)",
                         (PARAMS, DATA_DIR),
-                        (MODEL, INIT_MODEL, TRAIN_RUN, TRAIN_METRICS, TRAIN_TIMING, TRAIN_LOSS)),
-    **{f"prune_{m}": StageFiles(f"{m} pruning over the sparsity grid, no retraining",
-                                (PARAMS, MODEL, TRAIN_RUN, DATA_DIR),
-                                (prune_metrics(m), prune_curve(m)))
+                        (model(ITEM), init_model(ITEM), train_run(ITEM), train_metrics(ITEM),
+                         train_timing(ITEM), train_loss(ITEM))),
+    **{f"prune_{m}": StageFiles(f"{m} pruning of one seed's net over the sparsity grid, no "
+                                "retraining", (PARAMS, model(ITEM), train_run(ITEM), DATA_DIR),
+                                (prune_metrics(m, ITEM), prune_curve(m, ITEM)))
        for m in ("weight", "unit")},
-    "plot": StageFiles("the study's figure from both pruning curves",
-                       (PARAMS, prune_curve("weight"), prune_curve("unit")), (FIGURE,)),
+    "aggregate": StageFiles("mean, std and 95% CI across the seeds, per criterion and k",
+                            (PARAMS, SEED_CURVES, SEED_METRICS),
+                            (AGGREGATE_METRICS, aggregate_curve("weight"),
+                             aggregate_curve("unit"))),
+    "plot": StageFiles("the study's figure: mean curves with 95% bands, the notebook's points",
+                       (PARAMS, aggregate_curve("weight"), aggregate_curve("unit")), (FIGURE,)),
+    "sensitivity": StageFiles("prune one layer at a time (the others dense), first seed's net",
+                              (PARAMS, model(FIRST_SEED), DATA_DIR),
+                              (SENSITIVITY_CURVE, SENSITIVITY_METRICS, SENSITIVITY_FIGURE)),
     "speed": StageFiles("realise every pruned model (compacted / CSR) and time it",
-                        (PARAMS, MODEL, DATA_DIR),
+                        (PARAMS, model(FIRST_SEED), DATA_DIR),
                         (SPEED_METRICS, SPEED_CURVE, TRADEOFF_FIGURE)),
+    "report": StageFiles("reports/study.md: every figure, table and computed conclusion",
+                         (PARAMS, AGGREGATE_METRICS, aggregate_curve("weight"),
+                          aggregate_curve("unit"), FIGURE, SENSITIVITY_METRICS,
+                          SENSITIVITY_FIGURE, SPEED_METRICS, TRADEOFF_FIGURE),
+                         (REPORT, REPORT_HTML)),
 }
 RETRAIN_STAGES: dict[str, StageFiles] = {
     **{f"finetune_{m}": StageFiles(f"{m} pruning over the sparsity grid, then fine-tuning with "
-                                   "the mask held", (PARAMS, PARAMS_CHECKED, MODEL, DATA_DIR),
+                                   "the mask held (the first seed's net)",
+                                   (PARAMS, PARAMS_CHECKED, model(FIRST_SEED), DATA_DIR),
                                    (finetune_metrics(m), finetune_timing(m), finetune_curve(m)))
        for m in ("weight", "unit")},
     "finetune_plot": StageFiles("one-shot against fine-tuned curves, both granularities",
                                 (PARAMS, finetune_curve("weight"), finetune_curve("unit")),
                                 (FINETUNE_FIGURE,)),
     "imp": StageFiles("iterative magnitude pruning with rewinding (lottery tickets) and its "
-                      "controls, round by round", (PARAMS, PARAMS_CHECKED, INIT_MODEL, DATA_DIR),
+                      "controls, round by round (the first seed's init)",
+                      (PARAMS, PARAMS_CHECKED, init_model(FIRST_SEED), DATA_DIR),
                       (IMP_DIR, IMP_CURVE, IMP_METRICS, IMP_TIMING, LOTTERY_FIGURE)),
 }
 STAGES.update(RETRAIN_STAGES)  # --help and `python -m prunelab stages` cover both pipelines

@@ -61,35 +61,100 @@ def by_criterion(rows: Sequence[Mapping[str, str]], method: str,
 ARCH_TITLES = {"mlp": "MLP", "lenet5": "LeNet-5"}
 
 
-def accuracy_figure(curves: Mapping[str, Mapping[str, Curve]], scope: str, epochs: int,
-                    arch: str = "mlp") -> bytes:
-    """Accuracy against the grid's k (left) and effective sparsity (right), one row of panels
-    per granularity, one line per criterion; the notebook's curves (its MLP) dotted. PNG."""
-    fig, axes = plt.subplots(len(curves), 2, figsize=(11, 4.0 * len(curves)), sharey=True,
+# -- replicates: mean curves with 95% bands (the aggregate stage's CSVs) ------------------------
+
+BAND_COLUMNS = ("sparsity", "seeds", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
+                "effective_sparsity")
+Band = list[dict[str, float | None]]
+
+
+def _band_curves(rows: Sequence[Mapping[str, str]]) -> dict[str, dict[str, Band]]:
+    """The aggregate CSVs' rows by method, then criterion, sorted by k ('' cells: None)."""
+    curves: dict[str, dict[str, Band]] = {}
+    method = "?"
+    try:
+        for row in rows:
+            method = row["method"]
+            point = {c: float(row[c]) if row[c] != "" else None for c in BAND_COLUMNS}
+            if None in (point["sparsity"], point["seeds"], point["accuracy"],
+                        point["effective_sparsity"]):
+                raise ValueError("an empty mean or k")
+            curves.setdefault(method, {}).setdefault(row["criterion"], []).append(point)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"{paths.aggregate_curve(method)}: damaged ({exc!r}); rerun: dvc repro -f"
+                        ) from None
+    if not curves:
+        raise DataError("the aggregate curves have no rows; rerun: dvc repro -f")
+    return {m: {name: sorted(pts, key=lambda p: p["sparsity"])  # type: ignore[arg-type,return-value]
+                for name, pts in by_name.items()} for m, by_name in curves.items()}
+
+
+def _notebook_points(ax: plt.Axes, method: str, ours: Band) -> None:
+    """The notebook's accuracies at its grid: a faint dotted line, and where we have a band,
+    a filled diamond inside our 95% CI, a hollow one outside it."""
+    colour = COLOURS[method]
+    band = {round(p["sparsity"], 6): (p["accuracy_ci_low"], p["accuracy_ci_high"])  # type: ignore[arg-type]
+            for p in ours}
+    sides: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    for k, value in zip(STUDY_GRID, STUDY_ACCURACY[method], strict=True):
+        low, high = band.get(round(k, 6), (None, None))
+        if low is not None and high is not None:
+            sides[low <= value <= high].append((k, value))
+    banded = len(sides[True]) + len(sides[False])
+    ax.plot(STUDY_GRID, STUDY_ACCURACY[method], ":", color=colour, alpha=0.6, lw=1,
+            marker="" if banded else ".",
+            label=f"the study's notebook ({STUDY_CRITERION[method]})"
+            + ("" if banded else "; one seed: no CI to compare"))
+    for inside, face, word in ((True, colour, "inside"), (False, "white", "outside")):
+        if sides[inside]:
+            ax.scatter([k for k, _ in sides[inside]], [v for _, v in sides[inside]], s=30,
+                       marker="D", facecolors=face, edgecolors="black", linewidths=1.0, zorder=4,
+                       label=f"notebook {word} our 95% CI ({len(sides[inside])} of {banded})")
+
+
+def band_figure(rows: Sequence[Mapping[str, str]], scope: str, epochs: int,
+                arch: str = "mlp") -> bytes:
+    """Replicates: accuracy against the grid's k (left) and the mean effective sparsity
+    (right), one row of panels per granularity, the mean over the seeds per criterion with its
+    95% CI shaded (two seeds or more); the notebook's accuracies (layer scope, its MLP) as
+    diamonds, filled inside our band, hollow outside. ``rows``: both aggregate CSVs. PNG."""
+    curves = _band_curves(rows)
+    seeds = sorted({int(p["seeds"]) for by_name in curves.values()  # type: ignore[arg-type]
+                    for pts in by_name.values() for p in pts})
+    fig, axes = plt.subplots(len(curves), 2, figsize=(11, 4.2 * len(curves)), sharey=True,
                              squeeze=False)
-    for (method, by_criterion), (left, right) in zip(curves.items(), axes, strict=True):
-        for name, rows in by_criterion.items():
-            style = dict(color=CRITERION_COLOURS.get(name), marker="o", ms=3,
-                         lw=2 if name == STUDY_CRITERION.get(method) else 1.2,
-                         label=f"{method}: {name}")
-            acc = [r["accuracy"] for r in rows]
-            left.plot([r["sparsity"] for r in rows], acc, **style)  # type: ignore[arg-type]
-            right.plot([r["effective_sparsity"] for r in rows], acc, **style)  # type: ignore
+    for (method, by_name), (left, right) in zip(curves.items(), axes, strict=True):
+        for name, pts in by_name.items():
+            acc = [p["accuracy"] for p in pts]
+            low, high = [p["accuracy_ci_low"] for p in pts], [p["accuracy_ci_high"] for p in pts]
+            for ax, column in ((left, "sparsity"), (right, "effective_sparsity")):
+                xs = [p[column] for p in pts]
+                (line,) = ax.plot(xs, acc, color=CRITERION_COLOURS.get(name), marker="o", ms=3,
+                                  lw=2 if name == STUDY_CRITERION.get(method) else 1.2,
+                                  label=f"{method}: {name}")
+                if None not in low and None not in high:
+                    ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.18, lw=0)  # type: ignore[arg-type]
         if scope == "layer" and method in STUDY_ACCURACY and arch == "mlp":
-            left.plot(STUDY_GRID, STUDY_ACCURACY[method], ":", color=COLOURS[method], alpha=0.7,
-                      label=f"{method}: the study's notebook")
+            _notebook_points(left, method, by_name.get(STUDY_CRITERION[method], []))
         left.set_xlabel("sparsity k (share pruned per layer)" if scope == "layer"
                         else "sparsity k (share pruned, ranked globally)")
-        right.set_xlabel("effective sparsity (share of weights zero or cut off)")
+        right.set_xlabel("effective sparsity" + (", mean over seeds" if seeds[-1] > 1 else "")
+                         + " (share of weights zero or cut off)")
         left.set_ylabel(f"{method} pruning: test accuracy (%)")
         for ax in (left, right):
             ax.set_xlim(-0.02, 1.0)
             ax.set_ylim(0, 100)
             ax.grid(alpha=0.3)
             ax.legend(loc="lower left", fontsize=7)
+    # every row has the same number of seeds (the aggregate stage checks); say so if not
+    count = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+    if seeds[-1] < 2:
+        spread = "one seed: no confidence band (list more in train.seeds)"
+    else:
+        spread = f"mean of {count} seeds, shaded: 95% CI of the mean (t)"
     fig.suptitle(f"MNIST {ARCH_TITLES.get(arch, arch)} pruned without retraining: "
-                 f"{scope}-wise ranking, "
-                 f"{epochs} training epoch{'s' if epochs != 1 else ''}")
+                 f"{scope}-wise ranking, {epochs} training epoch{'s' if epochs != 1 else ''}\n"
+                 f"{spread}")
     fig.tight_layout()
     return _png(fig)
 
@@ -333,4 +398,40 @@ def lottery_figure(rows: Sequence[Mapping[str, str]], arch: str = "mlp") -> byte
     fig.suptitle(f"MNIST {ARCH_TITLES.get(arch, arch)}: lottery tickets by iterative magnitude "
                  f"pruning with rewinding, against random re-initialisation and random masks")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return _png(fig)
+
+
+def sensitivity_figure(rows: Sequence[Mapping[str, object]], dense: float | None = None,
+                       tolerance: float = 1.0) -> bytes:
+    """Per-layer sensitivity: one panel per granularity, one line per layer (accuracy against
+    the k of that layer alone, the others dense); the dense accuracy (default: the rows' k = 0)
+    and ``tolerance`` points below it (prune.TOLERANCE_POINTS) dashed. ``rows``: the
+    sensitivity CSV's. PNG."""
+    curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for row in rows:
+        by_layer = curves.setdefault(str(row["method"]), {})
+        by_layer.setdefault(f"{row['name']} ({row['shape']})", []).append(
+            (float(row["sparsity"]), float(row["accuracy"])))  # type: ignore[arg-type]
+    if not curves:
+        raise DataError(f"{paths.SENSITIVITY_CURVE}: no rows; rerun: dvc repro -f sensitivity")
+    if dense is None:
+        dense = next((a for by_layer in curves.values() for pts in by_layer.values()
+                      for k, a in pts if k == 0.0), None)
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4.2), sharey=True,
+                             squeeze=False)
+    for (method, by_layer), ax in zip(curves.items(), axes[0], strict=True):
+        for name, pts in by_layer.items():
+            pts = sorted(pts)
+            ax.plot([k for k, _ in pts], [a for _, a in pts], marker="o", ms=3, label=name)
+        if dense is not None:
+            ax.axhline(dense, color="black", ls="--", lw=0.9, label=f"dense ({dense:.2f}%)")
+            ax.axhline(dense - tolerance, color="gray", ls="--", lw=0.9,
+                       label=f"dense − {tolerance:g} point")
+        ax.set_title(f"{method} pruning, one layer at a time")
+        ax.set_xlabel("sparsity k of that layer (the others dense)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower left")
+    axes[0][0].set_ylabel("test accuracy (%)")
+    fig.suptitle("Per-layer sensitivity: which layer breaks first")
+    fig.tight_layout()
     return _png(fig)

@@ -1,9 +1,14 @@
-"""The README's results table from the metrics files: `python -m prunelab.report`."""
+"""The README's results blocks from the metrics files: `python -m prunelab.report`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -11,16 +16,37 @@ from prunelab import paths
 from prunelab.cli import stage_errors
 from prunelab.config import METHODS, load_params
 from prunelab.errors import DataError
-from prunelab.files import read_json, read_rows, write_text
+from prunelab.files import Outputs, read_json, read_rows
 from prunelab.plot import STUDY_ACCURACY, STUDY_CRITERION, STUDY_GRID, by_criterion
 from prunelab.savings import REPEATS, THREADS
+
+
+def fmt_k(stat: Mapping[str, Any] | None) -> str:
+    """A k across seeds: 'k = 0.7' (one seed or no spread), 'k = 0.72 ± 0.045' (mean ± std)."""
+    if not stat or stat.get("mean") is None:
+        return "no k"
+    if not stat.get("std"):
+        return f"k = {stat['mean']:g}"
+    return f"k = {stat['mean']:.2f} ± {stat['std']:.2g}"
+
+
+def fmt_acc(stat: Mapping[str, Any] | None, ci: bool = True) -> str:
+    """An accuracy across seeds: '96.84%' or '96.71 ± 0.12% (95% CI 96.56–96.86)'."""
+    if not stat or stat.get("mean") is None:
+        return "–"
+    if stat.get("std") is None:
+        return f"{stat['mean']:.2f}%"
+    text = f"{stat['mean']:.2f} ± {stat['std']:.2f}%"
+    if ci and stat.get("ci_low") is not None:
+        text += f" (95% CI {stat['ci_low']:.2f}–{stat['ci_high']:.2f})"
+    return text
 
 
 def results_table() -> str:
     """Accuracy per sparsity for every criterion, the study's notebook beside its own two,
     plus the study criteria's effective sparsity; then the headline sentences."""
-    rows = {m: read_rows(paths.prune_curve(m)) for m in METHODS}
-    curves = {m: by_criterion(rows[m], m, str(paths.prune_curve(m))) for m in METHODS}
+    rows = {m: read_rows(paths.aggregate_curve(m)) for m in METHODS}
+    curves = {m: by_criterion(rows[m], m, str(paths.aggregate_curve(m))) for m in METHODS}
     grid = [row["sparsity"] for row in curves["weight"][STUDY_CRITERION["weight"]]]
     lines = ["| k | " + " | ".join(f"{k:g}" for k in grid) + " |",
              "|---|" + "---|" * len(grid)]
@@ -39,23 +65,27 @@ def results_table() -> str:
         if study_name in curves[m]:
             effective = {p["sparsity"]: p["effective_sparsity"] for p in curves[m][study_name]}
             lines.append(row(f"{m}: {study_name}, effective sparsity", effective, ".3f"))
-    train = read_json(paths.TRAIN_METRICS)
-    summary = [f"Dense test accuracy {train['test_accuracy']:.2f}% (study: 97.15%)."]
+    metrics = read_json(paths.AGGREGATE_METRICS)
+    dense = metrics.get("weight", {}).get(STUDY_CRITERION["weight"], {}).get("dense_accuracy")
+    n = metrics.get("n", 1)
+    seeds = "one seed" if n == 1 else f"mean over {n} seeds, ± their std"
+    summary = [f"Dense test accuracy {fmt_acc(dense)} (study: 97.15%)."]
     for m in METHODS:
         study_name = STUDY_CRITERION[m]
         scope = rows[m][0].get("scope", "?")
-        best = read_json(paths.prune_metrics(m)).get(study_name, {}).get("max_sparsity_within_1pt")
+        best = metrics.get(m, {}).get(study_name, {}).get("max_sparsity_within_1pt")
         summary.append(f"{m.capitalize()} pruning ({study_name}) stays within 1 point of dense "
-                       f"up to k = {best:g} ({scope} scope)." if best is not None else
+                       f"up to {fmt_k(best)} ({scope} scope)." if best and best.get("n") else
                        f"{m.capitalize()} pruning ({study_name}) loses more than 1 point at "
                        f"every k ({scope} scope).")
-    return "\n".join(lines) + "\n\n" + " ".join(summary)
+    return ("\n".join(lines) + f"\n\nAccuracies: {seeds} (the table shows means; "
+            f"`{paths.REPORT}` has them with their std). " + " ".join(summary))
 
 
 def _curves() -> dict[str, dict[str, list[dict[str, float]]]]:
     """Both pruning curves, grouped by criterion."""
-    return {m: by_criterion(read_rows(paths.prune_curve(m)), m, str(paths.prune_curve(m)))
-            for m in METHODS}
+    return {m: by_criterion(read_rows(paths.aggregate_curve(m)), m,
+                            str(paths.aggregate_curve(m))) for m in METHODS}
 
 
 def _at(points: list[dict[str, float]], k: float) -> float | None:
@@ -339,20 +369,83 @@ def replace_block(text: str, name: str, block: str) -> str:
     return f"{head}{start}\n{block.strip()}\n{end}{tail}"
 
 
+# What the README blocks and reports/study.md are made from: all a revision needs to be
+# reported on from a temporary folder (`--rev`).
+REPORT_INPUTS: tuple[Path, ...] = (
+    paths.PARAMS, paths.AGGREGATE_METRICS, *(paths.aggregate_curve(m) for m in METHODS),
+    paths.FIGURE, paths.SENSITIVITY_CURVE, paths.SENSITIVITY_METRICS, paths.SENSITIVITY_FIGURE,
+    paths.SPEED_CURVE, paths.SPEED_METRICS, paths.TRADEOFF_FIGURE,
+    *(f(m) for f in (paths.finetune_curve, paths.finetune_metrics, paths.finetune_timing)
+      for m in METHODS),
+    paths.FINETUNE_FIGURE, paths.IMP_CURVE, paths.IMP_METRICS, paths.IMP_TIMING,
+    paths.LOTTERY_FIGURE, paths.ARCH_FIGURE, paths.REPORT, paths.REPORT_HTML)
+
+
+@contextmanager
+def files_of(rev: str) -> Iterator[None]:
+    """Work inside a temporary folder holding ``rev``'s report inputs (a commit, branch or DVC
+    experiment, through DVC's cache), or in place for the workspace."""
+    from prunelab.compare import WORKSPACE, read_bytes
+
+    if rev == WORKSPACE:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="prunelab-report-") as tmp:
+        for path in REPORT_INPUTS:
+            blob = read_bytes(path, rev)
+            if blob is not None:
+                (Path(tmp) / path).parent.mkdir(parents=True, exist_ok=True)
+                (Path(tmp) / path).write_bytes(blob)
+        if not (Path(tmp) / paths.AGGREGATE_METRICS).is_file():
+            raise DataError(f"{paths.AGGREGATE_METRICS} at {rev!r}: not found; is {rev!r} a "
+                            "commit, branch or experiment (dvc exp list) of this repository?")
+        here = Path.cwd()
+        os.chdir(tmp)
+        try:
+            yield
+        finally:
+            os.chdir(here)
+
+
+def publish(folder: Path) -> list[tuple[Path, bytes]]:
+    """Copy reports/study.md (and .html) with the figures they show into ``folder``, links
+    rewritten to the copies: a report that stays readable after the workspace moves on."""
+    blobs: dict[Path, bytes] = {}
+    for page in (paths.REPORT, paths.REPORT_HTML):
+        text = page.read_text(encoding="utf-8")
+        for figure in sorted(set(re.findall(r"\.\./(plots/[\w.-]+\.png)", text))):
+            if Path(figure).is_file():
+                blobs[folder / Path(figure).name] = Path(figure).read_bytes()
+        blobs[folder / page.name] = text.replace("../plots/", "").encode("utf-8")
+    return list(blobs.items())
+
+
 @click.command(help=__doc__)
 @click.option("--readme", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Write the table into this README's results block instead of printing it.")
-def main(readme: Path | None) -> None:
+@click.option("--rev", default="workspace", show_default=True,
+              help="Report on this revision: a commit, branch or DVC experiment name.")
+@click.option("--publish", "publish_to", type=click.Path(file_okay=False, path_type=Path),
+              help="Also copy the revision's reports/study.md, .html and figures here.")
+def main(readme: Path | None, rev: str, publish_to: Path | None) -> None:
+    readme = readme.resolve() if readme else None
+    publish_to = publish_to.resolve() if publish_to else None
     with stage_errors():  # a missing or damaged metrics file is one `Error:` line
-        tables = {"results": results_table(), "criteria": findings(),
-                  "savings": savings_table(), "retraining": retraining()}
+        with files_of(rev):
+            tables = {"results": results_table(), "criteria": findings(),
+                      "savings": savings_table(), "retraining": retraining()}
+            copies = publish(publish_to) if publish_to else []
+        out = Outputs()
+        for path, blob in copies:
+            out.add_bytes(path, blob)
         if readme is None:
             click.echo("\n\n".join(tables.values()))
-            return
-        text = readme.read_text(encoding="utf-8")
-        for name, table in tables.items():
-            text = replace_block(text, name, table)
-        write_text(readme, text)
+        else:
+            text = readme.read_text(encoding="utf-8")
+            for name, table in tables.items():
+                text = replace_block(text, name, table)
+            out.add_text(readme, text)
+        out.commit()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,229 @@
+"""Pipeline-level benchmarks of the replicated study (issue 12): `python bench/pipeline.py`.
+
+Each figure runs real `dvc` commands in a throwaway git + DVC copy of the project with its own
+DVC cache (so no run-cache entry of an earlier run can stand in for a computation), MNIST
+already in place, MLflow tracking on as for a user:
+
+* `study`: a replicated study of the default params on N seeds from cached data -- every
+  seed's train and both prune stages, the aggregate, and the report (target <= 3 min for 5);
+* `report`: the report stage alone, median of several runs (target <= 10 s);
+* `queue`: two experiments run one after the other (`dvc exp run --temp`, twice) against two
+  others of the same size run by `dvc queue start -j 2` (target: parallel <= 0.9x sequential).
+
+A study takes minutes, so each figure is one run unless --repeats says otherwise (medians
+then). Results: bench/results/pipeline.json; `--readme README.md` writes the README's
+`pipeline-bench` block.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT / "src"))
+from prunelab import paths  # noqa: E402
+from prunelab.machine import describe  # noqa: E402
+from prunelab.report import replace_block  # noqa: E402
+
+STUDY_TARGET_S = 180.0  # 5 seeds: train + both prune stages + aggregate + report
+REPORT_TARGET_S = 10.0
+QUEUE_TARGET_RATIO = 0.9  # two experiments under `dvc queue start -j 2` vs one after another
+
+
+def log(msg: str) -> None:
+    click.echo(f"bench: {msg}", err=True)
+
+
+def workspace(tmp: Path, params: dict[str, Any]) -> tuple[Path, dict[str, str]]:
+    """A git + DVC copy of the project (code, pipeline, params) with its own cache, MNIST
+    recorded as the download stage's output, and one commit (experiments need a baseline)."""
+    repo = tmp / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "stages", "src", ".dvc/plots"):
+        src = ROOT / name
+        ignore = shutil.ignore_patterns("__pycache__", "dvc.lock", "node_modules")
+        shutil.copytree(src, repo / name, ignore=ignore) if src.is_dir() else \
+            shutil.copy(src, repo / name)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for name in ("DVC_ROOT", "OMP_NUM_THREADS", "PRUNELAB_JOBS", "PRUNELAB_TRACKING",
+                 "MLFLOW_TRACKING_URI"):
+        env.pop(name, None)
+
+    def run(*cmd: str) -> None:
+        subprocess.run(cmd, cwd=repo, env=env, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+    run("git", "init", "-q")
+    run("git", "config", "user.email", "bench@prunelab")
+    run("git", "config", "user.name", "bench")
+    run("dvc", "init", "-q")
+    run("dvc", "config", "core.analytics", "false")
+    shutil.copytree(ROOT / paths.DATA_DIR, repo / paths.DATA_DIR)
+    run("dvc", "repro", "-q", "validate")
+    run("dvc", "commit", "-q", "-f", "download")  # the verified files, as if just downloaded
+    (repo / ".gitignore").write_text("mlflow.db*\nmlartifacts/\n")
+    run("git", "add", "-A")
+    run("git", "commit", "-q", "-m", "baseline")
+    return repo, env
+
+
+def timed(cmd: Sequence[str], repo: Path, env: dict[str, str]) -> float:
+    """Wall seconds of one command (which must succeed)."""
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise click.ClickException(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}"
+                                   f"{done.stderr[-2000:]}")
+    return seconds
+
+
+def with_seeds(params: dict[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
+    return {**params, "train": {**params["train"], "seeds": list(seeds)}}
+
+
+def bench_study(params: dict[str, Any], seeds: int, report_repeats: int) -> dict[str, Any]:
+    """N seeds from cached data: `dvc repro aggregate` (every seed's train and prune stages,
+    then the aggregate), the single-net stages untimed, then `dvc repro report`; and the
+    report stage alone, repeated."""
+    with tempfile.TemporaryDirectory(prefix="prunelab-bench-") as tmp:
+        repo, env = workspace(Path(tmp), with_seeds(params, range(seeds)))
+        log(f"{seeds}-seed study: train, prune_weight, prune_unit per seed, aggregate")
+        seeds_s = timed(["dvc", "repro", "-q", "aggregate"], repo, env)
+        timed(["dvc", "repro", "-q", "plot", "sensitivity", "speed"], repo, env)  # untimed
+        report_s = timed(["dvc", "repro", "-q", "report"], repo, env)
+        log("the report stage alone")
+        alone = [timed([sys.executable, "stages/report.py"], repo, env)
+                 for _ in range(report_repeats)]
+    total = seeds_s + report_s
+    return {"seeds": seeds, "seeds_and_aggregate_seconds": round(seeds_s, 1),
+            "report_in_repro_seconds": round(report_s, 1), "total_seconds": round(total, 1),
+            "per_seed_seconds": round(seeds_s / seeds, 1),
+            "report_stage_seconds": round(statistics.median(alone), 2),
+            "report_repeats": report_repeats}
+
+
+def wait_for_queue(repo: Path, env: dict[str, str], timeout: float = 3600) -> None:
+    """Until `dvc queue status` shows nothing queued or running; a failed task is an error."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["dvc", "queue", "status"], cwd=repo, env=env,
+                             capture_output=True, text=True).stdout
+        if "Failed" in out:
+            raise click.ClickException(f"a queued experiment failed:\n{out}")
+        if not any(word in out for word in ("Queued", "Running")):
+            return
+        time.sleep(1)
+    raise click.ClickException("the queue did not finish in time")
+
+
+def bench_queue(params: dict[str, Any]) -> dict[str, Any]:
+    """Two experiments one after the other, then two more of the same size (other seeds, so
+    nothing is reused) queued and run by `dvc queue start -j 2`; total wall time of each
+    pair. Each experiment is the whole default pipeline on one seed."""
+    with tempfile.TemporaryDirectory(prefix="prunelab-bench-") as tmp:
+        repo, env = workspace(Path(tmp), params)
+        log("two experiments one after the other (dvc exp run --temp)")
+        sequential = sum(timed(["dvc", "exp", "run", "--temp", "-q", "-S",
+                                f"train.seeds=[{seed}]"], repo, env) for seed in (11, 12))
+        log("two experiments at once (dvc queue start -j 2)")
+        for seed in (13, 14):
+            timed(["dvc", "exp", "run", "--queue", "-q", "-S", f"train.seeds=[{seed}]"],
+                  repo, env)
+        start = time.perf_counter()
+        timed(["dvc", "queue", "start", "-j", "2"], repo, env)
+        wait_for_queue(repo, env)
+        parallel = time.perf_counter() - start
+        subprocess.run(["dvc", "queue", "stop"], cwd=repo, env=env, capture_output=True)
+        threads = thread_counts(repo, env)
+    return {"sequential_seconds": round(sequential, 1), "parallel_seconds": round(parallel, 1),
+            "ratio": round(parallel / sequential, 3), "threads_in_queue": threads}
+
+
+def thread_counts(repo: Path, env: dict[str, str]) -> list[str]:
+    """The `machine.threads` tag of the queued experiments' train runs (MLflow), if any."""
+    db = repo / "mlflow.db"
+    if not db.exists():
+        return []
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT DISTINCT value FROM tags WHERE key = 'machine.threads'")
+        return sorted(str(r[0]) for r in rows)
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = [f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), "
+             "`python bench/pipeline.py`, MLflow tracking on, each in a fresh copy with its "
+             "own DVC cache (nothing reused).", "",
+             "| figure | measured | target |", "|---|---|---|"]
+    s = r.get("study")
+    if s:
+        lines.append(f"| {s['seeds']}-seed study from cached data (every seed's train and "
+                     f"prune stages, aggregate, report) | {s['total_seconds']:.0f} s "
+                     f"({s['per_seed_seconds']:.0f} s per seed) | ≤ {STUDY_TARGET_S:.0f} s: "
+                     f"{_met(s['total_seconds'] <= STUDY_TARGET_S)} |")
+        lines.append(f"| the report stage alone (median of {s['report_repeats']}) | "
+                     f"{s['report_stage_seconds']:.1f} s | ≤ {REPORT_TARGET_S:.0f} s: "
+                     f"{_met(s['report_stage_seconds'] <= REPORT_TARGET_S)} |")
+    q = r.get("queue")
+    if q:
+        lines.append(f"| two one-seed experiments, `dvc queue start -j 2` against one after "
+                     f"the other | {q['parallel_seconds']:.0f} s against "
+                     f"{q['sequential_seconds']:.0f} s = {q['ratio']:.2f}x | ≤ "
+                     f"{QUEUE_TARGET_RATIO}x: {_met(q['ratio'] <= QUEUE_TARGET_RATIO)} |")
+    return "\n".join(lines)
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+@click.command(help=__doc__)
+@click.option("--only", type=click.Choice(("study", "queue")), multiple=True,
+              help="Run only these figures (the report stage is timed with the study).")
+@click.option("--seeds", default=5, show_default=True, help="Seeds of the replicated study.")
+@click.option("--report-repeats", default=5, show_default=True)
+@click.option("--readme", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Also write the table into this README's pipeline-bench block.")
+def main(only: tuple[str, ...], seeds: int, report_repeats: int, readme: Path | None) -> None:
+    if not (ROOT / paths.DATA_DIR).is_dir():
+        raise click.ClickException(f"{paths.DATA_DIR} missing: run `dvc repro download` first")
+    params = yaml.safe_load((ROOT / paths.PARAMS).read_text())
+    wanted = set(only or ("study", "queue"))
+    results: dict[str, Any] = {"machine": {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        **describe().as_dict()}}
+    if "study" in wanted:
+        results["study"] = bench_study(params, seeds, report_repeats)
+    if "queue" in wanted:
+        results["queue"] = bench_queue(params)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "pipeline.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    click.echo(table)
+    if readme is not None:
+        readme.write_text(replace_block(readme.read_text(encoding="utf-8"), "pipeline-bench",
+                                        table), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

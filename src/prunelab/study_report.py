@@ -1,0 +1,283 @@
+"""reports/study.md: every figure the pipeline makes, its tables, the notebook's numbers beside
+ours, and conclusions computed from the metrics files -- never typed by hand.
+
+Each section is a function of the files of one run (the workspace, where DVC runs the `report`
+stage). A section whose study has not run in this checkout (the retraining pipeline, the
+LeNet-5 comparison) says so and names the command, so the report grows with the project.
+Nothing here depends on the time or the machine it runs on: the same files give the same
+report, byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from prunelab import paths
+from prunelab.config import METHODS, Params
+from prunelab.files import read_json, read_rows
+from prunelab.plot import STUDY_CRITERION
+from prunelab.report import fmt_acc, fmt_k, retraining, savings_table
+
+TITLE = "Experiments in Pruning, replicated: how much of a trained network can be deleted?"
+# Figures are linked relative to the report (reports/ -> ../plots/...).
+FIGURE_ROOT = Path("..")
+
+
+def _figure(path: Path, caption: str) -> str:
+    return f"![{caption}]({(FIGURE_ROOT / path).as_posix()})\n\n*{caption}.*"
+
+
+def _seeds_phrase(metrics: Mapping[str, Any]) -> str:
+    n = metrics["n"]
+    return (f"one seed, {metrics['seeds'][0]}" if n == 1
+            else f"{n} seeds ({', '.join(map(str, metrics['seeds']))}), mean ± std")
+
+
+def header(cfg: Params, metrics: Mapping[str, Any]) -> str:
+    arch = {"mlp": "The study's MLP 784-" + "-".join(map(str, cfg.model.mlp.hidden)) + "-10",
+            "lenet5": "LeNet-5"}[cfg.model.arch]
+    lines = [f"# {TITLE}", "",
+             f"{arch}, trained {cfg.train.epochs} epochs (Adam, lr {cfg.train.lr:g}, batch "
+             f"{cfg.train.batch_size}) on MNIST, then pruned without retraining at k = "
+             + ", ".join(f"{k:g}" for k in cfg.prune.sparsities)
+             + f" ({cfg.prune.scope} scope). Replicates: {_seeds_phrase(metrics)}.", "",
+             "Written by the `report` stage of `dvc repro` from this run's metrics and curves; "
+             "every sentence with a number below is computed from those files. Rerun: "
+             "`dvc repro`; the replicated study: `dvc exp run -S 'train.seeds=[0,1,2,3,4]'`."]
+    if metrics["n"] == 1:
+        lines += ["", "**One seed**: no spread to measure, so no bands and no intervals. A "
+                  "single run moves by points between seeds and CPU types; read every number "
+                  "as one draw."]
+    return "\n".join(lines)
+
+
+def headline(metrics: Mapping[str, Any]) -> str:
+    """The figure with bands and, per granularity, how far its study criterion prunes within
+    1 point of dense."""
+    lines = ["## How much can be deleted without retraining", "",
+             _figure(paths.FIGURE, "Test accuracy against sparsity: mean over the seeds, 95% "
+                     "band, the study's notebook as points"), ""]
+    for m in METHODS:
+        name = STUDY_CRITERION[m]
+        entry = metrics.get(m, {}).get(name)
+        if not entry:
+            continue
+        k = entry["max_sparsity_within_1pt"]
+        line = (f"- **{m.capitalize()} pruning ({name}) stays within 1 point of dense up to "
+                f"{fmt_k(k)}** ({_seeds_phrase(metrics)}); dense accuracy "
+                f"{fmt_acc(entry['dense_accuracy'])}")
+        if k.get("n") and k["n"] < metrics["n"]:
+            line += f"; {metrics['n'] - k['n']} seed(s) lose more than 1 point at every k"
+        lines.append(line + ".")
+    best = _best_criteria(metrics)
+    if best:
+        lines.append(best)
+    return "\n".join(lines)
+
+
+def _best_criteria(metrics: Mapping[str, Any]) -> str:
+    """Which criterion prunes furthest within 1 point, per granularity (means)."""
+    parts = []
+    for m in METHODS:
+        ranked = sorted(((entry["max_sparsity_within_1pt"].get("mean") or 0.0, name)
+                         for name, entry in metrics.get(m, {}).items()), reverse=True)
+        if len(ranked) > 1:
+            parts.append(f"{m}: **{ranked[0][1]}** (k = {ranked[0][0]:g}), then "
+                         + ", ".join(f"{n} ({k:g})" for k, n in ranked[1:]))
+    if not parts:
+        return ""
+    return "- Furthest within 1 point, by criterion (mean k): " + "; ".join(parts) + "."
+
+
+def _cell(row: Mapping[str, str]) -> str:
+    mean, std = float(row["accuracy"]), row.get("accuracy_std") or ""
+    return f"{mean:.2f}" if std == "" else f"{mean:.2f} ± {float(std):.2f}"
+
+
+def criteria_table(rows: Mapping[str, Sequence[Mapping[str, str]]]) -> str:
+    """Accuracy per criterion and k (mean ± std over the seeds), both granularities."""
+    grid = list(dict.fromkeys(float(r["sparsity"]) for m in METHODS for r in rows[m]))
+    lines = ["## Every criterion", "",
+             "Test accuracy (%) per criterion and k, mean ± std over the seeds; the study's "
+             "own criteria in bold. `plots/aggregate_<granularity>.csv` has the 95% intervals "
+             "and the effective sparsity.", "",
+             "| pruning | criterion | " + " | ".join(f"{k:g}" for k in grid) + " |",
+             "|---|---|" + "---|" * len(grid)]
+    for m in METHODS:
+        by_name: dict[str, dict[float, Mapping[str, str]]] = {}
+        for r in rows[m]:
+            by_name.setdefault(r["criterion"], {})[float(r["sparsity"])] = r
+        for name, points in by_name.items():
+            shown = f"**{name}**" if name == STUDY_CRITERION[m] else name
+            lines.append(f"| {m} | {shown} | " + " | ".join(
+                _cell(points[k]) if k in points else "–" for k in grid) + " |")
+    return "\n".join(lines)
+
+
+def coverage_section(points: Sequence[Mapping[str, Any]],
+                     counts: Mapping[str, Mapping[str, int | None]]) -> str:
+    """The notebook's numbers beside our intervals, and how many the intervals contain."""
+    lines = ["## The study's numbers beside ours", ""]
+    if not points:
+        return "\n".join(lines + ["The notebook's numbers are for its MLP, layer scope, "
+                                  "magnitude / l2: this run has none of them to compare."])
+    lines += ["| pruning | k | notebook | ours (mean) | 95% CI | inside the CI | inside mean ± "
+              "2 std |", "|---|---|---|---|---|---|---|"]
+    for p in points:
+        ci = ("–" if p["ci_low"] is None else f"{p['ci_low']:.2f}–{p['ci_high']:.2f}")
+        lines.append(f"| {p['method']} ({p['criterion']}) | {p['sparsity']:g} | "
+                     f"{p['study']:.2f} | {p['mean']:.2f} | {ci} | {_yes(p['inside_ci'])} | "
+                     f"{_yes(p['inside_2std'])} |")
+    lines.append("")
+    for m, c in counts.items():
+        if c["inside_ci"] is None:
+            lines.append(f"- {m}: {c['points']} notebook numbers; one seed gives no interval "
+                         "to hold them.")
+            continue
+        lines.append(f"- {m}: our 95% intervals contain **{c['inside_ci']} of the notebook's "
+                     f"{c['points']}** numbers; the spread of single runs (mean ± 2 std) "
+                     f"contains {c['inside_2std']}.")
+    lines.append("- The notebook is one run on another machine and PyTorch version; a point "
+                 "outside our interval says its run differs from our mean by more than our "
+                 "seeds' spread explains, not that either is wrong.")
+    return "\n".join(lines)
+
+
+def _yes(value: bool | None) -> str:
+    return "–" if value is None else ("yes" if value else "**no**")
+
+
+def sensitivity_section(metrics: Mapping[str, Any]) -> str:
+    """Per-layer sensitivity: the figure, the highest k per layer, which layer breaks first
+    (metrics/sensitivity.json: per granularity, per layer, and ``breaks_first``)."""
+    lines = ["## Which layer breaks first", "",
+             _figure(paths.SENSITIVITY_FIGURE, "One layer pruned at a time (the others dense), "
+                     "the first seed's net"), ""]
+    for m in METHODS:
+        section = metrics.get(m)
+        if not isinstance(section, Mapping):
+            continue
+        layers = {name: v for name, v in section.items() if isinstance(v, Mapping)}
+        reach = ", ".join(f"{name} {_k(v.get('max_sparsity_within_1pt'))}"
+                          for name, v in layers.items())
+        first = section.get("breaks_first")
+        verdict = (f"**{first} breaks first**" if first else
+                   "no layer loses a point alone anywhere on the grid")
+        lines.append(f"- {m.capitalize()} pruning, one layer at a time: {verdict}; the highest "
+                     f"k each layer takes alone within 1 point of dense: {reach}.")
+        held = [v.get("max_sparsity_within_1pt") for v in layers.values()]
+        if first and all(h is not None for h in held) and len(set(held)) > 1:
+            lines.append(f"  A per-layer budget would prune {first} to at most "
+                         f"k = {_k(layers[first].get('max_sparsity_within_1pt'))} and the "
+                         f"others further (up to k = {_k(max(held))}).")
+    return "\n".join(lines)
+
+
+def _k(value: float | None) -> str:
+    return "none" if value is None else f"{value:g}"
+
+
+def savings_section() -> str:
+    speed = read_json(paths.SPEED_METRICS)
+    lines = ["## What pruning buys: speed and size", "",
+             _figure(paths.TRADEOFF_FIGURE, "Accuracy against measured speed-up (batch 100), "
+                     "the first seed's net"), "", savings_table()]
+    best = _fastest_within(speed)
+    if best:
+        lines += ["", best]
+    return "\n".join(lines)
+
+
+def _fastest_within(speed: Mapping[str, Any]) -> str:
+    """A sentence from speed.json: the measured speed-up at each method's highest k within 1
+    point of dense (keys ``<granularity>_<criterion>_<scope>``)."""
+    parts = sorted(((v["speedup_b100_at_max"], _speed_name(key)) for key, v in speed.items()
+                    if isinstance(v, Mapping) and v.get("speedup_b100_at_max") is not None),
+                   reverse=True)
+    if not parts:
+        return ""
+    text = ("- Measured speed-up over the dense net (batch 100) at the highest k that stays "
+            "within 1 point of dense: " + "; ".join(f"{name} {x:.1f}x" for x, name in parts)
+            + ".")
+    best = {m: max((x for x, name in parts if name.startswith(m)), default=None)
+            for m in METHODS}
+    if best["weight"] is not None and best["unit"] is not None:
+        more, less = sorted(METHODS, key=lambda m: best[m], reverse=True)
+        text += (f" Within that accuracy budget, {more} pruning buys more speed than {less} "
+                 f"pruning here ({best[more]:.1f}x against {best[less]:.1f}x).")
+    return text
+
+
+def _speed_name(key: str) -> str:
+    """'unit_l2_refit_layer' -> 'unit / l2_refit (layer scope)'."""
+    granularity, _, rest = key.partition("_")
+    criterion, _, scope = rest.rpartition("_")
+    return f"{granularity} / {criterion} ({scope} scope)"
+
+
+def retraining_section() -> str:
+    needed = [*(paths.finetune_curve(m) for m in METHODS), paths.IMP_CURVE]
+    lines = ["## Retraining: fine-tuning and lottery tickets", ""]
+    if all(p.exists() for p in needed):
+        lines += [_figure(paths.FINETUNE_FIGURE, "One-shot against fine-tuned, both "
+                          "granularities"), "",
+                  _figure(paths.LOTTERY_FIGURE, "Iterative magnitude pruning: tickets against "
+                          "re-initialised and random-mask controls"), ""]
+    lines.append(retraining())
+    return "\n".join(lines)
+
+
+def architectures_section() -> str:
+    lines = ["## Architectures: the MLP and LeNet-5", ""]
+    if paths.ARCH_FIGURE.exists():
+        lines += [_figure(paths.ARCH_FIGURE, "The study on the MLP and on LeNet-5 (one seed "
+                          "each)"), "", "Drawn by `make compare` (the study as a DVC experiment "
+                  "with `-S model.arch=lenet5`)."]
+    else:
+        lines.append("Not run in this checkout yet: `make compare`.")
+    return "\n".join(lines)
+
+
+def reproduce(metrics: Mapping[str, Any]) -> str:
+    return "\n".join([
+        "## Reproduce", "",
+        "```bash",
+        "make pipeline                                   # dvc repro: this report, "
+        f"{metrics['n']} seed(s)",
+        "dvc exp run -S 'train.seeds=[0,1,2,3,4]'       # the replicated study",
+        "make retrain                                    # fine-tuning, lottery tickets",
+        "make compare                                    # LeNet-5 beside the MLP",
+        "```", "",
+        "Float results depend on the CPU type and on the number of math threads (each stage "
+        "records its thread count in MLflow as `machine.threads`): claims above hold across the "
+        "seeds of this machine, not bit for bit elsewhere."])
+
+
+def study_markdown(cfg: Params) -> str:
+    """The whole report from the workspace's files."""
+    from prunelab.aggregate import study_coverage
+
+    metrics = read_json(paths.AGGREGATE_METRICS)
+    rows = {m: read_rows(paths.aggregate_curve(m)) for m in METHODS}
+    points, counts = study_coverage([*rows["weight"], *rows["unit"]], cfg.model.arch)
+    sections = [header(cfg, metrics), headline(metrics), coverage_section(points, counts),
+                criteria_table(rows), sensitivity_section(read_json(paths.SENSITIVITY_METRICS)),
+                savings_section(), retraining_section(), architectures_section(),
+                reproduce(metrics)]
+    return "\n\n".join(s for s in sections if s) + "\n"
+
+
+def study_html(markdown_text: str) -> str:
+    """The same report as a standalone HTML page (tables rendered, figures linked)."""
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables"], output_format="html")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{TITLE}</title><style>body{{font-family:sans-serif;max-width:70em;"
+            "margin:auto;padding:1em}table{border-collapse:collapse}td,th{border:1px solid "
+            "#ccc;padding:2px 6px;text-align:right}img{max-width:100%}</style></head><body>\n"
+            f"{body}\n</body></html>\n")
+
+

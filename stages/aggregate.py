@@ -1,0 +1,75 @@
+"""DVC stage `aggregate`: every seed's curves and headlines as mean, std and 95% CI."""
+
+from functools import partial
+from pathlib import Path
+
+import click
+
+from prunelab import paths
+from prunelab.aggregate import (
+    aggregate_metrics,
+    aggregate_rows,
+    curve_series,
+    flat_metrics,
+    headline_stats,
+    seed_metrics,
+    study_coverage,
+    summary_line,
+)
+from prunelab.cli import stage_errors, stage_help
+from prunelab.config import METHODS, load_params
+from prunelab.errors import DataError
+from prunelab.files import Outputs, read_json, read_rows
+from prunelab.tracking import track
+
+DETAILS = ("Reads only the seeds listed in train.seeds (folders of seeds since removed from the "
+           "list are ignored); every seed must have been pruned on the same grid and criteria.")
+
+
+def seed_file(path: Path, seed: int) -> Path:
+    """``path``, which must exist: else one line naming the seed and the fix."""
+    if not path.is_file():
+        raise DataError(f"{path}: missing: seed {seed} (in train.seeds) has not been pruned; "
+                        "run: dvc repro")
+    return path
+
+
+def train_run_tag(seed: int) -> dict[str, str]:
+    """The MLflow run that trained ``seed``'s net, as a tag (none when tracking was off)."""
+    link = paths.train_run(seed)
+    run_id = read_json(link).get("mlflow_run_id") if link.is_file() else None
+    return {"train_run_id": str(run_id)} if run_id else {}
+
+
+@click.command(help=stage_help("aggregate", details=DETAILS))
+def main() -> None:
+    with stage_errors():
+        cfg = load_params(paths.PARAMS)
+        seeds = cfg.train.seeds
+        with track("aggregate", cfg) as run:
+            curves = {m: {s: read_rows(seed_file(paths.prune_curve(m, s), s)) for s in seeds}
+                      for m in METHODS}
+            summaries = {m: {s: read_json(seed_file(paths.prune_metrics(m, s), s))
+                             for s in seeds} for m in METHODS}
+            rows = [r for m in METHODS for r in aggregate_rows(curves[m],
+                                                                  partial(paths.prune_curve, m))]
+            headlines = {m: headline_stats(summaries[m], curves[m],
+                                           partial(paths.prune_metrics, m)) for m in METHODS}
+            metrics = aggregate_metrics(seeds, headlines, study_coverage(rows, cfg.model.arch)[1])
+            out = Outputs()
+            for m in METHODS:
+                out.add_csv(paths.aggregate_curve(m), [r for r in rows if r["method"] == m])
+            out.add_json(paths.AGGREGATE_METRICS, metrics)
+            out.commit()
+            run.log_metrics(flat_metrics(metrics), parent_prefix="aggregate.")
+            run.log_series(curve_series(rows), parent_prefix="aggregate.")
+            for s in seeds:  # one child run per seed: its own headline numbers
+                run.log_child(f"seed {s}", seed_metrics({m: summaries[m][s] for m in METHODS},
+                                                        {m: curves[m][s] for m in METHODS}),
+                              tags={"seed": str(s), **train_run_tag(s)})
+            run.log_artifacts(out.paths)
+    click.echo(f"aggregate: {summary_line(metrics)}", err=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""DVC stage `report`: reports/study.md (and .html) from the study's metrics, curves and figures.
+
+Sections appear for whatever studies have run in this checkout: the retraining pipeline and the
+LeNet-5 comparison are read when their files exist (their commands are named otherwise). They
+are not this stage's DVC dependencies -- that would make `dvc repro` run them -- so after
+`make retrain` or `make compare` the Makefile refreshes the report (`dvc repro -f -s report`).
+"""
+
+import click
+
+from prunelab import paths
+from prunelab.cli import stage_errors, stage_help
+from prunelab.config import load_params
+from prunelab.files import Outputs
+from prunelab.study_report import study_html, study_markdown
+from prunelab.tracking import track
+
+
+@click.command(help=stage_help("report"))
+def main() -> None:
+    with stage_errors():
+        cfg = load_params(paths.PARAMS)
+        with track("report", cfg) as run:
+            text = study_markdown(cfg)
+            out = Outputs()
+            out.add_text(paths.REPORT, text)
+            out.add_text(paths.REPORT_HTML, study_html(text))
+            out.commit()
+            run.log_artifacts(out.paths)
+    click.echo(f"report: {paths.REPORT} ({len(text.splitlines())} lines), {paths.REPORT_HTML}",
+               err=True)
+
+
+if __name__ == "__main__":
+    main()
