@@ -61,7 +61,7 @@ bench-readme: setup                  ## the benchmark, and its table written int
 	python bench/run.py --readme README.md
 
 report: setup                        ## the results table from the metrics files, into README
-	python -m prunelab.report --readme README.md
+	python -m prunelab report --readme README.md
 
 # LeNet-5 as a DVC experiment named lenet5 (in a temporary copy: the workspace stays the MLP's),
 # then both side by side: plots/compare_arch.png and the README's architectures block.

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from prunelab import paths, report, study_report
+from prunelab import paths, study_report
 from prunelab.aggregate import aggregate_metrics, aggregate_rows, headline_stats
 from prunelab.config import load_params
 from prunelab.files import write_bytes, write_csv, write_json
@@ -181,7 +181,7 @@ def test_a_missing_input_is_one_line_and_nothing_is_written(checkout: Path) -> N
 
 def test_publish_copies_the_pages_and_their_figures(checkout: Path) -> None:
     CliRunner().invoke(load_stage().main, [])
-    copies = dict(report.publish(Path("out")))
+    copies = dict(study_report.publish(Path("out")))
     assert set(copies) == {Path("out/study.md"), Path("out/study.html"),
                            Path("out/accuracy_vs_sparsity.png"), Path("out/sensitivity.png"),
                            Path("out/tradeoff.png")}

@@ -69,7 +69,7 @@ def check(params_file: Path) -> None:
 def report(readme: Path | None, rev: str, publish_to: Path | None) -> None:
     """The README's results blocks from the metrics and curve files (of REV), and a published
     copy of its study report."""
-    from prunelab.report import main
+    from prunelab.study_report import main
 
     main.callback(readme, rev, publish_to)  # type: ignore[misc]
 

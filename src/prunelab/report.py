@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import re
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
 
 from prunelab import paths
-from prunelab.cli import stage_errors
 from prunelab.config import METHODS, load_params
 from prunelab.errors import DataError
-from prunelab.files import Outputs, read_json, read_rows
+from prunelab.files import read_json, read_rows
 from prunelab.plot import STUDY_ACCURACY, STUDY_CRITERION, STUDY_GRID, by_criterion
 from prunelab.savings import REPEATS, THREADS
 
@@ -369,84 +363,7 @@ def replace_block(text: str, name: str, block: str) -> str:
     return f"{head}{start}\n{block.strip()}\n{end}{tail}"
 
 
-# What the README blocks and reports/study.md are made from: all a revision needs to be
-# reported on from a temporary folder (`--rev`).
-REPORT_INPUTS: tuple[Path, ...] = (
-    paths.PARAMS, paths.AGGREGATE_METRICS, *(paths.aggregate_curve(m) for m in METHODS),
-    paths.FIGURE, paths.SENSITIVITY_CURVE, paths.SENSITIVITY_METRICS, paths.SENSITIVITY_FIGURE,
-    paths.SPEED_CURVE, paths.SPEED_METRICS, paths.TRADEOFF_FIGURE,
-    *(f(m) for f in (paths.finetune_curve, paths.finetune_metrics, paths.finetune_timing)
-      for m in METHODS),
-    paths.FINETUNE_FIGURE, paths.IMP_CURVE, paths.IMP_METRICS, paths.IMP_TIMING,
-    paths.LOTTERY_FIGURE, paths.ARCH_FIGURE, paths.REPORT, paths.REPORT_HTML)
+if __name__ == "__main__":  # `python -m prunelab.report`, as before the study report existed
+    from prunelab.study_report import main
 
-
-@contextmanager
-def files_of(rev: str) -> Iterator[None]:
-    """Work inside a temporary folder holding ``rev``'s report inputs (a commit, branch or DVC
-    experiment, through DVC's cache), or in place for the workspace."""
-    from prunelab.compare import WORKSPACE, read_bytes
-
-    if rev == WORKSPACE:
-        yield
-        return
-    with tempfile.TemporaryDirectory(prefix="prunelab-report-") as tmp:
-        for path in REPORT_INPUTS:
-            blob = read_bytes(path, rev)
-            if blob is not None:
-                (Path(tmp) / path).parent.mkdir(parents=True, exist_ok=True)
-                (Path(tmp) / path).write_bytes(blob)
-        if not (Path(tmp) / paths.AGGREGATE_METRICS).is_file():
-            raise DataError(f"{paths.AGGREGATE_METRICS} at {rev!r}: not found; is {rev!r} a "
-                            "commit, branch or experiment (dvc exp list) of this repository?")
-        here = Path.cwd()
-        os.chdir(tmp)
-        try:
-            yield
-        finally:
-            os.chdir(here)
-
-
-def publish(folder: Path) -> list[tuple[Path, bytes]]:
-    """Copy reports/study.md (and .html) with the figures they show into ``folder``, links
-    rewritten to the copies: a report that stays readable after the workspace moves on."""
-    blobs: dict[Path, bytes] = {}
-    for page in (paths.REPORT, paths.REPORT_HTML):
-        text = page.read_text(encoding="utf-8")
-        for figure in sorted(set(re.findall(r"\.\./(plots/[\w.-]+\.png)", text))):
-            if Path(figure).is_file():
-                blobs[folder / Path(figure).name] = Path(figure).read_bytes()
-        blobs[folder / page.name] = text.replace("../plots/", "").encode("utf-8")
-    return list(blobs.items())
-
-
-@click.command(help=__doc__)
-@click.option("--readme", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Write the table into this README's results block instead of printing it.")
-@click.option("--rev", default="workspace", show_default=True,
-              help="Report on this revision: a commit, branch or DVC experiment name.")
-@click.option("--publish", "publish_to", type=click.Path(file_okay=False, path_type=Path),
-              help="Also copy the revision's reports/study.md, .html and figures here.")
-def main(readme: Path | None, rev: str, publish_to: Path | None) -> None:
-    readme = readme.resolve() if readme else None
-    publish_to = publish_to.resolve() if publish_to else None
-    with stage_errors():  # a missing or damaged metrics file is one `Error:` line
-        with files_of(rev):
-            tables = {"results": results_table(), "criteria": findings(),
-                      "savings": savings_table(), "retraining": retraining()}
-            copies = publish(publish_to) if publish_to else []
-        out = Outputs()
-        for path, blob in copies:
-            out.add_bytes(path, blob)
-        if readme is None:
-            click.echo("\n\n".join(tables.values()))
-        else:
-            text = readme.read_text(encoding="utf-8")
-            for name, table in tables.items():
-                text = replace_block(text, name, table)
-            out.add_text(readme, text)
-        out.commit()
-
-
-if __name__ == "__main__":
     main()

@@ -10,15 +10,32 @@ report, byte for byte.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import click
+
 from prunelab import paths
-from prunelab.config import METHODS, Params
-from prunelab.files import read_json, read_rows
+from prunelab.aggregate import study_coverage
+from prunelab.cli import stage_errors
+from prunelab.config import METHODS, Params, load_params
+from prunelab.errors import DataError
+from prunelab.files import Outputs, read_json, read_rows
 from prunelab.plot import STUDY_CRITERION
-from prunelab.report import fmt_acc, fmt_k, retraining, savings_table
+from prunelab.report import (
+    findings,
+    fmt_acc,
+    fmt_k,
+    replace_block,
+    results_table,
+    retraining,
+    savings_table,
+)
 
 TITLE = "Experiments in Pruning, replicated: how much of a trained network can be deleted?"
 # Figures are linked relative to the report (reports/ -> ../plots/...).
@@ -257,8 +274,6 @@ def reproduce(metrics: Mapping[str, Any]) -> str:
 
 def study_markdown(cfg: Params) -> str:
     """The whole report from the workspace's files."""
-    from prunelab.aggregate import study_coverage
-
     metrics = read_json(paths.AGGREGATE_METRICS)
     rows = {m: read_rows(paths.aggregate_curve(m)) for m in METHODS}
     points, counts = study_coverage([*rows["weight"], *rows["unit"]], cfg.model.arch)
@@ -281,3 +296,112 @@ def study_html(markdown_text: str) -> str:
             f"{body}\n</body></html>\n")
 
 
+def replicates_block() -> str:
+    """The README's summary of the replicated study: the headline sentences with their spread,
+    how many of the notebook's numbers the intervals contain, and which layer breaks first."""
+    cfg = load_params(paths.PARAMS)
+    metrics = read_json(paths.AGGREGATE_METRICS)
+    rows = {m: read_rows(paths.aggregate_curve(m)) for m in METHODS}
+    points, counts = study_coverage([*rows["weight"], *rows["unit"]], cfg.model.arch)
+    lines = [line for line in headline(metrics).splitlines() if line.startswith("- ")]
+    for m, c in counts.items():
+        if c["inside_ci"] is not None:
+            lines.append(f"- The notebook's {m} curve: our 95% intervals contain "
+                         f"{c['inside_ci']} of its {c['points']} numbers, the spread of single "
+                         f"runs (mean ± 2 std) {c['inside_2std']}.")
+    sensitivity = read_json(paths.SENSITIVITY_METRICS)
+    first = {m: s.get("breaks_first") for m, s in sensitivity.items() if isinstance(s, Mapping)}
+    if first:
+        lines.append("- One layer at a time (the first seed's net), the layer that breaks first: "
+                     + "; ".join(f"{m} pruning {name or 'none'}" for m, name in first.items())
+                     + ".")
+    return "\n".join(lines)
+
+
+def readme_blocks() -> dict[str, str]:
+    """Every README block the metrics files fill, by block name."""
+    return {"results": results_table(), "criteria": findings(), "savings": savings_table(),
+            "retraining": retraining(), "replicates": replicates_block()}
+
+
+# What the README blocks and reports/study.md are made from: all a revision needs to be
+# reported on from a temporary folder (`--rev`).
+REPORT_INPUTS: tuple[Path, ...] = (
+    paths.PARAMS, paths.AGGREGATE_METRICS, *(paths.aggregate_curve(m) for m in METHODS),
+    paths.FIGURE, paths.SENSITIVITY_CURVE, paths.SENSITIVITY_METRICS, paths.SENSITIVITY_FIGURE,
+    paths.SPEED_CURVE, paths.SPEED_METRICS, paths.TRADEOFF_FIGURE,
+    *(f(m) for f in (paths.finetune_curve, paths.finetune_metrics, paths.finetune_timing)
+      for m in METHODS),
+    paths.FINETUNE_FIGURE, paths.IMP_CURVE, paths.IMP_METRICS, paths.IMP_TIMING,
+    paths.LOTTERY_FIGURE, paths.ARCH_FIGURE, paths.REPORT, paths.REPORT_HTML)
+
+
+@contextmanager
+def files_of(rev: str) -> Iterator[None]:
+    """Work inside a temporary folder holding ``rev``'s report inputs (a commit, branch or DVC
+    experiment, through DVC's cache), or in place for the workspace."""
+    from prunelab.compare import WORKSPACE, read_bytes
+
+    if rev == WORKSPACE:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="prunelab-report-") as tmp:
+        for path in REPORT_INPUTS:
+            blob = read_bytes(path, rev)
+            if blob is not None:
+                (Path(tmp) / path).parent.mkdir(parents=True, exist_ok=True)
+                (Path(tmp) / path).write_bytes(blob)
+        if not (Path(tmp) / paths.AGGREGATE_METRICS).is_file():
+            raise DataError(f"{paths.AGGREGATE_METRICS} at {rev!r}: not found; is {rev!r} a "
+                            "commit, branch or experiment (dvc exp list) of this repository?")
+        here = Path.cwd()
+        os.chdir(tmp)
+        try:
+            yield
+        finally:
+            os.chdir(here)
+
+
+def publish(folder: Path) -> list[tuple[Path, bytes]]:
+    """Copy reports/study.md (and .html) with the figures they show into ``folder``, links
+    rewritten to the copies: a report that stays readable after the workspace moves on."""
+    blobs: dict[Path, bytes] = {}
+    for page in (paths.REPORT, paths.REPORT_HTML):
+        text = page.read_text(encoding="utf-8")
+        for figure in sorted(set(re.findall(r"\.\./(plots/[\w.-]+\.png)", text))):
+            if Path(figure).is_file():
+                blobs[folder / Path(figure).name] = Path(figure).read_bytes()
+        blobs[folder / page.name] = text.replace("../plots/", "").encode("utf-8")
+    return list(blobs.items())
+
+
+@click.command(help="The README's results blocks from the metrics files of a run (and a "
+               "published copy of its study report): `python -m prunelab report`.")
+@click.option("--readme", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Write the table into this README's results block instead of printing it.")
+@click.option("--rev", default="workspace", show_default=True,
+              help="Report on this revision: a commit, branch or DVC experiment name.")
+@click.option("--publish", "publish_to", type=click.Path(file_okay=False, path_type=Path),
+              help="Also copy the revision's reports/study.md, .html and figures here.")
+def main(readme: Path | None, rev: str, publish_to: Path | None) -> None:
+    readme = readme.resolve() if readme else None
+    publish_to = publish_to.resolve() if publish_to else None
+    with stage_errors():  # a missing or damaged metrics file is one `Error:` line
+        with files_of(rev):
+            tables = readme_blocks()
+            copies = publish(publish_to) if publish_to else []
+        out = Outputs()
+        for path, blob in copies:
+            out.add_bytes(path, blob)
+        if readme is None:
+            click.echo("\n\n".join(tables.values()))
+        else:
+            text = readme.read_text(encoding="utf-8")
+            for name, table in tables.items():
+                text = replace_block(text, name, table)
+            out.add_text(readme, text)
+        out.commit()
+
+
+if __name__ == "__main__":
+    main()
