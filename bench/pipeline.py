@@ -152,20 +152,25 @@ def bench_queue(params: dict[str, Any]) -> dict[str, Any]:
         wait_for_queue(repo, env)
         parallel = time.perf_counter() - start
         subprocess.run(["dvc", "queue", "stop"], cwd=repo, env=env, capture_output=True)
-        threads = thread_counts(repo, env)
+        threads = thread_counts(repo, ("[13]", "[14]"))
     return {"sequential_seconds": round(sequential, 1), "parallel_seconds": round(parallel, 1),
             "ratio": round(parallel / sequential, 3), "threads_in_queue": threads}
 
 
-def thread_counts(repo: Path, env: dict[str, str]) -> list[str]:
-    """The `machine.threads` tag of the queued experiments' train runs (MLflow), if any."""
+def thread_counts(repo: Path, seeds: Sequence[str]) -> list[str]:
+    """The `machine.threads` tags of the stage runs of the experiments whose train.seeds is
+    one of ``seeds`` (the queued ones), from the copy's MLflow store."""
     db = repo / "mlflow.db"
     if not db.exists():
         return []
     import sqlite3
 
+    marks = ",".join("?" * len(seeds))
     with sqlite3.connect(db) as con:
-        rows = con.execute("SELECT DISTINCT value FROM tags WHERE key = 'machine.threads'")
+        rows = con.execute(
+            "SELECT DISTINCT t.value FROM tags t JOIN params p ON p.run_uuid = t.run_uuid "
+            f"WHERE t.key = 'machine.threads' AND p.key = 'train.seeds' AND p.value IN ({marks})",
+            tuple(seeds))
         return sorted(str(r[0]) for r in rows)
 
 

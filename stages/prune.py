@@ -27,7 +27,7 @@ from prunelab.tracking import seed_prefix, track
 DETAILS = ("METHOD is `weight` (single weights) or `unit` (whole units: rows of a linear layer, "
            "output channels of a conv); the criteria that "
            "rank them are prune.weight_criteria / prune.unit_criteria in params.yaml. Criteria "
-           "that need calibration draw prune.calibration_size TRAINING images with train.seed.")
+           "that need calibration draw prune.calibration_size TRAINING images with the net's seed.")
 
 
 @click.command(help=stage_help("prune_weight", "prune_unit", details=DETAILS))
@@ -56,9 +56,11 @@ def main(method: str, seed: int) -> None:
                 for row in curve_rows(points, method, cfg.prune.scope, name)])
             out.add_json(paths.prune_metrics(method, seed), summary)
             out.commit()
-            # DVC may skip training; this link names the run that produced the pruned model.
+            # DVC may skip training; this link names the run that produced the pruned model
+            # (on the parent too for the first seed: one tag name there, one seed's value).
             if train_run:
-                run.set_tags({"train_run_id": str(train_run)}, on_parent=True)
+                run.set_tags({"train_run_id": str(train_run)},
+                             on_parent=seed == cfg.train.seeds[0])
             prefix = f"{seed_prefix(cfg)}prune_{method}."
             for name, points in curves.items():
                 run.log_series(metric_series(points, f"{name}."), parent_prefix=prefix)

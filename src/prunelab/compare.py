@@ -62,11 +62,15 @@ def read_bytes(path: Path, rev: str) -> bytes | None:
     if rev == WORKSPACE:
         return path.read_bytes() if path.is_file() else None
     import dvc.api
+    from dvc.exceptions import PathMissingError
 
     try:
         return bytes(dvc.api.read(str(path), rev=rev, mode="rb"))
-    except Exception:  # dvc raises its own kinds for a missing file, rev or cache entry
+    except (FileNotFoundError, PathMissingError):  # the study did not run in that revision
         return None
+    except Exception as exc:  # a bad rev, a cache entry missing or damaged: say so
+        raise DataError(f"{path} at {rev!r}: cannot be read ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
 
 
 def arch_of(params_text: str, rev: str) -> str:

@@ -158,7 +158,7 @@ STAGES: dict[str, StageFiles] = {
     "report": StageFiles("reports/study.md: every figure, table and computed conclusion",
                          (PARAMS, AGGREGATE_METRICS, aggregate_curve("weight"),
                           aggregate_curve("unit"), FIGURE, SENSITIVITY_METRICS,
-                          SENSITIVITY_FIGURE, SPEED_METRICS, TRADEOFF_FIGURE),
+                          SENSITIVITY_FIGURE, SPEED_METRICS, SPEED_CURVE, TRADEOFF_FIGURE),
                          (REPORT, REPORT_HTML)),
 }
 RETRAIN_STAGES: dict[str, StageFiles] = {

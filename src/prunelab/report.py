@@ -12,6 +12,7 @@ from prunelab.config import METHODS, load_params
 from prunelab.errors import DataError
 from prunelab.files import read_json, read_rows
 from prunelab.plot import STUDY_ACCURACY, STUDY_CRITERION, STUDY_GRID, by_criterion
+from prunelab.prune import TOLERANCE_POINTS
 from prunelab.savings import REPEATS, THREADS
 
 
@@ -89,7 +90,8 @@ def _at(points: list[dict[str, float]], k: float) -> float | None:
 def _within(points: list[dict[str, float]]) -> float | None:
     """The highest k whose accuracy is within 1 point of the k = 0 accuracy."""
     dense = _at(points, 0.0)
-    ok = [p["sparsity"] for p in points if dense is not None and p["accuracy"] >= dense - 1]
+    ok = [p["sparsity"] for p in points
+          if dense is not None and p["accuracy"] >= dense - TOLERANCE_POINTS]
     return max(ok) if ok else None
 
 
@@ -334,7 +336,8 @@ def _cost() -> str:
     imp = read_json(paths.IMP_TIMING)
     rounds = len(imp["rounds"]) - 1
     fine = sum(walls)
-    text = (f"**Cost** (this run, {_cores()}): the fine-tuning study {fine / 60:.1f} min "
+    text = ("**Cost** (this run, on the machine that ran it: its MLflow runs' `machine.*` tags "
+            f"say which): the fine-tuning study {fine / 60:.1f} min "
             f"(weight {walls[0]:.0f} s, unit {walls[1]:.0f} s; target ≤ 5 min: "
             f"{_met(fine <= 300)}); IMP {imp['wall_seconds'] / 60:.1f} min for {rounds} rounds "
             "with their controls")
@@ -347,12 +350,6 @@ def _cost() -> str:
     return text + "."
 
 
-def _cores() -> str:
-    import os
-
-    return f"{os.cpu_count()} cores"
-
-
 def replace_block(text: str, name: str, block: str) -> str:
     """Replace what stands between <!-- name:start --> and <!-- name:end --> in ``text``."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
@@ -363,7 +360,3 @@ def replace_block(text: str, name: str, block: str) -> str:
     return f"{head}{start}\n{block.strip()}\n{end}{tail}"
 
 
-if __name__ == "__main__":  # `python -m prunelab.report`, as before the study report existed
-    from prunelab.study_report import main
-
-    main()

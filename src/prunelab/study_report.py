@@ -64,18 +64,19 @@ def header(cfg: Params, metrics: Mapping[str, Any]) -> str:
              "every sentence with a number below is computed from those files. Rerun: "
              "`dvc repro`; the replicated study: `dvc exp run -S 'train.seeds=[0,1,2,3,4]'`."]
     if metrics["n"] == 1:
-        lines += ["", "**One seed**: no spread to measure, so no bands and no intervals. A "
-                  "single run moves by points between seeds and CPU types; read every number "
-                  "as one draw."]
+        lines += ["", "**One seed**: no spread to measure, so no bands and no intervals; read "
+                  "every number as one draw."]
     return "\n".join(lines)
 
 
 def headline(metrics: Mapping[str, Any]) -> str:
     """The figure with bands and, per granularity, how far its study criterion prunes within
     1 point of dense."""
+    caption = ("Test accuracy against sparsity: mean over the seeds, 95% band of the mean, the "
+               "study's notebook as points" if metrics["n"] > 1 else
+               "Test accuracy against sparsity (one seed: no band), the study's notebook dotted")
     lines = ["## How much can be deleted without retraining", "",
-             _figure(paths.FIGURE, "Test accuracy against sparsity: mean over the seeds, 95% "
-                     "band, the study's notebook as points"), ""]
+             _figure(paths.FIGURE, caption), ""]
     for m in METHODS:
         name = STUDY_CRITERION[m]
         entry = metrics.get(m, {}).get(name)
@@ -95,17 +96,32 @@ def headline(metrics: Mapping[str, Any]) -> str:
 
 
 def _best_criteria(metrics: Mapping[str, Any]) -> str:
-    """Which criterion prunes furthest within 1 point, per granularity (means)."""
+    """The criteria of each granularity ordered by how far they prune within 1 point (mean k
+    over the seeds); equal means share a place, and the first is called ahead only when it is
+    ahead on every seed (its lowest k above the runner-up's highest)."""
     parts = []
     for m in METHODS:
-        ranked = sorted(((entry["max_sparsity_within_1pt"].get("mean") or 0.0, name)
-                         for name, entry in metrics.get(m, {}).items()), reverse=True)
-        if len(ranked) > 1:
-            parts.append(f"{m}: **{ranked[0][1]}** (k = {ranked[0][0]:g}), then "
-                         + ", ".join(f"{n} ({k:g})" for k, n in ranked[1:]))
+        ks = {name: entry["max_sparsity_within_1pt"]
+              for name, entry in metrics.get(m, {}).items()}
+        if len(ks) < 2:
+            continue
+        places: dict[float | None, list[str]] = {}
+        for name, k in sorted(ks.items(), key=lambda item: -(item[1].get("mean") or -1.0)):
+            places.setdefault(k.get("mean"), []).append(name)
+        order = [(" = ".join(names), mean) for mean, names in places.items()]
+        text = ", ".join(f"{names} ({'none' if mean is None else format(mean, '.2g')})"
+                         for names, mean in order)
+        groups = list(places.values())
+        if len(groups) > 1 and len(groups[0]) == 1:
+            lead, runner = ks[groups[0][0]], ks[groups[1][0]]
+            if (lead.get("min") is not None and runner.get("max") is not None
+                    and lead["min"] > runner["max"]):
+                text += f"; {groups[0][0]} is ahead on every seed"
+        parts.append(f"{m}: {text}")
     if not parts:
         return ""
-    return "- Furthest within 1 point, by criterion (mean k): " + "; ".join(parts) + "."
+    return ("- Criteria by how far they stay within 1 point (mean k over the seeds): "
+            + "; ".join(parts) + ".")
 
 
 def _cell(row: Mapping[str, str]) -> str:
@@ -167,8 +183,9 @@ def _yes(value: bool | None) -> str:
 
 
 def sensitivity_section(metrics: Mapping[str, Any]) -> str:
-    """Per-layer sensitivity: the figure, the highest k per layer, which layer breaks first
-    (metrics/sensitivity.json: per granularity, per layer, and ``breaks_first``)."""
+    """Per-layer sensitivity: the figure, the highest k each layer takes alone, which layer
+    breaks first (metrics/sensitivity.json: per granularity, per layer, ``breaks_first``,
+    and, when the output layer is swept, the first hidden layer to break)."""
     lines = ["## Which layer breaks first", "",
              _figure(paths.SENSITIVITY_FIGURE, "One layer pruned at a time (the others dense), "
                      "the first seed's net"), ""]
@@ -179,16 +196,23 @@ def sensitivity_section(metrics: Mapping[str, Any]) -> str:
         layers = {name: v for name, v in section.items() if isinstance(v, Mapping)}
         reach = ", ".join(f"{name} {_k(v.get('max_sparsity_within_1pt'))}"
                           for name, v in layers.items())
-        first = section.get("breaks_first")
-        verdict = (f"**{first} breaks first**" if first else
-                   "no layer loses a point alone anywhere on the grid")
+        first, output = section.get("breaks_first"), section.get("output_layer")
+        hidden = section.get("breaks_first_hidden")
+        if not first:
+            verdict = "no layer loses a point alone anywhere on the grid"
+        elif first == output:
+            verdict = (f"**{first} breaks first**, the output layer (which the study's sweep "
+                       "keeps dense)" + (f"; among the hidden layers, **{hidden}**"
+                                         if hidden else ""))
+        else:
+            verdict = f"**{first} breaks first**"
+        tied = section.get("tied")
+        if tied and "," in str(tied):
+            verdict += f" (tied with the same k: {tied})"
         lines.append(f"- {m.capitalize()} pruning, one layer at a time: {verdict}; the highest "
-                     f"k each layer takes alone within 1 point of dense: {reach}.")
-        held = [v.get("max_sparsity_within_1pt") for v in layers.values()]
-        if first and all(h is not None for h in held) and len(set(held)) > 1:
-            lines.append(f"  A per-layer budget would prune {first} to at most "
-                         f"k = {_k(layers[first].get('max_sparsity_within_1pt'))} and the "
-                         f"others further (up to k = {_k(max(held))}).")
+                     f"k each layer takes alone within 1 point of dense: {reach}. (Each layer "
+                     "alone: layers pruned together need not add up, so this ranks the layers "
+                     "for a per-layer budget without setting one.)")
     return "\n".join(lines)
 
 
@@ -215,15 +239,16 @@ def _fastest_within(speed: Mapping[str, Any]) -> str:
                    reverse=True)
     if not parts:
         return ""
-    text = ("- Measured speed-up over the dense net (batch 100) at the highest k that stays "
-            "within 1 point of dense: " + "; ".join(f"{name} {x:.1f}x" for x, name in parts)
-            + ".")
-    best = {m: max((x for x, name in parts if name.startswith(m)), default=None)
-            for m in METHODS}
-    if best["weight"] is not None and best["unit"] is not None:
-        more, less = sorted(METHODS, key=lambda m: best[m], reverse=True)
-        text += (f" Within that accuracy budget, {more} pruning buys more speed than {less} "
-                 f"pruning here ({best[more]:.1f}x against {best[less]:.1f}x).")
+    text = ("- Measured speed-up over the dense net (the first seed's net, batch 100) at the "
+            "highest k that stays within 1 point of dense: "
+            + "; ".join(f"{name} {x:.1f}x" for x, name in parts) + ".")
+    study = {m: speed.get(f"{m}_{STUDY_CRITERION[m]}_layer", {}).get("speedup_b100_at_max")
+             for m in METHODS}
+    if study["weight"] is not None and study["unit"] is not None:
+        more, less = sorted(METHODS, key=lambda m: study[m], reverse=True)
+        text += (f" With the study's own criteria (layer scope), {more} pruning buys more speed "
+                 f"within that budget than {less} pruning ({study[more]:.1f}x against "
+                 f"{study[less]:.1f}x).")
     return text
 
 
@@ -249,9 +274,9 @@ def retraining_section() -> str:
 def architectures_section() -> str:
     lines = ["## Architectures: the MLP and LeNet-5", ""]
     if paths.ARCH_FIGURE.exists():
-        lines += [_figure(paths.ARCH_FIGURE, "The study on the MLP and on LeNet-5 (one seed "
-                          "each)"), "", "Drawn by `make compare` (the study as a DVC experiment "
-                  "with `-S model.arch=lenet5`)."]
+        lines += [_figure(paths.ARCH_FIGURE, "The study on the MLP and on LeNet-5"), "",
+                  "Drawn by `make compare` (the study as a DVC experiment with "
+                  "`-S model.arch=lenet5`, beside this workspace's run)."]
     else:
         lines.append("Not run in this checkout yet: `make compare`.")
     return "\n".join(lines)
@@ -267,9 +292,8 @@ def reproduce(metrics: Mapping[str, Any]) -> str:
         "make retrain                                    # fine-tuning, lottery tickets",
         "make compare                                    # LeNet-5 beside the MLP",
         "```", "",
-        "Float results depend on the CPU type and on the number of math threads (each stage "
-        "records its thread count in MLflow as `machine.threads`): claims above hold across the "
-        "seeds of this machine, not bit for bit elsewhere."])
+        "Float results depend on the CPU type and on the number of math threads: every MLflow "
+        "run records both (`machine.cpu`, `machine.threads`)."])
 
 
 def study_markdown(cfg: Params) -> str:
