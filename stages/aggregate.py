@@ -1,4 +1,5 @@
-"""DVC stage `aggregate`: every seed's curves and headlines as mean, std and 95% CI."""
+"""DVC stage `aggregate`: every seed's curves and headlines as mean, std and 95% CI, and where
+the study's notebook falls (only when this run is the notebook's set-up)."""
 
 from functools import partial
 from pathlib import Path
@@ -20,6 +21,7 @@ from prunelab.cli import stage_errors, stage_help
 from prunelab.config import METHODS, load_params
 from prunelab.errors import DataError
 from prunelab.files import Outputs, read_json, read_rows
+from prunelab.notebook import notebook_applies
 from prunelab.tracking import track
 
 DETAILS = ("Reads only the seeds listed in train.seeds (folders of seeds since removed from the "
@@ -55,7 +57,8 @@ def main() -> None:
                                                                   partial(paths.prune_curve, m))]
             headlines = {m: headline_stats(summaries[m], curves[m],
                                            partial(paths.prune_metrics, m)) for m in METHODS}
-            metrics = aggregate_metrics(seeds, headlines, study_coverage(rows, cfg.model.arch)[1])
+            coverage = study_coverage(rows, notebook_applies(cfg))[1]
+            metrics = aggregate_metrics(seeds, headlines, coverage)
             out = Outputs()
             for m in METHODS:
                 out.add_csv(paths.aggregate_curve(m), [r for r in rows if r["method"] == m])

@@ -1,5 +1,6 @@
 """DVC stage `plot`: plots/accuracy_vs_sparsity.png, the mean curves across the seeds with
-their 95% bands and the notebook's points, from both aggregate curves."""
+their 95% bands (CI of the mean; the range of one run) and, for the notebook's own set-up, the
+notebook's points, from both aggregate curves."""
 
 import click
 
@@ -7,6 +8,7 @@ from prunelab import paths
 from prunelab.cli import stage_errors, stage_help
 from prunelab.config import METHODS, load_params
 from prunelab.files import read_rows, write_bytes
+from prunelab.notebook import notebook_applies
 from prunelab.plot import band_figure
 from prunelab.tracking import track
 
@@ -18,7 +20,8 @@ def main() -> None:
         with track("plot", cfg) as run:
             rows = [row for m in METHODS for row in read_rows(paths.aggregate_curve(m))]
             write_bytes(paths.FIGURE, band_figure(rows, cfg.prune.scope, cfg.train.epochs,
-                                                  cfg.model.arch))
+                                                  cfg.model.arch,
+                                                  notebook=notebook_applies(cfg)))
             run.log_artifacts([paths.FIGURE])
     click.echo(f"plot: {paths.FIGURE}", err=True)
 

@@ -1,5 +1,6 @@
 """DVC stage `sensitivity`: prune one layer at a time (the others dense), test every copy, and
-name the layer that breaks first."""
+name the layer that breaks first (and the first among the hidden layers: the study keeps the
+output layer dense)."""
 
 import click
 
@@ -15,6 +16,7 @@ from prunelab.sensitivity import (
     breaks_first,
     curve_rows,
     headline,
+    layer_names,
     layer_sweep,
     metric_series,
     scalar_metrics,
@@ -40,7 +42,7 @@ def main() -> None:
             x, y = to_inputs(images, device), to_targets(labels, device)
             points = [p for m in METHODS for p in layer_sweep(net, m, cfg.prune.sparsities, x, y)]
             dense = round(accuracy(net, x, y), 4)
-            metrics = summary(points, dense)
+            metrics = summary(points, dense, output_layer=layer_names(net)[-1])
             rows = curve_rows(points)
             out = Outputs()
             out.add_csv(paths.SENSITIVITY_CURVE, rows)
@@ -50,8 +52,9 @@ def main() -> None:
             out.commit()
             run.log_series(metric_series(points), parent_prefix="sensitivity.")
             run.log_metrics(scalar_metrics(metrics), parent_prefix="sensitivity.")
-            run.set_tags({f"sensitivity.{m}.breaks_first": name
-                          for m, name in breaks_first(metrics).items()}, on_parent=True)
+            run.set_tags({f"sensitivity.{m}.{key}": name
+                          for key in ("breaks_first", "breaks_first_hidden")
+                          for m, name in breaks_first(metrics, key).items()}, on_parent=True)
             run.log_artifacts(out.paths)
     for method in METHODS:
         click.echo(headline(metrics, method), err=True)

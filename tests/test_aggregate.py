@@ -1,4 +1,5 @@
-"""Replicates: mean, sample std and t-interval across seeds (prunelab.aggregate), the band
+"""Replicates: mean, sample std and t-interval across seeds (prunelab.aggregate), the prediction
+interval the notebook is tested against, when the notebook applies (prunelab.notebook), the band
 figure, and the aggregate stage end to end on fake seeds."""
 
 from __future__ import annotations
@@ -7,7 +8,11 @@ import csv
 import importlib.util
 import io
 import json
+import math
+import subprocess
+import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +25,21 @@ from hypothesis import strategies as st
 from prunelab import paths
 from prunelab.aggregate import (
     AGGREGATE_COLUMNS,
+    COVERAGE_COLUMNS,
     aggregate_metrics,
     aggregate_rows,
     flat_metrics,
     headline_stats,
     stats,
     study_coverage,
+    summary_line,
 )
+from prunelab.config import DataConfig, MLPConfig, Params, load_params
 from prunelab.errors import DataError
 from prunelab.files import csv_text
-from prunelab.plot import STUDY_ACCURACY, STUDY_GRID, band_figure
+from prunelab.intervals import prediction_interval
+from prunelab.notebook import STUDY_ACCURACY, STUDY_GRID, notebook_applies
+from prunelab.plot import band_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 CURVE_HEAD = ("method", "criterion", "scope", "sparsity", "accuracy", "nominal_sparsity",
@@ -62,6 +72,21 @@ def test_stats_match_a_hand_computation() -> None:
     assert s.std == pytest.approx(1.2909944, abs=1e-7)
     assert s.ci_low == pytest.approx(2.5 - 2.0542603, abs=1e-7)
     assert s.ci_high == pytest.approx(2.5 + 2.0542603, abs=1e-7)
+
+
+def test_prediction_interval_matches_a_hand_computation() -> None:
+    # values 1, 2, 3, 4: mean 2.5, s = 1.2909944, t(0.975, 3) = 3.1824463; one new draw:
+    # half-width = 3.1824463 * 1.2909944 * sqrt(1 + 1/4) = 4.5934656 (the CI's: 2.0542603)
+    s = stats([1.0, 2.0, 3.0, 4.0])
+    pi = prediction_interval(s.mean, s.std, s.n)
+    assert pi is not None
+    assert pi[0] == pytest.approx(2.5 - 4.5934656, abs=1e-7)
+    assert pi[1] == pytest.approx(2.5 + 4.5934656, abs=1e-7)
+    # n = 3, s = 1: t(0.975, 2) * sqrt(4/3) = 4.3026527 * 1.1547005 = 4.9682754
+    assert prediction_interval(10.0, 1.0, 3) == pytest.approx((5.0317246, 14.9682754), abs=1e-7)
+    # one seed (or no std): no spread to predict from
+    assert prediction_interval(96.84, None, 1) is None
+    assert prediction_interval(96.84, 0.5, 1) is None
 
 
 def test_one_value_has_no_spread_and_no_interval() -> None:
@@ -164,10 +189,13 @@ def test_headlines_across_seeds() -> None:
     got = headline_stats(summaries, three_seeds(), lambda s: f"metrics/seeds/{s}/x.json")
     assert list(got) == ["magnitude", "random"]
     k = got["magnitude"]["max_sparsity_within_1pt"]
-    # 0.7, 0.6, 0.7: mean 0.6666667, s = 0.0577350; half = 4.3026527 * 0.0577350 / sqrt(3)
-    # = 0.1434218
-    assert k == {"n": 3, "mean": 0.666667, "std": 0.057735, "ci_low": 0.523245,
-                 "ci_high": 0.810088}
+    # 0.7, 0.6, 0.7: mean 0.6666667, s = 0.0577350; a grid value: no t-interval (it would
+    # reach 0.523245-0.810088, off the grid), the seeds' range instead
+    assert k == {"n": 3, "mean": 0.666667, "std": 0.057735, "ci_low": None, "ci_high": None,
+                 "min": 0.6, "max": 0.7}
+    # the accuracies keep their interval: 96.5 three times
+    assert got["magnitude"]["accuracy_at_max_sparsity"] == {
+        "n": 3, "mean": 96.5, "std": 0.0, "ci_low": 96.5, "ci_high": 96.5}
     assert got["magnitude"]["dense_accuracy"] == {"n": 3, "mean": 97.0, "std": 0.0,
                                                   "ci_low": 97.0, "ci_high": 97.0}
     # random's curve has no k = 0 point: no dense accuracy to average
@@ -175,10 +203,38 @@ def test_headlines_across_seeds() -> None:
     assert got["random"]["max_sparsity_within_1pt"]["std"] == 0.0
 
 
+def test_k_off_the_grid_is_reported_with_its_grid_range() -> None:
+    # 0.8 and 0.9: the mean 0.85 is no grid value; min and max say which values the seeds took.
+    # s = 0.0707107; a t-interval (t(0.975, 1) = 12.7062047) would be 0.85 +- 0.6353, past 1
+    summaries = {0: summary(0.8, 0.25), 1: summary(0.9, 0.25)}
+    curves = {s: three_seeds()[s] for s in (0, 1)}
+    k = headline_stats(summaries, curves, str)["magnitude"]["max_sparsity_within_1pt"]
+    assert k == {"n": 2, "mean": 0.85, "std": 0.070711, "ci_low": None, "ci_high": None,
+                 "min": 0.8, "max": 0.9}
+    one = headline_stats({3: summary(0.7, 0.25)}, {3: three_seeds()[0]}, str)
+    assert one["magnitude"]["max_sparsity_within_1pt"] == {
+        "n": 1, "mean": 0.7, "std": None, "ci_low": None, "ci_high": None, "min": 0.7,
+        "max": 0.7}
+    assert one["magnitude"]["accuracy_at_max_sparsity"] == {
+        "n": 1, "mean": 96.5, "std": None, "ci_low": None, "ci_high": None}
+    metrics = aggregate_metrics([0, 1], {"weight": headline_stats(summaries, curves, str)},
+                                {"weight": {"points": 3, "inside_ci": 1, "inside_pi": 3}})
+    assert summary_line(metrics) == (
+        "2 seeds; weight (magnitude) within 1 point of dense up to k = 0.85 +- 0.07 (0.8-0.9), "
+        "notebook inside the 95% range of one run of ours at 3 of 3 k (inside our mean's 95% "
+        "CI at 1)")
+
+
 def test_a_k_of_none_is_left_out_of_its_stats() -> None:
     summaries = {0: summary(None, 0.25), 1: summary(0.6, 0.25), 2: summary(0.7, 0.25)}
     got = headline_stats(summaries, three_seeds(), lambda s: f"x{s}.json")
     assert got["magnitude"]["max_sparsity_within_1pt"]["n"] == 2
+    assert got["magnitude"]["max_sparsity_within_1pt"]["min"] == 0.6
+    nothing = {0: summary(None, 0.25)}
+    got = headline_stats(nothing, {0: three_seeds()[0]}, str)
+    assert got["magnitude"]["max_sparsity_within_1pt"] == {
+        "n": 0, "mean": None, "std": None, "ci_low": None, "ci_high": None, "min": None,
+        "max": None}
 
 
 def test_a_seed_without_a_criterion_summary_is_named() -> None:
@@ -193,11 +249,15 @@ def test_metrics_nest_numbers_only_under_names() -> None:
     summaries = {0: summary(0.7, 0.25), 1: summary(0.6, 0.25)}
     curves = {s: three_seeds()[s] for s in (0, 1)}
     metrics = aggregate_metrics([0, 1], {"weight": headline_stats(summaries, curves, str)},
-                                {"weight": {"points": 3, "inside_ci": 2, "inside_2std": 3}})
+                                {"weight": {"points": 3, "inside_ci": 2, "inside_pi": 3}})
     assert metrics["seeds"] == [0, 1] and metrics["n"] == 2
     flat = flat_metrics(metrics)
     assert flat["weight.magnitude.max_sparsity_within_1pt.mean"] == 0.65
+    assert flat["weight.magnitude.max_sparsity_within_1pt.min"] == 0.6
+    assert flat["weight.magnitude.max_sparsity_within_1pt.max"] == 0.7
+    assert "weight.magnitude.max_sparsity_within_1pt.ci_low" not in flat  # None
     assert flat["study_coverage.weight.inside_ci"] == 2
+    assert flat["study_coverage.weight.inside_pi"] == 3
     assert "seeds" not in flat and "weight.random.dense_accuracy.mean" not in flat  # None
 
     def leaves(node: Any) -> list[Any]:
@@ -219,30 +279,82 @@ def study_rows(band: dict[float, tuple[float, float | None, float | None, float 
             for k, (mean, std, low, high) in band.items()]
 
 
-def test_coverage_classifies_each_notebook_point() -> None:
-    # the notebook: 97.15 at k = 0, 82.43 at k = 0.9, 72.03 at k = 0.95
-    rows = study_rows({0.0: (97.0, 0.1, 96.8, 97.2),     # inside the CI and within 2 std
-                       0.9: (85.0, 2.0, 83.0, 87.0),     # outside the CI, inside 85 +- 4
-                       0.95: (60.0, 1.0, 58.0, 62.0)})   # outside both
-    points, counts = study_coverage(rows, "mlp")
-    assert [(p["sparsity"], p["study"], p["inside_ci"], p["inside_2std"]) for p in points] == [
-        (0.0, 97.15, True, True), (0.9, 82.43, False, True), (0.95, 72.03, False, False)]
-    assert counts == {"weight": {"points": 3, "inside_ci": 1, "inside_2std": 2}}
+def test_coverage_tests_the_notebook_against_the_range_of_one_run() -> None:
+    # the notebook: 97.15 at k = 0, 82.43 at k = 0.9, 72.03 at k = 0.95. Three seeds: the
+    # prediction interval is mean +- t(0.975, 2) * s * sqrt(1 + 1/3) = mean +- 4.9682754 * s
+    rows = study_rows({0.0: (97.0, 0.1, 96.8, 97.2),     # PI 96.5032-97.4968: inside both
+                       0.9: (85.0, 2.0, 83.0, 87.0),     # PI 75.0634-94.9366: inside, not CI
+                       0.95: (60.0, 1.0, 58.0, 62.0)})   # PI 55.0317-64.9683: outside both
+    points, counts = study_coverage(rows, True)
+    assert all(tuple(p) == COVERAGE_COLUMNS for p in points)
+    assert [(p["sparsity"], p["study"], p["pi_low"], p["pi_high"], p["inside_ci"],
+             p["inside_pi"]) for p in points] == [
+        (0.0, 97.15, 96.5032, 97.4968, True, True),
+        (0.9, 82.43, 75.0634, 94.9366, False, True),
+        (0.95, 72.03, 55.0317, 64.9683, False, False)]
+    assert [(p["mean"], p["ci_low"], p["ci_high"]) for p in points] == [
+        (97.0, 96.8, 97.2), (85.0, 83.0, 87.0), (60.0, 58.0, 62.0)]
+    assert counts == {"weight": {"points": 3, "inside_ci": 1, "inside_pi": 2}}
 
 
 def test_coverage_is_undefined_with_one_seed_and_absent_elsewhere() -> None:
     one = study_rows({0.0: (97.15, None, None, None)})
-    points, counts = study_coverage(one, "mlp")
-    assert points[0]["inside_ci"] is None and points[0]["inside_2std"] is None
-    assert counts == {"weight": {"points": 1, "inside_ci": None, "inside_2std": None}}
-    assert study_coverage(one, "lenet5") == ([], {})
+    points, counts = study_coverage(one, True)
+    assert points[0]["inside_ci"] is None and points[0]["inside_pi"] is None
+    assert points[0]["pi_low"] is None and points[0]["pi_high"] is None
+    assert counts == {"weight": {"points": 1, "inside_ci": None, "inside_pi": None}}
+    assert study_coverage(one, False) == ([], {})  # not the notebook's set-up
     assert study_coverage(study_rows({0.0: (97.0, 0.1, 96.8, 97.2)}, scope="global"),
-                          "mlp") == ([], {})
+                          True) == ([], {})
     assert study_coverage(study_rows({0.0: (97.0, 0.1, 96.8, 97.2)}, criterion="random"),
-                          "mlp") == ([], {})
+                          True) == ([], {})
     # read back from the CSV (text, '' for None) the classification is the same
     rows = study_rows({0.9: (85.0, 2.0, 83.0, 87.0)})
-    assert study_coverage(as_csv(rows), "mlp") == study_coverage(rows, "mlp")
+    assert study_coverage(as_csv(rows), True) == study_coverage(rows, True)
+
+
+def test_coverage_refuses_the_old_architecture_argument() -> None:
+    # study_coverage(rows, cfg.model.arch) would be a truthy string: refused, not compared
+    with pytest.raises(TypeError, match="notebook_applies"):
+        study_coverage(study_rows({0.0: (97.0, 0.1, 96.8, 97.2)}), "mlp")  # type: ignore[arg-type]
+
+
+NOTEBOOK_PARAMS = load_params(ROOT / "params.yaml")
+
+
+def _vary(cfg: Params, section: str, **changes: Any) -> Params:
+    return replace(cfg, **{section: replace(getattr(cfg, section), **changes)})
+
+
+def test_notebook_applies_to_its_own_set_up_only() -> None:
+    cfg = NOTEBOOK_PARAMS  # the repository's params.yaml is the notebook's set-up
+    assert notebook_applies(cfg)
+    # what the notebook's numbers do not depend on: the seeds, the device, the grid, criteria
+    assert notebook_applies(_vary(cfg, "train", seeds=(0, 1, 2, 3, 4), seed=3, device="cpu"))
+    assert notebook_applies(_vary(cfg, "prune", sparsities=(0.0, 0.5),
+                                  weight_criteria=("magnitude",)))
+    assert notebook_applies(replace(cfg, model=replace(cfg.model, lenet5=replace(
+        cfg.model.lenet5, fc=(10,)))))  # the unused architecture's settings
+    others = [
+        replace(cfg, model=replace(cfg.model, arch="lenet5")),
+        replace(cfg, model=replace(cfg.model, mlp=MLPConfig(hidden=(1000, 1000, 500)))),
+        replace(cfg, model=replace(cfg.model, mlp=MLPConfig(hidden=(300, 100)))),
+        _vary(cfg, "train", epochs=5),
+        _vary(cfg, "train", lr=0.01),
+        _vary(cfg, "train", batch_size=50),
+        _vary(cfg, "prune", scope="global"),
+        replace(cfg, data=DataConfig(train_size=1000)),
+        replace(cfg, data=DataConfig(test_size=500)),
+    ]
+    assert [notebook_applies(c) for c in others] == [False] * len(others)
+
+
+def test_the_statistics_import_no_plotting() -> None:
+    code = ("import sys, prunelab.aggregate, prunelab.intervals, prunelab.notebook; "
+            "print(sorted(m for m in ('matplotlib', 'torch') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=ROOT)
+    assert done.stdout.strip() == "[]"
 
 
 # -- properties --------------------------------------------------------------------------------
@@ -271,6 +383,18 @@ def test_the_interval_shrinks_when_the_same_values_are_seen_twice(values: list[f
         assert width2 < width
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(accuracies, min_size=2, max_size=8))
+def test_the_range_of_one_run_is_sqrt_n_plus_1_times_the_ci(values: list[float]) -> None:
+    s = stats(values)
+    pi = prediction_interval(s.mean, s.std, s.n)
+    assert pi is not None and s.ci_low is not None and s.ci_high is not None
+    assert pi[0] <= s.ci_low <= s.mean <= s.ci_high <= pi[1]
+    if s.std and s.std > 1e-6:
+        ratio = (pi[1] - pi[0]) / (s.ci_high - s.ci_low)
+        assert ratio == pytest.approx(math.sqrt(s.n + 1), rel=1e-9)
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(accuracies, accuracies), min_size=1, max_size=6), st.randoms())
 def test_the_order_of_the_seeds_changes_nothing(per_seed: list[tuple[float, float]],
@@ -297,10 +421,44 @@ def both_methods(seeds: int) -> list[dict[str, str]]:
     return as_csv(rows)
 
 
+@pytest.mark.parametrize("notebook", [True, False])
 @pytest.mark.parametrize("seeds", [1, 3])
-def test_band_figure_draws_a_png(seeds: int) -> None:
-    blob = band_figure(both_methods(seeds), "layer", 3, "mlp")
+def test_band_figure_draws_a_png(seeds: int, notebook: bool) -> None:
+    blob = band_figure(both_methods(seeds), "layer", 3, "mlp", notebook=notebook)
     assert blob.startswith(b"\x89PNG")
+
+
+def test_band_figure_marks_the_notebook_against_the_range_of_one_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Filled diamonds where the notebook is inside the prediction interval, hollow outside;
+    both bands shaded for the study criteria; no notebook when it does not apply."""
+    import matplotlib.figure
+
+    from prunelab import plot
+
+    figures: list[Any] = []
+    monkeypatch.setattr(plot, "_png", lambda fig: figures.append(fig) or b"")
+    rows = both_methods(3)  # our mean = the notebook + 0 (seeds 0, 1, 2: -1, 0, +1), s = 1
+    far = next(r for r in rows if r["method"] == "weight" and r["criterion"] == "magnitude"
+               and r["sparsity"] == "0.9")
+    far["accuracy"] = str(float(far["accuracy"]) + 6.0)  # PI +- 4.9683: the notebook outside
+    band_figure(rows, "layer", 3, "mlp", notebook=True)
+    fig: matplotlib.figure.Figure = figures.pop()
+    weight_left = fig.axes[0]
+    labels = [t.get_text() for t in weight_left.get_legend().get_texts()]
+    assert "notebook inside the 95% range of a single run of ours (9 of 10)" in labels
+    assert "notebook outside the 95% range of a single run of ours (1 of 10)" in labels
+    assert "magnitude: 95% CI of our mean" in labels
+    assert "magnitude: 95% range of a single run (prediction interval)" in labels
+    outside = [c for c in weight_left.collections
+               if c.get_label().startswith("notebook outside")][0]
+    assert [tuple(xy) for xy in outside.get_offsets()] == [(0.9, 82.43)]
+    band_figure(rows, "layer", 3, "mlp", notebook=False)
+    other = figures.pop()
+    labels = [t.get_text() for t in other.axes[0].get_legend().get_texts()]
+    assert not any("notebook" in label for label in labels)
+    plot.plt.close(fig)
+    plot.plt.close(other)
 
 
 def test_band_figure_rejects_a_damaged_curve() -> None:
@@ -369,12 +527,31 @@ def test_the_stage_aggregates_the_listed_seeds(seeds_repo: Path) -> None:
     assert metrics["seeds"] == [0, 1] and metrics["n"] == 2
     assert metrics["unit"]["l2"]["max_sparsity_within_1pt"]["mean"] == 0.25
     assert metrics["weight"]["magnitude"]["dense_accuracy"]["mean"] == 97.5
+    assert metrics["unit"]["l2"]["max_sparsity_within_1pt"] == {
+        "n": 2, "mean": 0.25, "std": 0.353553, "ci_low": None, "ci_high": None, "min": 0.0,
+        "max": 0.5}
     assert set(metrics["study_coverage"]) == {"weight", "unit"}
-    assert metrics["study_coverage"]["weight"]["points"] == 3  # k = 0, 0.5, 0.9
+    # magnitude, 2 seeds: (97, 98), (89.5, 90.5), (72.7, 73.7) at k = 0, 0.5, 0.9; s = 0.7071068,
+    # CI half 6.3531024, PI half 12.7062047 * 0.7071068 * sqrt(1.5) = 11.0039. The notebook's
+    # 97.15, 97.00, 82.43: inside every PI, inside the CI at k = 0 only
+    assert metrics["study_coverage"]["weight"] == {"points": 3, "inside_ci": 1, "inside_pi": 3}
 
     plotted = CliRunner().invoke(load_stage("plot").main, [])
     assert plotted.exit_code == 0, plotted.output
     assert paths.FIGURE.read_bytes().startswith(b"\x89PNG")
+
+
+def test_another_set_up_has_no_notebook_comparison(seeds_repo: Path) -> None:
+    params = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
+    params["train"]["epochs"] = 5  # not the notebook's 3
+    Path("params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    result = CliRunner().invoke(load_stage("aggregate").main, [])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(paths.AGGREGATE_METRICS.read_text(encoding="utf-8"))
+    assert metrics["study_coverage"] == {}
+    assert "notebook" not in result.stderr
+    plotted = CliRunner().invoke(load_stage("plot").main, [])
+    assert plotted.exit_code == 0, plotted.output
 
 
 def test_a_missing_seed_file_fails_with_one_line_and_writes_nothing(seeds_repo: Path) -> None:

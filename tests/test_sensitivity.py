@@ -197,11 +197,16 @@ def test_summary_holds_contiguously_and_names_the_first_to_break() -> None:
     s = summary(points, 90.0)
     assert s["dense_accuracy"] == 90.0
     assert s["weight"]["breaks_first"] == "fc1"
+    assert s["weight"]["tied"] == "fc1,fc3"  # both hold to 0.5 only
+    assert s["weight"]["output_layer"] == "fc3"  # the weight sweep's last layer
+    assert s["weight"]["breaks_first_hidden"] == "fc1" and s["weight"]["tied_hidden"] == "fc1"
     held = {name: v["max_sparsity_within_1pt"] for name, v in s["weight"].items()
             if isinstance(v, dict)}
     assert held == {"fc1": 0.5, "fc2": 0.8, "fc3": 0.5}
     assert s["weight"]["fc2"]["accuracy"] == {"0.0": 90.0, "0.5": 89.0, "0.8": 89.0, "0.9": 80.0}
-    assert s["unit"]["breaks_first"] == "fc2"
+    assert s["unit"]["breaks_first"] == "fc2" and s["unit"]["tied"] == "fc2"
+    assert s["unit"]["output_layer"] == "fc3"  # not swept by units: named from the weights
+    assert s["unit"]["breaks_first_hidden"] == "fc2" and s["unit"]["tied_hidden"] == "fc2"
     assert s["unit"]["fc2"]["max_sparsity_within_1pt"] is None
     assert s["unit"]["fc1"]["max_sparsity_within_1pt"] == 0.9
     assert headline(s, "unit") == ("sensitivity unit: breaks first: fc2 (alone within 1 point "
@@ -211,7 +216,45 @@ def test_summary_holds_contiguously_and_names_the_first_to_break() -> None:
 
 def test_summary_says_none_when_no_layer_breaks() -> None:
     s = summary(table("unit", {"fc1": [90.0] * 4, "fc2": [89.5] * 4}), 90.0)
-    assert s["unit"]["breaks_first"] is None
+    assert s["unit"]["breaks_first"] is None and s["unit"]["tied"] is None
+    assert s["unit"]["breaks_first_hidden"] is None and s["unit"]["tied_hidden"] is None
+    assert s["unit"]["output_layer"] is None  # no weight sweep and none given
+
+
+def test_the_output_layer_breaking_first_names_the_first_hidden_layer_too() -> None:
+    """Weight pruning sweeps the output layer, which the study keeps dense: when it breaks
+    first, breaks_first_hidden names the earliest-breaking hidden layer."""
+    points = table("weight", {
+        "fc1": [90.0, 89.5, 88.0, 85.0],  # holds to 0.5
+        "fc2": [90.0, 89.9, 89.5, 89.0],  # holds over the whole grid
+        "fc3": [90.0, 89.5, 89.0, 88.0],  # holds to 0.8
+        "fc4": [90.0, 89.9, 87.0, 80.0],  # holds to 0.5, like fc1: fc1 is the earlier
+        "fc5": [90.0, 85.0, 80.0, 70.0],  # the output layer: holds to 0 only
+    }) + table("unit", {"fc1": [90.0, 90.0, 89.5, 80.0], "fc2": [90.0, 90.0, 90.0, 90.0]})
+    s = summary(points, 90.0, output_layer="fc5")
+    weight = s["weight"]
+    assert (weight["breaks_first"], weight["tied"], weight["output_layer"]) == (
+        "fc5", "fc5", "fc5")
+    assert (weight["breaks_first_hidden"], weight["tied_hidden"]) == ("fc1", "fc1,fc4")
+    assert {n: v["max_sparsity_within_1pt"] for n, v in weight.items()
+            if isinstance(v, dict)} == {"fc1": 0.5, "fc2": 0.9, "fc3": 0.8, "fc4": 0.5,
+                                        "fc5": 0.0}
+    unit = s["unit"]  # hidden layers only: the hidden fields are the plain ones
+    assert (unit["breaks_first"], unit["tied"], unit["output_layer"]) == ("fc1", "fc1", "fc5")
+    assert (unit["breaks_first_hidden"], unit["tied_hidden"]) == ("fc1", "fc1")
+    # inferred from the weight sweep's last layer when not given: the same
+    assert summary(points, 90.0) == s
+    assert headline(s, "weight").startswith(
+        "sensitivity weight: breaks first: fc5, the output layer (kept dense by the study); "
+        "among hidden layers fc1 (alone within 1 point of dense up to k: fc1 0.5, fc2 0.9, ")
+    assert headline(s, "unit").startswith("sensitivity unit: breaks first: fc1 (alone")
+    # only the output layer breaks: no hidden layer to name
+    alone = summary(table("weight", {"fc1": [90.0] * 4, "fc2": [90.0, 85.0, 80.0, 70.0]}),
+                    90.0)
+    assert (alone["weight"]["breaks_first"], alone["weight"]["breaks_first_hidden"],
+            alone["weight"]["tied_hidden"]) == ("fc2", None, None)
+    assert "among hidden layers none" in headline(alone, "weight")
+    json.dumps(s)  # plain JSON for `dvc metrics`
 
 
 # --- figure and stage -----------------------------------------------------------------------
@@ -265,7 +308,10 @@ def test_stage_end_to_end(stage_dir: Path) -> None:
     assert len(rows) == len(grid) * (3 + 2)  # weight: 3 layers, unit: the 2 hidden ones
     metrics = json.loads(paths.SENSITIVITY_METRICS.read_text())
     assert set(metrics) == {"dense_accuracy", "weight", "unit"}
-    assert set(metrics["unit"]) == {"breaks_first", "fc1", "fc2"}
+    fields = {"breaks_first", "tied", "output_layer", "breaks_first_hidden", "tied_hidden"}
+    assert set(metrics["unit"]) == fields | {"fc1", "fc2"}
+    assert set(metrics["weight"]) == fields | {"fc1", "fc2", "fc3"}
+    assert metrics["weight"]["output_layer"] == metrics["unit"]["output_layer"] == "fc3"
     assert paths.SENSITIVITY_FIGURE.read_bytes().startswith(b"\x89PNG")
     lines = result.stderr.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == ["sensitivity weight", "sensitivity unit"]

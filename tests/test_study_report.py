@@ -81,13 +81,16 @@ def test_the_criteria_table_shows_the_spread_only_with_seeds() -> None:
 def test_coverage_counts_are_sentences() -> None:
     points = [{"method": "weight", "criterion": "magnitude", "sparsity": k, "study": 97.0,
                "mean": 96.9, "ci_low": 96.8, "ci_high": 97.05 if k < 0.5 else 96.95,
-               "inside_ci": k < 0.5, "inside_2std": True} for k in (0.0, 0.25, 0.5)]
+               "pi_low": 96.5, "pi_high": 97.3, "inside_ci": k < 0.5, "inside_pi": True}
+              for k in (0.0, 0.25, 0.5)]
     text = study_report.coverage_section(points, {"weight": {"points": 3, "inside_ci": 2,
-                                                             "inside_2std": 3}})
-    assert "contain **2 of the notebook's 3** numbers" in text
-    assert "| weight (magnitude) | 0.5 | 97.00 | 96.90 | 96.80–96.95 | **no** | yes |" in text
+                                                             "inside_pi": 3}})
+    assert "**3 of the notebook's 3** numbers lie where one more run" in text
+    assert "2 inside the 95% interval of our mean" in text
+    assert ("| weight (magnitude) | 0.5 | 97.00 | 96.90 | 96.80–96.95 | **no** | 96.50–97.30 "
+            "| yes |") in text
     none = study_report.coverage_section([], {})
-    assert "none of them to compare" in none
+    assert "nothing to compare" in none
 
 
 def test_the_layer_that_breaks_first_is_read_from_the_metrics() -> None:

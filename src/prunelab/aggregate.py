@@ -2,31 +2,36 @@
 
 Each seed of train.seeds trains and prunes its own net; this module turns their curve rows and
 summaries into one row per (method, criterion, scope, k) and one summary per criterion, and says
-where the study's notebook falls in those intervals. Pure functions on parsed rows: the
-aggregate stage reads and writes the files.
+where the study's notebook falls against them. Pure functions on parsed rows: the aggregate
+stage reads and writes the files.
 
-Why a t-interval: with 3-5 seeds the normal quantile (1.96) is far too narrow; the t quantile
-with n - 1 degrees of freedom is the textbook 95% interval for a mean of n draws. One seed has
-no spread to measure, so its std and interval are None (an empty cell), never 0.
+The intervals themselves live in prunelab.intervals (importable from here too): the 95%
+t-interval of a mean, and the 95% prediction interval of one run, which is what the notebook,
+itself one run, is tested against.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from prunelab.config import grid_step
 from prunelab.errors import DataError
-from prunelab.plot import STUDY_ACCURACY, STUDY_CRITERION, STUDY_GRID
+from prunelab.intervals import (  # noqa: F401  (CONFIDENCE, t_quantile: importable from here)
+    ACCURACY_DECIMALS,
+    CONFIDENCE,
+    Stats,
+    optional,
+    prediction_interval,
+    row_prediction_interval,
+    stats,
+    t_quantile,
+)
+from prunelab.notebook import STUDY_ACCURACY, STUDY_CRITERION, STUDY_GRID
 
-CONFIDENCE = 0.95
-ACCURACY_DECIMALS = 4  # accuracies in %, as the curves
 SPARSITY_DECIMALS = 6  # shares, as the curves
-COVERAGE_SPREAD = 2.0  # "inside the range of single runs": mean +- 2 std
 HEADLINES = ("max_sparsity_within_1pt", "accuracy_at_max_sparsity")  # prune.summarise's keys
 AGGREGATE_COLUMNS = (
     "method", "criterion", "scope", "sparsity", "seeds",
@@ -35,57 +40,12 @@ AGGREGATE_COLUMNS = (
     "effective_sparsity_ci_high",
 )
 COVERAGE_COLUMNS = ("method", "criterion", "sparsity", "study", "mean", "ci_low", "ci_high",
-                    "inside_ci", "inside_2std")
+                    "pi_low", "pi_high", "inside_ci", "inside_pi")
+COVERAGE_TESTS = ("inside_ci", "inside_pi")  # coverage_counts' counts, after "points"
 FIX = "rerun the seeds' stages: dvc repro"
 
 Source = Callable[[int], Path | str]  # seed -> the file its rows came from (error messages)
 Key = tuple[str, str, str, float]  # method, criterion, scope, sparsity
-
-
-@dataclass(frozen=True)
-class Stats:
-    """A sample of n values: mean, sample std (ddof 1), 95% t-interval of the mean.
-
-    std, ci_low and ci_high are None when n = 1: one draw has no spread to measure.
-    """
-
-    n: int
-    mean: float
-    std: float | None
-    ci_low: float | None
-    ci_high: float | None
-
-    def rounded(self, decimals: int) -> dict[str, int | float | None]:
-        """{n, mean, std, ci_low, ci_high} rounded for a metrics file (None stays None)."""
-        def r(x: float | None) -> float | None:
-            return None if x is None else round(x, decimals)
-
-        return {"n": self.n, "mean": r(self.mean), "std": r(self.std),
-                "ci_low": r(self.ci_low), "ci_high": r(self.ci_high)}
-
-
-@cache
-def t_quantile(df: int) -> float:
-    """The two-sided 95% quantile of Student's t with ``df`` degrees of freedom."""
-    from scipy.stats import t  # scipy.stats takes ~0.3 s to import: only when asked
-
-    return float(t.ppf(0.5 + CONFIDENCE / 2, df))
-
-
-def stats(values: Sequence[float]) -> Stats:
-    """Mean, sample std and 95% t-interval of ``values`` (at least one finite number).
-
-    Sums are exact (math.fsum), so the order of the seeds cannot change a single bit.
-    """
-    n = len(values)
-    if n == 0:
-        raise ValueError("stats of no values")
-    mean = math.fsum(values) / n
-    if n == 1:
-        return Stats(1, mean, None, None, None)
-    std = math.sqrt(math.fsum((x - mean) ** 2 for x in values) / (n - 1))
-    half = t_quantile(n - 1) * std / math.sqrt(n)
-    return Stats(n, mean, std, mean - half, mean + half)
 
 
 def stats_dict(values: Sequence[float], decimals: int) -> dict[str, int | float | None]:
@@ -93,6 +53,19 @@ def stats_dict(values: Sequence[float], decimals: int) -> dict[str, int | float 
     if not values:
         return {"n": 0, "mean": None, "std": None, "ci_low": None, "ci_high": None}
     return stats(values).rounded(decimals)
+
+
+def grid_stats_dict(values: Sequence[float], decimals: int) -> dict[str, int | float | None]:
+    """A grid-valued number across seeds (a k of the sparsity grid): {n, mean, std, ci_low,
+    ci_high, min, max} with no interval (ci_low, ci_high None) and the per-seed range instead.
+
+    The mean of 0.8 and 0.9 is 0.85, off the grid, and a t-interval around it can leave
+    [0, 1): for a number that only takes grid values the honest spread is min..max
+    ("0.72 +- 0.04 (0.7-0.8)"). Nones everywhere, n = 0, when there are no values.
+    """
+    out = stats_dict(values, decimals) | {"ci_low": None, "ci_high": None}
+    return out | ({"min": round(min(values), decimals), "max": round(max(values), decimals)}
+                  if values else {"min": None, "max": None})
 
 
 # -- curves ------------------------------------------------------------------------------------
@@ -207,9 +180,11 @@ def headline_stats(summaries: Mapping[int, Mapping[str, Any]],
                    curves: Mapping[int, Sequence[Mapping[str, str]]], source: Source
                    ) -> dict[str, dict[str, dict[str, int | float | None]]]:
     """Per criterion of one method, across the seeds: the highest k within 1 point of dense,
-    the accuracy there, and the dense accuracy (the curve's k = 0), each as {n, mean, std,
-    ci_low, ci_high}. ``summaries``: seed -> its prune metrics JSON; ``source``: seed -> that
-    file. A seed whose summary lacks a criterion is a DataError naming the seed.
+    the accuracy there, and the dense accuracy (the curve's k = 0). The accuracies as {n,
+    mean, std, ci_low, ci_high}; the k, a grid value, as {n, mean, std, ci_low: None,
+    ci_high: None, min, max} (:func:`grid_stats_dict`). ``summaries``: seed -> its prune
+    metrics JSON; ``source``: seed -> that file. A seed whose summary lacks a criterion is a
+    DataError naming the seed.
 
     n counts the seeds with a value: a k is None when no grid point is within 1 point (a grid
     without k = 0), and then the dense accuracy has no value either.
@@ -223,7 +198,7 @@ def headline_stats(summaries: Mapping[int, Mapping[str, Any]],
         ks = [h["max_sparsity_within_1pt"] for h in per_seed.values()]
         accs = [h["accuracy_at_max_sparsity"] for h in per_seed.values()]
         out[name] = {
-            "max_sparsity_within_1pt": stats_dict(
+            "max_sparsity_within_1pt": grid_stats_dict(
                 [k for k in ks if k is not None], SPARSITY_DECIMALS),
             "accuracy_at_max_sparsity": stats_dict(
                 [a for a in accs if a is not None], ACCURACY_DECIMALS),
@@ -255,52 +230,56 @@ def seed_metrics(summaries: Mapping[str, Mapping[str, Any]],
 
 # -- the study's notebook ----------------------------------------------------------------------
 
-def _optional(value: Any) -> float | None:
-    """A number from an aggregate row (computed, or read back from its CSV: '' is None)."""
-    return None if value is None or value == "" else float(value)
-
-
-def study_coverage(rows: Sequence[Mapping[str, Any]], arch: str
+def study_coverage(rows: Sequence[Mapping[str, Any]], notebook: bool
                    ) -> tuple[list[dict[str, Any]], dict[str, dict[str, int | None]]]:
-    """Where the notebook's numbers fall in our intervals, per notebook point we also have.
+    """Where the notebook's numbers fall against ours, per notebook point we also have.
 
-    ``rows``: aggregate rows of both methods. The notebook used layer scope, the MLP and
-    magnitude / l2; other rows and architectures have no notebook points. Per point: the
-    notebook's accuracy, our mean and CI, whether it is inside the 95% CI and inside mean +- 2
-    std (the range single runs spread over); both None with one seed. Summary per method:
-    {points, inside_ci, inside_2std} (counts; None with one seed).
+    ``rows``: aggregate rows of both methods. ``notebook``: whether this run is the notebook's
+    set-up (:func:`prunelab.notebook.notebook_applies`); when False there is nothing to
+    compare. Only layer-scope rows of magnitude / l2 are compared. Per point: the notebook's
+    accuracy, our mean, the 95% CI of our mean (``ci_low``, ``ci_high``), the 95% prediction
+    interval of a single run of ours (``pi_low``, ``pi_high``), and whether the notebook's
+    number is inside each (``inside_ci``, ``inside_pi``; None with one seed). The notebook is
+    one run, so ``inside_pi`` is the test of agreement; ``inside_ci`` asks the stricter question
+    whether it hits our mean. Summary per method: {points, inside_ci, inside_pi} (counts; None
+    with one seed).
     """
-    if arch != "mlp":
+    if not isinstance(notebook, bool):  # the old signature took model.arch: never truthy
+        raise TypeError(f"study_coverage: notebook must be a bool (notebook_applies(cfg)), "
+                        f"not {notebook!r}")
+    if not notebook:
         return [], {}
     ours = {(str(r["method"]), grid_step(float(r["sparsity"]))): r for r in rows
             if r["scope"] == "layer" and r["criterion"] == STUDY_CRITERION.get(str(r["method"]))}
     found: list[dict[str, Any]] = []
-    for method, notebook in STUDY_ACCURACY.items():
-        for k, study in zip(STUDY_GRID, notebook, strict=True):
+    for method, notebook_accuracy in STUDY_ACCURACY.items():
+        for k, study in zip(STUDY_GRID, notebook_accuracy, strict=True):
             row = ours.get((method, grid_step(k)))
             if row is None:
                 continue
-            mean, std = float(row["accuracy"]), _optional(row["accuracy_std"])
-            low, high = _optional(row["accuracy_ci_low"]), _optional(row["accuracy_ci_high"])
-            spread = None if std is None else COVERAGE_SPREAD * std
+            mean = float(row["accuracy"])
+            low, high = optional(row["accuracy_ci_low"]), optional(row["accuracy_ci_high"])
+            pi_low, pi_high = row_prediction_interval(row) or (None, None)
             found.append({
                 "method": method, "criterion": STUDY_CRITERION[method], "sparsity": k,
                 "study": study, "mean": mean, "ci_low": low, "ci_high": high,
+                "pi_low": pi_low, "pi_high": pi_high,
                 "inside_ci": None if low is None or high is None else low <= study <= high,
-                "inside_2std": None if spread is None else
-                mean - spread <= study <= mean + spread})
+                "inside_pi": None if pi_low is None or pi_high is None else
+                pi_low <= study <= pi_high})
     return found, coverage_counts(found)
 
 
 def coverage_counts(points: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, int | None]]:
-    """Per method: how many notebook points, how many inside the CI and inside mean +- 2 std
-    (None when undefined: one seed)."""
+    """Per method: {points, inside_ci, inside_pi}: how many notebook points, how many inside
+    the 95% CI of our mean and inside the 95% prediction interval of one run (None when
+    undefined: one seed)."""
     counts: dict[str, dict[str, int | None]] = {}
     for method in dict.fromkeys(p["method"] for p in points):
         mine = [p for p in points if p["method"] == method]
         counts[method] = {"points": len(mine)} | {
             test: None if any(p[test] is None for p in mine) else sum(p[test] for p in mine)
-            for test in ("inside_ci", "inside_2std")}
+            for test in COVERAGE_TESTS}
     return counts
 
 
@@ -333,7 +312,7 @@ def curve_series(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[int,
     series: dict[str, list[tuple[int, float]]] = {}
     for row in rows:
         for column in AGGREGATE_COLUMNS[5:]:
-            value = _optional(row[column])
+            value = optional(row[column])
             if value is not None:
                 series.setdefault(f"{row['method']}.{row['criterion']}.{column}", []).append(
                     (grid_step(float(row["sparsity"])), value))
@@ -342,16 +321,20 @@ def curve_series(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[int,
 
 def summary_line(metrics: Mapping[str, Any]) -> str:
     """The stage's one line: the study criteria's highest k within 1 point of dense (mean +- std
-    over the seeds) and how many notebook points fall inside our 95% CI."""
+    over the seeds, and the seeds' range) and how many notebook points fall inside the 95%
+    range of a single run of ours (and inside the 95% CI of our mean)."""
     parts = []
     for method, name in STUDY_CRITERION.items():
         k = metrics.get(method, {}).get(name, {}).get("max_sparsity_within_1pt")
         if not k or k["mean"] is None:
             continue
         spread = f" +- {k['std']:.2f}" if k["std"] is not None else ""
+        if k.get("min") is not None and k["min"] != k["max"]:
+            spread += f" ({k['min']:g}-{k['max']:g})"
         cover = metrics.get("study_coverage", {}).get(method)
-        inside = (f", notebook inside our 95% CI at {cover['inside_ci']} of {cover['points']} k"
-                  if cover and cover["inside_ci"] is not None else "")
+        inside = (f", notebook inside the 95% range of one run of ours at {cover['inside_pi']} "
+                  f"of {cover['points']} k (inside our mean's 95% CI at {cover['inside_ci']})"
+                  if cover and cover.get("inside_pi") is not None else "")
         parts.append(f"{method} ({name}) within 1 point of dense up to k = {k['mean']:.2f}"
                      f"{spread}{inside}")
     n = metrics["n"]

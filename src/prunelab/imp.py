@@ -87,8 +87,8 @@ class Round:
 # less the reporting modules below); editing a figure or the tracking keeps the saved rounds.
 SHAPING = ("config", "data", "imp", "inference", "layers", "masks", "model", "retrain", "seeds",
            "train")
-NOT_SHAPING = ("cli", "criteria", "errors", "files", "machine", "paths", "plot", "prune",
-               "savings", "tracking", "tracking_store")
+NOT_SHAPING = ("cli", "criteria", "errors", "files", "intervals", "machine", "notebook",
+               "paths", "plot", "prune", "savings", "threads", "tracking", "tracking_store")
 
 
 def fingerprint(cfg: Params, init_blob: bytes, device: str = "cpu") -> str:

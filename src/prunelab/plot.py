@@ -14,20 +14,17 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: 
 
 from prunelab import paths  # noqa: E402
 from prunelab.errors import DataError  # noqa: E402
+from prunelab.intervals import row_prediction_interval  # noqa: E402
 
-# The notebook's own numbers (layer-wise, 3 epochs; ../shared/REFERENCES.md), drawn faintly
-# for comparison when the run uses the study's scope.
-STUDY_GRID = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
-STUDY_ACCURACY = {
-    "weight": (97.15, 97.12, 97.00, 96.90, 96.77, 94.84, 82.43, 72.03, 64.28, 31.88),
-    "unit": (97.15, 97.14, 96.98, 96.76, 94.63, 72.66, 36.67, 19.29, 13.07, 10.12),
-}
+# The notebook's own numbers (prunelab.notebook), drawn faintly for comparison when the run is
+# the notebook's set-up; importable from here too (compare, report).
+from prunelab.notebook import STUDY_ACCURACY, STUDY_CRITERION, STUDY_GRID  # noqa: E402
+
 COLOURS = {"weight": "tab:blue", "unit": "tab:orange"}
 # One colour per criterion; the study's two keep the colours the figure always had.
 CRITERION_COLOURS = {"magnitude": "tab:blue", "l2": "tab:orange", "random": "tab:gray",
                      "largest": "tab:red", "wanda": "tab:green", "activation": "tab:green",
                      "obd": "tab:purple", "obs": "black", "l2_refit": "tab:brown"}
-STUDY_CRITERION = {"weight": "magnitude", "unit": "l2"}
 
 Curve = Sequence[Mapping[str, float]]
 
@@ -63,13 +60,17 @@ ARCH_TITLES = {"mlp": "MLP", "lenet5": "LeNet-5"}
 
 # -- replicates: mean curves with 95% bands (the aggregate stage's CSVs) ------------------------
 
-BAND_COLUMNS = ("sparsity", "seeds", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
-                "effective_sparsity")
+BAND_COLUMNS = ("sparsity", "seeds", "accuracy", "accuracy_std", "accuracy_ci_low",
+                "accuracy_ci_high", "effective_sparsity")
 Band = list[dict[str, float | None]]
+CI_ALPHA, PI_ALPHA = 0.24, 0.10  # the CI of the mean dark, the range of one run light
+INSIDE_WORDS = "the 95% range of a single run of ours"
 
 
 def _band_curves(rows: Sequence[Mapping[str, str]]) -> dict[str, dict[str, Band]]:
-    """The aggregate CSVs' rows by method, then criterion, sorted by k ('' cells: None)."""
+    """The aggregate CSVs' rows by method, then criterion, sorted by k ('' cells: None), each
+    point with the 95% prediction interval of one run (accuracy_pi_low, accuracy_pi_high;
+    None with one seed)."""
     curves: dict[str, dict[str, Band]] = {}
     method = "?"
     try:
@@ -79,6 +80,8 @@ def _band_curves(rows: Sequence[Mapping[str, str]]) -> dict[str, dict[str, Band]
             if None in (point["sparsity"], point["seeds"], point["accuracy"],
                         point["effective_sparsity"]):
                 raise ValueError("an empty mean or k")
+            pi = row_prediction_interval(row)
+            point["accuracy_pi_low"], point["accuracy_pi_high"] = pi or (None, None)
             curves.setdefault(method, {}).setdefault(row["criterion"], []).append(point)
     except (KeyError, ValueError, TypeError) as exc:
         raise DataError(f"{paths.aggregate_curve(method)}: damaged ({exc!r}); rerun: dvc repro -f"
@@ -90,10 +93,11 @@ def _band_curves(rows: Sequence[Mapping[str, str]]) -> dict[str, dict[str, Band]
 
 
 def _notebook_points(ax: plt.Axes, method: str, ours: Band) -> None:
-    """The notebook's accuracies at its grid: a faint dotted line, and where we have a band,
-    a filled diamond inside our 95% CI, a hollow one outside it."""
+    """The notebook's accuracies at its grid: a faint dotted line, and where we have a range, a
+    filled diamond inside the 95% prediction interval of a single run of ours (the notebook is
+    one run), a hollow one outside it."""
     colour = COLOURS[method]
-    band = {round(p["sparsity"], 6): (p["accuracy_ci_low"], p["accuracy_ci_high"])  # type: ignore[arg-type]
+    band = {round(p["sparsity"], 6): (p["accuracy_pi_low"], p["accuracy_pi_high"])  # type: ignore[arg-type]
             for p in ours}
     sides: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
     for k, value in zip(STUDY_GRID, STUDY_ACCURACY[method], strict=True):
@@ -103,21 +107,41 @@ def _notebook_points(ax: plt.Axes, method: str, ours: Band) -> None:
     banded = len(sides[True]) + len(sides[False])
     ax.plot(STUDY_GRID, STUDY_ACCURACY[method], ":", color=colour, alpha=0.6, lw=1,
             marker="" if banded else ".",
-            label=f"the study's notebook ({STUDY_CRITERION[method]})"
-            + ("" if banded else "; one seed: no CI to compare"))
+            label=f"the study's notebook ({STUDY_CRITERION[method]}, one run)"
+            + ("" if banded else "; one seed: no range to compare"))
     for inside, face, word in ((True, colour, "inside"), (False, "white", "outside")):
         if sides[inside]:
             ax.scatter([k for k, _ in sides[inside]], [v for _, v in sides[inside]], s=30,
                        marker="D", facecolors=face, edgecolors="black", linewidths=1.0, zorder=4,
-                       label=f"notebook {word} our 95% CI ({len(sides[inside])} of {banded})")
+                       label=f"notebook {word} {INSIDE_WORDS} ({len(sides[inside])} of "
+                             f"{banded})")
+
+
+def _bands(ax: plt.Axes, xs: Sequence[float], pts: Band, colour: str, name: str | None
+           ) -> None:
+    """The 95% CI of the mean, and (``name``: the study's criterion, labelled) the lighter 95%
+    prediction interval of a single run; nothing where a point has none (one seed)."""
+    low, high = [p["accuracy_ci_low"] for p in pts], [p["accuracy_ci_high"] for p in pts]
+    if None in low or None in high:
+        return
+    pi_low = [p["accuracy_pi_low"] for p in pts]
+    pi_high = [p["accuracy_pi_high"] for p in pts]
+    if name is not None and None not in pi_low and None not in pi_high:
+        ax.fill_between(xs, pi_low, pi_high, color=colour,  # type: ignore[arg-type]
+                        alpha=PI_ALPHA, lw=0,
+                        label=f"{name}: 95% range of a single run (prediction interval)")
+    ax.fill_between(xs, low, high, color=colour, alpha=CI_ALPHA, lw=0,  # type: ignore[arg-type]
+                    label=None if name is None else f"{name}: 95% CI of our mean")
 
 
 def band_figure(rows: Sequence[Mapping[str, str]], scope: str, epochs: int,
-                arch: str = "mlp") -> bytes:
+                arch: str = "mlp", *, notebook: bool = False) -> bytes:
     """Replicates: accuracy against the grid's k (left) and the mean effective sparsity
     (right), one row of panels per granularity, the mean over the seeds per criterion with its
-    95% CI shaded (two seeds or more); the notebook's accuracies (layer scope, its MLP) as
-    diamonds, filled inside our band, hollow outside. ``rows``: both aggregate CSVs. PNG."""
+    95% CI shaded (two seeds or more) and, lighter, for the study's criteria (magnitude / l2),
+    the 95% prediction interval of a single run. ``notebook`` (prunelab.notebook.notebook_applies:
+    this run is the notebook's set-up): the notebook's accuracies as diamonds, filled inside the
+    prediction interval, hollow outside. ``rows``: both aggregate CSVs. PNG."""
     curves = _band_curves(rows)
     seeds = sorted({int(p["seeds"]) for by_name in curves.values()  # type: ignore[arg-type]
                     for pts in by_name.values() for p in pts})
@@ -126,15 +150,13 @@ def band_figure(rows: Sequence[Mapping[str, str]], scope: str, epochs: int,
     for (method, by_name), (left, right) in zip(curves.items(), axes, strict=True):
         for name, pts in by_name.items():
             acc = [p["accuracy"] for p in pts]
-            low, high = [p["accuracy_ci_low"] for p in pts], [p["accuracy_ci_high"] for p in pts]
+            study = name == STUDY_CRITERION.get(method)
             for ax, column in ((left, "sparsity"), (right, "effective_sparsity")):
                 xs = [p[column] for p in pts]
                 (line,) = ax.plot(xs, acc, color=CRITERION_COLOURS.get(name), marker="o", ms=3,
-                                  lw=2 if name == STUDY_CRITERION.get(method) else 1.2,
-                                  label=f"{method}: {name}")
-                if None not in low and None not in high:
-                    ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.18, lw=0)  # type: ignore[arg-type]
-        if scope == "layer" and method in STUDY_ACCURACY and arch == "mlp":
+                                  lw=2 if study else 1.2, label=f"{method}: {name}")
+                _bands(ax, xs, pts, line.get_color(), name if study else None)  # type: ignore[arg-type]
+        if notebook and method in STUDY_ACCURACY:
             _notebook_points(left, method, by_name.get(STUDY_CRITERION[method], []))
         left.set_xlabel("sparsity k (share pruned per layer)" if scope == "layer"
                         else "sparsity k (share pruned, ranked globally)")
@@ -145,13 +167,16 @@ def band_figure(rows: Sequence[Mapping[str, str]], scope: str, epochs: int,
             ax.set_xlim(-0.02, 1.0)
             ax.set_ylim(0, 100)
             ax.grid(alpha=0.3)
-            ax.legend(loc="lower left", fontsize=7)
+            ax.legend(loc="lower left", fontsize=6.5)
     # every row has the same number of seeds (the aggregate stage checks); say so if not
     count = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
     if seeds[-1] < 2:
         spread = "one seed: no confidence band (list more in train.seeds)"
     else:
-        spread = f"mean of {count} seeds, shaded: 95% CI of the mean (t)"
+        spread = (f"mean of {count} seeds; dark: 95% CI of the mean (t); light (study "
+                  f"criteria): 95% range of a single run (prediction interval)")
+    if not notebook:
+        spread += "; the notebook's points only for its own set-up"
     fig.suptitle(f"MNIST {ARCH_TITLES.get(arch, arch)} pruned without retraining: "
                  f"{scope}-wise ranking, {epochs} training epoch{'s' if epochs != 1 else ''}\n"
                  f"{spread}")

@@ -17,12 +17,15 @@ from prunelab.savings import REPEATS, THREADS
 
 
 def fmt_k(stat: Mapping[str, Any] | None) -> str:
-    """A k across seeds: 'k = 0.7' (one seed or no spread), 'k = 0.72 ± 0.045' (mean ± std)."""
+    """A k across seeds: 'k = 0.7' (one seed or no spread), 'k = 0.72 ± 0.045 (0.7–0.8)' (mean
+    ± std, and the seeds' range)."""
     if not stat or stat.get("mean") is None:
         return "no k"
     if not stat.get("std"):
         return f"k = {stat['mean']:g}"
-    return f"k = {stat['mean']:.2f} ± {stat['std']:.2g}"
+    spread = (f" ({stat['min']:g}–{stat['max']:g})"
+              if stat.get("min") is not None and stat.get("max") is not None else "")
+    return f"k = {stat['mean']:.2f} ± {stat['std']:.2g}{spread}"
 
 
 def fmt_acc(stat: Mapping[str, Any] | None, ci: bool = True) -> str:

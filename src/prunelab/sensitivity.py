@@ -168,16 +168,44 @@ def held_sparsity(points: Sequence[SensitivityPoint], dense: float) -> float | N
     return held
 
 
-def summary(points: Sequence[SensitivityPoint], dense: float) -> dict[str, Any]:
+def _first_to_break(held: Mapping[int, float | None], layers: Sequence[int], top: float
+                    ) -> tuple[int | None, list[int]]:
+    """Among ``layers`` (indices into ``held``): the one with the lowest k held alone (None,
+    failing at the first k, is lowest; ties: the earlier layer) and every layer sharing that
+    k, in net order -- or (None, []) when none of them breaks (all hold up to ``top``)."""
+    if not layers:
+        return None, []
+    def level(i: int) -> float:
+        return -1.0 if held[i] is None else held[i]  # type: ignore[return-value]
+
+    lowest = min(layers, key=lambda i: (level(i), i))
+    if held[lowest] is not None and held[lowest] >= top:  # type: ignore[operator]
+        return None, []
+    return lowest, [i for i in sorted(layers) if level(i) == level(lowest)]
+
+
+def summary(points: Sequence[SensitivityPoint], dense: float,
+            output_layer: str | None = None) -> dict[str, Any]:
     """The metrics file: per granularity, per layer name, how far it holds alone and its
     accuracy at every k; and which layer breaks first.
 
-    ``{"dense_accuracy": 96.84, "weight": {"breaks_first": "fc2", "fc1":
+    ``{"dense_accuracy": 96.84, "weight": {"breaks_first": "fc5", "tied": "fc5",
+    "output_layer": "fc5", "breaks_first_hidden": "fc1", "tied_hidden": "fc1", "fc1":
     {"max_sparsity_within_1pt": 0.9, "accuracy": {"0.0": 96.84, ...}}, ...}, "unit": ...}``.
+
     ``breaks_first`` is the layer with the lowest such k (ties: the earlier layer), or None
-    when every layer holds over the whole grid (nothing breaks).
+    when every layer holds over the whole grid (nothing breaks); ``tied`` names every layer
+    sharing that lowest k, comma-joined in net order ("fc1,fc3"; just breaks_first when alone;
+    None when nothing breaks). Weight granularity tests the output layer too, which the study
+    never prunes: ``breaks_first_hidden`` and ``tied_hidden`` are the same among the hidden
+    layers only, and ``output_layer`` names the output layer (``output_layer`` if given, else
+    the last layer the weight sweep tested; None when neither is known). For unit granularity
+    (hidden layers only) the hidden fields equal the plain ones.
     """
     out: dict[str, Any] = {"dense_accuracy": dense}
+    if output_layer is None:
+        weights = [p for p in points if p.method == "weight"]
+        output_layer = max(weights, key=lambda p: p.layer).name if weights else None
     for method in dict.fromkeys(p.method for p in points):
         by_layer: dict[int, list[SensitivityPoint]] = {}
         for p in points:
@@ -185,10 +213,17 @@ def summary(points: Sequence[SensitivityPoint], dense: float) -> dict[str, Any]:
                 by_layer.setdefault(p.layer, []).append(p)
         held = {i: held_sparsity(ps, dense) for i, ps in by_layer.items()}
         top = max(p.sparsity for ps in by_layer.values() for p in ps)
-        lowest = min(by_layer, key=lambda i: (-1.0 if held[i] is None else held[i], i))
-        first = held[lowest]
-        broke = first is None or first < top
-        section: dict[str, Any] = {"breaks_first": by_layer[lowest][0].name if broke else None}
+        names = {i: ps[0].name for i, ps in by_layer.items()}
+        first, tied = _first_to_break(held, list(by_layer), top)
+        hidden = [i for i in by_layer if names[i] != output_layer]
+        first_hidden, tied_hidden = _first_to_break(held, hidden, top)
+        section: dict[str, Any] = {
+            "breaks_first": None if first is None else names[first],
+            "tied": ",".join(names[i] for i in tied) or None,
+            "output_layer": output_layer,
+            "breaks_first_hidden": None if first_hidden is None else names[first_hidden],
+            "tied_hidden": ",".join(names[i] for i in tied_hidden) or None,
+        }
         for i, ps in by_layer.items():
             section[ps[0].name] = {
                 "max_sparsity_within_1pt": held[i],
@@ -225,15 +260,22 @@ def scalar_metrics(section: Mapping[str, Any], prefix: str = "") -> dict[str, fl
 
 
 def headline(metrics: Mapping[str, Any], method: str) -> str:
-    """The stage's stderr line for one granularity: which layer breaks first, and how far
-    each holds alone."""
+    """The stage's stderr line for one granularity: which layer breaks first (when that is the
+    output layer, which the study keeps dense, also the first among the hidden layers), and
+    how far each holds alone."""
+    section = metrics[method]
     held = ", ".join(f"{name} {v['max_sparsity_within_1pt']}".replace("None", "none")
-                     for name, v in metrics[method].items() if isinstance(v, Mapping))
-    return (f"sensitivity {method}: breaks first: {breaks_first(metrics)[method]} (alone "
+                     for name, v in section.items() if isinstance(v, Mapping))
+    first = breaks_first(metrics)[method]
+    if section.get("breaks_first") and section["breaks_first"] == section.get("output_layer"):
+        first += (f", the output layer (kept dense by the study); among hidden layers "
+                  f"{section.get('breaks_first_hidden') or 'none'}")
+    return (f"sensitivity {method}: breaks first: {first} (alone "
             f"within {TOLERANCE_POINTS:g} point of dense up to k: {held})")
 
 
-def breaks_first(section: Mapping[str, Any]) -> dict[str, str]:
-    """``{granularity: layer name}`` from a :func:`summary` ("none" when nothing breaks)."""
-    return {m: str(s["breaks_first"] or "none") for m, s in section.items()
+def breaks_first(section: Mapping[str, Any], key: str = "breaks_first") -> dict[str, str]:
+    """``{granularity: layer name}`` from a :func:`summary` ("none" when nothing breaks);
+    ``key="breaks_first_hidden"``: the first among the hidden layers."""
+    return {m: str(s.get(key) or "none") for m, s in section.items()
             if isinstance(s, Mapping)}
