@@ -4,6 +4,7 @@ the study's notebook falls (only when this run is the notebook's set-up)."""
 from functools import partial
 from pathlib import Path
 
+import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths

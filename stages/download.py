@@ -1,5 +1,6 @@
 """DVC stage `download`: MNIST's four IDX files, verified against the official MD5s."""
 
+import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths

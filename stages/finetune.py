@@ -6,6 +6,7 @@ METHOD is the granularity: `weight` or `unit`.
 
 import time
 
+import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths

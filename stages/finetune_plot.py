@@ -1,6 +1,7 @@
 """DVC stage `finetune_plot` (stages/retrain/dvc.yaml): plots/finetune.png from both
 fine-tuning curves."""
 
+import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths

@@ -5,6 +5,7 @@ Each finished round is saved in models/imp/ (a persistent output), so a killed r
 after its last finished round, and raising imp.rounds computes only the new rounds.
 """
 
+import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import imp, paths

@@ -2,6 +2,7 @@
 their 95% bands (CI of the mean; the range of one run) and, for the notebook's own set-up, the
 notebook's points, from both aggregate curves."""
 
+import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths

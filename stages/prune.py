@@ -4,6 +4,7 @@ trained net with every listed criterion, test each.
 METHOD is the granularity: `weight` or `unit`; SEED one of train.seeds.
 """
 
+import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths

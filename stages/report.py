@@ -6,6 +6,7 @@ are not this stage's DVC dependencies -- that would make `dvc repro` run them --
 `make retrain` or `make compare` the Makefile refreshes the report (`dvc repro -f -s report`).
 """
 
+import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths

@@ -2,6 +2,7 @@
 name the layer that breaks first (and the first among the hidden layers: the study keeps the
 output layer dense)."""
 
+import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths

@@ -1,5 +1,6 @@
 """DVC stage `speed`: what each pruned model buys, realised and measured on the CPU."""
 
+import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 import torch
 

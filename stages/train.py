@@ -4,6 +4,7 @@ SEED is one of train.seeds: dvc.yaml runs this stage once per seed (foreach), ea
 folder, so adding a seed trains only the new one.
 """
 
+import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths

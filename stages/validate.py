@@ -1,5 +1,6 @@
 """DVC stage `validate`: the whole params.yaml, checked before any other stage runs."""
 
+import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -322,3 +323,23 @@ def test_prunelab_entry_point_lists_every_stage() -> None:
     names = {line.split()[0].removesuffix("@<seed>") for line in listed.stdout.splitlines()
              if line[:1].isalpha()}
     assert set(STAGES) <= names
+
+
+def test_stages_run_the_code_of_their_own_checkout(tmp_path: Path) -> None:
+    """`dvc exp run --temp` and `dvc queue` run stages in copies of the repository; each stage
+    imports stages/_repo.py first, so prunelab comes from the copy's src/ (the code DVC hashed
+    for it), not from the checkout the package was installed from."""
+    for stage in STAGES:
+        source = (ROOT / script(DVC_YAML, stage)).read_text(encoding="utf-8")
+        assert source.index("import _repo") < source.index("from prunelab"), stage
+    (tmp_path / "stages").mkdir()
+    shutil.copy(ROOT / "stages" / "_repo.py", tmp_path / "stages" / "_repo.py")
+    (tmp_path / "stages" / "probe.py").write_text("import _repo\nimport prunelab\n"
+                                                  "print(prunelab.__file__)\n")
+    (tmp_path / "src" / "prunelab").mkdir(parents=True)
+    (tmp_path / "src" / "prunelab" / "__init__.py").write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "stages/probe.py"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()).resolve() == (tmp_path / "src/prunelab/__init__.py").resolve()

@@ -1,0 +1,13 @@
+"""Put this checkout's src/ first on the import path, so a stage runs the code DVC hashed for it.
+
+The editable install points at one checkout; `dvc exp run --temp` and `dvc queue` run the
+stages in copies of the repository, whose src/ can differ from it (edits made after an
+experiment was queued). Every stage script imports this module before anything of prunelab.
+"""
+
+import sys
+from pathlib import Path
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+if sys.path[:1] != [SRC]:
+    sys.path.insert(0, SRC)
