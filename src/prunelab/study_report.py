@@ -114,8 +114,8 @@ def _best_criteria(metrics: Mapping[str, Any]) -> str:
         groups = list(places.values())
         if len(groups) > 1 and len(groups[0]) == 1:
             lead, runner = ks[groups[0][0]], ks[groups[1][0]]
-            if (lead.get("min") is not None and runner.get("max") is not None
-                    and lead["min"] > runner["max"]):
+            if (lead.get("n", 0) > 1 and lead.get("min") is not None
+                    and runner.get("max") is not None and lead["min"] > runner["max"]):
                 text += f"; {groups[0][0]} is ahead on every seed"
         parts.append(f"{m}: {text}")
     if not parts:
