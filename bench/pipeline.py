@@ -7,6 +7,7 @@ already in place, MLflow tracking on as for a user:
 * `study`: a replicated study of the default params on N seeds from cached data -- every
   seed's train and both prune stages, the aggregate, and the report (target <= 3 min for 5);
 * `report`: the report stage alone, median of several runs (target <= 10 s);
+* `default`: the default `dvc repro` (one seed, every stage) from cached data;
 * `queue`: two experiments run one after the other (`dvc exp run --temp`, twice) against two
   others of the same size run by `dvc queue start -j 2` (target: parallel <= 0.9x sequential).
 
@@ -120,6 +121,17 @@ def bench_study(params: dict[str, Any], seeds: int, report_repeats: int) -> dict
             "report_repeats": report_repeats}
 
 
+def bench_default(params: dict[str, Any]) -> dict[str, Any]:
+    """The default `dvc repro` (one seed, every stage) from cached data, and a no-op rerun."""
+    with tempfile.TemporaryDirectory(prefix="prunelab-bench-") as tmp:
+        repo, env = workspace(Path(tmp), params)
+        log("the default dvc repro (one seed, every stage)")
+        full = timed(["dvc", "repro", "-q"], repo, env)
+        noop = timed(["dvc", "repro", "-q"], repo, env)
+    return {"seeds": len(params["train"]["seeds"]), "repro_seconds": round(full, 1),
+            "noop_seconds": round(noop, 2)}
+
+
 def wait_for_queue(repo: Path, env: dict[str, str], timeout: float = 3600) -> None:
     """Until `dvc queue status` shows nothing queued or running; a failed task is an error."""
     deadline = time.monotonic() + timeout
@@ -189,6 +201,11 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(f"| the report stage alone (median of {s['report_repeats']}) | "
                      f"{s['report_stage_seconds']:.1f} s | ≤ {REPORT_TARGET_S:.0f} s: "
                      f"{_met(s['report_stage_seconds'] <= REPORT_TARGET_S)} |")
+    d = r.get("default")
+    if d:
+        lines.append(f"| the default `dvc repro` from cached data ({d['seeds']} seed, every "
+                     f"stage), then a no-op rerun | {d['repro_seconds']:.0f} s, "
+                     f"{d['noop_seconds']:.1f} s | |")
     q = r.get("queue")
     if q:
         lines.append(f"| two one-seed experiments, `dvc queue start -j 2` against one after "
@@ -203,7 +220,7 @@ def _met(ok: bool) -> str:
 
 
 @click.command(help=__doc__)
-@click.option("--only", type=click.Choice(("study", "queue")), multiple=True,
+@click.option("--only", type=click.Choice(("study", "default", "queue")), multiple=True,
               help="Run only these figures (the report stage is timed with the study).")
 @click.option("--seeds", default=5, show_default=True, help="Seeds of the replicated study.")
 @click.option("--report-repeats", default=5, show_default=True)
@@ -213,12 +230,14 @@ def main(only: tuple[str, ...], seeds: int, report_repeats: int, readme: Path | 
     if not (ROOT / paths.DATA_DIR).is_dir():
         raise click.ClickException(f"{paths.DATA_DIR} missing: run `dvc repro download` first")
     params = yaml.safe_load((ROOT / paths.PARAMS).read_text())
-    wanted = set(only or ("study", "queue"))
+    wanted = set(only or ("study", "default", "queue"))
     results: dict[str, Any] = {"machine": {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         **describe().as_dict()}}
     if "study" in wanted:
         results["study"] = bench_study(params, seeds, report_repeats)
+    if "default" in wanted:
+        results["default"] = bench_default(params)
     if "queue" in wanted:
         results["queue"] = bench_queue(params)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -76,8 +76,8 @@ def results_table() -> str:
                        f"up to {fmt_k(best)} ({scope} scope)." if best and best.get("n") else
                        f"{m.capitalize()} pruning ({study_name}) loses more than 1 point at "
                        f"every k ({scope} scope).")
-    return ("\n".join(lines) + f"\n\nAccuracies: {seeds} (the table shows means; "
-            f"`{paths.REPORT}` has them with their std). " + " ".join(summary))
+    return ("\n".join(lines) + f"\n\nAccuracies: {seeds} (the table shows means; the "
+            "study report has them with their std). " + " ".join(summary))
 
 
 def _curves() -> dict[str, dict[str, list[dict[str, float]]]]:

@@ -161,8 +161,9 @@ def coverage_section(points: Sequence[Mapping[str, Any]],
                                   "another, so there is nothing to compare."])
     lines += ["| pruning | k | notebook | ours (mean) | 95% CI of the mean | inside | 95% range "
               "of one run | inside |", "|---|---|---|---|---|---|---|---|"]
-    for p in points:
-        ci, pi = (("–" if p[f"{i}_low"] is None else f"{p[f'{i}_low']:.2f}–{p[f'{i}_high']:.2f}")
+    for p in points:  # accuracies: intervals shown within [0, 100]
+        ci, pi = (("–" if p[f"{i}_low"] is None else
+                   f"{max(0.0, p[f'{i}_low']):.2f}–{min(100.0, p[f'{i}_high']):.2f}")
                   for i in ("ci", "pi"))
         lines.append(f"| {p['method']} ({p['criterion']}) | {p['sparsity']:g} | "
                      f"{p['study']:.2f} | {p['mean']:.2f} | {ci} | {_yes(p['inside_ci'])} | "
@@ -339,12 +340,21 @@ def replicates_block() -> str:
                          "numbers lie where one more run of ours would fall (95% prediction "
                          f"interval); {c['inside_ci']} inside the 95% interval of our mean.")
     sensitivity = read_json(paths.SENSITIVITY_METRICS)
-    first = {m: s.get("breaks_first") for m, s in sensitivity.items() if isinstance(s, Mapping)}
+    first = {m: _first_to_break(s) for m, s in sensitivity.items() if isinstance(s, Mapping)}
     if first:
         lines.append("- One layer at a time (the first seed's net), the layer that breaks first: "
-                     + "; ".join(f"{m} pruning {name or 'none'}" for m, name in first.items())
-                     + ".")
+                     + "; ".join(f"{m} pruning {name}" for m, name in first.items()) + ".")
     return "\n".join(lines)
+
+
+def _first_to_break(section: Mapping[str, Any]) -> str:
+    """'fc2', or 'fc5 (the output layer; of the hidden layers fc1)', or 'none'."""
+    first, hidden = section.get("breaks_first"), section.get("breaks_first_hidden")
+    if not first:
+        return "none"
+    if first == section.get("output_layer") and hidden:
+        return f"{first} (the output layer; of the hidden layers {hidden})"
+    return str(first)
 
 
 def readme_blocks() -> dict[str, str]:
