@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,13 @@ import pytest
 from filelock import FileLock
 from reliability_helpers import MNIST_MD5, md5_file
 from repo_helpers import MAIN, SessionBaseline, commit_all, dvc, make_repo, read_json
+
+from prunelab import paths
+
+# Stage scripts loaded in-process (their click commands) import stages/_repo.py first.
+STAGES_DIR = str(MAIN / "stages")
+if STAGES_DIR not in sys.path:
+    sys.path.append(STAGES_DIR)
 
 
 def _shared_root(factory: pytest.TempPathFactory) -> Path:
@@ -57,7 +65,7 @@ def session_baseline(tmp_path_factory: pytest.TempPathFactory) -> SessionBaselin
     repo = _once(root, "baseline", build)
     return SessionBaseline(repo, dvc_cache,
                            (root / "baseline-first-repro.txt").read_text(encoding="utf-8"),
-                           read_json(repo / "models" / "train_run.json")["mlflow_run_id"])
+                           read_json(repo / paths.train_run(0))["mlflow_run_id"])
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +95,7 @@ def mnist_dir(request: pytest.FixtureRequest) -> Path:
 LONGEST_FIRST = ("test_experiments", "test_reliability_params", "test_reliability_network",
                  "test_retrain_pipeline", "test_reliability", "test_reliability_load",
                  "test_tracking_server", "test_repro_safety", "test_savings", "test_e2e",
-                 "test_tracking", "test_remote", "test_plots_offline")
+                 "test_replicates", "test_tracking", "test_remote", "test_plots_offline")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -46,7 +46,7 @@ SMALL_PARAMS: dict[str, Any] = {
     "data": {"train_size": 2000, "test_size": 500},
     "model": {"arch": "mlp", "mlp": {"hidden": [64, 32]},
               "lenet5": {"channels": [6, 16], "fc": [120, 84]}},
-    "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seed": 0, "device": "cpu"},
+    "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seeds": [0], "device": "cpu"},
     "prune": {"sparsities": [0.0, 0.5, 0.9], "scope": "layer",
               "weight_criteria": ["magnitude"], "unit_criteria": ["l2"], "calibration_size": 256},
     "finetune": {"epochs": 1, "lr": None, "weight_criteria": ["magnitude"],
@@ -274,13 +274,13 @@ def make_repo(dest: Path, mnist: Path, params: Mapping[str, Any] = SMALL_PARAMS,
 
 
 def temp_files(root: Path, dirs: Sequence[str] = ("models", "metrics", "plots")) -> list[str]:
-    """Leftover atomic-write temporaries ('.<name>.*.tmp') under ``dirs``."""
+    """Leftover atomic-write temporaries ('.<name>.*.tmp') anywhere under ``dirs`` (a seed's
+    outputs are in its own folder, models/seeds/<seed>/ and so on)."""
     found = []
     for d in dirs:
         base = Path(root) / d
         if base.is_dir():
-            found += [str(p) for p in base.iterdir()
-                      if p.name.startswith(".") and p.name.endswith(".tmp")]
+            found += [str(p) for p in base.rglob(".*.tmp") if p.is_file()]
     return found
 
 

@@ -24,14 +24,17 @@ import yaml
 MAIN = Path(__file__).resolve().parents[1]
 VENV_BIN = MAIN / ".venv" / "bin"
 EXPERIMENT = "prunelab"
-STAGES = ("download", "train", "prune_weight", "prune_unit", "plot")
+# The study's stages as DVC names them for SMALL_PARAMS (train.seeds [0]), in pipeline order:
+# the per-seed stages (dvc.yaml `foreach: ${train.seeds}`) are `<stage>@<seed>`.
+STAGES = ("validate", "download", "train@0", "prune_weight@0", "prune_unit@0", "aggregate",
+          "plot", "sensitivity", "speed", "report")
 
 # A pipeline small enough for tests: ~2,000 training images, one epoch, a narrow net, 3 points.
 SMALL_PARAMS: dict[str, Any] = {
     "data": {"train_size": 2000, "test_size": 1000},
     "model": {"arch": "mlp", "mlp": {"hidden": [64, 32]},
               "lenet5": {"channels": [6, 16], "fc": [120, 84]}},
-    "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seed": 0, "device": "auto"},
+    "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seeds": [0], "device": "auto"},
     "prune": {"sparsities": [0.0, 0.5, 0.9], "scope": "layer",
               "weight_criteria": ["magnitude", "random", "largest", "wanda", "obd", "obs"],
               "unit_criteria": ["l2", "random", "largest", "activation", "l2_refit"],
@@ -183,16 +186,35 @@ def repro_output(repo: Path, env: Mapping[str, str] | None = None, timeout: floa
 
 
 def stage_script(repo: Path, stage: str) -> str:
-    """The script a stage's dvc.yaml cmd runs (``stages/prune.py`` for prune_weight)."""
+    """The script a stage's dvc.yaml cmd runs (``stages/prune.py`` for prune_weight@0, or for
+    the foreach definition prune_weight)."""
     import shlex
 
     dvc_yaml = yaml.safe_load((Path(repo) / "dvc.yaml").read_text(encoding="utf-8"))
-    return shlex.split(dvc_yaml["stages"][stage]["cmd"])[1]
+    definition = dvc_yaml["stages"][stage.split("@", 1)[0]]
+    return shlex.split(definition.get("do", definition)["cmd"])[1]
 
 
 def pipeline_stages(repo: Path) -> set[str]:
-    """The stage names of the repository's dvc.yaml."""
-    return set(yaml.safe_load((Path(repo) / "dvc.yaml").read_text(encoding="utf-8"))["stages"])
+    """The stage names DVC gives the repository's dvc.yaml with its params.yaml: a foreach
+    stage over ``${train.seeds}`` is one stage per seed, ``train@0``, ``train@1``, ..."""
+    import re
+
+    repo = Path(repo)
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
+    names = set()
+    for name, definition in stages.items():
+        if "foreach" not in definition:
+            names.add(name)
+            continue
+        dotted = re.fullmatch(r"\$\{([\w.]+)\}", str(definition["foreach"]))
+        assert dotted, f"{name}: foreach {definition['foreach']!r} is not a params reference"
+        items: Any = params
+        for key in dotted.group(1).split("."):
+            items = items[key]
+        names |= {f"{name}@{item}" for item in items}
+    return names
 
 
 def stages_run(output: str) -> set[str]:

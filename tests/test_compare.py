@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 from repo_helpers import VENV_BIN, SessionBaseline
 
-from prunelab.compare import Run, arch_of, comparison_table, differences, trained_arch
+from prunelab.compare import (
+    Run,
+    arch_of,
+    comparison_table,
+    curve_text,
+    differences,
+    trained_arch,
+)
 from prunelab.errors import DataError
 
 
@@ -39,10 +46,13 @@ def test_sentences_and_table_are_computed_from_the_curves() -> None:
 
 
 def test_architecture_comes_from_the_lock_then_params() -> None:
-    """dvc.lock says what trained the curves; params.yaml is the fallback (old revisions that
-    predate model.arch are the MLP)."""
-    lock = "stages:\n  train:\n    params:\n      params.yaml:\n        model.arch: lenet5\n"
-    assert trained_arch(lock, "HEAD") == "lenet5"
+    """dvc.lock says what trained the curves (train@<seed> since replicates, train before);
+    params.yaml is the fallback (old revisions that predate model.arch are the MLP)."""
+    for train in ("train@0", "train@3", "train"):
+        lock = (f"stages:\n  validate:\n    cmd: x\n  {train}:\n    params:\n"
+                "      params.yaml:\n        model.arch: lenet5\n")
+        assert trained_arch(lock, "HEAD") == "lenet5", train
+    assert trained_arch("stages:\n  trainer:\n    params: {}\n", "HEAD") is None
     assert trained_arch("stages: {}\n", "HEAD") is None
     assert arch_of("model:\n  arch: lenet5\n", "HEAD") == "lenet5"
     assert arch_of("model:\n  hidden: [10]\n", "old") == "mlp"
@@ -71,6 +81,21 @@ def test_compare_draws_two_revisions_and_refuses_a_bad_one(
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("Error:") and "no-such-rev" in bad.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_curves_are_the_aggregate_or_an_old_revisions_single_curve(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A revision's curve is plots/aggregate_<m>.csv (the mean over its seeds); a revision from
+    before replicates has plots/prune_<m>.csv instead; with neither, one DataError naming the
+    aggregate."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "prune_weight.csv").write_text("old", encoding="utf-8")
+    assert curve_text("weight", "workspace") == (Path("plots/prune_weight.csv"), "old")
+    (tmp_path / "plots" / "aggregate_weight.csv").write_text("mean", encoding="utf-8")
+    assert curve_text("weight", "workspace") == (Path("plots/aggregate_weight.csv"), "mean")
+    with pytest.raises(DataError, match="plots/aggregate_unit.csv"):
+        curve_text("unit", "workspace")
 
 
 def test_unreadable_workspace_file_is_one_line(tmp_path: Path) -> None:

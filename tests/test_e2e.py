@@ -14,20 +14,28 @@ from typing import Any
 
 import pytest
 import yaml
-from repo_helpers import SMALL_PARAMS, SessionBaseline
+from repo_helpers import SMALL_PARAMS, SessionBaseline, pipeline_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin").is_dir() else Path(
     sys.executable).parent
 MNIST_FILES = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                "t10k-labels-idx1-ubyte"}
-# validate checks params.yaml first; every other stage is downstream of it.
-CORE_STAGES = {"validate", "download", "train", "prune_weight", "prune_unit", "plot"}
+# validate checks params.yaml first; every other stage is downstream of it. The per-seed stages
+# are DVC foreach stages over train.seeds: with SMALL_PARAMS' one seed, train@0 and so on.
+CORE_STAGES = {"validate", "download", "train@0", "prune_weight@0", "prune_unit@0", "aggregate",
+               "plot", "sensitivity", "speed", "report"}
+SEED = "seeds/0"  # the one seed's folder under models/, metrics/ and plots/
 GRID = [0.0, 0.5, 0.9]
 TRAIN_STEPS = 20  # 2,000 training images in batches of 100, one epoch
 HEADLINE = {"max_sparsity_within_1pt", "accuracy_at_max_sparsity"}  # per criterion
 CURVE_COLUMNS = ["method", "criterion", "scope", "sparsity", "accuracy", "nominal_sparsity",
                  "effective_sparsity", "nonzero_params", "live_params"]
+# plots/aggregate_<m>.csv: per (criterion, k) the mean over the seeds, its std and 95% CI.
+AGGREGATE_COLUMNS = ["method", "criterion", "scope", "sparsity", "seeds",
+                     "accuracy", "accuracy_std", "accuracy_ci_low", "accuracy_ci_high",
+                     "effective_sparsity", "effective_sparsity_std", "effective_sparsity_ci_low",
+                     "effective_sparsity_ci_high"]
 STUDY = {"weight": "magnitude", "unit": "l2"}  # the study's criterion per granularity
 # Every criterion the session baseline sweeps, per granularity (in params.yaml's order).
 CRITERIA = {m: list(SMALL_PARAMS["prune"][f"{m}_criteria"]) for m in ("weight", "unit")}
@@ -87,8 +95,8 @@ class Repo:
 
 
 def ran(output: str) -> set[str]:
-    """Names of the stages `dvc repro` says it ran."""
-    return set(re.findall(r"Running stage '([\w-]+)'", output))
+    """Names of the stages `dvc repro` says it ran (train@0: a per-seed stage)."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 @pytest.fixture(scope="module")
@@ -108,27 +116,31 @@ def repo(tmp_path_factory: pytest.TempPathFactory, session_baseline: SessionBase
 
 def test_first_repro_runs_every_stage_and_writes_every_output(repo: Repo) -> None:
     """Every stage runs and every declared output exists with the expected content."""
-    stages = set(yaml.safe_load((repo.root / "dvc.yaml").read_text(encoding="utf-8"))["stages"])
+    stages = pipeline_stages(repo.root)  # DVC's names: train@0, ... for the one seed
     assert stages >= CORE_STAGES
     assert ran(repo.first) == stages, repo.first
     root = repo.root
     assert {p.name for p in (root / "data" / "mnist").iterdir()} == MNIST_FILES
-    for rel in ("models/model.pt", "models/init.pt", "models/train_run.json",
-                "metrics/train_timing.json", "data/params.checked", "dvc.lock"):
+    for rel in (f"models/{SEED}/model.pt", f"models/{SEED}/init.pt",
+                f"models/{SEED}/train_run.json", f"metrics/{SEED}/train_timing.json",
+                "data/params.checked", "dvc.lock"):
         assert (root / rel).is_file(), rel
+    # the per-seed outputs live in the seed's folders only
+    for old in ("models/model.pt", "metrics/train.json", "plots/prune_weight.csv"):
+        assert not (root / old).exists(), old
 
-    train = repo.read_json("metrics/train.json")
+    train = repo.read_json(f"metrics/{SEED}/train.json")
     assert {"test_accuracy", "final_loss", "history"} <= set(train)
     assert len(train["history"]) == 1  # per-epoch history: one epoch
-    assert set(repo.read_json("metrics/train_timing.json")) == {"train_seconds",
-                                                                "samples_per_second"}
+    assert set(repo.read_json(f"metrics/{SEED}/train_timing.json")) == {"train_seconds",
+                                                                        "samples_per_second"}
     assert not (root / "plots" / "train_history.csv").exists()
-    assert_loss_curve(repo.read_csv("plots/train_loss.csv"), TRAIN_STEPS)
+    assert_loss_curve(repo.read_csv(f"plots/{SEED}/train_loss.csv"), TRAIN_STEPS)
 
     for method in ("weight", "unit"):
         # Per-k numbers are in the curve (one row per criterion and k); the metrics file holds
         # the headline per criterion only.
-        rows = repo.read_csv(f"plots/prune_{method}.csv")
+        rows = repo.read_csv(f"plots/{SEED}/prune_{method}.csv")
         assert list(rows[0]) == CURVE_COLUMNS
         assert len(rows) == len(CRITERIA[method]) * len(GRID)
         assert {(r["method"], r["scope"]) for r in rows} == {(method, "layer")}
@@ -145,7 +157,19 @@ def test_first_repro_runs_every_stage_and_writes_every_output(repo: Repo) -> Non
             assert all(0 <= a <= 100 for a in accuracy), criterion
             # k = 0 prunes nothing, whatever the ranking (a reconstruction is then the identity)
             assert accuracy[0] == dense, criterion
-        assert_headline(repo.read_json(f"metrics/prune_{method}.json"), rows, method)
+        assert_headline(repo.read_json(f"metrics/{SEED}/prune_{method}.json"), rows, method)
+        # One seed: the aggregate is that seed's curve, with no spread to measure.
+        assert_single_seed_aggregate(repo.read_csv(f"plots/aggregate_{method}.csv"), rows)
+
+    aggregate = repo.read_json("metrics/aggregate.json")
+    assert aggregate["seeds"] == [0] and aggregate["n"] == 1
+    for method in ("weight", "unit"):
+        headline = repo.read_json(f"metrics/{SEED}/prune_{method}.json")
+        for criterion in CRITERIA[method]:
+            for key in HEADLINE:
+                stat = aggregate[method][criterion][key]
+                assert stat["n"] == 1 and stat["std"] is None, (method, criterion, key)
+                assert stat["mean"] == pytest.approx(headline[criterion][key]), (criterion, key)
 
     speed = repo.read_json("metrics/speed.json")
     assert set(speed) == SPEED_KEYS
@@ -155,19 +179,27 @@ def test_first_repro_runs_every_stage_and_writes_every_output(repo: Repo) -> Non
     timed = {(r["method"], r["criterion"], r["scope"]) for r in repo.read_csv("plots/speed.csv")}
     assert {f"{m}_{c}_{s}" for m, c, s in timed} == SPEED_KEYS
 
-    for figure in ("accuracy_vs_sparsity.png", "tradeoff.png"):
+    for figure in ("accuracy_vs_sparsity.png", "tradeoff.png", "sensitivity.png"):
         assert (root / "plots" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+    for rel in ("plots/sensitivity.csv", "metrics/sensitivity.json"):
+        assert (root / rel).is_file(), rel
+    assert (root / "reports" / "study.md").read_text(encoding="utf-8").strip()
+    assert (root / "reports" / "study.html").read_text(encoding="utf-8").strip()
 
 
 def test_metrics_and_figures_are_in_git_curves_in_the_dvc_cache(repo: Repo) -> None:
     """The committed baseline tracks the metrics JSON and PNG figures in git; the curve CSVs
     and models are DVC-cached outputs that git ignores."""
     in_git = set(repo.run("git", "ls-files").split())
-    assert {"metrics/train.json", "metrics/train_timing.json", "metrics/prune_weight.json",
-            "metrics/prune_unit.json", "metrics/speed.json", "plots/accuracy_vs_sparsity.png",
-            "plots/tradeoff.png", "data/params.checked"} <= in_git
-    cached = ("plots/train_loss.csv", "plots/prune_weight.csv", "plots/prune_unit.csv",
-              "plots/speed.csv", "models/model.pt")
+    assert {f"metrics/{SEED}/train.json", f"metrics/{SEED}/train_timing.json",
+            f"metrics/{SEED}/prune_weight.json", f"metrics/{SEED}/prune_unit.json",
+            "metrics/aggregate.json", "metrics/sensitivity.json", "metrics/speed.json",
+            "plots/accuracy_vs_sparsity.png", "plots/sensitivity.png", "plots/tradeoff.png",
+            "reports/study.md", "reports/study.html", "data/params.checked"} <= in_git
+    cached = (f"plots/{SEED}/train_loss.csv", f"plots/{SEED}/prune_weight.csv",
+              f"plots/{SEED}/prune_unit.csv", "plots/aggregate_weight.csv",
+              "plots/aggregate_unit.csv", "plots/sensitivity.csv", "plots/speed.csv",
+              f"models/{SEED}/model.pt", f"models/{SEED}/init.pt")
     assert not in_git & set(cached), in_git & set(cached)
     for rel in cached:
         assert (repo.root / rel).is_file(), rel
@@ -184,6 +216,22 @@ def assert_loss_curve(rows: list[dict[str, str]], steps: int) -> None:
     assert all(float(r["loss"]) > 0 for r in rows)
 
 
+def assert_single_seed_aggregate(aggregate: list[dict[str, str]],
+                                 rows: list[dict[str, str]]) -> None:
+    """plots/aggregate_<m>.csv of one seed: a row per row of the seed's curve, its mean that
+    row's accuracy and effective sparsity, seeds = 1, and no std or CI (empty cells)."""
+    assert aggregate and list(aggregate[0]) == AGGREGATE_COLUMNS
+    assert len(aggregate) == len(rows)
+    for mean, row in zip(aggregate, rows, strict=True):
+        assert [mean[c] for c in ("method", "criterion", "scope")] == [
+            row[c] for c in ("method", "criterion", "scope")]
+        assert float(mean["sparsity"]) == float(row["sparsity"])
+        assert mean["seeds"] == "1"
+        for column in ("accuracy", "effective_sparsity"):
+            assert float(mean[column]) == pytest.approx(float(row[column]), abs=1e-4), column
+            assert [mean[f"{column}_{s}"] for s in ("std", "ci_low", "ci_high")] == [""] * 3
+
+
 def curve_of(rows: list[dict[str, str]], criterion: str) -> list[dict[str, str]]:
     """The rows of one criterion of a prune curve, in file order (non-empty)."""
     mine = [r for r in rows if r["criterion"] == criterion]
@@ -192,7 +240,7 @@ def curve_of(rows: list[dict[str, str]], criterion: str) -> list[dict[str, str]]
 
 
 def assert_headline(metrics: dict[str, Any], rows: list[dict[str, str]], method: str) -> None:
-    """metrics/prune_<m>.json: exactly the headline of every swept criterion, each agreeing with
+    """metrics/seeds/<s>/prune_<m>.json: exactly the headline of every swept criterion, each agreeing with
     its curve: the highest k whose accuracy is within 1 point of the dense accuracy (the
     study's k = 0 point), and that row's accuracy."""
     assert list(metrics) == CRITERIA[method], metrics
@@ -214,25 +262,28 @@ def test_second_repro_runs_nothing(repo: Repo) -> None:
     assert "Data and pipelines are up to date" in out or "didn't change" in out, out
 
 
-def test_scope_change_reruns_only_pruning_and_plot(repo: Repo) -> None:
-    """prune.scope reruns prune_weight, prune_unit and plot (and validate, which reruns on any
-    params change), not train, download or speed (which measures both scopes anyway)."""
+def test_scope_change_reruns_only_pruning_and_what_reads_it(repo: Repo) -> None:
+    """prune.scope reruns prune_weight@0, prune_unit@0 and what reads their curves (aggregate,
+    plot, report; and validate, which reruns on any params change), not train, download,
+    sensitivity (one layer at a time: no scope) or speed (which measures both scopes anyway)."""
     repo.set_param("prune", "scope", "global")
     out = repo.rerun()
-    assert ran(out) == {"validate", "prune_weight", "prune_unit", "plot"}, out
+    assert ran(out) == {"validate", "prune_weight@0", "prune_unit@0", "aggregate", "plot",
+                        "report"}, out
     for method in ("weight", "unit"):
-        rows = repo.read_csv(f"plots/prune_{method}.csv")
+        rows = repo.read_csv(f"plots/{SEED}/prune_{method}.csv")
         assert {r["scope"] for r in rows} == {"global"}
         assert len(rows) == len(CRITERIA[method]) * len(GRID)
-        assert_headline(repo.read_json(f"metrics/prune_{method}.json"), rows, method)
+        assert_headline(repo.read_json(f"metrics/{SEED}/prune_{method}.json"), rows, method)
+        assert_single_seed_aggregate(repo.read_csv(f"plots/aggregate_{method}.csv"), rows)
 
 
 def test_epochs_change_reruns_training_but_not_download(repo: Repo) -> None:
-    """train.epochs reruns train (and what depends on it), never download."""
+    """train.epochs reruns train@0 (and what depends on it), never download."""
     repo.set_param("train", "epochs", 2)
     out = repo.rerun()
     stages = ran(out)
-    assert {"validate", "train"} <= stages and "download" not in stages, out
-    assert len(repo.read_json("metrics/train.json")["history"]) == 2
-    assert_loss_curve(repo.read_csv("plots/train_loss.csv"), 2 * TRAIN_STEPS)
+    assert {"validate", "train@0"} <= stages and "download" not in stages, out
+    assert len(repo.read_json(f"metrics/{SEED}/train.json")["history"]) == 2
+    assert_loss_curve(repo.read_csv(f"plots/{SEED}/train_loss.csv"), 2 * TRAIN_STEPS)
     assert "Running stage" not in repo.repro()

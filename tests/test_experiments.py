@@ -45,12 +45,19 @@ from repo_helpers import (
     write_params,
 )
 
+from prunelab import paths
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-PRUNE_STAGES = ("prune_weight", "prune_unit")
+# The baseline's one seed (SMALL_PARAMS: train.seeds [0]): DVC's foreach stages train@0, ...
+SEED = SMALL_PARAMS["train"]["seeds"][0]
+TRAIN = f"train@{SEED}"
+PRUNE_STAGES = (f"prune_weight@{SEED}", f"prune_unit@{SEED}")
+METHOD = dict(zip(PRUNE_STAGES, ("weight", "unit"), strict=True))
 # The study's criterion per prune stage: its MLflow series are `<criterion>.accuracy`, ... on
-# the stage run and `<stage>.<criterion>.accuracy`, ... on the parent.
-STUDY = {"prune_weight": "magnitude", "prune_unit": "l2"}
+# the stage run and `prune_<method>.<criterion>.accuracy`, ... on the parent (the first seed's
+# keep the prefix they had before replicates).
+STUDY = dict(zip(PRUNE_STAGES, ("magnitude", "l2"), strict=True))
 UNTRACKED_STAGES = {"validate"}  # checks params.yaml only: no MLflow run
 
 
@@ -69,9 +76,9 @@ class Experiment:
     name: str
     output: str
     new_runs: list[Any]  # MLflow runs created by this experiment
-    train_run: dict[str, Any]  # models/train_run.json right after the run
-    prune_metrics: dict[str, Any]  # metrics/prune_weight.json (headline per criterion)
-    prune_curve: list[dict[str, str]]  # plots/prune_weight.csv (one row per criterion, k)
+    train_run: dict[str, Any]  # models/seeds/0/train_run.json right after the run
+    prune_metrics: dict[str, Any]  # metrics/seeds/0/prune_weight.json (headline per criterion)
+    prune_curve: list[dict[str, str]]  # plots/seeds/0/prune_weight.csv (a row per criterion, k)
 
     @property
     def parent(self) -> Any:
@@ -82,6 +89,11 @@ class Experiment:
     @property
     def stages(self) -> dict[str, Any]:
         return children(self.new_runs, self.parent.info.run_id)
+
+    @property
+    def parts(self) -> list[Any]:
+        """Runs nested under a stage run (the aggregate's one per seed)."""
+        return [r for r in self.new_runs if r.data.tags.get("prunelab_role") == "part"]
 
 
 def read_curve(path: Path) -> list[dict[str, str]]:
@@ -143,9 +155,9 @@ def run_experiment(baseline: Baseline) -> Callable[..., Experiment]:
             assert len(names) == 1, text
             new = [r for r in mlflow_runs(baseline.uri) if r.info.run_id not in before]
             done[sets] = Experiment(names[0], text, new,
-                                    read_json(repo / "models" / "train_run.json"),
-                                    read_json(repo / "metrics" / "prune_weight.json"),
-                                    read_curve(repo / "plots" / "prune_weight.csv"))
+                                    read_json(repo / paths.train_run(SEED)),
+                                    read_json(repo / paths.prune_metrics("weight", SEED)),
+                                    read_curve(repo / paths.prune_curve("weight", SEED)))
             reset_workspace(repo)
         return done[sets]
 
@@ -167,7 +179,7 @@ def test_scope_experiment_is_tracked_under_its_own_parent(
     import mlflow
 
     exp = run_experiment("prune.scope=global")
-    assert "Stage 'train' didn't change, skipping" in exp.output
+    assert f"Stage '{TRAIN}' didn't change, skipping" in exp.output
     parent, stages = exp.parent, exp.stages
 
     assert parent.info.run_name == exp.name
@@ -178,12 +190,15 @@ def test_scope_experiment_is_tracked_under_its_own_parent(
     # params changed).
     assert "validate" in stages_run(exp.output)
     assert set(stages) == stages_run(exp.output) - UNTRACKED_STAGES
-    assert {"prune_weight", "prune_unit", "plot"} <= set(stages)
-    assert "train" not in stages and "download" not in stages
+    assert {*PRUNE_STAGES, "aggregate", "plot", "report"} <= set(stages)
+    assert TRAIN not in stages and "download" not in stages
+    # and the aggregate's one run per seed, nested under the aggregate stage's run
+    assert [(r.data.tags["seed"], r.data.tags["mlflow.parentRunId"]) for r in exp.parts] == [
+        (str(SEED), stages["aggregate"].info.run_id)]
     assert {r.info.run_id for r in exp.new_runs} == {parent.info.run_id} | {
-        r.info.run_id for r in stages.values()}
+        r.info.run_id for r in [*stages.values(), *exp.parts]}
 
-    for run in exp.new_runs:
+    for run in [parent, *stages.values()]:
         assert run.data.params["prune.scope"] == "global", run.info.run_name
         assert run.data.tags["dvc_exp_name"] == exp.name, run.info.run_name
         assert run.data.tags["mlflow.source.git.commit"] == baseline.commit, run.info.run_name
@@ -195,22 +210,23 @@ def test_scope_experiment_is_tracked_under_its_own_parent(
         assert run.data.tags["stage"] == stage
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         # exactly one point per grid value and criterion: no duplicates, no missing step
-        for criterion in SMALL_PARAMS["prune"][f"{stage.split('_')[1]}_criteria"]:
+        for criterion in SMALL_PARAMS["prune"][f"{METHOD[stage]}_criteria"]:
             assert metric_steps(baseline.uri, run.info.run_id,
                                 f"{criterion}.accuracy") == SMALL_STEPS, criterion
             assert metric_steps(baseline.uri, parent.info.run_id,
-                                f"{stage}.{criterion}.accuracy") == SMALL_STEPS, criterion
+                                f"prune_{METHOD[stage]}.{criterion}.accuracy"
+                                ) == SMALL_STEPS, criterion
         # the pruned model came from the baseline's train run, which exists in the store
         assert run.data.tags["train_run_id"] == baseline.train_run_id
         train_run = client.get_run(baseline.train_run_id)
-        assert train_run.data.tags["stage"] == "train"
+        assert train_run.data.tags["stage"] == TRAIN
         assert train_run.info.status == "FINISHED"
     assert parent.data.tags["train_run_id"] == baseline.train_run_id
 
-    # MLflow's history is the curve DVC keeps (plots/prune_weight.csv), point for point, per
-    # criterion.
+    # MLflow's history is the curve DVC keeps (plots/seeds/0/prune_weight.csv), point for
+    # point, per criterion.
     for criterion in SMALL_PARAMS["prune"]["weight_criteria"]:
-        history = client.get_metric_history(stages["prune_weight"].info.run_id,
+        history = client.get_metric_history(stages[PRUNE_STAGES[0]].info.run_id,
                                             f"{criterion}.accuracy")
         by_step = {m.step: m.value for m in history}
         assert by_step == {round(float(r["sparsity"]) * 1000): float(r["accuracy"])
@@ -227,7 +243,7 @@ def test_train_experiment_logs_the_new_hyper_parameters(
     stages = exp.stages
     assert stages_run(exp.output) == pipeline_stages(baseline.repo) - {"download"}
     assert set(stages) == stages_run(exp.output) - UNTRACKED_STAGES
-    train = stages["train"]
+    train = stages[TRAIN]
     assert train.data.params["train.epochs"] == "2"
     assert float(train.data.params["train.lr"]) == 0.0005
     assert exp.parent.data.params["train.epochs"] == "2"
@@ -244,7 +260,7 @@ def test_train_run_test_accuracy_history_is_one_point_per_epoch(
         baseline: Baseline, run_experiment: Callable[..., Experiment]) -> None:
     """The train run's 'test_accuracy' history has exactly the epochs 1..N as steps."""
     exp = run_experiment("train.epochs=2", "train.lr=0.0005")
-    train = exp.stages["train"]
+    train = exp.stages[TRAIN]
     assert metric_steps(baseline.uri, train.info.run_id, "test_accuracy") == [1, 2]
 
 
@@ -258,7 +274,8 @@ def test_grid_experiment_has_one_point_per_new_sparsity(
             0.0, 0.25, 0.75], criterion
     shown = experiment_entries(exp_show(baseline.repo))
     assert exp.name in shown, sorted(shown)
-    metrics = shown[exp.name]["data"]["metrics"]["metrics/prune_weight.json"]["data"]
+    metrics = shown[exp.name]["data"]["metrics"][
+        paths.prune_metrics("weight", SEED).as_posix()]["data"]
     assert metrics == exp.prune_metrics
     assert list(metrics) == SMALL_PARAMS["prune"]["weight_criteria"]
     assert metrics["magnitude"]["max_sparsity_within_1pt"] in (0.0, 0.25, 0.75)
@@ -316,12 +333,16 @@ def test_queued_experiments_run_in_parallel_into_one_store(baseline: Baseline) -
             assert run.data.tags["dvc_exp_name"] == name, (name, stage)
             assert run.info.status == "FINISHED", (name, stage)
         for stage in PRUNE_STAGES:
-            assert stages[stage].data.tags["train_run_id"] == stages["train"].info.run_id
+            assert stages[stage].data.tags["train_run_id"] == stages[TRAIN].info.run_id
             assert study_steps(baseline.uri, stages[stage].info.run_id, stage) == SMALL_STEPS
+        parts = [r for r in new if r.data.tags.get("prunelab_role") == "part"
+                 and r.data.tags["mlflow.parentRunId"] == stages["aggregate"].info.run_id]
+        assert [r.data.tags["seed"] for r in parts] == [str(SEED)], name
         lrs.add(float(lr))
     assert lrs == {0.002, 0.003}
-    # every run belongs to one of the two parents: nothing was logged elsewhere
-    assert len(new) == 2 * (1 + len(expected_stages))
+    # every run belongs to one of the two parents (or, for the aggregate's run per seed, to
+    # one of their aggregate runs): nothing was logged elsewhere
+    assert len(new) == 2 * (1 + len(expected_stages) + 1)
 
 
 def test_exp_show_lists_metrics(baseline: Baseline, workspace: Path,
@@ -336,8 +357,8 @@ def test_exp_show_lists_metrics(baseline: Baseline, workspace: Path,
     for column in ("test_accuracy", "magnitude.max_sparsity_within_1pt",
                    "l2.accuracy_at_max_sparsity", "obs.max_sparsity_within_1pt",
                    "l2_refit.accuracy_at_max_sparsity",
-                   "metrics/prune_weight.json:random.max_sparsity_within_1pt",
-                   "metrics/prune_unit.json:largest.accuracy_at_max_sparsity",
+                   "metrics/seeds/0/prune_weight.json:random.max_sparsity_within_1pt",
+                   "metrics/seeds/0/prune_unit.json:largest.accuracy_at_max_sparsity",
                    "weight_magnitude_global.speedup_b100_at_max",
                    "unit_l2_refit_layer.speedup_b100_at_max", "prune.scope",
                    "prune.weight_criteria", "prune.calibration_size"):
@@ -362,7 +383,8 @@ def test_plots_diff_of_two_experiments(tmp_path: Path, baseline: Baseline, works
     page = out_dir / "index.html"
     assert page.is_file(), sorted(p.name for p in out_dir.iterdir())
     html = page.read_text(encoding="utf-8")
-    for needle in (first.name, second.name, "prune_weight.csv", "prune_unit.csv"):
+    # the accuracy plots draw the mean over the seeds
+    for needle in (first.name, second.name, "aggregate_weight.csv", "aggregate_unit.csv"):
         assert needle in html, needle
     assert "Test accuracy against sparsity" in html
 
@@ -398,14 +420,14 @@ def test_prune_after_untracked_training_has_no_dangling_train_link(
 
     # A failed `dvc exp run -S` (the test before) can leave its value in params.yaml.
     write_params(workspace, SMALL_PARAMS)
-    run_command([str(VENV_BIN / "python"), "stages/train.py"], workspace,
+    run_command([str(VENV_BIN / "python"), "stages/train.py", str(SEED)], workspace,
         env=env_for(workspace, PRUNELAB_TRACKING="off"))
-    assert read_json(workspace / "models" / "train_run.json")["mlflow_run_id"] is None
+    assert read_json(workspace / paths.train_run(SEED))["mlflow_run_id"] is None
     before = {r.info.run_id for r in mlflow_runs(baseline.uri)}
-    run_command([str(VENV_BIN / "python"), "stages/prune.py", "weight"], workspace)
+    run_command([str(VENV_BIN / "python"), "stages/prune.py", "weight", str(SEED)], workspace)
     new = [r for r in mlflow_runs(baseline.uri) if r.info.run_id not in before]
     # the parent is named `workspace HH:MM <params hash>` (no DVC experiment here)
-    assert {r.info.run_name.split()[0] for r in new} == {"prune_weight", "workspace"}
+    assert {r.info.run_name.split()[0] for r in new} == {PRUNE_STAGES[0], "workspace"}
     assert len(parents(new)) == 1, [r.info.run_name for r in new]
     for r in parents(new):
         digest = r.data.tags["params_hash"]
@@ -415,4 +437,4 @@ def test_prune_after_untracked_training_has_no_dangling_train_link(
         link = r.data.tags.get("train_run_id")
         if link is not None:  # either no link, or one to a run that exists
             assert link != "None", f"{r.info.run_name}: train_run_id = 'None'"
-            assert client.get_run(link).data.tags.get("stage") == "train", link
+            assert client.get_run(link).data.tags.get("stage") == TRAIN, link

@@ -31,6 +31,9 @@ pytestmark = pytest.mark.timeout(300)
 CHROMIUM = Path("/usr/bin/chromium")
 PAGE = MAIN / plots_html.PLOTS_DIR / plots_html.PAGE
 METHODS = ("weight", "unit")  # legend order: weight first, as in the PNG figures
+STUDY = {"weight": "magnitude", "unit": "l2"}  # the criterion each aggregate curve is of
+# An accuracy curve's colour: its method column and, the aggregate having one, its criterion.
+CURVES = tuple(f"{m} · {STUDY[m]}" for m in METHODS)
 REVS = ("exp-a", "exp-b")  # the tags of the two commits
 ACCURACY_PLOTS = ("accuracy_vs_sparsity", "accuracy_vs_effective_sparsity")
 SPARSITIES = (0.0, 0.25, 0.5, 0.7, 0.9, 0.99)
@@ -97,22 +100,35 @@ def csv_text(header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
     return "\n".join(",".join(map(str, r)) for r in [list(header), *rows]) + "\n"
 
 
+AGGREGATE_COLUMNS = ("method", "criterion", "scope", "sparsity", "seeds",
+                     "accuracy", "accuracy_std", "accuracy_ci_low", "accuracy_ci_high",
+                     "effective_sparsity", "effective_sparsity_std", "effective_sparsity_ci_low",
+                     "effective_sparsity_ci_high")
+SEEDS = [0, 1, 2]  # train.seeds: the aggregate's replicates; the loss curve is the first's
+
+
 def write_curves(repo: Path, scope: str, loss: float) -> None:
-    """The CSVs the plots read, in the stages' formats, with values that differ by ``scope``."""
+    """The CSVs the plots read, in the stages' formats (the aggregate's mean over 3 seeds, the
+    first seed's loss), with values that differ by ``scope``."""
     plots = repo / "plots"
     plots.mkdir(exist_ok=True)
     drop = {"layer": 0.0, "global": 8.0}[scope]
     for method, slope in (("weight", 30.0), ("unit", 90.0)):
-        rows = [(method, scope, k, round(97 - slope * k**3 - drop * k, 2), min(1.3 * k, 0.999))
-                for k in SPARSITIES]
-        (plots / f"prune_{method}.csv").write_text(csv_text(
-            ("method", "scope", "sparsity", "accuracy", "effective_sparsity"), rows))
+        criterion = STUDY[method]
+        rows = []
+        for k in SPARSITIES:
+            mean, effective = round(97 - slope * k**3 - drop * k, 2), min(1.3 * k, 0.999)
+            rows.append((method, criterion, scope, k, len(SEEDS), mean, 0.2, round(mean - 0.5, 2),
+                         round(mean + 0.5, 2), effective, 0.0, effective, effective))
+        (plots / f"aggregate_{method}.csv").write_text(csv_text(AGGREGATE_COLUMNS, rows))
     speed = [(m, s, k, round(97 - slope * k**3, 2), round(1 + gain * k**2, 3))
              for m, slope, gain in (("weight", 30.0, 3.0), ("unit", 90.0, 20.0))
              for s in ("layer", "global") for k in SPARSITIES]
     (plots / "speed.csv").write_text(csv_text(
         ("method", "scope", "sparsity", "accuracy", "speedup_b100"), speed))
-    (plots / "train_loss.csv").write_text(csv_text(
+    first_seed = plots / "seeds" / str(SEEDS[0])
+    first_seed.mkdir(parents=True, exist_ok=True)
+    (first_seed / "train_loss.csv").write_text(csv_text(
         ("step", "loss"), [(s, round(loss / (1 + s / 5), 4)) for s in range(1, 61)]))
 
 
@@ -133,6 +149,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(MAIN / plots_html.PLOTS_DIR, repo / plots_html.PLOTS_DIR, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("node_modules", "package*.json"))
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"plots": vega_plots_section()}))
+    # dvc.yaml names the loss curve's folder by the first seed: ${train.seeds[0]}
+    (repo / "params.yaml").write_text(yaml.safe_dump({"train": {"seeds": SEEDS}}))
     for tag, scope, loss in ((REVS[0], "layer", 2.3), (REVS[1], "global", 1.6)):
         write_curves(repo, scope, loss)
         git(repo, "add", "-A")
@@ -253,11 +271,12 @@ def test_curves_are_drawn_offline(show: Rendered, diff: Rendered, cdn_diff: Rend
 
 @pytest.mark.server
 def test_accuracy_legend_names_the_methods(show: Rendered) -> None:
-    """Colour is the method column: legend 'method' lists weight and unit, not file names."""
+    """Colour is the method column with the criterion: legend 'method' lists weight and unit
+    (each with its criterion), not file names."""
     for plot in ACCURACY_PLOTS:
         svg = sections(show.dom)[plot]
-        assert legends(svg)["method"] == list(METHODS)
-        assert {line["method"] for line in lines(svg)} == set(METHODS)
+        assert legends(svg)["method"] == list(CURVES)
+        assert {line["method"] for line in lines(svg)} == set(CURVES)
         assert ".csv" not in "".join(v for vs in legends(svg).values() for v in vs)
 
 
@@ -267,7 +286,7 @@ def test_diff_draws_one_line_per_method_and_revision(diff: Rendered) -> None:
     for plot in ACCURACY_PLOTS:
         svg = sections(diff.dom)[plot]
         drawn = sorted((line["method"], line["revision"]) for line in lines(svg))
-        assert drawn == sorted((m, r) for m in METHODS for r in REVS)
+        assert drawn == sorted((c, r) for c in CURVES for r in REVS)
         assert legends(svg)["revision"] == list(REVS)
 
 

@@ -22,6 +22,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ from reliability_helpers import (
 )
 from repo_helpers import SessionBaseline
 
+from prunelab import paths
 from prunelab.config import load_params
 from prunelab.tracking import redact
 
@@ -68,6 +70,11 @@ from prunelab.tracking import redact
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 OUTPUT_DIRS = ("models", "metrics", "plots")
+# SMALL_PARAMS' one seed (train.seeds [0]): DVC's stage train@0 writes its net to MODEL.
+SEED = SMALL_PARAMS["train"]["seeds"][0]
+TRAIN = f"train@{SEED}"
+MODEL = paths.model(SEED).as_posix()
+TRAIN_RUN = paths.train_run(SEED).as_posix()
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +83,8 @@ def mnist(mnist_dir: Path) -> Path:
 
 
 def load_model_file(path: Path) -> dict[str, Any]:
-    """models/model.pt as the pipeline promises it: torch.load(weights_only=True) works."""
+    """models/seeds/<seed>/model.pt as the pipeline promises it: torch.load(weights_only=True)
+    works."""
     import torch
 
     payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -111,11 +119,12 @@ def start_training(repo: Path, log: Path, before: set[str],
     and it is drawn on a terminal only.
     """
     write_params(repo, ENDLESS_PARAMS)
-    proc = start_on_terminal(cmd or [PYTHON, "stages/train.py"], repo, env_for(repo), log)
+    proc = start_on_terminal(cmd or [PYTHON, "stages/train.py", str(SEED)], repo, env_for(repo),
+                             log)
     db = repo / "mlflow.db"
 
     def new_running() -> str | None:
-        return next((rid for rid, status in stage_runs(db, "train")
+        return next((rid for rid, status in stage_runs(db, TRAIN)
                      if rid not in before and status == "RUNNING"), None)
 
     try:
@@ -133,7 +142,7 @@ def start_training(repo: Path, log: Path, before: set[str],
 def assert_interrupted_cleanly(repo: Path, run_id: str, model_before: bytes) -> None:
     """No temp files; model.pt the old complete file; the train run and its parent KILLED."""
     assert temp_files(repo, OUTPUT_DIRS) == []
-    model = repo / "models" / "model.pt"
+    model = repo / MODEL
     if model.exists():
         load_model_file(model)
         assert model.read_bytes() == model_before, "model.pt replaced by an interrupted run"
@@ -153,10 +162,11 @@ def locked_stages(repo: Path) -> dict[str, Any]:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_mid_training(tracked_repo: Path, signum: int, tmp_path: Path) -> None:
     """SIGTERM/SIGINT to `python stages/train.py` mid-epoch: non-zero exit, no temp files,
-    models/model.pt still the old loadable file, the MLflow train run (and parent) KILLED."""
+    models/seeds/0/model.pt still the old loadable file, the MLflow train run (and parent)
+    KILLED."""
     repo = tracked_repo
-    before = {rid for rid, _ in stage_runs(repo / "mlflow.db", "train")}
-    model_before = (repo / "models" / "model.pt").read_bytes()
+    before = {rid for rid, _ in stage_runs(repo / "mlflow.db", TRAIN)}
+    model_before = (repo / MODEL).read_bytes()
     proc, run_id = start_training(repo, tmp_path / "train.log", before)
     try:
         proc.send_signal(signum)
@@ -182,7 +192,7 @@ def test_sigterm_ends_without_traceback(tmp_path: Path, mnist: Path) -> None:
     seed_mnist(root, mnist)
     log = tmp_path / "train.log"
     # On a terminal: the progress bar, drawn only there, shows that training is under way.
-    proc = start_on_terminal([PYTHON, "stages/train.py"], root,
+    proc = start_on_terminal([PYTHON, "stages/train.py", str(SEED)], root,
                              env_for(root, PRUNELAB_TRACKING="off"), log)
     try:
         wait_until(lambda: FIRST_EPOCH in log.read_text(errors="replace"), 240,
@@ -194,20 +204,20 @@ def test_sigterm_ends_without_traceback(tmp_path: Path, mnist: Path) -> None:
     output = terminal_output(proc, log)
     assert status == 143, (status, output[-3000:])
     assert temp_files(root, OUTPUT_DIRS) == []
-    assert not (root / "models" / "model.pt").exists()
+    assert not (root / MODEL).exists()
     assert_clean_error(output, "signal 15")
 
 
 @pytest.mark.e2e
 def test_ctrl_c_during_dvc_repro(tracked_repo: Path, tmp_path: Path) -> None:
-    """Ctrl-C (SIGINT to the whole process group) during `dvc repro train`: dvc and the stage
+    """Ctrl-C (SIGINT to the whole process group) during `dvc repro train@0`: dvc and the stage
     stop, non-zero; no temp files; the run is KILLED; dvc.lock records no stage but validate
     (which ran to the end on the new params.yaml: DVC writes dvc.lock after each stage)."""
     repo = tracked_repo
-    before = {rid for rid, _ in stage_runs(repo / "mlflow.db", "train")}
-    model_before = (repo / "models" / "model.pt").read_bytes()
+    before = {rid for rid, _ in stage_runs(repo / "mlflow.db", TRAIN)}
+    model_before = (repo / MODEL).read_bytes()
     lock_before = locked_stages(repo)
-    proc, run_id = start_training(repo, tmp_path / "repro.log", before, [DVC, "repro", "train"])
+    proc, run_id = start_training(repo, tmp_path / "repro.log", before, [DVC, "repro", TRAIN])
     try:
         os.killpg(proc.pid, signal.SIGINT)
         status = proc.wait(timeout=120)
@@ -233,7 +243,7 @@ def test_repro_completes_after_interruptions(tracked_repo: Path) -> None:
     # the study's pipeline (the retraining one, never run here, is reported as not run)
     status = dvc(repo, "status", "--json", "dvc.yaml", env=env_for(repo)).stdout
     assert json.loads(status) == {}, status
-    load_model_file(repo / "models" / "model.pt")
+    load_model_file(repo / MODEL)
     assert temp_files(repo, OUTPUT_DIRS) == []
 
 
@@ -242,27 +252,34 @@ def test_repro_completes_after_interruptions(tracked_repo: Path) -> None:
 
 @pytest.mark.e2e
 def test_logged_params_are_exactly_the_params_keys(tracked_repo: Path) -> None:
-    """Every run's MLflow params are the dotted params.yaml keys (Params.flat()), nothing else:
-    no environment, paths or URIs."""
+    """Every pipeline and stage run's MLflow params are the dotted params.yaml keys
+    (Params.flat()), nothing else: no environment, paths or URIs. The runs nested under a stage
+    run (the aggregate's one per seed) carry no params of their own."""
     expected = set(load_params(MAIN / "params.yaml").flat())
     runs = mlflow_client(tracked_repo).search_runs(
         [mlflow_client(tracked_repo).get_experiment_by_name("prunelab").experiment_id],
         max_results=1000)
     assert len(runs) >= 6
+    roles = {run.data.tags.get("prunelab_role") for run in runs}
+    assert {"pipeline", "stage"} <= roles <= {"pipeline", "stage", "part"}, roles
     for run in runs:
-        assert set(run.data.params) == expected, (run.info.run_name, set(run.data.params))
+        if run.data.tags["prunelab_role"] == "part":
+            assert set(run.data.params) <= expected, (run.info.run_name, set(run.data.params))
+        else:
+            assert set(run.data.params) == expected, (run.info.run_name, set(run.data.params))
         for value in run.data.params.values():
             assert "sqlite://" not in value and str(tracked_repo) not in value
 
 
 @pytest.mark.e2e
 def test_train_run_has_one_test_accuracy_point_per_epoch(tracked_repo: Path) -> None:
-    """Every finished train run (1 epoch) has exactly one test_accuracy point, at epoch 1 (the
-    summary was logged again at step 0 on the stage run before 1ad6b84)."""
+    """Every finished train@<seed> run (1 epoch) has exactly one test_accuracy point, at epoch
+    1 (the summary was logged again at step 0 on the stage run before 1ad6b84)."""
     client = mlflow_client(tracked_repo)
     trains = [r for r in client.search_runs(
         [client.get_experiment_by_name("prunelab").experiment_id],
-        filter_string="tags.stage = 'train'", max_results=100) if r.info.status == "FINISHED"]
+        filter_string="tags.stage LIKE 'train@%'", max_results=100)
+        if r.info.status == "FINISHED"]
     assert trains
     for run in trains:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "test_accuracy")]
@@ -285,44 +302,56 @@ def test_tracking_store_files_are_git_ignored(tracked_repo: Path) -> None:
 
 # === 3. determinism ============================================================================
 
-DETERMINISTIC = ("metrics/train.json", "plots/train_loss.csv", "metrics/prune_weight.json",
-                 "plots/prune_weight.csv", "metrics/prune_unit.json", "plots/prune_unit.csv",
-                 "models/model.pt", "models/init.pt")
+# A seed's outputs, by the path inside its folders (models|metrics|plots/seeds/<seed>/).
+DETERMINISTIC = {
+    "train.json": paths.train_metrics, "train_loss.csv": paths.train_loss,
+    "prune_weight.json": partial(paths.prune_metrics, "weight"),
+    "prune_weight.csv": partial(paths.prune_curve, "weight"),
+    "prune_unit.json": partial(paths.prune_metrics, "unit"),
+    "prune_unit.csv": partial(paths.prune_curve, "unit"),
+    "model.pt": paths.model, "init.pt": paths.init_model,
+}
 
 
 @pytest.mark.e2e
 def test_same_params_same_bytes_other_seed_other_bytes(tmp_path: Path, mnist: Path) -> None:
-    """train, prune weight, prune unit twice with the same params (tracking off): the metrics,
-    curves and model files are byte-identical (so DVC sees the same hashes) and the weights
-    equal; with train.seed changed they differ. (model.pt's bytes once carried the random name
-    of the atomic temporary.)"""
+    """train, prune weight, prune unit of one seed twice with the same params (tracking off):
+    the metrics, curves and model files are byte-identical (so DVC sees the same hashes) and
+    the weights equal; for another seed they differ; and a seed's files do not depend on which
+    other seeds train.seeds lists, or in what order (DVC reruns no seed when the list grows).
+    (model.pt's bytes once carried the random name of the atomic temporary.)"""
     import torch
 
     root = copy_code(tmp_path / "work")
     seed_mnist(root, mnist)
     env = env_for(root, PRUNELAB_TRACKING="off")
 
-    def pipeline(seed: int) -> tuple[dict[str, bytes], list[Any]]:
+    def pipeline(seed: int, seeds: list[int] | None = None
+                 ) -> tuple[dict[str, bytes], list[Any]]:
         for d in OUTPUT_DIRS:
             shutil.rmtree(root / d, ignore_errors=True)
-        write_params(root, {**SMALL_PARAMS, "train": {**SMALL_PARAMS["train"], "seed": seed}})
-        stage(root, "train", env=env)
-        stage(root, "prune", "weight", env=env)
-        stage(root, "prune", "unit", env=env)
-        files = {rel: (root / rel).read_bytes() for rel in DETERMINISTIC}
-        return files, load_model_file(root / "models" / "model.pt")["weights"]
+        write_params(root, {**SMALL_PARAMS,
+                            "train": {**SMALL_PARAMS["train"], "seeds": seeds or [seed]}})
+        stage(root, "train", str(seed), env=env)
+        stage(root, "prune", "weight", str(seed), env=env)
+        stage(root, "prune", "unit", str(seed), env=env)
+        files = {name: (root / where(seed)).read_bytes() for name, where in DETERMINISTIC.items()}
+        return files, load_model_file(root / paths.model(seed))["weights"]
 
     first, w1 = pipeline(0)
     second, w2 = pipeline(0)
-    for rel in DETERMINISTIC:
-        assert first[rel] == second[rel], f"{rel} differs between identical runs"
+    for name in DETERMINISTIC:
+        assert first[name] == second[name], f"{name} differs between identical runs"
     assert all(torch.equal(a, b) for a, b in zip(w1, w2))
+    listed, _ = pipeline(0, seeds=[1, 0])  # seed 0 as the second of two seeds
+    for name in DETERMINISTIC:
+        assert listed[name] == first[name], f"{name} depends on the other seeds listed"
     other, w3 = pipeline(1)
     # The per-k accuracies are in the curves (the prune metrics hold a headline only, which
     # two seeds can share).
-    for rel in ("metrics/train.json", "plots/train_loss.csv", "plots/prune_weight.csv",
-                "plots/prune_unit.csv", "models/model.pt"):
-        assert other[rel] != first[rel], f"{rel} ignores train.seed"
+    for name in ("train.json", "train_loss.csv", "prune_weight.csv", "prune_unit.csv",
+                 "model.pt"):
+        assert other[name] != first[name], f"{name} ignores the seed"
     assert not all(torch.equal(a, b) for a, b in zip(w1, w3))
 
 
@@ -331,15 +360,17 @@ def test_same_params_same_bytes_other_seed_other_bytes(tmp_path: Path, mnist: Pa
 
 @pytest.fixture(scope="module")
 def damage_base(tmp_path_factory: pytest.TempPathFactory, mnist: Path) -> Path:
-    """Code, small params, MNIST, a trained model and both curves (tracking off): every stage
-    input intact. The control: the prune and plot stages succeed on it."""
+    """Code, small params, MNIST, a trained model, both curves and their aggregate (tracking
+    off): every stage input intact. The control: the prune, aggregate and plot stages succeed
+    on it."""
     root = copy_code(tmp_path_factory.mktemp("damage") / "base")
     write_params(root, SMALL_PARAMS)
     seed_mnist(root, mnist)
     env = env_for(root, PRUNELAB_TRACKING="off")
-    stage(root, "train", env=env)
+    stage(root, "train", str(SEED), env=env)
     for method in ("weight", "unit"):
-        stage(root, "prune", method, env=env)
+        stage(root, "prune", method, str(SEED), env=env)
+    stage(root, "aggregate", env=env)
     stage(root, "plot", env=env)
     return root
 
@@ -377,8 +408,9 @@ MNIST_DAMAGE = {
 
 
 def test_control_intact_inputs_pass(damaged: Path) -> None:
-    """Control for the damage tests: the untouched copy passes both stages."""
-    assert run_off(damaged, "prune", "weight").returncode == 0
+    """Control for the damage tests: the untouched copy passes every stage they damage."""
+    assert run_off(damaged, "prune", "weight", str(SEED)).returncode == 0
+    assert run_off(damaged, "aggregate").returncode == 0
     assert run_off(damaged, "plot").returncode == 0
 
 
@@ -388,9 +420,9 @@ def test_damaged_test_set_stops_prune(damaged: Path, name: str, how: str) -> Non
     """A truncated, altered, empty or missing test-set file: prune exits 1 with one 'Error:'
     line naming that file; no traceback; no output written."""
     MNIST_DAMAGE[how](damaged / "data" / "mnist" / name)
-    outputs = ("metrics/prune_weight.json", "plots/prune_weight.csv")
+    outputs = (paths.prune_metrics("weight", SEED), paths.prune_curve("weight", SEED))
     before = {rel: (damaged / rel).read_bytes() for rel in outputs}
-    assert_stage_refuses(run_off(damaged, "prune", "weight"), f"data/mnist/{name}")
+    assert_stage_refuses(run_off(damaged, "prune", "weight", str(SEED)), f"data/mnist/{name}")
     assert {rel: (damaged / rel).read_bytes() for rel in outputs} == before
     assert temp_files(damaged, OUTPUT_DIRS) == []
 
@@ -398,10 +430,11 @@ def test_damaged_test_set_stops_prune(damaged: Path, name: str, how: str) -> Non
 def test_damaged_training_set_stops_train(damaged: Path) -> None:
     """A one-byte change in the training images stops train with one line naming the file, and
     the previous model stays."""
-    model_before = (damaged / "models" / "model.pt").read_bytes()
+    model_before = (damaged / MODEL).read_bytes()
     flip_middle_byte(damaged / "data" / "mnist" / "train-images-idx3-ubyte")
-    assert_stage_refuses(run_off(damaged, "train"), "data/mnist/train-images-idx3-ubyte")
-    assert (damaged / "models" / "model.pt").read_bytes() == model_before
+    assert_stage_refuses(run_off(damaged, "train", str(SEED)),
+                         "data/mnist/train-images-idx3-ubyte")
+    assert (damaged / MODEL).read_bytes() == model_before
 
 
 def _pickle_model(path: Path) -> None:
@@ -447,12 +480,12 @@ MODEL_DAMAGE = {
 
 @pytest.mark.parametrize("how", list(MODEL_DAMAGE))
 def test_damaged_model_stops_prune(damaged: Path, how: str) -> None:
-    """A damaged models/model.pt: prune exits 1 with one line naming it; a pickle payload inside
-    is refused, never run."""
-    model = damaged / "models" / "model.pt"
+    """A damaged models/seeds/0/model.pt: prune exits 1 with one line naming it; a pickle
+    payload inside is refused, never run."""
+    model = damaged / MODEL
     MODEL_DAMAGE[how](model)
-    assert_stage_refuses(run_off(damaged, "prune", "unit"), "models/model.pt")
-    assert not (damaged / "models" / "pickle-ran").exists()
+    assert_stage_refuses(run_off(damaged, "prune", "unit", str(SEED)), MODEL)
+    assert not (model.parent / "pickle-ran").exists()
 
 
 TRAIN_RUN_DAMAGE = {
@@ -466,16 +499,16 @@ TRAIN_RUN_DAMAGE = {
 
 @pytest.mark.parametrize("how", list(TRAIN_RUN_DAMAGE))
 def test_damaged_train_run_stops_prune(damaged: Path, how: str) -> None:
-    """A garbled models/train_run.json: prune exits 1 with one line naming it."""
-    (damaged / "models" / "train_run.json").write_bytes(TRAIN_RUN_DAMAGE[how])
-    assert_stage_refuses(run_off(damaged, "prune", "weight"), "models/train_run.json")
+    """A garbled models/seeds/0/train_run.json: prune exits 1 with one line naming it."""
+    (damaged / TRAIN_RUN).write_bytes(TRAIN_RUN_DAMAGE[how])
+    assert_stage_refuses(run_off(damaged, "prune", "weight", str(SEED)), TRAIN_RUN)
 
 
 def test_deeply_nested_train_run_stops_prune_cleanly(damaged: Path) -> None:
     """100,000 nested brackets: one line naming the file (json's RecursionError escaped
     read_json before 1ad6b84)."""
-    (damaged / "models" / "train_run.json").write_text("[" * 100000 + "]" * 100000)
-    assert_stage_refuses(run_off(damaged, "prune", "weight"), "models/train_run.json")
+    (damaged / TRAIN_RUN).write_text("[" * 100000 + "]" * 100000)
+    assert_stage_refuses(run_off(damaged, "prune", "weight", str(SEED)), TRAIN_RUN)
 
 
 CSV_DAMAGE = {
@@ -489,14 +522,28 @@ CSV_DAMAGE = {
 }
 
 
+# Who reads a curve, and what it writes from it: the aggregate reads every seed's curves, the
+# plot stage their aggregate.
+CURVE_READERS = {
+    "aggregate": (paths.prune_curve("unit", SEED),
+                  (paths.AGGREGATE_METRICS, paths.aggregate_curve("weight"),
+                   paths.aggregate_curve("unit"))),
+    "plot": (paths.aggregate_curve("unit"), (paths.FIGURE,)),
+}
+
+
 @pytest.mark.parametrize("how", list(CSV_DAMAGE))
-def test_damaged_curve_stops_plot(damaged: Path, how: str) -> None:
-    """An empty or garbled plots/prune_unit.csv: plot exits 1 with one line naming it, and the
-    previous figure stays."""
-    figure = (damaged / "plots" / "accuracy_vs_sparsity.png").read_bytes()
-    (damaged / "plots" / "prune_unit.csv").write_bytes(CSV_DAMAGE[how])
-    assert_stage_refuses(run_off(damaged, "plot"), "plots/prune_unit.csv")
-    assert (damaged / "plots" / "accuracy_vs_sparsity.png").read_bytes() == figure
+@pytest.mark.parametrize("reader", list(CURVE_READERS))
+def test_damaged_curve_stops_its_reader(damaged: Path, reader: str, how: str) -> None:
+    """An empty or garbled plots/seeds/0/prune_unit.csv stops aggregate, an empty or garbled
+    plots/aggregate_unit.csv stops plot: exit 1 with one line naming the file, and the previous
+    outputs stay."""
+    curve, outputs = CURVE_READERS[reader]
+    before = {rel: (damaged / rel).read_bytes() for rel in outputs}
+    (damaged / curve).write_bytes(CSV_DAMAGE[how])
+    assert_stage_refuses(run_off(damaged, reader), curve.as_posix())
+    assert {rel: (damaged / rel).read_bytes() for rel in outputs} == before
+    assert temp_files(damaged, OUTPUT_DIRS) == []
 
 
 # === 7. tracking server dies mid-run ===========================================================
@@ -544,20 +591,20 @@ def rest_stage_run(url: str, stage_name: str) -> str | None:
 @pytest.mark.e2e
 @pytest.mark.server
 def test_tracking_server_killed_mid_run(tmp_path: Path, mnist: Path) -> None:
-    """The tracking server dies while `dvc repro train` trains: the stage stops with one
-    'Error:' line naming the URI within 90 s, DVC records nothing (train still changed), and
-    the same `dvc repro train` with PRUNELAB_TRACKING=off then completes."""
+    """The tracking server dies while `dvc repro train@0` trains: the stage stops with one
+    'Error:' line naming the URI within 90 s, DVC records nothing (train@0 still changed), and
+    the same `dvc repro train@0` with PRUNELAB_TRACKING=off then completes."""
     repo = make_repo(tmp_path / "repo", mnist)
     write_params(repo, SLOW_PARAMS)
     model_log = tmp_path / "repro.log"
     with mlflow_server(tmp_path / "server") as (url, server):
         env = env_for(repo, MLFLOW_TRACKING_URI=url)
         with model_log.open("wb") as out:
-            proc = subprocess.Popen([DVC, "repro", "train"], cwd=repo, env=env, stdout=out,
+            proc = subprocess.Popen([DVC, "repro", TRAIN], cwd=repo, env=env, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
         try:
-            wait_until(lambda: rest_stage_run(url, "train"), 300, "the train run on the server",
+            wait_until(lambda: rest_stage_run(url, TRAIN), 300, "the train run on the server",
                        proc, model_log, poll=1.0)
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=30)
@@ -570,13 +617,13 @@ def test_tracking_server_killed_mid_run(tmp_path: Path, mnist: Path) -> None:
     assert status != 0, output[-3000:]
     assert elapsed < 90, f"{elapsed:.0f} s to notice the dead server"
     assert_clean_error(output, url)
-    assert "train" in json.loads(dvc(repo, "status", "--json").stdout), "train was committed"
+    assert TRAIN in json.loads(dvc(repo, "status", "--json").stdout), "train@0 was committed"
     assert temp_files(repo, OUTPUT_DIRS) == []
 
     off = env_for(repo, MLFLOW_TRACKING_URI=url, PRUNELAB_TRACKING="off")
-    dvc(repo, "repro", "train", env=off, timeout=900)
-    assert "train" not in json.loads(dvc(repo, "status", "--json", env=off).stdout)
-    load_model_file(repo / "models" / "model.pt")
+    dvc(repo, "repro", TRAIN, env=off, timeout=900)
+    assert TRAIN not in json.loads(dvc(repo, "status", "--json", env=off).stdout)
+    load_model_file(repo / MODEL)
 
 
 def unreachable_tracking_run(tmp_path: Path, mnist: Path,
@@ -588,7 +635,8 @@ def unreachable_tracking_run(tmp_path: Path, mnist: Path,
     with closed_port_ctx() as port:
         uri = f"http://{credentials}127.0.0.1:{port}"
         started = time.monotonic()
-        done = stage(root, "train", env=env_for(root, MLFLOW_TRACKING_URI=uri), check=False,
+        done = stage(root, "train", str(SEED), env=env_for(root, MLFLOW_TRACKING_URI=uri),
+                     check=False,
                      timeout=300)
     return done, port, time.monotonic() - started, root
 

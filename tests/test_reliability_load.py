@@ -31,10 +31,23 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 SEEDS = list(range(1, 9))
 WORKERS = 2
 QUEUE_TIMEOUT = 900
-TARGET = "plot"  # the study without the (timing) speed stage: train, prune_weight/unit, plot
-# validate reruns on any params change (it checks the whole params.yaml) but logs no MLflow run.
-EXPECTED_STAGES = {"validate", "train", "prune_weight", "prune_unit", "plot"}
-TRACKED_STAGES = EXPECTED_STAGES - {"validate"}
+# The study up to its figure, without the single-net studies (speed times, sensitivity): each
+# experiment's one seed trains and prunes (train@<seed>, prune_weight@<seed>, ...), then the
+# aggregate and the plot.
+TARGET = "plot"
+PER_SEED = ("train", "prune_weight", "prune_unit")
+
+
+def expected_stages(seed: int) -> set[str]:
+    """What an experiment with train.seeds [seed] runs. validate reruns on any params change
+    (it checks the whole params.yaml) but logs no MLflow run."""
+    return {"validate", *(f"{s}@{seed}" for s in PER_SEED), "aggregate", "plot"}
+
+
+def tracked_stages(seed: int) -> set[str]:
+    return expected_stages(seed) - {"validate"}
+
+
 TRAIN_STEPS = math.ceil(SMALL_PARAMS["data"]["train_size"] / SMALL_PARAMS["train"]["batch_size"])
 
 
@@ -55,7 +68,8 @@ def wait_for_queue(repo: Path, env: dict[str, str], timeout: float) -> str:
 
 
 def seeds_by_experiment(shown: Any) -> dict[str, int]:
-    """{experiment name: train.seed} from `dvc exp show --json` (any nesting)."""
+    """{experiment name: its one seed (train.seeds [seed])} from `dvc exp show --json` (any
+    nesting)."""
     found: dict[str, int] = {}
 
     def walk(node: Any) -> None:
@@ -63,7 +77,8 @@ def seeds_by_experiment(shown: Any) -> dict[str, int]:
             name, data = node.get("name"), node.get("data")
             if isinstance(name, str) and isinstance(data, dict):
                 with contextlib.suppress(KeyError, TypeError, ValueError):
-                    found[name] = int(data["params"]["params.yaml"]["data"]["train"]["seed"])
+                    (found[name],) = map(int, data["params"]["params.yaml"]["data"]["train"][
+                        "seeds"])
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -81,12 +96,13 @@ def text_files(root: Path) -> list[Path]:
 
 def test_eight_queued_experiments_two_workers_one_store(tmp_path: Path, mnist_dir: Path) -> None:
     """On a fresh repository (no mlflow.db yet: the workers create the store), 8 experiments
-    (train.seed=1..8) queued and run by 2 workers: all succeed; the SQLite store has exactly 8
-    parent runs, one per experiment name, each with a FINISHED child per tracked stage that
-    ran (train, prune_weight, prune_unit, plot; validate logs no run) and nothing else; every
-    train child has the full loss history (20 steps), one per-epoch test_accuracy point and its
-    experiment's seed; every child carries its parent's params_hash and experiment name; no
-    log mentions 'database is locked'."""
+    (train.seeds=[1] .. [8]) queued and run by 2 workers: all succeed; the SQLite store has
+    exactly 8 parent runs, one per experiment name, each with a FINISHED child per tracked stage
+    that ran (train@s, prune_weight@s, prune_unit@s, aggregate, plot; validate logs no run), the
+    aggregate's one run for the seed under it, and nothing else; every train child has the full
+    loss history (20 steps), one per-epoch test_accuracy point and its experiment's seed; every
+    child carries its parent's params_hash and experiment name; no log mentions 'database is
+    locked'."""
     import mlflow
 
     repo = make_repo(tmp_path / "repo", mnist_dir)
@@ -94,8 +110,9 @@ def test_eight_queued_experiments_two_workers_one_store(tmp_path: Path, mnist_di
     # No workspace run first: the two workers race to create the store. (Before 1ad6b84 one of
     # the 8 experiments failed here: "Online migration expected to match one row ...".)
     assert not (repo / "mlflow.db").exists()
+    # one experiment per value of the sweep: train.seeds=[1],[2],...
     out = dvc(repo, "exp", "run", "--queue", TARGET, "-S",
-              "train.seed=" + ",".join(map(str, SEEDS)), env=env, timeout=600)
+              "train.seeds=" + ",".join(f"[{s}]" for s in SEEDS), env=env, timeout=600)
     names = queued(out.stdout + out.stderr)
     assert len(names) == len(SEEDS) == len(set(names)), out.stdout + out.stderr
     try:
@@ -117,12 +134,13 @@ def test_eight_queued_experiments_two_workers_one_store(tmp_path: Path, mnist_di
         assert "database is locked" not in text, f"{name}:\n{text[-4000:]}"
         assert "Traceback" not in text, f"{name}:\n{text[-4000:]}"
         ran[name] = set(re.findall(r"Running stage '([^']+)'", text))
-        assert ran[name] == EXPECTED_STAGES, (name, ran[name], text[-3000:])
     for path in text_files(repo / ".dvc" / "tmp"):  # worker and executor logs on disk
         assert b"database is locked" not in path.read_bytes(), path
     seeds = seeds_by_experiment(json.loads(dvc(repo, "exp", "show", "--json", env=env).stdout))
     assert {name: seeds.get(name) for name in names}.keys() == set(names)
     assert sorted(seeds[name] for name in names) == SEEDS, seeds
+    for name in names:
+        assert ran[name] == expected_stages(seeds[name]), (name, ran[name])
 
     # -- MLflow: one parent per experiment, complete children, nothing misattributed
     client = mlflow.MlflowClient(sqlite_uri(repo))
@@ -138,16 +156,24 @@ def test_eight_queued_experiments_two_workers_one_store(tmp_path: Path, mnist_di
             parent_id = run.data.tags.get("mlflow.parentRunId")
             assert parent_id in children, f"orphan stage run {run.info.run_id}"
             children[parent_id].append(run)
-    assert len(runs) == len(parents) + sum(len(c) for c in children.values())
+    stage_ids = {c.info.run_id for c in sum(children.values(), [])}
+    parts: dict[str, list[Any]] = {}  # runs nested under a stage run, by that run's id
+    for run in runs:
+        if run.data.tags.get("prunelab_role") == "part":
+            parent_id = run.data.tags.get("mlflow.parentRunId")
+            assert parent_id in stage_ids, f"orphan part run {run.info.run_id}"
+            parts.setdefault(parent_id, []).append(run)
+    assert len(runs) == len(parents) + len(stage_ids) + sum(len(p) for p in parts.values())
 
     for name, parent in by_name.items():
         seed = seeds[name]
         assert parent.info.status == "FINISHED", (name, parent.info.status)
         assert parent.info.run_name == name
         assert parent.data.params["train.seed"] == str(seed), name
+        assert parent.data.params["train.seeds"] == str([seed]), name
         stages = [r.data.tags["stage"] for r in children[parent.info.run_id]]
         # one child per tracked stage that ran
-        assert sorted(stages) == sorted(ran[name] & TRACKED_STAGES), (name, stages)
+        assert sorted(stages) == sorted(ran[name] & tracked_stages(seed)), (name, stages)
         for child in children[parent.info.run_id]:
             where = (name, child.data.tags["stage"])
             assert child.info.status == "FINISHED", where
@@ -156,7 +182,12 @@ def test_eight_queued_experiments_two_workers_one_store(tmp_path: Path, mnist_di
             assert child.data.tags["prunelab_execution"] == parent.data.tags[
                 "prunelab_execution"], where
             assert child.data.params["train.seed"] == str(seed), where
-        train = next(c for c in children[parent.info.run_id] if c.data.tags["stage"] == "train")
+        by_stage = {c.data.tags["stage"]: c for c in children[parent.info.run_id]}
+        # the aggregate's one run per seed: here the experiment's one seed
+        nested = parts.get(by_stage["aggregate"].info.run_id, [])
+        assert [(r.data.tags["seed"], r.info.status) for r in nested] == [
+            (str(seed), "FINISHED")], name
+        train = by_stage[f"train@{seed}"]
         loss = client.get_metric_history(train.info.run_id, "loss")
         assert sorted(m.step for m in loss) == list(range(1, TRAIN_STEPS + 1)), name
         assert all(math.isfinite(m.value) for m in loss), name

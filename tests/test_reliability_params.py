@@ -49,7 +49,7 @@ COMMON = dict(deadline=None, database=None, suppress_health_check=list(HealthChe
 SECTIONS: dict[str, tuple[str, ...]] = {
     "data": ("train_size", "test_size"),
     "model": ("arch", "mlp", "lenet5"),
-    "train": ("epochs", "lr", "batch_size", "seed", "device"),
+    "train": ("epochs", "lr", "batch_size", "seeds", "device"),
     "prune": ("sparsities", "scope", "weight_criteria", "unit_criteria", "calibration_size"),
     "finetune": ("epochs", "lr", "weight_criteria", "unit_criteria"),
     "imp": ("rounds", "rate", "output_rate", "rewind", "controls", "eval_every"),
@@ -83,7 +83,9 @@ def valid_docs(draw: st.DrawFn) -> dict[str, Any]:
             "epochs": st.integers(1, 1000),
             "lr": st.floats(min_value=1e-300, max_value=10) | st.integers(1, 10),
             "batch_size": st.integers(1, 60000),
-            "seed": st.integers(0, 2**32 - 1),
+            # Replicates: 1 to 100 distinct seeds, in any order (the first is the single-net
+            # studies' seed).
+            "seeds": st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=100, unique=True),
             "device": st.sampled_from(["auto", "cpu", "cuda"])
             | st.integers(0, 99).map(lambda i: f"cuda:{i}"),
         }),
@@ -167,8 +169,8 @@ def hostile_values(extreme: bool) -> st.SearchStrategy[Any]:
         st.dates(), st.datetimes(),
     )
     keys = st.text(max_size=12) | st.integers() | st.none() | st.booleans() | st.sampled_from(
-        ["data", "train", "seed", "hidden", "mlp", "lenet5", "channels", "§", "ключ", "🙂",
-         ""])
+        ["data", "train", "seed", "seeds", "hidden", "mlp", "lenet5", "channels", "§", "ключ",
+         "🙂", ""])
     values = st.recursive(
         scalars, lambda c: st.lists(c, max_size=6) | st.dictionaries(keys, c, max_size=5),
         max_leaves=25)
@@ -230,7 +232,7 @@ def hostile_docs(draw: st.DrawFn, extreme: bool = False) -> Any:
 
 TOKENS = ["data", "model", "train", "prune", "train_size", "test_size", "hidden", "arch",
           "mlp", "lenet5", "channels", "fc", "epochs",
-          "lr", "batch_size", "seed", "device", "sparsities", "scope", "layer", "auto",
+          "lr", "batch_size", "seed", "seeds", "device", "sparsities", "scope", "layer", "auto",
           "weight_criteria", "unit_criteria", "calibration_size", "magnitude", "l2", ":", ": ",
           " ", "  ", "\n", "\n  ", "\t", "-", "- ", "[", "]", "{", "}", ",", "'", '"', "null",
           "~", "true", "no", "yes", "on", "1", "0", "0.5", "1e3", "1.0e+3", ".nan", "-.inf",
@@ -309,8 +311,9 @@ def test_parse_params_gives_params_or_one_line_error(doc: Any) -> None:
 @settings(max_examples=200, **COMMON)
 @given(doc=valid_docs())
 def test_valid_documents_are_accepted_and_normalised(doc: dict[str, Any]) -> None:
-    """200 valid documents: accepted; the grid comes back sorted, the criteria in the order
-    given; the model and retraining sections as given; flat() has the twenty-six keys."""
+    """200 valid documents: accepted; the grid comes back sorted, the criteria and the seeds in
+    the order given (the process's seed: the first); the model and retraining sections as
+    given; flat() has the twenty-seven keys."""
     params = parse_params(doc)
     assert list(params.prune.sparsities) == sorted(float(k) for k in doc["prune"]["sparsities"])
     assert list(params.prune.weight_criteria) == doc["prune"]["weight_criteria"]
@@ -324,8 +327,12 @@ def test_valid_documents_are_accepted_and_normalised(doc: dict[str, Any]) -> Non
     assert list(params.finetune.weight_criteria) == doc["finetune"]["weight_criteria"]
     assert params.imp.rewind == doc["imp"]["rewind"]
     assert list(params.imp.controls) == doc["imp"]["controls"]
+    assert list(params.train.seeds) == doc["train"]["seeds"]
+    assert params.train.seed == doc["train"]["seeds"][0]
     flat = params.flat()
-    assert len(flat) == 26
+    assert len(flat) == 27
+    assert flat["train.seeds"] == doc["train"]["seeds"]
+    assert flat["train.seed"] == doc["train"]["seeds"][0]
     assert flat["model.mlp.hidden"] == model["mlp"]["hidden"]
     assert flat["model.lenet5.channels"] == model["lenet5"]["channels"]
     assert flat["prune.weight_criteria"] == doc["prune"]["weight_criteria"]
@@ -388,7 +395,7 @@ def test_stage_cli_on_hostile_params(blob: bytes) -> None:
     line = assert_clean_cli_failure(done)
     assert not created, created
     if valid:
-        assert "plots/prune_" in line and "missing" in line, line
+        assert "plots/aggregate_" in line and "missing" in line, line
     else:
         assert "params.yaml" in line, line
 
@@ -397,7 +404,7 @@ def test_cli_control_valid_params_fail_only_on_missing_curves() -> None:
     """Control for the CLI property: the repository's own params.yaml gets past validation."""
     done, created = run_plot((MAIN / "params.yaml").read_bytes(), tracking=False)
     line = assert_clean_cli_failure(done)
-    assert "plots/prune_weight.csv" in line and not created
+    assert "plots/aggregate_weight.csv" in line and not created
 
 
 # --- regression tests: inputs that crashed the parser before commit 1ad6b84 -------------------
@@ -406,7 +413,7 @@ GOOD = (MAIN / "params.yaml").read_text(encoding="utf-8") if (MAIN / "params.yam
     else yaml.safe_dump({"data": {"train_size": None, "test_size": None},
                          "model": {"arch": "mlp", "mlp": {"hidden": [8]},
                                    "lenet5": {"channels": [6, 16], "fc": [120, 84]}},
-                         "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seed": 0,
+                         "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seeds": [0],
                                    "device": "auto"},
                          "prune": {"sparsities": [0.0], "scope": "layer",
                                    "weight_criteria": ["magnitude"], "unit_criteria": ["l2"],
@@ -418,7 +425,10 @@ GOOD = (MAIN / "params.yaml").read_text(encoding="utf-8") if (MAIN / "params.yam
 
 
 def with_seed(text: str) -> str:
-    return re.sub(r"(?m)^(\s*seed:).*$", lambda m: f"{m.group(1)} {text}", GOOD)
+    """GOOD with ``text`` as the one seed of train.seeds (flow style: ``seeds: [text]``)."""
+    changed, n = re.subn(r"(?m)^(\s*seeds:).*$", lambda m: f"{m.group(1)} [{text}]", GOOD)
+    assert n == 1, "no train.seeds line in params.yaml"
+    return changed
 
 
 def alias_bomb(levels: int) -> str:
@@ -456,9 +466,9 @@ def test_former_crash_load_params(text: str, tmp_path: Path) -> None:
     assert isinstance(check_outcome(lambda: load_params(path)), ParamsError)
 
 
-@pytest.mark.parametrize("where", ["data.train_size", "train.seed", "model.mlp.hidden",
-                                   "model.lenet5.channels", "prune.sparsities", "deep-model",
-                                   "deep-top"])
+@pytest.mark.parametrize("where", ["data.train_size", "train.seeds", "train.seeds[1]",
+                                   "model.mlp.hidden", "model.lenet5.channels",
+                                   "prune.sparsities", "deep-model", "deep-top"])
 def test_former_crash_parse_params(where: str) -> None:
     """Once ValueError (repr of a >4300-digit int) or RecursionError (repr of deep nesting)
     inside config._show; now a one-line ParamsError."""
@@ -469,6 +479,8 @@ def test_former_crash_parse_params(where: str) -> None:
         doc["model"]["lenet5"]["channels"] = [6, 10**5000]
     elif where == "prune.sparsities":
         doc["prune"]["sparsities"] = [0.5, -(10**5000)]
+    elif where == "train.seeds[1]":
+        doc["train"]["seeds"] = [0, 10**5000]
     elif where == "deep-model":
         doc["model"] = nested(5000)
     elif where == "deep-top":

@@ -23,14 +23,19 @@ from repo_helpers import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-# In the DVC cache, so they reach a clone through the remote: the models and the curves.
-DVC_OUTPUTS = ("models/model.pt", "models/init.pt", "models/train_run.json",
-               "plots/train_loss.csv", "plots/prune_weight.csv", "plots/prune_unit.csv",
+# In the DVC cache, so they reach a clone through the remote: the models and the curves (the
+# one seed's, in its folders, and the ones computed from it).
+DVC_OUTPUTS = ("models/seeds/0/model.pt", "models/seeds/0/init.pt",
+               "models/seeds/0/train_run.json", "plots/seeds/0/train_loss.csv",
+               "plots/seeds/0/prune_weight.csv", "plots/seeds/0/prune_unit.csv",
+               "plots/aggregate_weight.csv", "plots/aggregate_unit.csv", "plots/sensitivity.csv",
                "plots/speed.csv")
 # In git (stage metrics/plots with cache: false), so they arrive with `git clone` itself.
-GIT_OUTPUTS = ("metrics/train.json", "metrics/train_timing.json", "metrics/prune_weight.json",
-               "metrics/prune_unit.json", "metrics/speed.json", "plots/accuracy_vs_sparsity.png",
-               "plots/tradeoff.png", "data/params.checked")
+GIT_OUTPUTS = ("metrics/seeds/0/train.json", "metrics/seeds/0/train_timing.json",
+               "metrics/seeds/0/prune_weight.json", "metrics/seeds/0/prune_unit.json",
+               "metrics/aggregate.json", "metrics/sensitivity.json", "metrics/speed.json",
+               "plots/accuracy_vs_sparsity.png", "plots/sensitivity.png", "plots/tradeoff.png",
+               "reports/study.md", "reports/study.html", "data/params.checked")
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                "t10k-labels-idx1-ubyte")
 
@@ -79,7 +84,7 @@ def test_remote_is_committed_config(round_trip: RoundTrip) -> None:
 
 
 def test_pull_restores_every_dvc_output(round_trip: RoundTrip) -> None:
-    """models/*, the curves and data/mnist arrive in the clone, byte for byte as in the
+    """models/seeds/0/*, the curves and data/mnist arrive in the clone, byte for byte as in the
     origin."""
     for rel in DVC_OUTPUTS:
         assert (round_trip.clone / rel).is_file(), rel
@@ -90,7 +95,8 @@ def test_pull_restores_every_dvc_output(round_trip: RoundTrip) -> None:
         assert digest(path) == digest(round_trip.origin / "data" / "mnist" / name)
     # the clone's own cache was filled from the remote
     assert (round_trip.clone / ".dvc" / "cache").is_dir()
-    assert read_json(round_trip.clone / "models" / "train_run.json")["mlflow_run_id"]
+    assert read_json(round_trip.clone / "models" / "seeds" / "0" / "train_run.json")[
+        "mlflow_run_id"]
 
 
 def test_clone_is_up_to_date(round_trip: RoundTrip) -> None:

@@ -73,8 +73,10 @@ def test_bad_params_leave_every_file_byte_identical(repo: Path) -> None:
     env = env_for(repo, PRUNELAB_TRACKING="off")
     before = snapshot(repo)
     original = (repo / "params.yaml").read_text(encoding="utf-8")
-    assert {"models/model.pt", "metrics/train.json", "plots/prune_weight.csv",
-            "plots/accuracy_vs_sparsity.png", "dvc.lock"} <= set(before)
+    assert {"models/seeds/0/model.pt", "metrics/seeds/0/train.json",
+            "plots/seeds/0/prune_weight.csv", "plots/aggregate_weight.csv",
+            "metrics/aggregate.json", "plots/accuracy_vs_sparsity.png", "reports/study.md",
+            "dvc.lock"} <= set(before)
     for key, value, named in BAD_VALUES:
         set_param(repo, key, value)
         done = dvc(repo, "repro", env=env, check=False)
@@ -103,15 +105,18 @@ def test_reverted_param_is_restored_from_the_run_cache(repo: Path) -> None:
     original = (repo / "params.yaml").read_text(encoding="utf-8")
     set_param(repo, "train.lr", 0.0023)  # a value no other test of the session runs
     changed = dvc(repo, "repro", env=env)
-    assert {"train", "prune_weight", "prune_unit"} <= stages_run(changed.stdout + changed.stderr)
+    assert {"train@0", "prune_weight@0", "prune_unit@0"} <= stages_run(
+        changed.stdout + changed.stderr)
     assert snapshot(repo) != before
     (repo / "params.yaml").write_text(original, encoding="utf-8")
     back = dvc(repo, "repro", env=env)
     out = back.stdout + back.stderr
-    assert "train" not in stages_run(out), out
-    assert re.search(r"Stage 'train' is cached - skipping run", out), out
-    per_run = {"dvc.lock", "models/train_run.json", "metrics/train_timing.json",
-               "metrics/speed.json", "plots/speed.csv", "plots/tradeoff.png"}
+    assert "train@0" not in stages_run(out), out
+    assert re.search(r"Stage 'train@0' is cached - skipping run", out), out
+    # The report (not in the run-cache: it reruns) quotes the measured speed-ups.
+    per_run = {"dvc.lock", "models/seeds/0/train_run.json", "metrics/seeds/0/train_timing.json",
+               "metrics/speed.json", "plots/speed.csv", "plots/tradeoff.png",
+               "reports/study.md", "reports/study.html"}
     after = snapshot(repo)
     assert set(after) == set(before)
     assert {k: v for k, v in after.items() if k not in per_run} == \
@@ -119,20 +124,21 @@ def test_reverted_param_is_restored_from_the_run_cache(repo: Path) -> None:
 
 
 def test_unwritable_output_folder_is_one_line_and_no_half_result(repo: Path) -> None:
-    """prune_weight with metrics/ read-only: one Error line naming metrics/prune_weight.json,
-    exit 1, and its partner plots/prune_weight.csv is not rewritten either."""
+    """prune_weight@0 with metrics/seeds/0/ read-only: one Error line naming
+    metrics/seeds/0/prune_weight.json, exit 1, and its partner plots/seeds/0/prune_weight.csv
+    is not rewritten either."""
     env = env_for(repo, PRUNELAB_TRACKING="off")
-    curve = repo / "plots" / "prune_weight.csv"
+    curve = repo / "plots" / "seeds" / "0" / "prune_weight.csv"
     (repo / "params.yaml").write_text((repo / "params.yaml").read_text().replace(
         "scope: layer", "scope: global"))  # so the new curve would differ from the old one
     old = curve.read_bytes()
-    with read_only_dir(repo / "metrics"):
-        done = subprocess.run([sys.executable, "stages/prune.py", "weight"], cwd=repo, env=env,
-                              capture_output=True, text=True, timeout=300)
+    with read_only_dir(repo / "metrics" / "seeds" / "0"):
+        done = subprocess.run([sys.executable, "stages/prune.py", "weight", "0"], cwd=repo,
+                              env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: metrics/prune_weight.json: cannot be "
-                                                   "written"), done.stderr
+    assert len(lines) == 1 and lines[0].startswith(
+        "Error: metrics/seeds/0/prune_weight.json: cannot be written"), done.stderr
     assert curve.read_bytes() == old
     assert not list(repo.rglob("*.tmp"))
 
@@ -141,7 +147,7 @@ def test_non_interactive_repro_output_is_clean(session_baseline: SessionBaseline
     """The baseline's first `dvc repro` (download, MLflow tracking on, output piped): no
     progress-bar frames, no warnings, no pip chatter, plural-correct summaries."""
     out = session_baseline.first_repro
-    assert "Running stage 'train'" in out  # the control: this is the full pipeline's output
+    assert "Running stage 'train@0'" in out  # the control: this is the full pipeline's output
     assert "\r" not in out, "a progress bar redrew a line"
     assert not re.search(r"\d+/\d+ \[|it/s\]|batch/s\]", out), "progress bar in the log"
     assert not re.search(r"warn", out, re.IGNORECASE), [
@@ -151,12 +157,14 @@ def test_non_interactive_repro_output_is_clean(session_baseline: SessionBaseline
 
 
 def test_report_with_a_missing_file_is_one_error_line(tmp_path: Path) -> None:
-    """`python -m prunelab report` (and `python -m prunelab.report`) outside a pipeline: one
-    Error line naming the missing file, exit 1, no traceback."""
+    """`python -m prunelab report` (and `python -m prunelab.study_report`, the module that owns
+    that command) outside a pipeline: one Error line naming the missing file, exit 1, no
+    traceback."""
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    for argv in (["-m", "prunelab", "report"], ["-m", "prunelab.report"]):
+    for argv in (["-m", "prunelab", "report"], ["-m", "prunelab.study_report"]):
         done = subprocess.run([sys.executable, *argv], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 1
         assert done.stderr.strip().splitlines() == [
-            "Error: plots/prune_weight.csv: missing (run the stage that writes it: dvc repro)"]
+            "Error: plots/aggregate_weight.csv: missing (run the stage that writes it: dvc "
+            "repro)"]

@@ -46,7 +46,7 @@ PARAMS: dict[str, Any] = {
     "data": {"train_size": 1500, "test_size": 300},
     "model": {"arch": "mlp", "mlp": {"hidden": [32, 16]},
               "lenet5": {"channels": [6, 16], "fc": [120, 84]}},
-    "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seed": 0, "device": "cpu"},
+    "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seeds": [0], "device": "cpu"},
     "prune": {"sparsities": GRID, "scope": "layer", "weight_criteria": ["magnitude"],
               "unit_criteria": ["l2"], "calibration_size": 256},
     "finetune": {"epochs": 1, "lr": None, "weight_criteria": ["magnitude", "random"],
@@ -146,8 +146,9 @@ def built(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Built:
 def test_default_repro_leaves_the_retraining_stages_alone(built: Built) -> None:
     """`dvc repro` runs the study's pipeline only (no retraining output appeared, checked in
     the fixture); after the retraining run, the default pipeline is up to date and stays so."""
-    assert ran(built.default_out) == {"validate", "train", "prune_weight", "prune_unit", "plot",
-                                      "speed"}, built.default_out
+    assert ran(built.default_out) == {"validate", "train@0", "prune_weight@0", "prune_unit@0",
+                                      "aggregate", "plot", "sensitivity", "speed",
+                                      "report"}, built.default_out
     again = both(dvc(built.root, "repro", env=built.env))
     assert "Running stage" not in again, again
     status = both(dvc(built.root, "status", PIPELINE, env=built.env))
@@ -192,6 +193,12 @@ def test_retrain_pipeline_writes_every_output(built: Built) -> None:
     for r in rows[1:]:
         assert metrics["rounds"][r["round"]][r["variant"]] == float(r["accuracy"])
     assert "imp: 3 rounds (3 run now)" in built.retrain_out
+    # the studies start from the first seed's net (train.seeds [0]: models/seeds/0/)
+    lock = yaml.safe_load((root / "stages" / "retrain" / "dvc.lock").read_text(encoding="utf-8"))
+    deps = {name: {d["path"] for d in stage["deps"]} for name, stage in lock["stages"].items()}
+    for name in ("finetune_weight", "finetune_unit"):
+        assert "models/seeds/0/model.pt" in deps[name], deps[name]
+    assert "models/seeds/0/init.pt" in deps["imp"], deps["imp"]
 
 
 def test_second_retrain_repro_runs_nothing(built: Built) -> None:

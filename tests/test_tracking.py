@@ -20,7 +20,7 @@ from repo_helpers import SMALL_PARAMS, VENV_BIN, env_for, sqlite_uri, tree_snaps
 from prunelab import tracking_store as store
 from prunelab.config import Params, load_params
 from prunelab.machine import blas_of, cpu_model, describe, simd_of
-from prunelab.tracking import StageRun, params_hash, run_name
+from prunelab.tracking import StageRun, params_hash, run_name, seed_prefix
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -58,7 +58,7 @@ def client(root: Path):  # noqa: ANN201  (an MlflowClient)
     return mlflow.MlflowClient(sqlite_uri(root))
 
 
-def log_one_artifact(root: Path, stage: str = "train") -> StageRun:
+def log_one_artifact(root: Path, stage: str = "train@0") -> StageRun:
     note = root / f"{stage}-note.txt"
     note.write_text(stage, encoding="utf-8")
     with StageRun(stage, params(root)) as run:
@@ -99,6 +99,34 @@ def test_workspace_runs_are_named_apart(repo: Path) -> None:
     parent = client(repo).get_run(run.parent_id)
     pattern = rf"workspace \d\d:\d\d {params_hash(params(repo))[:6]}"
     assert re.fullmatch(pattern, parent.info.run_name), parent.info.run_name
+
+
+def test_every_seed_logs_under_the_one_parent(repo: Path) -> None:
+    """train.seeds [0, 1], one execution: train@0 and train@1 are children of one parent run;
+    on the parent the first seed's numbers keep their names from before replicates
+    (train.<key>), the other seed's are seed1.train.<key>; each child records its own seed and
+    carries the parent's params hash (the params.yaml both read)."""
+    write_params(repo, {**SMALL_PARAMS, "train": {**SMALL_PARAMS["train"], "seeds": [0, 1]}})
+    cfg = params(repo)
+    runs = {}
+    for seed in cfg.train.seeds:
+        mine = cfg.for_seed(seed)
+        with StageRun(f"train@{seed}", mine) as run:
+            run.log_metrics({"train_seconds": 10.0 + seed},
+                            parent_prefix=seed_prefix(mine) + "train.")
+        runs[seed] = run
+    assert len({run.parent_id for run in runs.values()}) == 1
+    mlflow = client(repo)
+    parent = mlflow.get_run(runs[0].parent_id)
+    assert parent.data.metrics == {"train.train_seconds": 10.0,
+                                   "seed1.train.train_seconds": 11.0}
+    for seed, run in runs.items():
+        child = mlflow.get_run(run.run_id)
+        assert child.info.run_name == child.data.tags["stage"] == f"train@{seed}"
+        assert child.data.metrics == {"train_seconds": 10.0 + seed}
+        assert child.data.params["train.seed"] == str(seed)
+        assert child.data.params["train.seeds"] == "[0, 1]"
+        assert child.data.tags["params_hash"] == parent.data.tags["params_hash"], seed
 
 
 def test_runs_carry_source_user_and_machine(repo: Path) -> None:
@@ -152,7 +180,7 @@ def test_copied_repository_writes_artifacts_into_itself(
         capsys: pytest.CaptureFixture[str]) -> None:
     """`cp -a A B`, a run in B: its artifacts land under B/mlartifacts, A is untouched, one
     line says so, and B's copies of A's old runs are found through B."""
-    first = log_one_artifact(repo, "train")
+    first = log_one_artifact(repo, "train@0")
     copy = tmp_path / "repo-b"
     shutil.copytree(repo, copy, symlinks=True)
     before = tree_snapshot(repo)
@@ -169,7 +197,7 @@ def test_copied_repository_writes_artifacts_into_itself(
     assert tree_snapshot(repo) == before  # nothing written into A, its store included
     old = mlflow.get_run(first.run_id)  # A's run, as copied: now read from B's folder
     assert old.info.artifact_uri.startswith((copy / "mlartifacts").as_uri() + "/")
-    assert [f.path for f in mlflow.list_artifacts(first.run_id)] == ["train-note.txt"]
+    assert [f.path for f in mlflow.list_artifacts(first.run_id)] == ["train@0-note.txt"]
     experiment = mlflow.get_experiment_by_name(store.EXPERIMENT)
     assert experiment.artifact_location == (copy / "mlartifacts").as_uri()
     log_one_artifact(copy, "plot")  # repointed once: the next run says nothing
@@ -223,8 +251,8 @@ def test_killed_stage_run_is_closed_by_the_next_run(repo: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """SIGKILL a stage while its run is RUNNING: the next run closes it and its parent as
     KILLED with a tag saying why; a run whose process still lives is left RUNNING."""
-    killed, run_id, parent_id = hold_run(repo, "train")
-    alive, live_id, live_parent = hold_run(repo, "prune_weight")
+    killed, run_id, parent_id = hold_run(repo, "train@0")
+    alive, live_id, live_parent = hold_run(repo, "prune_weight@0")
     try:
         os.killpg(killed.pid, signal.SIGKILL)
         killed.wait(timeout=30)
@@ -270,7 +298,7 @@ def test_model_logging_prints_no_pickle_warning_or_url(
     import torch
 
     capfd.readouterr()
-    with StageRun("train", params(repo)) as run:
+    with StageRun("train@0", params(repo)) as run:
         run.log_model(torch.nn.Linear(3, 2))
         assert client(repo).get_run(run.run_id).info.status == "RUNNING"  # until the stage ends
     out, err = capfd.readouterr()

@@ -49,6 +49,7 @@ from repo_helpers import (
     write_params,
 )
 
+from prunelab import paths
 from prunelab.machine import cpu_model
 from prunelab.tracking import redact
 
@@ -63,6 +64,9 @@ PASSWORD = "-".join(["s3cret", "in", "the", "uri"])
 # Stages without an MLflow run: download is restored from the run-cache, validate only reads.
 UNTRACKED = {"download", "validate"}
 STUDY = {"weight": "magnitude", "unit": "l2"}  # the study's criterion per granularity
+# SMALL_PARAMS' one seed: DVC's per-seed stages are train@0, prune_weight@0, prune_unit@0.
+SEED = SMALL_PARAMS["train"]["seeds"][0]
+TRAIN = f"train@{SEED}"
 
 
 def with_credentials(url: str) -> str:
@@ -81,16 +85,24 @@ class TrackedRepo:
     output: str  # everything `dvc repro` printed
 
     def parent_of_train(self) -> dict[str, Any]:
-        train = self.stage_run("train")
+        train = self.stage_run(TRAIN)
         parent_id = rest_tags(train)["mlflow.parentRunId"]
         return next(r for r in self.runs if r["info"]["run_id"] == parent_id)
 
     def children(self, parent_id: str) -> dict[str, dict[str, Any]]:
+        """The stage runs under a pipeline run, by stage name."""
         return {rest_tags(r)["stage"]: r for r in self.runs
-                if rest_tags(r).get("mlflow.parentRunId") == parent_id}
+                if rest_tags(r).get("mlflow.parentRunId") == parent_id
+                and rest_tags(r).get("prunelab_role") == "stage"}
+
+    def parts(self, stage_run_id: str) -> list[dict[str, Any]]:
+        """The runs nested under a stage run (the aggregate's one per seed)."""
+        return [r for r in self.runs if rest_tags(r).get("mlflow.parentRunId") == stage_run_id
+                and rest_tags(r).get("prunelab_role") == "part"]
 
     def stage_run(self, stage: str) -> dict[str, Any]:
-        found = [r for r in self.runs if rest_tags(r).get("stage") == stage]
+        found = [r for r in self.runs if rest_tags(r).get("stage") == stage
+                 and rest_tags(r).get("prunelab_role") == "stage"]
         assert len(found) == 1, f"{len(found)} runs of stage {stage}"
         return found[0]
 
@@ -156,18 +168,19 @@ def assert_pipeline_arrived(tracked: TrackedRepo) -> None:
         assert child["info"]["status"] == "FINISHED", name
         assert rest_params(child)["prune.sparsities"] == "[0.0, 0.5, 0.9]"
     for method in ("weight", "unit"):
-        child = stages[f"prune_{method}"]
-        with (tracked.repo / "plots" / f"prune_{method}.csv").open(encoding="utf-8") as f:
+        child = stages[f"prune_{method}@{SEED}"]
+        with (tracked.repo / paths.prune_curve(method, SEED)).open(encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         criteria = SMALL_PARAMS["prune"][f"{method}_criteria"]
         assert {r["criterion"] for r in rows} == set(criteria)
         for criterion in criteria:
             history = rest_history(tracked.url, child["info"]["run_id"], f"{criterion}.accuracy")
             assert sorted(int(m["step"]) for m in history) == SMALL_STEPS, criterion
-            # the curve DVC keeps (plots/prune_<method>.csv), point for point
+            # the curve DVC keeps (plots/seeds/0/prune_<method>.csv), point for point
             expected = {round(float(r["sparsity"]) * 1000): float(r["accuracy"])
                         for r in rows if r["criterion"] == criterion}
             assert {int(m["step"]): m["value"] for m in history} == expected, criterion
+            # on the parent, the first seed's series keep their names from before replicates
             parent_history = rest_history(tracked.url, parent["info"]["run_id"],
                                           f"prune_{method}.{criterion}.accuracy")
             assert sorted(int(m["step"]) for m in parent_history) == SMALL_STEPS, criterion
@@ -176,10 +189,18 @@ def assert_pipeline_arrived(tracked: TrackedRepo) -> None:
         assert [m["value"] for m in dense] == [
             float(r["accuracy"]) for r in rows
             if r["criterion"] == STUDY[method] and float(r["sparsity"]) == 0.0]
-        assert rest_tags(child)["train_run_id"] == stages["train"]["info"]["run_id"]
-    train_run = read_json(tracked.repo / "models" / "train_run.json")
-    assert train_run == {"mlflow_run_id": stages["train"]["info"]["run_id"],
+        assert rest_tags(child)["train_run_id"] == stages[TRAIN]["info"]["run_id"]
+    train_run = read_json(tracked.repo / paths.train_run(SEED))
+    assert train_run == {"mlflow_run_id": stages[TRAIN]["info"]["run_id"],
                          "tracking_uri": redact(with_credentials(tracked.url))}
+    # the aggregate: its numbers on the parent, and one finished run per seed under its run
+    aggregate = stages["aggregate"]["info"]["run_id"]
+    parts = tracked.parts(aggregate)
+    assert [(rest_tags(r)["seed"], r["info"]["status"]) for r in parts] == [
+        (str(SEED), "FINISHED")]
+    assert rest_tags(parts[0])["train_run_id"] == stages[TRAIN]["info"]["run_id"]
+    parent_metrics = {m["key"] for m in parent["data"].get("metrics", [])}
+    assert any(key.startswith("aggregate.") for key in parent_metrics), sorted(parent_metrics)
 
 
 # --- the pipeline on a server ------------------------------------------------------------------
@@ -191,7 +212,7 @@ def test_pipeline_runs_read_back_through_rest(tracked: TrackedRepo) -> None:
 
     assert_pipeline_arrived(tracked)
     # the artifacts went through the server too
-    prune_run = tracked.stage_run("prune_weight")["info"]["run_id"]
+    prune_run = tracked.stage_run(f"prune_weight@{SEED}")["info"]["run_id"]
     answer = requests.get(f"{tracked.url}/api/2.0/mlflow/artifacts/list",
                           params={"run_id": prune_run}, timeout=30)
     answer.raise_for_status()
@@ -238,7 +259,8 @@ def test_runs_name_their_source_machine_and_owner(tracked: TrackedRepo) -> None:
         if name != "(pipeline)":
             assert tags["mlflow.source.name"] == stage_script(tracked.repo, name)
             assert tags["prunelab_pid"] != rest_tags(parent)["prunelab_pid"]  # stage vs dvc
-    for name in ("(pipeline)", "train", "prune_weight"):  # stages that load torch, and the parent
+    # stages that load torch, and the parent
+    for name in ("(pipeline)", TRAIN, f"prune_weight@{SEED}"):
         tags = rest_tags(parent if name == "(pipeline)" else stages[name])
         assert tags["machine.torch"].split("+")[0] == torch, name
         assert tags["machine.blas"] and tags["machine.gpu"], name
@@ -257,18 +279,20 @@ def closed_port() -> int:
 
 def run_stage(repo: Path, script: str, **env: str) -> tuple[subprocess.CompletedProcess[str],
                                                              float]:
+    """``python stages/<script>``; ``script`` may carry the stage's arguments ("train.py 0")."""
     started = time.monotonic()
-    done = run([str(VENV_BIN / "python"), f"stages/{script}"], repo,
+    name, *args = script.split()
+    done = run([str(VENV_BIN / "python"), f"stages/{name}", *args], repo,
                env=env_for(repo, **env), timeout=120, check=False)
     return done, time.monotonic() - started
 
 
-@pytest.mark.parametrize("script", ["plot.py", "train.py"])
+@pytest.mark.parametrize("script", ["plot.py", f"train.py {SEED}"])
 def test_unreachable_server_fails_fast_with_one_error_line(tracked: TrackedRepo,
                                                            script: str) -> None:
     """A closed port: the stage stops within seconds, before any work, naming the URI."""
     uri = f"http://127.0.0.1:{closed_port()}"
-    model = (tracked.repo / "models" / "model.pt").read_bytes()
+    model = (tracked.repo / paths.model(SEED)).read_bytes()
     done, seconds = run_stage(tracked.repo, script, MLFLOW_TRACKING_URI=uri)
     assert done.returncode == 1, done.stderr
     assert seconds < 30, f"took {seconds:.1f} s"
@@ -276,7 +300,7 @@ def test_unreachable_server_fails_fast_with_one_error_line(tracked: TrackedRepo,
     assert len(lines) == 1, done.stderr
     assert uri in lines[0] and "PRUNELAB_TRACKING=off" in lines[0], lines[0]
     assert "Traceback" not in done.stderr
-    assert (tracked.repo / "models" / "model.pt").read_bytes() == model  # no work was done
+    assert (tracked.repo / paths.model(SEED)).read_bytes() == model  # no work was done
 
 
 def test_unreachable_server_error_does_not_leak_credentials(tracked: TrackedRepo) -> None:
@@ -420,8 +444,8 @@ def test_chart_view_overlays_every_runs_accuracy_curve(tracked: TrackedRepo, tmp
     shutil.copytree(tracked.repo, copy, symlinks=True)
     curve = "prune_weight.magnitude.accuracy"
     write_params(copy, {**SMALL_PARAMS, "prune": {**SMALL_PARAMS["prune"], "scope": "global"}})
-    run([str(VENV_BIN / "python"), stage_script(copy, "prune_weight"), "weight"], copy,
-        env=env_for(copy, MLFLOW_TRACKING_URI=tracked.url), timeout=120)
+    run([str(VENV_BIN / "python"), stage_script(copy, f"prune_weight@{SEED}"), "weight",
+         str(SEED)], copy, env=env_for(copy, MLFLOW_TRACKING_URI=tracked.url), timeout=120)
     _, runs = rest_runs(tracked.url)
     pipelines = {r["info"]["run_name"] for r in runs
                  if rest_tags(r).get("prunelab_role") == "pipeline"
@@ -451,7 +475,8 @@ def test_chart_view_overlays_every_runs_accuracy_curve(tracked: TrackedRepo, tmp
 
 def test_compare_page_renders_both_runs(tracked: TrackedRepo, tmp_path: Path) -> None:
     """The UI's compare-runs page, rendered by headless Chromium, shows both runs."""
-    runs = [tracked.stage_run(s)["info"] for s in ("prune_weight", "prune_unit")]
+    names = (f"prune_weight@{SEED}", f"prune_unit@{SEED}")
+    runs = [tracked.stage_run(s)["info"] for s in names]
     ids = [r["run_id"] for r in runs]
     # MLflow 3's hash route: #/compare-runs?runs=[...]&experiments=[...] (JSON lists)
     query = (f"runs={quote(json.dumps(ids, separators=(',', ':')))}"
@@ -460,7 +485,7 @@ def test_compare_page_renders_both_runs(tracked: TrackedRepo, tmp_path: Path) ->
                       size="1400,1000")
     for run_id in ids:
         assert run_id in dom, f"{run_id} not in the rendered compare page"
-    for name in ("prune_weight", "prune_unit"):
+    for name in names:
         assert name in dom
     assert "Comparing 2 Runs" in dom
 
