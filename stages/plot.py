@@ -8,10 +8,22 @@ import click
 from prunelab import paths
 from prunelab.cli import stage_errors, stage_help
 from prunelab.config import METHODS, load_params
+from prunelab.errors import DataError
 from prunelab.files import read_rows, write_bytes
 from prunelab.notebook import notebook_applies
 from prunelab.plot import band_figure
 from prunelab.tracking import track
+
+
+def method_rows(method: str) -> list[dict[str, str]]:
+    """One granularity's aggregate rows; a file without rows, or with rows of another
+    granularity, is one line naming it (the figure must not silently lose a panel)."""
+    path = paths.aggregate_curve(method)
+    rows = read_rows(path)
+    if not rows or any(row.get("method") != method for row in rows):
+        raise DataError(f"{path}: damaged (no rows, or rows that are not {method} pruning); "
+                        "rerun: dvc repro -f")
+    return rows
 
 
 @click.command(help=stage_help("plot"))
@@ -19,7 +31,7 @@ def main() -> None:
     with stage_errors():
         cfg = load_params(paths.PARAMS)
         with track("plot", cfg) as run:
-            rows = [row for m in METHODS for row in read_rows(paths.aggregate_curve(m))]
+            rows = [row for m in METHODS for row in method_rows(m)]
             write_bytes(paths.FIGURE, band_figure(rows, cfg.prune.scope, cfg.train.epochs,
                                                   cfg.model.arch,
                                                   notebook=notebook_applies(cfg)))

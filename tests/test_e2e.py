@@ -240,9 +240,9 @@ def curve_of(rows: list[dict[str, str]], criterion: str) -> list[dict[str, str]]
 
 
 def assert_headline(metrics: dict[str, Any], rows: list[dict[str, str]], method: str) -> None:
-    """metrics/seeds/<s>/prune_<m>.json: exactly the headline of every swept criterion, each agreeing with
-    its curve: the highest k whose accuracy is within 1 point of the dense accuracy (the
-    study's k = 0 point), and that row's accuracy."""
+    """metrics/seeds/<s>/prune_<m>.json: exactly the headline of every swept criterion, each
+    agreeing with its curve: the highest k whose accuracy is within 1 point of the dense
+    accuracy (the study's k = 0 point), and that row's accuracy."""
     assert list(metrics) == CRITERIA[method], metrics
     dense = float(curve_of(rows, STUDY[method])[0]["accuracy"])
     for criterion, headline in metrics.items():

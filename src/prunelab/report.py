@@ -1,4 +1,5 @@
-"""The README's results blocks from the metrics files: `python -m prunelab.report`."""
+"""The README's shared tables and sentences, from the metrics files (the command that writes
+them into the README is `python -m prunelab report`, in study_report)."""
 
 from __future__ import annotations
 

@@ -140,8 +140,11 @@ def run_name(exp_name: str, params_digest: str, started: float) -> str:
 
 
 def params_hash(params: Params) -> str:
-    """Short hash of every params.yaml value: equal params, equal hash."""
-    blob = json.dumps(params.flat(), sort_keys=True).encode()
+    """Short hash of every params.yaml value: equal params, equal hash. ``train.seed`` is left
+    out: it is the process's replicate, not a value of params.yaml, and every seed's stage run
+    must carry its parent's hash."""
+    flat = {k: v for k, v in params.flat().items() if k != "train.seed"}
+    blob = json.dumps(flat, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
