@@ -56,7 +56,7 @@ def workspace(tmp: Path, params: dict[str, Any]) -> tuple[Path, dict[str, str]]:
     recorded as the download stage's output, and one commit (experiments need a baseline)."""
     repo = tmp / "repo"
     repo.mkdir()
-    for name in ("dvc.yaml", "stages", "src", ".dvc/plots"):
+    for name in ("dvc.yaml", "stages", "src"):
         src = ROOT / name
         ignore = shutil.ignore_patterns("__pycache__", "dvc.lock", "node_modules")
         shutil.copytree(src, repo / name, ignore=ignore) if src.is_dir() else \
@@ -77,6 +77,8 @@ def workspace(tmp: Path, params: dict[str, Any]) -> tuple[Path, dict[str, str]]:
     run("git", "config", "user.name", "bench")
     run("dvc", "init", "-q")
     run("dvc", "config", "core.analytics", "false")
+    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots",  # the plot templates
+                    ignore=shutil.ignore_patterns("node_modules"))
     shutil.copytree(ROOT / paths.DATA_DIR, repo / paths.DATA_DIR)
     run("dvc", "repro", "-q", "validate")
     run("dvc", "commit", "-q", "-f", "download")  # the verified files, as if just downloaded
