@@ -22,8 +22,8 @@ $(VEGA): $(PLOTS_DIR)/package-lock.json
 	touch $@
 endif
 
-$(PLOTS_DIR)/page.html: $(VENV)/.installed src/prunelab/plots_html.py $(VEGA)
-	python -m prunelab.plots_html $(PLOTS_DIR)
+$(PLOTS_DIR)/page.html: $(VENV)/.installed src/prunelab/reporting/plots_page.py $(VEGA)
+	python -m prunelab.reporting.plots_page $(PLOTS_DIR)
 
 setup: $(VENV)/.installed $(PLOTS_DIR)/page.html  ## .venv with the project and dev tools; plots page
 

@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT / "src"))
 from prunelab import paths  # noqa: E402
-from prunelab.machine import describe  # noqa: E402
-from prunelab.report import replace_block  # noqa: E402
+from prunelab.reporting.tables import replace_block  # noqa: E402
+from prunelab.runtime.machine import describe  # noqa: E402
 
 STUDY_TARGET_S = 180.0  # 5 seeds: train + both prune stages + aggregate + report
 REPORT_TARGET_S = 10.0

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from prunelab.config import MLPConfig, ModelConfig
-from prunelab.model import Network, build_model
+from prunelab.models.networks import Network, build_model
 
 STUDY_TRANSFORM = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
 

@@ -34,12 +34,12 @@ import reference  # noqa: E402
 
 from prunelab import paths  # noqa: E402
 from prunelab.config import MLPConfig, ModelConfig, TrainConfig, load_params  # noqa: E402
-from prunelab.data import load_split  # noqa: E402
-from prunelab.layers import Layer, Net  # noqa: E402
-from prunelab.machine import describe  # noqa: E402
-from prunelab.model import Network, build_model, layer_sizes, to_inputs, to_targets  # noqa: E402
-from prunelab.prune import sweep  # noqa: E402
-from prunelab.train import train  # noqa: E402
+from prunelab.data.mnist import load_split  # noqa: E402
+from prunelab.models.layers import Layer, Net  # noqa: E402
+from prunelab.models.networks import Network, build_model, layer_sizes, to_inputs, to_targets  # noqa: E402
+from prunelab.pruning.sweep import sweep  # noqa: E402
+from prunelab.runtime.machine import describe  # noqa: E402
+from prunelab.training.loop import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -131,7 +131,7 @@ def bench_batch_scaling(data: dict[str, Any], hidden: tuple[int, ...], n: int,
 def bench_sweeps(net: Net, xt: torch.Tensor, yt: torch.Tensor,
                  grid: tuple[float, ...], repeats: int) -> dict[str, Any]:
     """Both sweeps over ``grid`` against one dense evaluation of the test set."""
-    from prunelab.model import accuracy
+    from prunelab.models.networks import accuracy
 
     per = {m: median_time(lambda m=m: sweep(net, m, "layer", grid, xt, yt), repeats, 1)
            for m in ("weight", "unit")}
@@ -147,9 +147,9 @@ def bench_criteria(net: Net, data: dict[str, Any], grid: tuple[float, ...],
     """Each registered criterion's full sweep over ``grid`` (layer scope, the whole test set,
     calibration included), and its ratio to the study's criterion of the same granularity
     timed in the same run."""
-    from prunelab.criteria.base import Context
-    from prunelab.criteria.registry import CRITERIA
-    from prunelab.data import calibration_indices
+    from prunelab.data.mnist import calibration_indices
+    from prunelab.pruning.criteria.base import Context
+    from prunelab.pruning.criteria.registry import CRITERIA
 
     idx = torch.from_numpy(calibration_indices(len(data["x"]), calibration_size, 0))
     rows = []
@@ -170,8 +170,8 @@ def bench_criteria(net: Net, data: dict[str, Any], grid: tuple[float, ...],
 def bench_reference(data: dict[str, Any], net: Net, hidden: tuple[int, ...],
                     steps: int, repeats: int) -> dict[str, Any]:
     """The study's style against ours on equal slices of work."""
-    from prunelab.model import accuracy
-    from prunelab.prune import sweep as our_sweep
+    from prunelab.models.networks import accuracy
+    from prunelab.pruning.sweep import sweep as our_sweep
 
     imgs, labels = data["images"], data["labels"]
     cfg = TrainConfig(epochs=1)
@@ -230,7 +230,7 @@ def bench_profile(data_dir: Path, hidden: tuple[int, ...], batch: int,
 
 
 def pool_first_forward(net: Net, x: torch.Tensor) -> torch.Tensor:
-    """:func:`prunelab.layers.forward` with each max-pool before its ReLU (they commute, so the
+    """:func:`models.layers.forward` with each max-pool before its ReLU (they commute, so the
     logits are the same): the ReLU and its backward touch a quarter of the elements."""
     import torch.nn.functional as F
 
@@ -242,7 +242,7 @@ def pool_first_forward(net: Net, x: torch.Tensor) -> torch.Tensor:
 
 def conv_forward(net: Net, x: torch.Tensor, conv: Callable[[Layer, torch.Tensor], torch.Tensor]
                  ) -> torch.Tensor:
-    """:func:`prunelab.layers.forward` with the convolutions computed by ``conv``."""
+    """:func:`prunelab.models.layers.forward` with the convolutions computed by ``conv``."""
     for layer in net[:-1]:
         x = layer.activate(conv(layer, x) if layer.kind == "conv" else layer.pre_activation(x))
     return net[-1].pre_activation(x)
@@ -347,7 +347,7 @@ def bench_masked(data: dict[str, Any], hidden: tuple[int, ...], cfg: TrainConfig
     """The training loop with keep-masks (weight pruning at ``k``, magnitude) against the same
     loop without, one epoch over ``n`` images each, alternated; and that the masked weights
     came out exactly 0."""
-    from prunelab.masks import Pruner
+    from prunelab.pruning.masks import Pruner
 
     one = TrainConfig(epochs=1, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed)
     x, y, xt, yt = data["x"][:n], data["y"][:n], data["xt"][:100], data["yt"][:100]
@@ -379,8 +379,8 @@ def bench_threads(data: dict[str, Any], hidden: tuple[int, ...], cfg: TrainConfi
     accuracy of each (issue 12 sizes threads by the number of concurrent jobs)."""
     import hashlib
 
-    from prunelab.model import accuracy
-    from prunelab.savings import threads
+    from prunelab.models.networks import accuracy
+    from prunelab.pruning.savings import threads
 
     one = TrainConfig(epochs=1, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed)
     out: dict[str, Any] = {"images": n}
@@ -403,11 +403,11 @@ PARALLEL_MODES = ("sequential", "parallel_default", "parallel_sized")
 
 
 def parallel_worker() -> None:
-    """One training in its own process, its threads sized as a stage's are (prunelab.threads);
+    """One training in its own process, its threads sized as a stage's are (runtime.threads);
     sys.argv[1] is its JSON job. Prints "ready" once set up, trains when a line arrives on
     stdin, then prints when it started and ended (CLOCK_MONOTONIC: one clock for all
     processes) and the threads it used."""
-    from prunelab import threads
+    from prunelab.runtime import threads
 
     job = json.loads(sys.argv[1])
     decided = threads.apply()
@@ -493,10 +493,17 @@ def bench_compacted(net: Net, x: torch.Tensor, y: torch.Tensor, k: float = 0.5,
     """The unit-pruned net at ``k`` (the study's l2 criterion, layer scope), compacted, against
     the dense net: paired forward latency at ``batch`` with the speed stage's threads and
     repeats; the compacted shapes; and a check that it computes what the masked net does."""
-    from prunelab.layers import forward
-    from prunelab.model import accuracy
-    from prunelab.prune import pruned_nets
-    from prunelab.savings import REPEATS, THREADS, Realised, paired_latency, realise, threads
+    from prunelab.models.layers import forward
+    from prunelab.models.networks import accuracy
+    from prunelab.pruning.savings import (
+        REPEATS,
+        THREADS,
+        Realised,
+        paired_latency,
+        realise,
+        threads,
+    )
+    from prunelab.pruning.sweep import pruned_nets
 
     (_, pruned), = pruned_nets(net, "unit", "layer", (k,))
     model = realise(pruned, "unit", batch, THREADS)
@@ -515,12 +522,19 @@ def bench_compacted(net: Net, x: torch.Tensor, y: torch.Tensor, k: float = 0.5,
 def bench_conv_formats(net: Net, k: float = 0.9, batch: int = 100,
                        repeats: int = 31) -> dict[str, Any]:
     """Weight pruning at ``k`` (magnitude, layer scope): the formats the speed stage's
-    :func:`prunelab.savings.realise` picks by timing, and each conv layer's pre-activation
+    :func:`prunelab.pruning.savings.realise` picks by timing, and each conv layer's pre-activation
     dense against CSR (its patches times the sparse matrix), timed alternately, median of
     ``repeats``: why weight-pruned conv layers stay dense."""
-    from prunelab.inference import csr
-    from prunelab.prune import pruned_nets
-    from prunelab.savings import REPEATS, THREADS, Realised, paired_latency, realise, threads
+    from prunelab.pruning.compaction import csr
+    from prunelab.pruning.savings import (
+        REPEATS,
+        THREADS,
+        Realised,
+        paired_latency,
+        realise,
+        threads,
+    )
+    from prunelab.pruning.sweep import pruned_nets
 
     (_, pruned), = pruned_nets(net, "weight", "layer", (k,))
     realised = realise(pruned, "weight", batch, THREADS)
@@ -562,7 +576,7 @@ def bench_pooling(net: Net, batch: int = 100, repeats: int = 31) -> list[dict[st
     """Inference cost of each pooled conv layer at ``batch`` with the speed stage's threads:
     the convolution, Layer.activate (ReLU + F.max_pool2d) and the same activation with the
     pool as a maximum of strided slices (equal results), timed alternately."""
-    from prunelab.savings import THREADS, threads
+    from prunelab.pruning.savings import THREADS, threads
 
     rows, x = [], torch.randn(batch, net[0].in_features)
     with threads(THREADS), torch.no_grad():
@@ -593,7 +607,7 @@ def bench_lenet5(data: dict[str, Any], params: Any, mlp_train: dict[str, Any], r
     """LeNet-5 against the MLP in the same run: training time with the study's recipe (timed
     exactly as :func:`bench_training` times the MLP), the step time by memory layout, dense test
     accuracy, and what pruning buys at inference (compaction; conv layers dense vs CSR)."""
-    from prunelab.model import accuracy
+    from prunelab.models.networks import accuracy
 
     cfg, lenet = params.train, replace(params.model, arch="lenet5")
     x, y, xt, yt = data["x"], data["y"], data["xt"], data["yt"]
@@ -810,8 +824,8 @@ def main(quick: bool, repeats: int, only: tuple[str, ...], out: Path | None,
     table = markdown(results)
     click.echo(table)
     if readme is not None:
-        from prunelab.files import write_text
-        from prunelab.report import replace_block
+        from prunelab.reporting.tables import replace_block
+        from prunelab.runtime.files import write_text
 
         write_text(readme, replace_block(readme.read_text(encoding="utf-8"), "bench", table))
 

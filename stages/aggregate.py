@@ -8,7 +8,9 @@ import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths
-from prunelab.aggregate import (
+from prunelab.config import METHODS, load_params
+from prunelab.errors import DataError
+from prunelab.reporting.aggregate import (
     aggregate_metrics,
     aggregate_rows,
     curve_series,
@@ -18,12 +20,10 @@ from prunelab.aggregate import (
     study_coverage,
     summary_line,
 )
-from prunelab.cli import stage_errors, stage_help
-from prunelab.config import METHODS, load_params
-from prunelab.errors import DataError
-from prunelab.files import Outputs, read_json, read_rows
-from prunelab.notebook import notebook_applies
-from prunelab.tracking import track
+from prunelab.reporting.notebook import notebook_applies
+from prunelab.runtime.files import Outputs, read_json, read_rows
+from prunelab.runtime.stage import stage_errors, stage_help
+from prunelab.tracking.runs import track
 
 DETAILS = ("Reads only the seeds listed in train.seeds (folders of seeds since removed from the "
            "list are ignored); every seed must have been pruned on the same grid and criteria.")

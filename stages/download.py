@@ -4,10 +4,10 @@ import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths
-from prunelab.cli import stage_errors, stage_help
 from prunelab.config import load_params
-from prunelab.data import default_sources, download
-from prunelab.tracking import track
+from prunelab.data.mnist import default_sources, download
+from prunelab.runtime.stage import stage_errors, stage_help
+from prunelab.tracking.runs import track
 
 
 @click.command(help=stage_help("download"))

@@ -10,15 +10,15 @@ import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths
-from prunelab.cli import stage_errors, stage_help
 from prunelab.config import METHODS, grid_step, load_params
-from prunelab.criteria.registry import criterion
-from prunelab.data import load_split
-from prunelab.files import Outputs
-from prunelab.masks import check_support
-from prunelab.model import accuracy, load_net, resolve_device, to_inputs, to_targets
-from prunelab.prune import criteria_context
-from prunelab.retrain import (
+from prunelab.data.mnist import load_split
+from prunelab.models.networks import accuracy, load_net, resolve_device, to_inputs, to_targets
+from prunelab.pruning.criteria.registry import criterion
+from prunelab.pruning.masks import check_support
+from prunelab.pruning.sweep import criteria_context
+from prunelab.runtime.files import Outputs
+from prunelab.runtime.stage import stage_errors, stage_help
+from prunelab.studies.retraining import (
     Split,
     finetune_rows,
     finetune_summary,
@@ -26,7 +26,7 @@ from prunelab.retrain import (
     finetune_timing,
     with_lr,
 )
-from prunelab.tracking import track
+from prunelab.tracking.runs import track
 
 DETAILS = ("Each k of prune.sparsities is pruned (prune.scope) with every criterion of "
            "finetune.weight_criteria / finetune.unit_criteria, then trained finetune.epochs "

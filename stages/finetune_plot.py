@@ -5,11 +5,11 @@ import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths
-from prunelab.cli import stage_errors, stage_help
 from prunelab.config import METHODS, load_params
-from prunelab.files import read_rows, write_bytes
-from prunelab.plot import finetune_figure
-from prunelab.tracking import track
+from prunelab.reporting.figures import finetune_figure
+from prunelab.runtime.files import read_rows, write_bytes
+from prunelab.runtime.stage import stage_errors, stage_help
+from prunelab.tracking.runs import track
 
 
 @click.command(help=stage_help("finetune_plot"))

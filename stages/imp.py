@@ -8,17 +8,18 @@ after its last finished round, and raising imp.rounds computes only the new roun
 import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
-from prunelab import imp, paths
-from prunelab import imp_report as report
-from prunelab.cli import stage_errors, stage_help
+from prunelab import paths
 from prunelab.config import load_params
-from prunelab.data import load_split
+from prunelab.data.mnist import load_split
 from prunelab.errors import DataError
-from prunelab.files import Outputs
-from prunelab.model import load_net, resolve_device, to_inputs, to_targets
-from prunelab.plot import lottery_figure
-from prunelab.retrain import Split
-from prunelab.tracking import track
+from prunelab.models.networks import load_net, resolve_device, to_inputs, to_targets
+from prunelab.reporting.figures import lottery_figure
+from prunelab.runtime.files import Outputs
+from prunelab.runtime.stage import stage_errors, stage_help
+from prunelab.studies import imp
+from prunelab.studies import imp_outputs as report
+from prunelab.studies.retraining import Split
+from prunelab.tracking.runs import track
 
 DETAILS = ("Round 0 trains the dense net from models/init.pt; each round r then prunes "
            "imp.rate of every hidden layer's remaining weights (imp.output_rate of the output "

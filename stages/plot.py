@@ -6,13 +6,13 @@ import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths
-from prunelab.cli import stage_errors, stage_help
 from prunelab.config import METHODS, load_params
 from prunelab.errors import DataError
-from prunelab.files import read_rows, write_bytes
-from prunelab.notebook import notebook_applies
-from prunelab.plot import band_figure
-from prunelab.tracking import track
+from prunelab.reporting.figures import band_figure
+from prunelab.reporting.notebook import notebook_applies
+from prunelab.runtime.files import read_rows, write_bytes
+from prunelab.runtime.stage import stage_errors, stage_help
+from prunelab.tracking.runs import track
 
 
 def method_rows(method: str) -> list[dict[str, str]]:

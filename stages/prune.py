@@ -8,14 +8,12 @@ import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths
-from prunelab.cli import stage_errors, stage_help
 from prunelab.config import METHODS, load_params
-from prunelab.criteria.registry import criterion
-from prunelab.data import load_split
-from prunelab.files import Outputs, read_json
-from prunelab.masks import check_support
-from prunelab.model import load_net, resolve_device, to_inputs, to_targets
-from prunelab.prune import (
+from prunelab.data.mnist import load_split
+from prunelab.models.networks import load_net, resolve_device, to_inputs, to_targets
+from prunelab.pruning.criteria.registry import criterion
+from prunelab.pruning.masks import check_support
+from prunelab.pruning.sweep import (
     criteria_context,
     curve_rows,
     dense_accuracy,
@@ -23,7 +21,9 @@ from prunelab.prune import (
     summarise,
     sweep,
 )
-from prunelab.tracking import seed_prefix, track
+from prunelab.runtime.files import Outputs, read_json
+from prunelab.runtime.stage import stage_errors, stage_help
+from prunelab.tracking.runs import seed_prefix, track
 
 DETAILS = ("METHOD is `weight` (single weights) or `unit` (whole units: rows of a linear layer, "
            "output channels of a conv); the criteria that "

@@ -10,11 +10,11 @@ import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths
-from prunelab.cli import stage_errors, stage_help
 from prunelab.config import load_params
-from prunelab.files import Outputs
-from prunelab.study_report import study_html, study_markdown
-from prunelab.tracking import track
+from prunelab.runtime.files import Outputs
+from prunelab.runtime.stage import stage_errors, stage_help
+from prunelab.studies.report import study_html, study_markdown
+from prunelab.tracking.runs import track
 
 
 @click.command(help=stage_help("report"))

@@ -6,14 +6,14 @@ import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths
-from prunelab.cli import stage_errors, stage_help
 from prunelab.config import METHODS, load_params
-from prunelab.data import load_split
-from prunelab.files import Outputs
-from prunelab.model import accuracy, load_net, resolve_device, to_inputs, to_targets
-from prunelab.plot import sensitivity_figure
-from prunelab.prune import TOLERANCE_POINTS
-from prunelab.sensitivity import (
+from prunelab.data.mnist import load_split
+from prunelab.models.networks import accuracy, load_net, resolve_device, to_inputs, to_targets
+from prunelab.pruning.sweep import TOLERANCE_POINTS
+from prunelab.reporting.figures import sensitivity_figure
+from prunelab.runtime.files import Outputs
+from prunelab.runtime.stage import stage_errors, stage_help
+from prunelab.studies.sensitivity import (
     breaks_first,
     curve_rows,
     headline,
@@ -23,7 +23,7 @@ from prunelab.sensitivity import (
     scalar_metrics,
     summary,
 )
-from prunelab.tracking import track
+from prunelab.tracking.runs import track
 
 DETAILS = ("The first seed's net (train.seeds[0]). For every k of prune.sparsities, one layer "
            "alone is pruned with the study's criterion (weight: the floor(k * n) smallest |w|, "

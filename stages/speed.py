@@ -5,17 +5,13 @@ import click
 import torch
 
 from prunelab import paths
-from prunelab.cli import stage_errors, stage_help
 from prunelab.config import METHODS, SCOPES, Params, load_params
-from prunelab.criteria.base import Criterion
-from prunelab.criteria.registry import criterion
-from prunelab.data import load_split
-from prunelab.files import Outputs
-from prunelab.masks import STUDY, check_support
-from prunelab.model import accuracy, load_net, to_inputs, to_targets
-from prunelab.plot import tradeoff_figure
-from prunelab.prune import criteria_context
-from prunelab.savings import (
+from prunelab.data.mnist import load_split
+from prunelab.models.networks import accuracy, load_net, to_inputs, to_targets
+from prunelab.pruning.criteria.base import Criterion
+from prunelab.pruning.criteria.registry import criterion
+from prunelab.pruning.masks import STUDY, check_support
+from prunelab.pruning.savings import (
     REPEATS,
     THREADS,
     check_equivalence,
@@ -23,7 +19,11 @@ from prunelab.savings import (
     speed_series,
     summarise,
 )
-from prunelab.tracking import track
+from prunelab.pruning.sweep import criteria_context
+from prunelab.reporting.figures import tradeoff_figure
+from prunelab.runtime.files import Outputs
+from prunelab.runtime.stage import stage_errors, stage_help
+from prunelab.tracking.runs import track
 
 CPU = torch.device("cpu")
 DETAILS = ("Unit-pruned nets are compacted, weight-pruned nets store each layer dense or CSR "

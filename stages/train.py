@@ -8,13 +8,19 @@ import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths
-from prunelab.cli import stage_errors, stage_help
 from prunelab.config import load_params
-from prunelab.data import load_split
-from prunelab.files import Outputs
-from prunelab.model import build_model, resolve_device, to_inputs, to_targets, weights_blob
-from prunelab.tracking import redact, seed_prefix, track
-from prunelab.train import loss_curve, train
+from prunelab.data.mnist import load_split
+from prunelab.models.networks import (
+    build_model,
+    resolve_device,
+    to_inputs,
+    to_targets,
+    weights_blob,
+)
+from prunelab.runtime.files import Outputs
+from prunelab.runtime.stage import stage_errors, stage_help
+from prunelab.tracking.runs import redact, seed_prefix, track
+from prunelab.training.loop import loss_curve, train
 
 
 @click.command(help=stage_help("train"))

@@ -4,9 +4,9 @@ import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths
-from prunelab.cli import stage_errors, stage_help
 from prunelab.config import check_device, load_params
-from prunelab.files import write_text
+from prunelab.runtime.files import write_text
+from prunelab.runtime.stage import stage_errors, stage_help
 
 DETAILS = ("DVC deletes a stage's outputs before it runs the stage's command, so a bad value "
            "caught inside `train` would already have cost the old results. Every other stage "

@@ -1,5 +1,5 @@
-"""Replicates: mean, sample std and t-interval across seeds (prunelab.aggregate), the prediction
-interval the notebook is tested against, when the notebook applies (prunelab.notebook), the band
+"""Replicates: mean, sample std and t-interval across seeds (reporting.aggregate), the prediction
+interval the notebook is tested against, when the notebook applies (reporting.notebook), the band
 figure, and the aggregate stage end to end on fake seeds."""
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prunelab import paths
-from prunelab.aggregate import (
+from prunelab.config import DataConfig, MLPConfig, Params, load_params
+from prunelab.errors import DataError
+from prunelab.reporting.aggregate import (
     AGGREGATE_COLUMNS,
     COVERAGE_COLUMNS,
     aggregate_metrics,
@@ -34,12 +36,10 @@ from prunelab.aggregate import (
     study_coverage,
     summary_line,
 )
-from prunelab.config import DataConfig, MLPConfig, Params, load_params
-from prunelab.errors import DataError
-from prunelab.files import csv_text
-from prunelab.intervals import prediction_interval
-from prunelab.notebook import STUDY_ACCURACY, STUDY_GRID, notebook_applies
-from prunelab.plot import band_figure
+from prunelab.reporting.figures import band_figure
+from prunelab.reporting.intervals import prediction_interval
+from prunelab.reporting.notebook import STUDY_ACCURACY, STUDY_GRID, notebook_applies
+from prunelab.runtime.files import csv_text
 
 ROOT = Path(__file__).resolve().parents[1]
 CURVE_HEAD = ("method", "criterion", "scope", "sparsity", "accuracy", "nominal_sparsity",
@@ -350,7 +350,8 @@ def test_notebook_applies_to_its_own_set_up_only() -> None:
 
 
 def test_the_statistics_import_no_plotting() -> None:
-    code = ("import sys, prunelab.aggregate, prunelab.intervals, prunelab.notebook; "
+    code = ("import sys, prunelab.reporting.aggregate, prunelab.reporting.intervals, "
+            "prunelab.reporting.notebook; "
             "print(sorted(m for m in ('matplotlib', 'torch') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, cwd=ROOT)
@@ -434,7 +435,7 @@ def test_band_figure_marks_the_notebook_against_the_range_of_one_run(
     both bands shaded for the study criteria; no notebook when it does not apply."""
     import matplotlib.figure
 
-    from prunelab import plot
+    from prunelab.reporting import figures as plot
 
     figures: list[Any] = []
     monkeypatch.setattr(plot, "_png", lambda fig: figures.append(fig) or b"")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from repo_helpers import VENV_BIN, SessionBaseline
 
-from prunelab.compare import (
+from prunelab.errors import DataError
+from prunelab.reporting.compare import (
     Run,
     arch_of,
     comparison_table,
@@ -18,7 +19,6 @@ from prunelab.compare import (
     differences,
     trained_arch,
 )
-from prunelab.errors import DataError
 
 
 def curve(accs: list[float], ks: tuple[float, ...] = (0.0, 0.5, 0.9)) -> list[dict[str, float]]:
@@ -100,7 +100,7 @@ def test_curves_are_the_aggregate_or_an_old_revisions_single_curve(
 
 def test_unreadable_workspace_file_is_one_line(tmp_path: Path) -> None:
     """A curve file that is not UTF-8 is a DataError naming it, not a UnicodeDecodeError."""
-    from prunelab.compare import read_text
+    from prunelab.reporting.compare import read_text
 
     bad = tmp_path / "x.csv"
     bad.write_bytes(b"\xff\xfe\x00bad")

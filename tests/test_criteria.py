@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from prunelab.criteria import calibrated, reconstruct
-from prunelab.criteria.base import Context, Criterion
-from prunelab.criteria.registry import CRITERIA, KNOWN
-from prunelab.layers import mlp_layers, weights
-from prunelab.masks import Pruner, apply_masks, drop_smallest, n_pruned
+from prunelab.models.layers import mlp_layers, weights
+from prunelab.pruning.criteria import calibrated, reconstruct
+from prunelab.pruning.criteria.base import Context, Criterion
+from prunelab.pruning.criteria.registry import CRITERIA, KNOWN
+from prunelab.pruning.masks import Pruner, apply_masks, drop_smallest, n_pruned
 
 SIZES = (12, 10, 8, 6, 3)  # in, three hidden layers, classes
 ALL = [(g, c) for g, named in CRITERIA.items() for c in named.values()]

@@ -15,7 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prunelab.data import download, idx_bytes, load_split, md5_hex, parse_idx, rebuild_from_pickle
+from prunelab.data.mnist import (
+    download,
+    idx_bytes,
+    load_split,
+    md5_hex,
+    parse_idx,
+    rebuild_from_pickle,
+)
 from prunelab.errors import DataError, DownloadError
 
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",

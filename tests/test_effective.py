@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from prunelab.inference import compact, fast_equivalent, sparsify
-from prunelab.layers import Net, forward, mlp_layers
-from prunelab.layers import weights as weights_of
-from prunelab.masks import apply_masks, live_masks, prune_masks
-from prunelab.prune import prune_point
+from prunelab.models.layers import Net, forward, mlp_layers
+from prunelab.models.layers import weights as weights_of
+from prunelab.pruning.compaction import compact, fast_equivalent, sparsify
+from prunelab.pruning.masks import apply_masks, live_masks, prune_masks
+from prunelab.pruning.sweep import prune_point
 
 T, F = True, False
 STUDY_SIZES = (784, 1000, 1000, 500, 200, 10)

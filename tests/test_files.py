@@ -1,4 +1,4 @@
-"""Atomic writes and the readers of earlier stages' outputs (prunelab.files)."""
+"""Atomic writes and the readers of earlier stages' outputs (prunelab.runtime.files)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from reliability_helpers import read_only_dir
 
-from prunelab import files
 from prunelab.errors import DataError
-from prunelab.files import Outputs, atomic_path, read_csv, read_json, write_csv, write_json
+from prunelab.runtime import files
+from prunelab.runtime.files import Outputs, atomic_path, read_csv, read_json, write_csv, write_json
 
 
 @contextlib.contextmanager

@@ -22,13 +22,9 @@ from repo_helpers import SMALL_PARAMS
 from torch import Tensor, nn
 
 from prunelab.config import LeNet5Config, MLPConfig, ModelConfig, parse_params
-from prunelab.criteria.base import Context, Criterion
-from prunelab.criteria.registry import CRITERIA
 from prunelab.errors import DataError, ParamsError, PrunelabError
-from prunelab.inference import compact, csr
-from prunelab.layers import Layer, Net, forward, mlp_layers, weights, with_weights
-from prunelab.masks import Pruner, apply_masks, check_support, live_masks, n_pruned
-from prunelab.model import (
+from prunelab.models.layers import Layer, Net, forward, mlp_layers, weights, with_weights
+from prunelab.models.networks import (
     GEOMETRY_FIELDS,
     build_model,
     layer_sizes,
@@ -37,8 +33,12 @@ from prunelab.model import (
     save_net,
     weights_blob,
 )
-from prunelab.prune import sweep
-from prunelab.savings import Realised, flops_per_sample, realise
+from prunelab.pruning.compaction import compact, csr
+from prunelab.pruning.criteria.base import Context, Criterion
+from prunelab.pruning.criteria.registry import CRITERIA
+from prunelab.pruning.masks import Pruner, apply_masks, check_support, live_masks, n_pruned
+from prunelab.pruning.savings import Realised, flops_per_sample, realise
+from prunelab.pruning.sweep import sweep
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
 
@@ -122,7 +122,7 @@ def test_golden_file_covers_registered_criteria() -> None:
     assert GOLDEN_DATA["sizes"] == [784, 96, 64, 32, 10]
 
 
-# The random criterion draws from a new stream since prunelab.seeds (its old seed repeated the
+# The random criterion draws from a new stream since prunelab.runtime.rng (its old seed repeated the
 # draws of the initial weights at train.seed = 0), so its golden curves are of the old draws.
 RESEEDED = {"random"}
 

@@ -1,4 +1,4 @@
-"""Property tests for the pruning masks in prunelab.masks (on MLPs: lists of (out, in) matrices
+"""Property tests for the pruning masks in pruning.masks (on MLPs: lists of (out, in) matrices
 wrapped as linear layers with ``mlp_layers``; conv nets are in tests/test_layers.py)."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from prunelab.layers import mlp_layers
-from prunelab.layers import weights as weights_of
-from prunelab.masks import (
+from prunelab.models.layers import mlp_layers
+from prunelab.models.layers import weights as weights_of
+from prunelab.pruning.masks import (
     Pruner,
     apply_masks,
     n_pruned,

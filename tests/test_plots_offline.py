@@ -24,7 +24,7 @@ from configobj import ConfigObj
 from PIL import Image
 from repo_helpers import MAIN, dvc, git, stop_process
 
-from prunelab import plots_html
+from prunelab.reporting import plots_page as plots_html
 
 pytestmark = pytest.mark.timeout(300)
 

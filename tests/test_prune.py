@@ -1,4 +1,4 @@
-"""The sweep's bookkeeping: points, summaries and curve rows (prunelab.prune)."""
+"""The sweep's bookkeeping: points, summaries and curve rows (prunelab.pruning.sweep)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from prunelab.layers import mlp_layers
-from prunelab.model import accuracy, to_inputs
-from prunelab.prune import (
+from prunelab.models.layers import mlp_layers
+from prunelab.models.networks import accuracy, to_inputs
+from prunelab.pruning.sweep import (
     CURVE_COLUMNS,
     SweepPoint,
     criteria_context,
@@ -87,9 +87,9 @@ def test_calibration_never_opens_a_test_image(tmp_path: Path, mnist_dir: Path) -
     test files absent it works, with the training files absent it fails; the images are rows
     of the training split at the drawn indices; another seed draws others."""
     from prunelab.config import parse_params
-    from prunelab.criteria.base import Context, Criterion
-    from prunelab.data import calibration_indices, load_split
+    from prunelab.data.mnist import calibration_indices, load_split
     from prunelab.errors import DataError
+    from prunelab.pruning.criteria.base import Context, Criterion
 
     train_only, test_only = tmp_path / "train", tmp_path / "test"
     for folder, prefix in ((train_only, "train"), (test_only, "t10k")):
@@ -120,10 +120,10 @@ def test_study_criteria_give_the_notebook_definitions_exactly(granularity: str) 
     """magnitude and l2 through the criteria registry give exactly the points of the study's
     own definitions (smallest |w| per layer; smallest-L2 rows), at every k: the numbers of the
     study's curves did not move when ranking became a named part."""
-    from prunelab.criteria.base import Context
-    from prunelab.criteria.registry import criterion
-    from prunelab.masks import apply_masks, unit_mask, weight_mask
-    from prunelab.prune import prune_point
+    from prunelab.pruning.criteria.base import Context
+    from prunelab.pruning.criteria.registry import criterion
+    from prunelab.pruning.masks import apply_masks, unit_mask, weight_mask
+    from prunelab.pruning.sweep import prune_point
 
     g = torch.Generator().manual_seed(11)
     weights = [torch.randn(40, 30, generator=g), torch.randn(20, 40, generator=g),

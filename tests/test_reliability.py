@@ -64,7 +64,7 @@ from repo_helpers import SessionBaseline
 
 from prunelab import paths
 from prunelab.config import load_params
-from prunelab.tracking import redact
+from prunelab.tracking.runs import redact
 
 # Every test here runs the stages as processes on real data: end-to-end, not the fast subset.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

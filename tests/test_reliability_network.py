@@ -49,8 +49,8 @@ from reliability_helpers import (
     write_params,
 )
 
-from prunelab import data
-from prunelab.data import (
+from prunelab.data import mnist as data
+from prunelab.data.mnist import (
     MNIST_MD5,
     checksum_problems,
     download,

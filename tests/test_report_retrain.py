@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from prunelab import paths, report
-from prunelab.files import write_csv, write_json
+from prunelab import paths
+from prunelab.reporting import tables as report
+from prunelab.runtime.files import write_csv, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = (0.0, 0.5, 0.9)

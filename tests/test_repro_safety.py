@@ -157,11 +157,11 @@ def test_non_interactive_repro_output_is_clean(session_baseline: SessionBaseline
 
 
 def test_report_with_a_missing_file_is_one_error_line(tmp_path: Path) -> None:
-    """`python -m prunelab report` (and `python -m prunelab.study_report`, the module that owns
+    """`python -m prunelab report` (and `python -m prunelab.studies.report`, the module that owns
     that command) outside a pipeline: one Error line naming the missing file, exit 1, no
     traceback."""
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    for argv in (["-m", "prunelab", "report"], ["-m", "prunelab.study_report"]):
+    for argv in (["-m", "prunelab", "report"], ["-m", "prunelab.studies.report"]):
         done = subprocess.run([sys.executable, *argv], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 1

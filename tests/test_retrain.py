@@ -20,7 +20,6 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prunelab import retrain
 from prunelab.config import (
     DataConfig,
     ImpConfig,
@@ -34,7 +33,12 @@ from prunelab.config import (
     train_steps,
 )
 from prunelab.errors import ParamsError
-from prunelab.imp import (
+from prunelab.models.layers import forward, mlp_layers, weights, with_weights
+from prunelab.models.networks import Network, build_model, lenet5_geometry
+from prunelab.pruning.masks import Pruner, apply_masks, live_masks
+from prunelab.runtime.rng import IMP_CONTROL, derived_seed
+from prunelab.studies import retraining as retrain
+from prunelab.studies.imp import (
     CONTROL_SEEDS,
     Outcome,
     Round,
@@ -44,10 +48,7 @@ from prunelab.imp import (
     next_round,
     run,
 )
-from prunelab.layers import forward, mlp_layers, weights, with_weights
-from prunelab.masks import Pruner, apply_masks, live_masks
-from prunelab.model import Network, build_model, lenet5_geometry
-from prunelab.retrain import (
+from prunelab.studies.retraining import (
     Split,
     fine_tune,
     imp_masks,
@@ -56,8 +57,7 @@ from prunelab.retrain import (
     reinitialised,
     remaining,
 )
-from prunelab.seeds import IMP_CONTROL, derived_seed
-from prunelab.train import train
+from prunelab.training.loop import train
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]
@@ -370,7 +370,7 @@ def test_fine_tune_compacts_exactly_and_keeps_pruned_weights_zero(
 def test_fine_tune_on_the_lenet5_geometry_of_the_stage() -> None:
     """lenet5_geometry's layers (the stage's LeNet-5) survive unit pruning + compaction."""
     torch.manual_seed(0)
-    from prunelab.model import init_weight
+    from prunelab.models.networks import init_weight
 
     net = tuple(layer.with_weight(init_weight(layer, shape))
                 for layer, shape in lenet5_geometry((3, 5), (10,)))
@@ -503,7 +503,7 @@ def test_run_resumes_and_extends_without_recomputing(tmp_path: Path,
     two = run(init, data, params(rounds=2, rewind=4), store)
     done, _ = store.resume(CPU)
     calls: list[int] = []
-    import prunelab.imp as imp_module
+    import prunelab.studies.imp as imp_module
 
     real_next = imp_module.next_round
 
@@ -694,9 +694,9 @@ def test_any_rate_outside_the_open_unit_interval_is_refused(raw_params: dict[str
 def test_random_criterion_is_independent_of_the_initial_weights() -> None:
     """finetune.weight_criteria's `random` is the control for magnitude: its ranking must not
     follow the weights. With the default train.seed = 0 it follows the initial weights of the
-    first layer exactly when both were seeded with 0 (correlation 1.0, before prunelab.seeds)."""
-    from prunelab.criteria.base import Context
-    from prunelab.criteria.registry import criterion
+    first layer exactly when both were seeded with 0 (correlation 1.0, before runtime.rng)."""
+    from prunelab.pruning.criteria.base import Context
+    from prunelab.pruning.criteria.registry import criterion
 
     net = initial("mlp", seed=0)
     scores = criterion("weight", "random").scores(Context(net, seed=0), 0, False)
@@ -705,31 +705,23 @@ def test_random_criterion_is_independent_of_the_initial_weights() -> None:
 
 
 def test_the_fingerprint_covers_the_code_that_computes_a_round() -> None:
-    """Every prunelab module the IMP code imports either shapes a round's numbers (hashed into
-    the fingerprint) or is named as reporting only; a new import must be sorted into one."""
-    import ast
+    """The fingerprint hashes every prunelab module the IMP code imports (across sub-packages)
+    except those named as reporting only; each of those is really imported (no stale names),
+    and the modules that compute a round are in."""
+    from prunelab.runtime.fingerprint import imports_of
+    from prunelab.studies import imp
 
-    from prunelab import imp
-
-    root = Path(imp.__file__).parent
-    seen: set[str] = set()
-    todo = ["imp"]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        path = root / f"{name}.py"
-        if not path.is_file():
-            continue  # a package (criteria): not hashed, listed as reporting/ranking only
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                if node.module == "prunelab":
-                    todo += [a.name for a in node.names]
-                elif node.module.startswith("prunelab."):
-                    todo.append(node.module.split(".")[1])
-    assert seen <= set(imp.SHAPING) | set(imp.NOT_SHAPING), seen - set(imp.SHAPING)
-    assert not set(imp.SHAPING) & set(imp.NOT_SHAPING)
+    closure = imports_of(imp.__name__)
+    shaping = imp.shaping_modules()
+    for excluded in imp.NOT_SHAPING:
+        assert any(m == excluded or m.startswith(excluded + ".") for m in closure), excluded
+        assert not any(m == excluded or m.startswith(excluded + ".") for m in shaping)
+    computing = {"prunelab.config", "prunelab.data.mnist", "prunelab.models.layers",
+                 "prunelab.models.networks", "prunelab.pruning.masks",
+                 "prunelab.pruning.compaction", "prunelab.runtime.rng",
+                 "prunelab.studies.imp", "prunelab.studies.retraining",
+                 "prunelab.training.loop"}
+    assert computing <= shaping, computing - shaping
     assert fingerprint(params(), b"init", "cpu") != fingerprint(params(), b"init", "cuda")
 
 
@@ -770,9 +762,9 @@ def test_late_rewinding_gives_every_net_the_rest_of_the_schedule() -> None:
 def test_a_reconstructions_mask_is_the_zeros_it_chose() -> None:
     """obs keeps the ranking's count per layer but picks its own positions: the mask that
     fine-tuning holds is the rebuilt net's nonzeros, and fine-tuning keeps exactly those."""
-    from prunelab.criteria.base import Context
-    from prunelab.criteria.registry import criterion
-    from prunelab.prune import pruned_with_masks
+    from prunelab.pruning.criteria.base import Context
+    from prunelab.pruning.criteria.registry import criterion
+    from prunelab.pruning.sweep import pruned_with_masks
 
     net, data = initial(), split()
     obs = criterion("weight", "obs")
@@ -787,8 +779,8 @@ def test_a_reconstructions_mask_is_the_zeros_it_chose() -> None:
 
 
 def test_controls_are_the_names_params_yaml_allows() -> None:
-    from prunelab import imp
     from prunelab.config import IMP_CONTROLS
+    from prunelab.studies import imp
 
     assert tuple(imp.CONTROLS) == IMP_CONTROLS
     assert ("ticket", *IMP_CONTROLS) == imp.VARIANTS
@@ -804,7 +796,7 @@ def fake_round(index: int, kept: int, accs: dict[str, float], seconds: float = 1
 def test_imp_reports_stay_within_only_while_every_round_does() -> None:
     """'within 0.1 point down to X%' is contiguous from the first round: a later recovery does
     not extend it; the CSV has a row per round and net; timing sums the rounds."""
-    from prunelab import imp_report
+    from prunelab.studies import imp_outputs as imp_report
 
     rounds = [fake_round(0, 10, {"ticket": 97.0}),
               fake_round(1, 8, {"ticket": 96.95, "reinit": 96.5, "random_mask": 96.0}),
@@ -827,8 +819,8 @@ def test_imp_reports_stay_within_only_while_every_round_does() -> None:
 
 def test_finetune_summary_is_contiguous_from_the_smallest_k() -> None:
     """A k that passes after a k that failed does not count ('stays within ... up to k')."""
-    from prunelab.prune import SweepPoint
-    from prunelab.retrain import TunedPoint, finetune_summary
+    from prunelab.pruning.sweep import SweepPoint
+    from prunelab.studies.retraining import TunedPoint, finetune_summary
 
     def point(k: float, shot: float, tuned: float) -> TunedPoint:
         return TunedPoint(SweepPoint(k, shot, k, k, 0, 0), tuned, 0.0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from prunelab.errors import DataError
-from prunelab.plot import finetune_figure, lottery_figure
+from prunelab.reporting.figures import finetune_figure, lottery_figure
 
 PNG = b"\x89PNG"
 GRID = (0.0, 0.25, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from prunelab.errors import PrunelabError
-from prunelab.layers import Layer, Net, forward, mlp_layers
-from prunelab.masks import Pruner, apply_masks
-from prunelab.savings import (
+from prunelab.models.layers import Layer, Net, forward, mlp_layers
+from prunelab.pruning.masks import Pruner, apply_masks
+from prunelab.pruning.savings import (
     Realised,
     check_equivalence,
     faster_format,
@@ -144,8 +144,8 @@ def test_reconstructed_models_are_realised_and_match_their_pruned_twin(granulari
     """The speed stage realises reconstructing criteria too (obs: dense/CSR layers; l2_refit:
     compacted): same logits as the reconstructed net, and l2_refit's compacted net is as small
     as l2's at the same k."""
-    from prunelab.criteria.base import Context
-    from prunelab.criteria.registry import criterion
+    from prunelab.pruning.criteria.base import Context
+    from prunelab.pruning.criteria.registry import criterion
 
     torch.manual_seed(5)
     net = mlp_layers([torch.randn(48, 64) * 0.2, torch.randn(24, 48) * 0.2,

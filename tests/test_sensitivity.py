@@ -1,4 +1,4 @@
-"""Per-layer sensitivity (prunelab.sensitivity, the `sensitivity` stage and its figure): one
+"""Per-layer sensitivity (prunelab.studies.sensitivity, the `sensitivity` stage and its figure): one
 layer pruned at a time, the others dense, on MLPs and LeNet-5."""
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from torch import Tensor
 
 from prunelab import paths
 from prunelab.config import MLPConfig, ModelConfig
-from prunelab.criteria.registry import criterion
-from prunelab.inference import fast_equivalent
-from prunelab.layers import Net, mlp_layers
-from prunelab.masks import unit_mask, weight_mask
-from prunelab.model import accuracy, build_model, lenet5_geometry, save_net
-from prunelab.plot import sensitivity_figure
-from prunelab.sensitivity import (
+from prunelab.models.layers import Net, mlp_layers
+from prunelab.models.networks import accuracy, build_model, lenet5_geometry, save_net
+from prunelab.pruning.compaction import fast_equivalent
+from prunelab.pruning.criteria.registry import criterion
+from prunelab.pruning.masks import unit_mask, weight_mask
+from prunelab.reporting.figures import sensitivity_figure
+from prunelab.studies.sensitivity import (
     CURVE_COLUMNS,
     SensitivityPoint,
     curve_rows,
@@ -39,7 +39,7 @@ from prunelab.sensitivity import (
     sensitive_layers,
     summary,
 )
-from prunelab.tracking import SWITCH
+from prunelab.tracking.runs import SWITCH
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
 

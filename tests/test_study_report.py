@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from prunelab import paths, study_report
-from prunelab.aggregate import aggregate_metrics, aggregate_rows, headline_stats
+from prunelab import paths
 from prunelab.config import load_params
-from prunelab.files import write_bytes, write_csv, write_json
+from prunelab.reporting.aggregate import aggregate_metrics, aggregate_rows, headline_stats
+from prunelab.runtime.files import write_bytes, write_csv, write_json
+from prunelab.studies import report as study_report
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = (0.0, 0.5, 0.7, 0.9)

@@ -15,9 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from repo_helpers import MAIN, dvc, env_for, git, queued_experiments, wait_for_queue
 
-from prunelab import cli
-from prunelab.machine import usable_cores
-from prunelab.threads import (
+from prunelab.runtime import stage as cli
+from prunelab.runtime.machine import usable_cores
+from prunelab.runtime.threads import (
     JOBS_VAR,
     MAX_COUNT,
     THREADS_VAR,
@@ -157,8 +157,8 @@ import json, sys
 import click
 if sys.argv[1] == "torch first":
     import torch
-from prunelab import cli
-from prunelab.machine import describe
+from prunelab.runtime import stage as cli
+from prunelab.runtime.machine import describe
 
 @click.command()
 @click.argument("order")
@@ -203,8 +203,9 @@ def test_a_stage_process_with_a_bad_value_exits_with_one_error_line() -> None:
 QUEUE_PROBE = """
 import json, os, sys
 import torch
-from prunelab import cli, threads
-from prunelab.machine import usable_cores
+from prunelab.runtime import stage as cli
+from prunelab.runtime import threads
+from prunelab.runtime.machine import usable_cores
 with cli.stage_errors():
     why = threads.decide(os.environ, usable_cores()).why
     json.dump({"threads": torch.get_num_threads(), "why": why}, open("probe.json", "w"))

@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 from repo_helpers import SMALL_PARAMS, VENV_BIN, env_for, sqlite_uri, tree_snapshot, write_params
 
-from prunelab import tracking_store as store
 from prunelab.config import Params, load_params
-from prunelab.machine import blas_of, cpu_model, describe, simd_of
-from prunelab.tracking import StageRun, params_hash, run_name, seed_prefix
+from prunelab.runtime.machine import blas_of, cpu_model, describe, simd_of
+from prunelab.tracking.runs import StageRun, params_hash, run_name, seed_prefix, store
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -163,7 +162,7 @@ def test_machine_reads_cpu_blas_and_simd(tmp_path: Path) -> None:
 
 def test_machine_without_torch_does_not_import_it() -> None:
     """In a process that never imported torch, describing the machine leaves torch unloaded."""
-    code = ("import sys; from prunelab.machine import describe; m = describe(); "
+    code = ("import sys; from prunelab.runtime.machine import describe; m = describe(); "
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "assert m.torch is None and m.cpu and m.cores >= 1; print(sorted(m.tags()))")
     done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
@@ -224,7 +223,7 @@ HOLD_RUN = """
 import sys, time
 from pathlib import Path
 from prunelab.config import load_params
-from prunelab.tracking import StageRun
+from prunelab.tracking.runs import StageRun
 with StageRun(sys.argv[1], load_params(Path("params.yaml"))) as run:
     print(run.run_id, run.parent_id, flush=True)
     time.sleep(600)

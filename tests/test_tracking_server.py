@@ -50,8 +50,8 @@ from repo_helpers import (
 )
 
 from prunelab import paths
-from prunelab.machine import cpu_model
-from prunelab.tracking import redact
+from prunelab.runtime.machine import cpu_model
+from prunelab.tracking.runs import redact
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from prunelab.config import LeNet5Config, MLPConfig, ModelConfig, TrainConfig
-from prunelab.masks import Pruner, apply_masks, live_masks
-from prunelab.model import build_model
-from prunelab.train import train
+from prunelab.models.networks import build_model
+from prunelab.pruning.masks import Pruner, apply_masks, live_masks
+from prunelab.training.loop import train
 
 CPU = torch.device("cpu")
 CFG = TrainConfig(epochs=2, lr=0.01, batch_size=25, seed=3)

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from prunelab import paths
-from prunelab.cli import ENVIRONMENT, stage_errors
+from prunelab.runtime.stage import ENVIRONMENT, stage_errors
 
 EPILOG = "\b\nAlso:\n" + "\n".join([
     "  dvc repro                 run the whole study (only what changed)",
@@ -69,7 +69,7 @@ def check(params_file: Path) -> None:
 def report(readme: Path | None, rev: str, publish_to: Path | None) -> None:
     """The README's results blocks from the metrics and curve files (of REV), and a published
     copy of its study report."""
-    from prunelab.study_report import main
+    from prunelab.studies.report import main
 
     main.callback(readme, rev, publish_to)  # type: ignore[misc]
 
@@ -86,10 +86,10 @@ def compare(revs: tuple[str, ...], figure: Path, readme: Path | None) -> None:
     """Compare the pruning curves of REVS side by side (each a commit, branch, DVC experiment
     name or `workspace`; e.g. `workspace lenet5` after `dvc exp run -n lenet5 --temp -S
     model.arch=lenet5`): a figure against nominal and effective sparsity, and a table."""
-    from prunelab.compare import comparison_table, differences, load_run, speed_table
-    from prunelab.files import write_bytes, write_text
-    from prunelab.plot import arch_figure
-    from prunelab.report import replace_block
+    from prunelab.reporting.compare import comparison_table, differences, load_run, speed_table
+    from prunelab.reporting.figures import arch_figure
+    from prunelab.reporting.tables import replace_block
+    from prunelab.runtime.files import write_bytes, write_text
 
     with stage_errors():
         runs = [load_run(rev) for rev in revs]

@@ -21,7 +21,7 @@ Scope = Literal["layer", "global"]
 SCOPES: tuple[str, ...] = ("layer", "global")
 METHODS: tuple[str, ...] = ("weight", "unit")  # the granularities: what is pruned
 # The criteria (how candidates are ranked) per granularity: the names of
-# prunelab.criteria.registry, kept here so that checking params.yaml imports no torch.
+# prunelab.pruning.criteria.registry, kept here so that checking params.yaml imports no torch.
 ARCHS: tuple[str, ...] = ("mlp", "lenet5")
 WEIGHT_CRITERIA: tuple[str, ...] = ("magnitude", "random", "largest", "wanda", "obd", "obs")
 UNIT_CRITERIA: tuple[str, ...] = ("l2", "random", "largest", "activation", "l2_refit")

@@ -1,0 +1,1 @@
+"""Networks as chains of prunable layers, and the study's architectures."""

@@ -1,0 +1,1 @@
+"""Masks, criteria, scope, the one-shot sweep, compaction and what pruning buys."""

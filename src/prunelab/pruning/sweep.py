@@ -1,0 +1,159 @@
+"""The sweep: for each sparsity, prune a fresh copy of the dense net and test it (no retraining)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from prunelab.config import Params, grid_step
+from prunelab.data.mnist import calibration_set
+from prunelab.models.layers import Layer, Net, with_weights
+from prunelab.models.networks import accuracy, to_inputs, to_targets
+from prunelab.pruning.compaction import fast_equivalent
+from prunelab.pruning.criteria.base import Context, Criterion
+from prunelab.pruning.masks import Pruner, apply_masks, live_masks
+
+TOLERANCE_POINTS = 1.0  # "within 1 point of dense" for the summaries
+CURVE_COLUMNS = (
+    "sparsity",
+    "accuracy",
+    "nominal_sparsity",
+    "effective_sparsity",
+    "nonzero_params",
+    "live_params",
+)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One pruned copy: its grid value k, test accuracy (%) and what is left of it.
+
+    nominal_sparsity is the share of all weights (output layer included) that are zero;
+    effective_sparsity the share that are zero or can no longer affect the output.
+    """
+
+    sparsity: float
+    accuracy: float
+    nominal_sparsity: float
+    effective_sparsity: float
+    nonzero_params: int
+    live_params: int
+
+
+def prune_point(pruned: Sequence[Layer], sparsity: float, x: Tensor, y: Tensor) -> SweepPoint:
+    """Measure what is left of a pruned net and test it."""
+    total = sum(layer.weight.numel() for layer in pruned)
+    nonzero = sum(int(layer.weight.count_nonzero()) for layer in pruned)
+    live_per_layer = live_masks(pruned)
+    live = sum(int(m.sum()) for m in live_per_layer)
+    return SweepPoint(
+        sparsity=sparsity,
+        accuracy=round(accuracy(fast_equivalent(pruned, live_per_layer), x, y), 4),
+        nominal_sparsity=round(1 - nonzero / total, 6),
+        effective_sparsity=round(1 - live / total, 6),
+        nonzero_params=nonzero,
+        live_params=live,
+    )
+
+
+def criteria_context(net: Sequence[Layer], criteria: Sequence[Criterion], cfg: Params,
+                     data_dir: Path, device: torch.device) -> Context:
+    """What ``criteria`` may look at: the weights and the run's seed, plus calibration images
+    (training split only, ``prune.calibration_size`` drawn with ``train.seed``) when one of
+    them needs them."""
+    if not any(c.needs_calibration for c in criteria):
+        return Context(tuple(net), seed=cfg.train.seed)
+    images, labels = calibration_set(data_dir, cfg.data.train_size, cfg.prune.calibration_size,
+                                     cfg.train.seed)
+    return Context(tuple(net), to_inputs(images, device), to_targets(labels, device),
+                   seed=cfg.train.seed)
+
+
+def pruned_with_masks(net: Sequence[Layer], granularity: str, scope: str,
+                      sparsities: Iterable[float], criterion: Criterion | None = None,
+                      context: Context | None = None
+                      ) -> Iterator[tuple[float, list[Tensor], Net]]:
+    """(k, keep-masks, pruned net) for every grid value, each from the same dense ``net``:
+    masked, then reconstructed when the criterion does that. The ranking is computed once.
+    The masks are the pruned net's: for a reconstruction, the weights it left nonzero."""
+    pruner = Pruner(net, granularity, scope, criterion, context)
+    for k in sparsities:
+        masks = pruner.masks(k)
+        if criterion is not None and criterion.reconstruct is not None and context is not None:
+            rebuilt = with_weights(net, criterion.reconstruct(context, masks))
+            # A reconstruction may choose its own zeros (obs keeps the ranking's count per
+            # layer, not its positions): the pruned net's mask is what it zeroed.
+            kept = [layer.weight != 0 for layer in rebuilt[:-1]] + [masks[-1]]
+            yield k, kept, rebuilt
+        else:
+            yield k, masks, apply_masks(net, masks)
+
+
+def pruned_nets(net: Sequence[Layer], granularity: str, scope: str,
+                sparsities: Iterable[float], criterion: Criterion | None = None,
+                context: Context | None = None) -> Iterator[tuple[float, Net]]:
+    """(k, pruned net) for every grid value (see :func:`pruned_with_masks`)."""
+    for k, _, pruned in pruned_with_masks(net, granularity, scope, sparsities, criterion,
+                                          context):
+        yield k, pruned
+
+
+def sweep(net: Sequence[Layer], granularity: str, scope: str, sparsities: Iterable[float],
+          x: Tensor, y: Tensor, criterion: Criterion | None = None,
+          context: Context | None = None) -> list[SweepPoint]:
+    """Every grid value of one criterion (default: the study's), tested on (x, y)."""
+    return [prune_point(pruned, k, x, y)
+            for k, pruned in pruned_nets(net, granularity, scope, sparsities, criterion, context)]
+
+
+def summarise(points: Sequence[SweepPoint], dense_accuracy: float) -> dict[str, Any]:
+    """The headline of a sweep: the highest k within 1 point of dense, and what it keeps.
+
+    This is the metrics file (`dvc metrics show`, `dvc exp show`): a few numbers per method.
+    The accuracy at every k lives in the curve CSV (`dvc plots`) and in MLflow.
+    """
+    ok = [p for p in points if p.accuracy >= dense_accuracy - TOLERANCE_POINTS]
+    best = max(ok, key=lambda p: p.sparsity, default=None)
+    return {
+        "max_sparsity_within_1pt": best.sparsity if best else None,
+        "accuracy_at_max_sparsity": best.accuracy if best else None,
+    }
+
+
+def grid_key(sparsity: float) -> str:
+    """A metrics key naming a grid value exactly (shortest round-trip repr: '0.97', '0.0')."""
+    return repr(float(sparsity))
+
+
+def curve_rows(points: Sequence[SweepPoint], method: str, scope: str,
+               criterion: str | None = None) -> list[dict[str, Any]]:
+    """One CSV row per sparsity: method (granularity), criterion and scope -- the plots colour
+    by them -- then CURVE_COLUMNS."""
+    head: dict[str, Any] = {"method": method}
+    if criterion is not None:
+        head["criterion"] = criterion
+    head["scope"] = scope
+    return [{**head, **{c: asdict(p)[c] for c in CURVE_COLUMNS}} for p in points]
+
+
+def dense_accuracy(net: Sequence[Layer], points: Sequence[SweepPoint], x: Tensor,
+                   y: Tensor) -> float:
+    """The unpruned net's accuracy: the k=0 point when the grid has one, else measured."""
+    for p in points:
+        if p.sparsity == 0.0:
+            return p.accuracy
+    return round(accuracy(net, x, y), 4)
+
+
+def metric_series(points: Sequence[SweepPoint],
+                  prefix: str = "") -> dict[str, list[tuple[int, float]]]:
+    """Histories over the grid (step = per-mille sparsity), so MLflow's chart draws accuracy
+    against sparsity; ``prefix`` names the criterion (``magnitude.accuracy``)."""
+    names = ("accuracy", "effective_sparsity", "nominal_sparsity", "live_params")
+    return {prefix + n: [(grid_step(p.sparsity), float(getattr(p, n))) for p in points]
+            for n in names}

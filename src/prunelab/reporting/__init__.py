@@ -1,0 +1,1 @@
+"""Statistics across seeds, figures, tables and the plots page."""

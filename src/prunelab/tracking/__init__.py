@@ -1,0 +1,1 @@
+"""MLflow: runs mirroring DVC's params and metrics, and the store they live in."""

@@ -1,0 +1,1 @@
+"""The training loop (masks held, checkpoints, test passes)."""

@@ -1,0 +1,178 @@
+"""The study's training recipe: Adam, cross-entropy on logits, shuffled mini-batches.
+
+The whole training set sits on the device as one normalised tensor; a batch is an index into
+it. No DataLoader and no per-sample transforms: those cost the study 40x in wall time.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from prunelab.config import TrainConfig
+from prunelab.models.networks import Network, accuracy
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch: mean training loss, test accuracy (%) after it."""
+
+    epoch: int
+    loss: float
+    test_accuracy: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What training produced, besides the weights."""
+
+    history: tuple[EpochRecord, ...]
+    step_losses: tuple[float, ...]  # one per optimizer step, for loss curves
+    seconds: float  # optimisation only (excludes the per-epoch test passes)
+    samples: int
+    checkpoint: tuple[Tensor, ...] | None = None  # the weights after step ``checkpoint_at``
+    evals: tuple[tuple[int, float], ...] = ()  # (step, test accuracy %) every ``eval_every``
+
+    @property
+    def best_step(self) -> int | None:
+        """The step of the highest test accuracy among ``evals`` (the earliest on a tie): the
+        lottery-ticket paper's early-stopping measure. A diagnostic, never a selection."""
+        return max(self.evals, key=lambda e: (e[1], -e[0]))[0] if self.evals else None
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else float("nan")
+
+
+def train(
+    model: Network,
+    x: Tensor,
+    y: Tensor,
+    x_test: Tensor,
+    y_test: Tensor,
+    cfg: TrainConfig,
+    progress: bool = True,
+    masks: Sequence[Tensor] | None = None,
+    checkpoint_at: int | None = None,
+    eval_every: int | None = None,
+    max_steps: int | None = None,
+    start_step: int = 0,
+) -> TrainResult:
+    """Train ``model`` in place for ``cfg.epochs`` epochs and test it after each.
+
+    ``masks`` (keep-masks, one per weight) keep a pruned net pruned: masked weights are set to 0
+    before the first step and their gradients before every step, so Adam's moments for them
+    stay 0 and its update of them is exactly 0 -- they are bit-exact zeros throughout (an
+    all-ones mask changes nothing: multiplying by 1 is exact). ``checkpoint_at`` keeps a copy
+    of the weights after that optimizer step (``start_step``: before the first), for late
+    rewinding. ``eval_every`` tests the net every that many steps and after the last
+    (``evals``; not in ``seconds``); ``max_steps`` ends training after that step.
+    ``start_step`` continues a run from there (late rewinding trains steps s+1..T, not T more):
+    the batches of steps 1..s are skipped, in the same shuffled order; Adam starts afresh.
+    """
+    # The fused kernel does Adam's whole update in one pass: 1.6 ms a step instead of 7.4 ms
+    # for this net on 2 CPU cores (a quarter of the training time saved).
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
+    shuffle = torch.Generator().manual_seed(cfg.seed)  # CPU generator: same order on any device
+    params = list(model.parameters())
+    n, per_epoch = len(x), math.ceil(len(x) / cfg.batch_size)
+    n_steps = cfg.epochs * per_epoch if max_steps is None else min(cfg.epochs * per_epoch,
+                                                                   max_steps)
+    if not 0 <= start_step <= n_steps:
+        raise ValueError(f"start_step = {start_step}: allowed 0 to {n_steps}, the steps of "
+                         "this run")
+    if checkpoint_at is not None and not start_step <= checkpoint_at <= n_steps:
+        raise ValueError(f"checkpoint_at = {checkpoint_at}: allowed {start_step} to {n_steps}, "
+                         "the steps of this run")
+    keep = _hold(params, masks)
+    checkpoint = _snapshot(params) if checkpoint_at == start_step else None
+    history, steps, seconds, samples, step = [], [], 0.0, 0, start_step
+    evals: list[tuple[int, float]] = []
+    for epoch in range(1, cfg.epochs + 1):
+        # Every epoch's order is drawn, even a skipped one's: a late start sees the same batches
+        # the run it continues would have seen.
+        order = torch.randperm(n, generator=shuffle).to(x.device)
+        done = min(max(start_step - (epoch - 1) * per_epoch, 0), per_epoch)  # batches skipped
+        if done == per_epoch:
+            continue
+        if step >= n_steps:
+            break
+        model.train()
+        start = time.perf_counter()
+        losses = []
+        # disable=None: a bar on a terminal only; in `dvc queue logs` or CI logs, bars fill
+        # thousands of lines.
+        for i in tqdm(range(done * cfg.batch_size, n, cfg.batch_size),
+                      desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                      disable=None if progress else True, mininterval=0.5, file=sys.stderr):
+            idx = order[i : i + cfg.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x[idx]), y[idx])  # (B, 10) logits vs (B,)
+            loss.backward()
+            if keep is not None:  # one fused multiply over all gradients: ~1% of a step
+                torch._foreach_mul_([p.grad for p in params], keep)
+            optimizer.step()
+            step, samples = step + 1, samples + len(idx)
+            if step == checkpoint_at:
+                checkpoint = _snapshot(params)
+            losses.append(loss.detach())  # no .item(): keeps the GPU from syncing every step
+            if eval_every is not None and (step % eval_every == 0 or step == n_steps):
+                seconds -= _timed_eval(model, x_test, y_test, step, evals)
+            if step == n_steps:
+                break
+        epoch_losses = torch.stack(losses).cpu()
+        seconds += time.perf_counter() - start
+        steps.extend(epoch_losses.tolist())
+        model.eval()
+        history.append(EpochRecord(epoch, round(float(epoch_losses.mean()), 6),
+                                   round(accuracy(model.layers(), x_test, y_test), 4)))
+    return TrainResult(tuple(history), tuple(steps), seconds, samples, checkpoint, tuple(evals))
+
+
+def _hold(params: Sequence[Tensor], masks: Sequence[Tensor] | None) -> list[Tensor] | None:
+    """The keep-masks on the weights' device and dtype, the masked weights set to +0.0 (not
+    -0.0, which w * 0 gives for a negative w: byte-stable files)."""
+    if masks is None:
+        return None
+    keep = [m.to(p.device, p.dtype) for p, m in zip(params, masks, strict=True)]
+    with torch.no_grad():
+        for p, k in zip(params, keep, strict=True):
+            p.masked_fill_(k == 0, 0.0)
+    return keep
+
+
+def _timed_eval(model: Network, x: Tensor, y: Tensor, step: int,
+                evals: list[tuple[int, float]]) -> float:
+    """Test the net mid-training (appending (step, accuracy) to ``evals``); its seconds."""
+    if x.is_cuda:  # the queued training kernels are training time, not the test's
+        torch.cuda.synchronize(x.device)
+    start = time.perf_counter()
+    model.eval()
+    evals.append((step, round(accuracy(model.layers(), x, y), 4)))
+    model.train()
+    return time.perf_counter() - start
+
+
+def _snapshot(params: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """Detached copies of the weights as they are now."""
+    return tuple(p.detach().clone() for p in params)
+
+
+def loss_curve(step_losses: tuple[float, ...], max_points: int = 300) -> list[dict[str, Any]]:
+    """The training loss for plotting: means over equal windows of steps, at most
+    ``max_points`` rows (1,800 steps of the default run become 300), each at its last step."""
+    window = max(1, math.ceil(len(step_losses) / max_points))
+    rows = []
+    for start in range(0, len(step_losses), window):
+        chunk = step_losses[start : start + window]
+        rows.append({"step": start + len(chunk), "loss": round(sum(chunk) / len(chunk), 6)})
+    return rows
