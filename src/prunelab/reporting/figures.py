@@ -333,10 +333,10 @@ VARIANTS = {"ticket": ("winning ticket (rewound)", "tab:blue", 2.6),
             "random_mask": ("random mask (control)", "tab:gray", 1.3)}
 TICKET_BAND = 0.1  # points either side of dense: "matches the dense net" (imp.TICKET_TOLERANCE)
 INSET_BELOW = 4.0  # points: a control this far below dense squeezes the band; zoom on it
+ImpPoint = tuple[int, str, float, float, int | None]  # round, variant, remaining %, acc, step
 
 
-def _imp_rows(rows: Sequence[Mapping[str, str]], source: str
-              ) -> list[tuple[int, str, float, float, int | None]]:
+def _imp_rows(rows: Sequence[Mapping[str, str]], source: str) -> list[ImpPoint]:
     """plots/imp.csv as (round, variant, weights remaining %, accuracy, best step), by round."""
     try:
         parsed = [(int(r["round"]), r["variant"], float(r["weights_remaining"]),
@@ -370,42 +370,16 @@ def lottery_figure(rows: Sequence[Mapping[str, str]], arch: str = "mlp") -> byte
     ticket against its two controls, which start from the dense net (round 0). PNG bytes."""
     parsed = _imp_rows(rows, str(paths.IMP_CURVE))
     start = next((p for p in parsed if p[0] == 0 and p[1] == "ticket"), None)
-    variants = list(VARIANTS) + sorted({p[1] for p in parsed} - set(VARIANTS))
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.2))
-    low = min(p[3] for p in parsed)
     inset = None  # the controls fall far: the 0.1-point band needs a zoom of its own
-    if start is not None and low < start[3] - INSET_BELOW:
+    if start is not None and min(p[3] for p in parsed) < start[3] - INSET_BELOW:
         inset = left.inset_axes((0.07, 0.07, 0.46, 0.42), zorder=5)
-    steps_drawn = False
-    for variant in variants:
-        mine = [p for p in parsed if p[1] == variant]
-        if not mine:
-            continue
-        if start is not None and variant != "ticket":
-            mine = [start, *mine]
-        label, colour, lw = VARIANTS.get(variant, (variant, None, 1.3))
-        style = dict(color=colour, lw=lw, marker="o", ms=4 if variant == "ticket" else 3,
-                     label=label, zorder=3 if variant == "ticket" else 2)
-        xs = [p[2] for p in mine]
-        for ax in (left, inset) if inset is not None else (left,):
-            ax.plot(xs, [p[3] for p in mine], **style)  # type: ignore[arg-type]
-        steps = [(x, p[4]) for x, p in zip(xs, mine) if p[4] is not None]
-        if steps:
-            right.plot([x for x, _ in steps], [s for _, s in steps], **style)  # type: ignore
-            steps_drawn = True
+    accuracy_axes = (left, inset) if inset is not None else (left,)
+    steps_drawn = _lottery_curves(parsed, start, accuracy_axes, right)
     if start is not None:
-        dense = start[3]
-        for ax in (left, inset) if inset is not None else (left,):
-            ax.axhline(dense, color="black", ls=":", lw=0.9, label=f"dense ({dense:.2f}%)")
-            ax.axhspan(dense - TICKET_BAND, dense + TICKET_BAND, color="black", alpha=0.12,
-                       lw=0, label=f"dense ± {TICKET_BAND:g} point")
+        _dense_band(accuracy_axes, start[3])
     if inset is not None and start is not None:
-        inset.set_ylim(start[3] - INSET_BELOW / 2, start[3] + 0.5)
-        inset.set_xscale("log")
-        _remaining_ticks(inset, [p[2] for p in parsed], apart=2.4)
-        inset.tick_params(labelsize=6.5)
-        inset.grid(alpha=0.3)
-        inset.set_title("zoom near dense", fontsize=7, pad=2)
+        _zoom_near_dense(inset, start[3], [p[2] for p in parsed])
     if not steps_drawn:
         right.text(0.5, 0.5, "no early-stopping step recorded", transform=right.transAxes,
                    ha="center", va="center", color="gray")
@@ -424,6 +398,50 @@ def lottery_figure(rows: Sequence[Mapping[str, str]], arch: str = "mlp") -> byte
                  f"pruning with rewinding, against random re-initialisation and random masks")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return _png(fig)
+
+
+def _lottery_curves(parsed: Sequence[ImpPoint], start: ImpPoint | None,
+                    accuracy_axes: Sequence[plt.Axes], steps_ax: plt.Axes) -> bool:
+    """One line per variant (the known ones first): accuracy on each of ``accuracy_axes``, the
+    early-stopping step on ``steps_ax``; the controls begin at the dense round ``start``.
+    Whether any step was drawn."""
+    variants = list(VARIANTS) + sorted({p[1] for p in parsed} - set(VARIANTS))
+    steps_drawn = False
+    for variant in variants:
+        mine = [p for p in parsed if p[1] == variant]
+        if not mine:
+            continue
+        if start is not None and variant != "ticket":
+            mine = [start, *mine]
+        label, colour, lw = VARIANTS.get(variant, (variant, None, 1.3))
+        style = dict(color=colour, lw=lw, marker="o", ms=4 if variant == "ticket" else 3,
+                     label=label, zorder=3 if variant == "ticket" else 2)
+        xs = [p[2] for p in mine]
+        for ax in accuracy_axes:
+            ax.plot(xs, [p[3] for p in mine], **style)  # type: ignore[arg-type]
+        steps = [(x, p[4]) for x, p in zip(xs, mine) if p[4] is not None]
+        if steps:
+            steps_ax.plot([x for x, _ in steps], [s for _, s in steps], **style)  # type: ignore
+            steps_drawn = True
+    return steps_drawn
+
+
+def _dense_band(axes: Sequence[plt.Axes], dense: float) -> None:
+    """The dense net's accuracy dotted, with the band a ticket must stay in to match it."""
+    for ax in axes:
+        ax.axhline(dense, color="black", ls=":", lw=0.9, label=f"dense ({dense:.2f}%)")
+        ax.axhspan(dense - TICKET_BAND, dense + TICKET_BAND, color="black", alpha=0.12,
+                   lw=0, label=f"dense ± {TICKET_BAND:g} point")
+
+
+def _zoom_near_dense(inset: plt.Axes, dense: float, remaining: Sequence[float]) -> None:
+    """The inset's view: from INSET_BELOW / 2 points under ``dense`` to half a point above."""
+    inset.set_ylim(dense - INSET_BELOW / 2, dense + 0.5)
+    inset.set_xscale("log")
+    _remaining_ticks(inset, remaining, apart=2.4)
+    inset.tick_params(labelsize=6.5)
+    inset.grid(alpha=0.3)
+    inset.set_title("zoom near dense", fontsize=7, pad=2)
 
 
 def sensitivity_figure(rows: Sequence[Mapping[str, object]], dense: float | None = None,

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -85,18 +85,11 @@ def train(
     shuffle = torch.Generator().manual_seed(cfg.seed)  # CPU generator: same order on any device
     params = list(model.parameters())
     n, per_epoch = len(x), math.ceil(len(x) / cfg.batch_size)
-    n_steps = cfg.epochs * per_epoch if max_steps is None else min(cfg.epochs * per_epoch,
-                                                                   max_steps)
-    if not 0 <= start_step <= n_steps:
-        raise ValueError(f"start_step = {start_step}: allowed 0 to {n_steps}, the steps of "
-                         "this run")
-    if checkpoint_at is not None and not start_step <= checkpoint_at <= n_steps:
-        raise ValueError(f"checkpoint_at = {checkpoint_at}: allowed {start_step} to {n_steps}, "
-                         "the steps of this run")
-    keep = _hold(params, masks)
-    checkpoint = _snapshot(params) if checkpoint_at == start_step else None
-    history, steps, seconds, samples, step = [], [], 0.0, 0, start_step
-    evals: list[tuple[int, float]] = []
+    n_steps = _last_step(cfg.epochs * per_epoch, max_steps, start_step, checkpoint_at)
+    run = _Run(model, optimizer, params, _hold(params, masks), x_test, y_test, n_steps,
+               checkpoint_at, eval_every, step=start_step)
+    if checkpoint_at == start_step:
+        run.checkpoint = _snapshot(params)
     for epoch in range(1, cfg.epochs + 1):
         # Every epoch's order is drawn, even a skipped one's: a late start sees the same batches
         # the run it continues would have seen.
@@ -104,38 +97,100 @@ def train(
         done = min(max(start_step - (epoch - 1) * per_epoch, 0), per_epoch)  # batches skipped
         if done == per_epoch:
             continue
-        if step >= n_steps:
+        if run.step >= n_steps:
             break
-        model.train()
-        start = time.perf_counter()
-        losses = []
-        # disable=None: a bar on a terminal only; in `dvc queue logs` or CI logs, bars fill
-        # thousands of lines.
-        for i in tqdm(range(done * cfg.batch_size, n, cfg.batch_size),
-                      desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
-                      disable=None if progress else True, mininterval=0.5, file=sys.stderr):
-            idx = order[i : i + cfg.batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x[idx]), y[idx])  # (B, 10) logits vs (B,)
-            loss.backward()
-            if keep is not None:  # one fused multiply over all gradients: ~1% of a step
-                torch._foreach_mul_([p.grad for p in params], keep)
-            optimizer.step()
-            step, samples = step + 1, samples + len(idx)
-            if step == checkpoint_at:
-                checkpoint = _snapshot(params)
-            losses.append(loss.detach())  # no .item(): keeps the GPU from syncing every step
-            if eval_every is not None and (step % eval_every == 0 or step == n_steps):
-                seconds -= _timed_eval(model, x_test, y_test, step, evals)
-            if step == n_steps:
-                break
-        epoch_losses = torch.stack(losses).cpu()
-        seconds += time.perf_counter() - start
-        steps.extend(epoch_losses.tolist())
-        model.eval()
-        history.append(EpochRecord(epoch, round(float(epoch_losses.mean()), 6),
-                                   round(accuracy(model.layers(), x_test, y_test), 4)))
-    return TrainResult(tuple(history), tuple(steps), seconds, samples, checkpoint, tuple(evals))
+        _train_epoch(run, x, y, _batches(order, done, cfg, epoch, progress), epoch)
+    return run.result()
+
+
+@dataclass
+class _Run:
+    """One call of :func:`train` under way: what it trains and when it stops, snapshots and
+    tests (fixed), and what it has gathered so far (advanced by :func:`_train_epoch`)."""
+
+    model: Network
+    optimizer: torch.optim.Optimizer
+    params: list[Tensor]  # model.parameters(), in order
+    keep: list[Tensor] | None  # keep-masks multiplied into the gradients, one per weight
+    x_test: Tensor
+    y_test: Tensor
+    n_steps: int  # the run's last step
+    checkpoint_at: int | None
+    eval_every: int | None
+    step: int  # the last step taken
+    checkpoint: tuple[Tensor, ...] | None = None
+    seconds: float = 0.0
+    samples: int = 0
+    history: list[EpochRecord] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)
+    evals: list[tuple[int, float]] = field(default_factory=list)
+
+    def result(self) -> TrainResult:
+        """What the run produced, frozen."""
+        return TrainResult(tuple(self.history), tuple(self.step_losses), self.seconds,
+                           self.samples, self.checkpoint, tuple(self.evals))
+
+
+def _last_step(planned: int, max_steps: int | None, start_step: int,
+               checkpoint_at: int | None) -> int:
+    """The run's last step: ``planned`` (epochs x batches), cut to ``max_steps``. Rejects a
+    start or a checkpoint outside the run, naming the allowed steps."""
+    n_steps = planned if max_steps is None else min(planned, max_steps)
+    if not 0 <= start_step <= n_steps:
+        raise ValueError(f"start_step = {start_step}: allowed 0 to {n_steps}, the steps of "
+                         "this run")
+    if checkpoint_at is not None and not start_step <= checkpoint_at <= n_steps:
+        raise ValueError(f"checkpoint_at = {checkpoint_at}: allowed {start_step} to {n_steps}, "
+                         "the steps of this run")
+    return n_steps
+
+
+def _batches(order: Tensor, skip: int, cfg: TrainConfig, epoch: int,
+             progress: bool) -> Iterator[Tensor]:
+    """The epoch's mini-batches, indices into the training set (``order`` cut into
+    ``cfg.batch_size`` pieces), but the first ``skip``; behind a progress bar."""
+    # disable=None: a bar on a terminal only; in `dvc queue logs` or CI logs, bars fill
+    # thousands of lines.
+    for i in tqdm(range(skip * cfg.batch_size, len(order), cfg.batch_size),
+                  desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                  disable=None if progress else True, mininterval=0.5, file=sys.stderr):
+        yield order[i : i + cfg.batch_size]
+
+
+def _train_epoch(run: _Run, x: Tensor, y: Tensor, batches: Iterable[Tensor], epoch: int) -> None:
+    """Train on ``batches`` until they end or the run does (snapshotting and testing on the
+    way), then test the net and record the epoch."""
+    run.model.train()
+    start = time.perf_counter()
+    losses = []
+    for idx in batches:
+        loss = _step(run, x, y, idx)
+        run.step, run.samples = run.step + 1, run.samples + len(idx)
+        if run.step == run.checkpoint_at:
+            run.checkpoint = _snapshot(run.params)
+        losses.append(loss.detach())  # no .item(): keeps the GPU from syncing every step
+        if run.eval_every is not None and (run.step % run.eval_every == 0
+                                           or run.step == run.n_steps):
+            run.seconds -= _timed_eval(run.model, run.x_test, run.y_test, run.step, run.evals)
+        if run.step == run.n_steps:
+            break
+    epoch_losses = torch.stack(losses).cpu()
+    run.seconds += time.perf_counter() - start
+    run.step_losses.extend(epoch_losses.tolist())
+    run.model.eval()
+    run.history.append(EpochRecord(epoch, round(float(epoch_losses.mean()), 6),
+                                   round(accuracy(run.model.layers(), run.x_test, run.y_test), 4)))
+
+
+def _step(run: _Run, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
+    """One optimizer step on the batch ``idx`` of (x, y); its loss."""
+    run.optimizer.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(run.model(x[idx]), y[idx])  # (B, 10) logits vs (B,)
+    loss.backward()
+    if run.keep is not None:  # one fused multiply over all gradients: ~1% of a step
+        torch._foreach_mul_([p.grad for p in run.params], run.keep)
+    run.optimizer.step()
+    return loss
 
 
 def _hold(params: Sequence[Tensor], masks: Sequence[Tensor] | None) -> list[Tensor] | None:
