@@ -73,9 +73,13 @@ compare: setup                       ## the study on LeNet-5 too, compared with 
 	dvc repro --force --single-item report   # reports/study.md gains the architectures section
 
 # MLflow 3 opens an experiment in its GenAI view; workflowType=machine_learning opens the runs.
+# First, runs left RUNNING by a killed process are closed: after a `kill -9` the next `dvc repro`
+# may restore every stage from the run-cache, and no stage would open the store to close them.
+UI_STORE := sqlite:///$(CURDIR)/mlflow.db
 ui: setup                            ## the MLflow UI on the project's store, loopback only
+	@python -m prunelab tracking close-stale --uri $(UI_STORE)
 	@echo "prunelab runs: http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"
-	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	mlflow ui --backend-store-uri $(UI_STORE) --host 127.0.0.1 --port 5000
 
 clean-venv:
 	rm -rf $(VENV)

@@ -104,5 +104,22 @@ def compare(revs: tuple[str, ...], figure: Path, readme: Path | None) -> None:
     click.echo(f"compare: {figure} ({', '.join(r.label for r in runs)})", err=True)
 
 
+@cli.group()
+def tracking() -> None:
+    """The MLflow store the stages write (MLFLOW_TRACKING_URI, else <repo>/mlflow.db)."""
+
+
+@tracking.command("close-stale")
+@click.option("--uri", help="The store to sweep (default: MLFLOW_TRACKING_URI, else "
+                            "<repo>/mlflow.db).")
+def close_stale(uri: str | None) -> None:
+    """Mark KILLED every run left RUNNING by a process that is gone (kill -9, power loss); `make
+    ui` runs this first. Runs of live processes and of other hosts are left alone."""
+    from prunelab.tracking.runs import close_stale as sweep  # lazy: MLflow takes seconds
+
+    with stage_errors():
+        sweep(uri)
+
+
 if __name__ == "__main__":
     cli()

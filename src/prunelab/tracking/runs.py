@@ -45,8 +45,9 @@ from prunelab.runtime.machine import describe
 from prunelab.tracking import store
 from prunelab.tracking.store import EXPERIMENT, redact
 
-__all__ = ["EXPERIMENT", "StageRun", "TrackingError", "enabled", "execution_key", "git_revision",
-           "params_hash", "redact", "repo_root", "run_name", "track", "tracking_uri"]
+__all__ = ["EXPERIMENT", "StageRun", "TrackingError", "close_stale", "enabled", "execution_key",
+           "git_revision", "params_hash", "redact", "repo_root", "run_name", "track",
+           "tracking_uri"]
 
 SWITCH = "PRUNELAB_TRACKING"
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
@@ -180,6 +181,39 @@ def _user() -> str:
         return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
 
 
+def _store_error(uri: str, what: str, exc: BaseException) -> TrackingError:
+    """One line naming the store (credentials redacted) and MLflow's first line of complaint."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = redact(first)  # MLflow's message repeats the URL, password included
+    return TrackingError(f"MLflow tracking store {redact(uri)} {what}: {first[:200]} "
+                         f"(set {SWITCH}=off to run without tracking)")
+
+
+def close_stale(uri: str | None = None, closer: str = "prunelab tracking close-stale") -> list[str]:
+    """Mark KILLED the runs of ``uri`` (default: :func:`tracking_uri`) left RUNNING by a process
+    that is gone; returns their ids. The sweep a stage does when it opens the store, without
+    starting a run: `make ui` runs it first, because after a ``kill -9`` the next ``dvc repro``
+    may restore every stage from DVC's run-cache and open no run at all. A SQLite store that
+    does not exist yet stays uncreated."""
+    uri = uri or tracking_uri()
+    db = store.sqlite_path(uri)
+    if db is not None and not db.is_file():
+        return []
+    _configure_http_client()
+    try:
+        store.quiet_mlflow()
+        import mlflow
+
+        with store.lock(uri):
+            client = mlflow.MlflowClient(uri)
+            experiment = client.get_experiment_by_name(EXPERIMENT)
+            if experiment is None:
+                return []
+            return store.close_orphans(client, str(experiment.experiment_id), closer)
+    except Exception as exc:
+        raise _store_error(uri, "cannot be reached", exc) from None
+
+
 class StageRun:
     """The MLflow child run of one stage (a no-op object when tracking is off)."""
 
@@ -238,12 +272,7 @@ class StageRun:
                   file=sys.stderr)
 
     def _error(self, what: str, exc: BaseException) -> TrackingError:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        first = redact(first)  # MLflow's message repeats the URL, password included
-        return TrackingError(
-            f"MLflow tracking store {redact(self.uri)} {what}: {first[:200]} "
-            f"(set {SWITCH}=off to run without tracking)"
-        )
+        return _store_error(self.uri, what, exc)
 
     def _start(self) -> None:
         client, root = self._client, repo_root()
