@@ -36,11 +36,12 @@ retrain: setup                       ## fine-tuning and IMP / lottery tickets (a
 	dvc repro --force --single-item report   # reports/study.md gains the retraining section
 
 # The replicated study: five seeds as the DVC experiment `replicates` (in a temporary copy:
-# the workspace keeps its params), then the README's results blocks and a published copy of
-# its report (reports/replicates/) from that experiment. The seeds' stages land in DVC's
+# the workspace keeps its params), then the generated blocks (README's results, the docs/*.md
+# pages' criteria, replicates, savings, retraining) and a published copy of its report
+# (reports/replicates/) from that experiment. The seeds' stages land in DVC's
 # run-cache, so `dvc exp run -S 'train.seeds=[0,1,2,3,4]'` afterwards restores them.
 SEEDS ?= [0,1,2,3,4]
-replicates: setup                    ## the study on five seeds; README results from it
+replicates: setup                    ## the study on five seeds; README and docs/ blocks from it
 	-dvc exp remove replicates >/dev/null 2>&1
 	dvc exp run --temp -n replicates -S 'train.seeds=$(SEEDS)'
 	python -m prunelab report --rev replicates --readme README.md --publish reports/replicates
@@ -57,14 +58,14 @@ lint: setup
 bench: setup                         ## the speed benchmark; writes bench/results/ (README untouched)
 	python bench/run.py
 
-bench-readme: setup                  ## the benchmark, and its table written into README.md
+bench-readme: setup                  ## the benchmark, its table into docs/bench.md's bench block
 	python bench/run.py --readme README.md
 
-report: setup                        ## the results table from the metrics files, into README
+report: setup                        ## the generated blocks from the metrics, into README and docs/
 	python -m prunelab report --readme README.md
 
 # LeNet-5 as a DVC experiment named lenet5 (in a temporary copy: the workspace stays the MLP's),
-# then both side by side: plots/compare_arch.png and the README's architectures block.
+# then both side by side: plots/compare_arch.png and the architectures block (docs/architectures.md).
 compare: setup                       ## the study on LeNet-5 too, compared with the MLP
 	dvc repro
 	-dvc exp remove lenet5 >/dev/null 2>&1

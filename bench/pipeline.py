@@ -12,8 +12,8 @@ already in place, MLflow tracking on as for a user:
   others of the same size run by `dvc queue start -j 2` (target: parallel <= 0.9x sequential).
 
 A study takes minutes, so each figure is one run unless --repeats says otherwise (medians
-then). Results: bench/results/pipeline.json; `--readme README.md` writes the README's
-`pipeline-bench` block.
+then). Results: bench/results/pipeline.json; `--readme README.md` writes the
+`pipeline-bench` block, in whichever of README.md and docs/*.md holds it (docs/bench.md).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT / "src"))
 from prunelab import paths  # noqa: E402
-from prunelab.reporting.tables import replace_block  # noqa: E402
+from prunelab.reporting.tables import fill_blocks  # noqa: E402
 from prunelab.runtime.machine import describe  # noqa: E402
 
 STUDY_TARGET_S = 180.0  # 5 seeds: train + both prune stages + aggregate + report
@@ -230,7 +230,8 @@ def _met(ok: bool) -> str:
 @click.option("--seeds", default=5, show_default=True, help="Seeds of the replicated study.")
 @click.option("--report-repeats", default=5, show_default=True)
 @click.option("--readme", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Also write the table into this README's pipeline-bench block.")
+              help="Also write the table into the pipeline-bench block of this README or of "
+                   "the docs/*.md page beside it that holds it.")
 def main(only: tuple[str, ...], seeds: int, report_repeats: int, readme: Path | None) -> None:
     if not (ROOT / paths.DATA_DIR).is_dir():
         raise click.ClickException(f"{paths.DATA_DIR} missing: run `dvc repro download` first")
@@ -250,8 +251,8 @@ def main(only: tuple[str, ...], seeds: int, report_repeats: int, readme: Path | 
     table = markdown(results)
     click.echo(table)
     if readme is not None:
-        readme.write_text(replace_block(readme.read_text(encoding="utf-8"), "pipeline-bench",
-                                        table), encoding="utf-8")
+        for page, text in fill_blocks(readme, {"pipeline-bench": table}).items():
+            page.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

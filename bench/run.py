@@ -731,7 +731,8 @@ def machine() -> dict[str, Any]:
               help="Results JSON [default: bench/results/latest.json for a full run, "
                    "bench/results/partial.tmp for --quick or --only].")
 @click.option("--readme", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Also write the table into this README's bench block.")
+              help="Also write the table into the bench block of this README or of the "
+                   "docs/*.md page beside it that holds it.")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), default=ROOT / paths.DATA_DIR,
               show_default=True, help="The verified MNIST IDX files.")
 def main(quick: bool, repeats: int, only: tuple[str, ...], out: Path | None,
@@ -824,10 +825,11 @@ def main(quick: bool, repeats: int, only: tuple[str, ...], out: Path | None,
     table = markdown(results)
     click.echo(table)
     if readme is not None:
-        from prunelab.reporting.tables import replace_block
+        from prunelab.reporting.tables import fill_blocks
         from prunelab.runtime.files import write_text
 
-        write_text(readme, replace_block(readme.read_text(encoding="utf-8"), "bench", table))
+        for page, text in fill_blocks(readme, {"bench": table}).items():
+            write_text(page, text)
 
 
 def load_params_from(raw: dict[str, Any]) -> Any:

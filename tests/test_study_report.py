@@ -8,12 +8,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from prunelab import paths
 from prunelab.config import load_params
 from prunelab.reporting.aggregate import aggregate_metrics, aggregate_rows, headline_stats
+from prunelab.reporting.tables import fill_blocks
 from prunelab.runtime.files import write_bytes, write_csv, write_json
 from prunelab.studies import report as study_report
 
@@ -203,3 +205,64 @@ def test_publish_copies_the_pages_and_their_figures(checkout: Path) -> None:
                            Path("out/tradeoff.png")}
     assert b"](accuracy_vs_sparsity.png)" in copies[Path("out/study.md")]
     assert b"../plots/" not in copies[Path("out/study.html")]
+
+
+# The generated blocks: each writer (`report`, `compare`, bench/run.py, bench/pipeline.py)
+# writes a block into whichever of README.md and docs/*.md holds its markers.
+WRITTEN_ELSEWHERE = ("architectures", "bench", "pipeline-bench")  # compare, bench, pipeline
+
+
+def block(name: str, body: str = "old") -> str:
+    return f"<!-- {name}:start -->\n{body}\n<!-- {name}:end -->\n"
+
+
+def test_every_generated_block_has_exactly_one_home_in_the_repository() -> None:
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for name in (*study_report.BLOCKS, *WRITTEN_ELSEWHERE):
+        homes = [p.name for p in pages if f"<!-- {name}:start -->" in p.read_text("utf-8")]
+        assert len(homes) == 1, (name, homes)
+    readme = (ROOT / "README.md").read_text("utf-8")
+    assert "<!-- results:start -->" in readme  # the headline results stay on the front page
+    assert len(readme.splitlines()) <= 300
+
+
+def test_fill_blocks_writes_each_block_where_its_markers_are(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# intro\n" + block("results") + "tail\n")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "savings.md").write_text("# savings\n" + block("savings") + "end\n")
+    (tmp_path / "docs" / "other.md").write_text("no blocks\n")
+    new = fill_blocks(readme, {"results": "R", "savings": "S"})
+    assert new == {readme: "# intro\n" + block("results", "R") + "tail\n",
+                   tmp_path / "docs" / "savings.md": "# savings\n" + block("savings", "S")
+                   + "end\n"}
+    assert readme.read_text() == "# intro\n" + block("results") + "tail\n"  # nothing written
+
+
+@pytest.mark.parametrize("pages", [{}, {"README.md": "x", "docs/a.md": "x"}])
+def test_fill_blocks_refuses_a_block_with_no_home_or_two(tmp_path: Path,
+                                                         pages: dict[str, str]) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("# intro\n")
+    for page in pages:
+        (tmp_path / page).write_text(block("criteria"))
+    with pytest.raises(click.ClickException, match="block 'criteria'"):
+        fill_blocks(tmp_path / "README.md", {"criteria": "C"})
+
+
+def test_report_writes_its_blocks_into_the_docs_pages(checkout: Path) -> None:
+    """`python -m prunelab report --readme README.md` fills README's results block and the
+    blocks of the docs pages that hold the others, all from the same run."""
+    CliRunner().invoke(load_stage().main, [])
+    Path("docs").mkdir(exist_ok=True)
+    Path("README.md").write_text("# r\n" + block("results"))
+    Path("docs/study.md").write_text("# d\n" + "".join(
+        block(name) for name in study_report.BLOCKS if name != "results"))
+    done = CliRunner().invoke(study_report.main, ["--readme", "README.md"])
+    assert done.exit_code == 0, done.output
+    tables = study_report.readme_blocks()
+    assert Path("README.md").read_text() == "# r\n" + block("results", tables["results"])
+    docs = Path("docs/study.md").read_text()
+    for name in study_report.BLOCKS:
+        if name != "results":
+            assert block(name, tables[name].strip()) in docs

@@ -61,14 +61,15 @@ def check(params_file: Path) -> None:
 
 @cli.command()
 @click.option("--readme", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Write the tables into this README's blocks instead of printing them.")
+              help="Write each block into this README or the docs/*.md page beside it that "
+                   "holds its markers, instead of printing them.")
 @click.option("--rev", default="workspace", show_default=True,
               help="Report on this revision: a commit, branch or DVC experiment name.")
 @click.option("--publish", "publish_to", type=click.Path(file_okay=False, path_type=Path),
               help="Also copy the revision's reports/study.md, .html and figures here.")
 def report(readme: Path | None, rev: str, publish_to: Path | None) -> None:
-    """The README's results blocks from the metrics and curve files (of REV), and a published
-    copy of its study report."""
+    """The generated blocks (README, docs/*.md) from the metrics and curve files (of REV), and a
+    published copy of its study report."""
     from prunelab.studies.report import main
 
     main.callback(readme, rev, publish_to)  # type: ignore[misc]
@@ -80,15 +81,15 @@ def report(readme: Path | None, rev: str, publish_to: Path | None) -> None:
               default=str(paths.ARCH_FIGURE), show_default=True,
               help="Where to write the side-by-side figure (PNG).")
 @click.option("--readme", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Write the table into this README's `architectures` block instead of "
-                   "printing it.")
+              help="Write the table into the `architectures` block of this README or of the "
+                   "docs/*.md page beside it that holds it, instead of printing it.")
 def compare(revs: tuple[str, ...], figure: Path, readme: Path | None) -> None:
     """Compare the pruning curves of REVS side by side (each a commit, branch, DVC experiment
     name or `workspace`; e.g. `workspace lenet5` after `dvc exp run -n lenet5 --temp -S
     model.arch=lenet5`): a figure against nominal and effective sparsity, and a table."""
     from prunelab.reporting.compare import comparison_table, differences, load_run, speed_table
     from prunelab.reporting.figures import arch_figure
-    from prunelab.reporting.tables import replace_block
+    from prunelab.reporting.tables import fill_blocks
     from prunelab.runtime.files import write_bytes, write_text
 
     with stage_errors():
@@ -99,8 +100,8 @@ def compare(revs: tuple[str, ...], figure: Path, readme: Path | None) -> None:
         if readme is None:
             click.echo(text)
         else:
-            write_text(readme, replace_block(readme.read_text(encoding="utf-8"),
-                                             "architectures", text))
+            for page, page_text in fill_blocks(readme, {"architectures": text}).items():
+                write_text(page, page_text)
     click.echo(f"compare: {figure} ({', '.join(r.label for r in runs)})", err=True)
 
 

@@ -1,9 +1,11 @@
-"""The README's shared tables and sentences, from the metrics files (the command that writes
-them into the README is `python -m prunelab report`, in study_report)."""
+"""The README's and the docs pages' generated tables and sentences, from the metrics files
+(`python -m prunelab report`, in prunelab.studies.report, writes them), and the one function
+that writes a block into whichever page holds its markers."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import click
@@ -15,6 +17,8 @@ from prunelab.pruning.savings import REPEATS, THREADS
 from prunelab.pruning.sweep import TOLERANCE_POINTS
 from prunelab.reporting.figures import STUDY_ACCURACY, STUDY_CRITERION, STUDY_GRID, by_criterion
 from prunelab.runtime.files import read_json, read_rows
+
+DOCS = "docs"  # the study pages, beside the README
 
 
 def fmt_k(stat: Mapping[str, Any] | None) -> str:
@@ -356,11 +360,35 @@ def _cost() -> str:
 
 def replace_block(text: str, name: str, block: str) -> str:
     """Replace what stands between <!-- name:start --> and <!-- name:end --> in ``text``."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    start, end = _markers(name)
     head, _, rest = text.partition(start)
     _, _, tail = rest.partition(end)
     if not rest or end not in rest:
-        raise click.ClickException(f"README has no {start} ... {end} block")
+        raise click.ClickException(f"no {start} ... {end} block")
     return f"{head}{start}\n{block.strip()}\n{end}{tail}"
 
 
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def block_pages(readme: Path) -> list[Path]:
+    """Where generated blocks may live: the README and the docs/*.md pages beside it."""
+    return [readme, *sorted((readme.parent / DOCS).glob("*.md"))]
+
+
+def fill_blocks(readme: Path, blocks: Mapping[str, str]) -> dict[Path, str]:
+    """The new text of every page that holds one of ``blocks``, each block written between
+    its markers in whichever of :func:`block_pages` holds them. A block whose markers are in
+    no page, or in two, is an error naming it: a block is never silently dropped."""
+    texts = {page: page.read_text(encoding="utf-8") for page in block_pages(readme)}
+    changed: dict[Path, str] = {}
+    for name, block in blocks.items():
+        homes = [page for page, text in texts.items() if _markers(name)[0] in text]
+        if len(homes) != 1:
+            where = ", ".join(map(str, homes)) if homes else "none of them"
+            raise click.ClickException(
+                f"block {name!r}: its <!-- {name}:start --> marker must be in exactly one of "
+                f"{readme} and {readme.parent / DOCS}/*.md; found in {where}")
+        texts[homes[0]] = changed[homes[0]] = replace_block(texts[homes[0]], name, block)
+    return changed

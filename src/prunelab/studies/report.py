@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,10 @@ from prunelab.errors import DataError
 from prunelab.reporting.aggregate import study_coverage
 from prunelab.reporting.notebook import STUDY_CRITERION, notebook_applies
 from prunelab.reporting.tables import (
+    fill_blocks,
     findings,
     fmt_acc,
     fmt_k,
-    replace_block,
     results_table,
     retraining,
     savings_table,
@@ -357,13 +357,20 @@ def _first_to_break(section: Mapping[str, Any]) -> str:
     return str(first)
 
 
+# The blocks `report` writes, by name; each lands in the README or the docs/*.md page that
+# holds its markers (README: results; docs/criteria.md, savings.md, retraining.md,
+# replicates.md: the others).
+BLOCKS: dict[str, Callable[[], str]] = {
+    "results": results_table, "criteria": findings, "savings": savings_table,
+    "retraining": retraining, "replicates": replicates_block}
+
+
 def readme_blocks() -> dict[str, str]:
-    """Every README block the metrics files fill, by block name."""
-    return {"results": results_table(), "criteria": findings(), "savings": savings_table(),
-            "retraining": retraining(), "replicates": replicates_block()}
+    """Every generated block the metrics files fill, by block name."""
+    return {name: block() for name, block in BLOCKS.items()}
 
 
-# What the README blocks and reports/study.md are made from: all a revision needs to be
+# What the generated blocks and reports/study.md are made from: all a revision needs to be
 # reported on from a temporary folder (`--rev`).
 REPORT_INPUTS: tuple[Path, ...] = (
     paths.PARAMS, paths.AGGREGATE_METRICS, *(paths.aggregate_curve(m) for m in METHODS),
@@ -414,10 +421,11 @@ def publish(folder: Path) -> list[tuple[Path, bytes]]:
     return list(blobs.items())
 
 
-@click.command(help="The README's results blocks from the metrics files of a run (and a "
-               "published copy of its study report): `python -m prunelab report`.")
+@click.command(help="The README's and docs pages' generated blocks from the metrics files of a "
+               "run (and a published copy of its study report): `python -m prunelab report`.")
 @click.option("--readme", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Write the table into this README's results block instead of printing it.")
+              help="Write each block into this README or the docs/*.md page beside it that "
+                   "holds its markers, instead of printing them.")
 @click.option("--rev", default="workspace", show_default=True,
               help="Report on this revision: a commit, branch or DVC experiment name.")
 @click.option("--publish", "publish_to", type=click.Path(file_okay=False, path_type=Path),
@@ -435,10 +443,8 @@ def main(readme: Path | None, rev: str, publish_to: Path | None) -> None:
         if readme is None:
             click.echo("\n\n".join(tables.values()))
         else:
-            text = readme.read_text(encoding="utf-8")
-            for name, table in tables.items():
-                text = replace_block(text, name, table)
-            out.add_text(readme, text)
+            for page, text in fill_blocks(readme, tables).items():
+                out.add_text(page, text)
         out.commit()
 
 
