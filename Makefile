@@ -11,9 +11,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
 	touch $@
 
-# The page `dvc plots` fill (.dvc/config: plots.html_template), with Vega, Vega-Lite and
-# Vega-Embed inlined so the plots render offline. npm installs the versions pinned in
-# .dvc/plots/package-lock.json; without npm the page loads them from DVC's CDN (one line says so).
+# The page `dvc plots` fill, with Vega, Vega-Lite and Vega-Embed inlined so the plots render
+# offline. npm installs the versions pinned in .dvc/plots/package-lock.json; without npm the page
+# loads them from DVC's CDN (one line says so). .dvc/config names the committed CDN page
+# (.dvc/plots/cdn.html), so a clone without `make setup` draws plots too; setup points this
+# clone's .dvc/config.local (untracked) at the page it builds.
 PLOTS_DIR := .dvc/plots
 ifneq ($(shell command -v npm 2>/dev/null),)
 VEGA := $(PLOTS_DIR)/node_modules/.installed
@@ -26,6 +28,8 @@ $(PLOTS_DIR)/page.html: $(VENV)/.installed src/prunelab/reporting/plots_page.py 
 	python -m prunelab.reporting.plots_page $(PLOTS_DIR)
 
 setup: $(VENV)/.installed $(PLOTS_DIR)/page.html  ## .venv with the project and dev tools; plots page
+	@grep -qs '^ *html_template = plots/page.html' .dvc/config.local || \
+		dvc config --local plots.html_template plots/page.html
 
 pipeline: setup                      ## set up, then run the whole study with DVC
 	dvc repro

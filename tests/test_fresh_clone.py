@@ -4,12 +4,13 @@ here does not break applying an experiment or drawing plots."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import psutil
-from repo_helpers import MAIN, env_for, run, sqlite_uri
+from repo_helpers import MAIN, dvc, env_for, git, run, sqlite_uri
 
 from prunelab.tracking import store
 from prunelab.tracking.runs import EXPERIMENT
@@ -62,3 +63,37 @@ def test_the_sweep_leaves_a_missing_store_uncreated(tmp_path: Path) -> None:
     run([sys.executable, "-m", "prunelab", "tracking", "close-stale"], tmp_path,
         env=env_for(tmp_path, PYTHONPATH=str(MAIN / "src")))
     assert not (tmp_path / "mlflow.db").exists()
+
+
+# --- a clone where `make setup` never ran -------------------------------------------------------
+
+
+def tracked_copy(dest: Path, *pathspecs: str) -> Path:
+    """What a clone of this checkout would hold under ``pathspecs``: the files git tracks
+    (their working-tree content), nothing built or ignored; committed in a new repository."""
+    listed = git(MAIN, "ls-files", "-z", "--", *pathspecs).stdout.split("\0")
+    for name in filter(None, listed):
+        if (MAIN / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(MAIN / name, dest / name)
+    git(dest, "init", "-q", "-b", "main")
+    git(dest, "config", "user.name", "prunelab tests")
+    git(dest, "config", "user.email", "tests@prunelab.invalid")
+    git(dest, "config", "commit.gpgsign", "false")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "clone")
+    return dest
+
+
+def test_dvc_plots_work_in_a_clone_without_make_setup(tmp_path: Path) -> None:
+    """`pip install -e .`, no `make setup`: the page .dvc/config names is in git, so `dvc plots
+    show` and `dvc plots diff` write their page instead of failing on a missing template."""
+    clone = tracked_copy(tmp_path / "clone", ".dvc", "dvc.yaml", "params.yaml",
+                         "stages/retrain/dvc.yaml")
+    assert not (clone / ".dvc" / "config.local").exists()
+    for command in (["show"], ["diff", "HEAD"]):
+        out = tmp_path / command[0]
+        done = dvc(clone, "plots", *command, "-o", str(out))
+        assert "unexpected error" not in done.stderr, done.stderr
+        page = (out / "index.html").read_text(encoding="utf-8")
+        assert "{plot_divs}" not in page and "<script" in page, command

@@ -50,10 +50,17 @@ def vega_plots_section() -> list[object]:
     return [p for p in plots if not (isinstance(p, str) and p.endswith(".png"))]
 
 
-def test_dvc_config_points_at_the_page() -> None:
-    """DVC resolves plots.html_template against .dvc/: it must name the page setup builds."""
+def test_dvc_config_points_at_a_committed_page_and_setup_at_its_own() -> None:
+    """DVC resolves plots.html_template against .dvc/: the repository's config names the
+    committed copy of DVC's CDN page (every clone has it), and `make setup` points the clone's
+    untracked config.local at the page it builds."""
     html_template = ConfigObj(str(MAIN / ".dvc" / "config"))["plots"]["html_template"]
-    assert MAIN / ".dvc" / html_template == PAGE
+    assert MAIN / ".dvc" / html_template == MAIN / plots_html.PLOTS_DIR / plots_html.CDN_PAGE_FILE
+    tracked = git(MAIN, "ls-files", "--error-unmatch", f".dvc/{html_template}", check=False)
+    assert tracked.returncode == 0, f".dvc/{html_template} is not in git"
+    assert (MAIN / ".dvc" / html_template).read_text(encoding="utf-8") == plots_html.CDN_PAGE
+    setup = subprocess.run(["make", "-n", "setup"], cwd=MAIN, capture_output=True, text=True)
+    assert "dvc config --local plots.html_template plots/page.html" in setup.stdout
 
 
 def test_every_plot_template_is_in_dvc_plots() -> None:
@@ -148,6 +155,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy2(MAIN / ".dvc" / "config", repo / ".dvc" / "config")
     shutil.copytree(MAIN / plots_html.PLOTS_DIR, repo / plots_html.PLOTS_DIR, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("node_modules", "package*.json"))
+    dvc(repo, "config", "--local", "plots.html_template", f"plots/{plots_html.PAGE}")  # setup's
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"plots": vega_plots_section()}))
     # dvc.yaml names the loss curve's folder by the first seed: ${train.seeds[0]}
     (repo / "params.yaml").write_text(yaml.safe_dump({"train": {"seeds": SEEDS}}))

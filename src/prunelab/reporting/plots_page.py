@@ -2,9 +2,11 @@
 
 DVC's own page loads Vega, Vega-Lite and Vega-Embed from a CDN: without internet every plot
 stays blank. `make setup` installs the three (pinned in .dvc/plots/package-lock.json) with
-`npm ci` and runs `python -m reporting.plots_page`, which writes .dvc/plots/page.html with their
-browser builds inlined; .dvc/config's `plots.html_template` points DVC at that file. Without
-the npm packages it writes DVC's CDN page there instead, so `dvc plots` still works online.
+`npm ci` and runs `python -m prunelab.reporting.plots_page`, which writes .dvc/plots/page.html
+with their browser builds inlined, then points this clone's .dvc/config.local at that file.
+Without the npm packages it writes DVC's CDN page there instead, so `dvc plots` still works
+online. The page is built, so untracked: .dvc/config names the committed copy of DVC's CDN page
+(.dvc/plots/cdn.html), which every clone has, with or without `make setup`.
 
 dvc-render fills the page by plain text replacement of `{plot_divs}`, `{scripts}` and
 `{refresh_tag}`. The offline page has no `{scripts}`: that is where DVC would put its CDN tags.
@@ -22,7 +24,8 @@ from dvc_render.html import PAGE_HTML as CDN_PAGE
 from prunelab.runtime.files import write_text
 
 PLOTS_DIR = Path(".dvc/plots")  # DVC's folder for custom plot templates
-PAGE = "page.html"  # .dvc/config: plots.html_template = plots/page.html (relative to .dvc/)
+PAGE = "page.html"  # .dvc/config.local (make setup): plots.html_template = plots/page.html
+CDN_PAGE_FILE = "cdn.html"  # .dvc/config: the committed copy of CDN_PAGE (relative to .dvc/)
 # Browser (UMD) builds in load order: vega-lite needs the global `vega`, vega-embed both.
 LIBRARIES = (
     "vega/build/vega.min.js",
