@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import yaml
 from repo_helpers import MAIN, dvc, env_for, git, run, sqlite_uri
 
 from prunelab.tracking import store
@@ -97,3 +98,23 @@ def test_dvc_plots_work_in_a_clone_without_make_setup(tmp_path: Path) -> None:
         assert "unexpected error" not in done.stderr, done.stderr
         page = (out / "index.html").read_text(encoding="utf-8")
         assert "{plot_divs}" not in page and "<script" in page, command
+
+
+# --- a study that never ran in this clone --------------------------------------------------------
+
+
+def test_nothing_of_the_retraining_pipeline_is_in_the_dvc_cache() -> None:
+    """A clone has no DVC remote and seldom runs the retraining pipeline. A cached output in its
+    committed lock made `dvc exp apply` of any main-study experiment exit 255 there ("missing
+    cache files": models/imp, plots/finetune_*.csv, plots/imp.csv) and `dvc plots` fail to load
+    its curves. So every output is `cache: false`: the curves in git beside the metrics and
+    figures, the round checkpoints (models/imp) ignored by git, the clone's own working state."""
+    retrain = yaml.safe_load((MAIN / "stages/retrain/dvc.yaml").read_text(encoding="utf-8"))
+    for name, stage in retrain["stages"].items():
+        for kind in ("outs", "metrics", "plots"):
+            for item in stage.get(kind, []):
+                path, options = (item, {}) if isinstance(item, str) else next(iter(item.items()))
+                assert (options or {}).get("cache") is False, f"{name}: {path} is DVC-cached"
+    for curve in ("plots/finetune_weight.csv", "plots/finetune_unit.csv", "plots/imp.csv"):
+        assert git(MAIN, "check-ignore", "-q", curve, check=False).returncode == 1, curve
+    assert git(MAIN, "check-ignore", "-q", "models/imp/round_01.pt", check=False).returncode == 0
