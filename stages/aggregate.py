@@ -8,7 +8,7 @@ import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths
-from prunelab.config import METHODS, load_params
+from prunelab.config import METHODS
 from prunelab.errors import DataError
 from prunelab.reporting.aggregate import (
     aggregate_metrics,
@@ -22,8 +22,9 @@ from prunelab.reporting.aggregate import (
 )
 from prunelab.reporting.notebook import notebook_applies
 from prunelab.runtime.files import Outputs, read_json, read_rows
-from prunelab.runtime.stage import stage_errors, stage_help
-from prunelab.tracking.runs import track
+from prunelab.runtime.stage import stage_help
+from prunelab.studies.oneshot import STUDY, headline, study_rows
+from prunelab.tracking.stage import open_run
 
 DETAILS = ("Reads only the seeds listed in train.seeds (folders of seeds since removed from the "
            "list are ignored); every seed must have been pruned on the same grid and criteria.")
@@ -44,34 +45,34 @@ def train_run_tag(seed: int) -> dict[str, str]:
     return {"train_run_id": str(run_id)} if run_id else {}
 
 
-@click.command(help=stage_help("aggregate", details=DETAILS))
+@click.command(help=stage_help(STUDY.stage("aggregate"), details=DETAILS))
 def main() -> None:
-    with stage_errors():
-        cfg = load_params(paths.PARAMS)
+    with open_run(STUDY.stage("aggregate")) as (cfg, run):
         seeds = cfg.train.seeds
-        with track("aggregate", cfg) as run:
-            curves = {m: {s: read_rows(seed_file(paths.prune_curve(m, s), s)) for s in seeds}
-                      for m in METHODS}
-            summaries = {m: {s: read_json(seed_file(paths.prune_metrics(m, s), s))
-                             for s in seeds} for m in METHODS}
-            rows = [r for m in METHODS for r in aggregate_rows(curves[m],
-                                                                  partial(paths.prune_curve, m))]
-            headlines = {m: headline_stats(summaries[m], curves[m],
-                                           partial(paths.prune_metrics, m)) for m in METHODS}
-            coverage = study_coverage(rows, notebook_applies(cfg))[1]
-            metrics = aggregate_metrics(seeds, headlines, coverage)
-            out = Outputs()
-            for m in METHODS:
-                out.add_csv(paths.aggregate_curve(m), [r for r in rows if r["method"] == m])
-            out.add_json(paths.AGGREGATE_METRICS, metrics)
-            out.commit()
-            run.log_metrics(flat_metrics(metrics), parent_prefix="aggregate.")
-            run.log_series(curve_series(rows), parent_prefix="aggregate.")
-            for s in seeds:  # one child run per seed: its own headline numbers
-                run.log_child(f"seed {s}", seed_metrics({m: summaries[m][s] for m in METHODS},
-                                                        {m: curves[m][s] for m in METHODS}),
-                              tags={"seed": str(s), **train_run_tag(s)})
-            run.log_artifacts(out.paths)
+        curves = {m: {s: read_rows(seed_file(paths.prune_curve(m, s), s)) for s in seeds}
+                  for m in METHODS}
+        summaries = {m: {s: read_json(seed_file(paths.prune_metrics(m, s), s)) for s in seeds}
+                     for m in METHODS}
+        rows = [r for m in METHODS for r in aggregate_rows(curves[m],
+                                                          partial(paths.prune_curve, m))]
+        headlines = {m: headline_stats(summaries[m], curves[m], partial(paths.prune_metrics, m))
+                     for m in METHODS}
+        coverage = study_coverage(rows, notebook_applies(cfg))[1]
+        metrics = aggregate_metrics(seeds, headlines, coverage)
+        out = Outputs()
+        for m in METHODS:
+            out.add_csv(paths.aggregate_curve(m), [r for r in rows if r["method"] == m])
+        out.add_csv(paths.STUDY_CURVE, study_rows(rows))
+        out.add_json(paths.AGGREGATE_METRICS, metrics)
+        out.add_json(paths.HEADLINE, headline(metrics))
+        out.commit()
+        run.log_metrics(flat_metrics(metrics), parent_prefix="aggregate.")
+        run.log_series(curve_series(rows), parent_prefix="aggregate.")
+        for s in seeds:  # one child run per seed: its own headline numbers
+            run.log_child(f"seed {s}", seed_metrics({m: summaries[m][s] for m in METHODS},
+                                                    {m: curves[m][s] for m in METHODS}),
+                          tags={"seed": str(s), **train_run_tag(s)})
+        run.log_artifacts(out.paths)
     click.echo(f"aggregate: {summary_line(metrics)}", err=True)
 
 

@@ -4,19 +4,18 @@ import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths
-from prunelab.config import load_params
 from prunelab.data.mnist import default_sources, download
-from prunelab.runtime.stage import stage_errors, stage_help
-from prunelab.tracking.runs import track
+from prunelab.runtime.stage import stage_help
+from prunelab.studies.dense import STUDY
+from prunelab.tracking.stage import open_run
 
 
-@click.command(help=stage_help("download"))
+@click.command(help=stage_help(STUDY.stage("download")))
 def main() -> None:
-    with stage_errors():
-        cfg = load_params(paths.PARAMS)  # a broken params.yaml stops the pipeline before any work
-        with track("download", cfg) as run:
-            source = download(paths.DATA_DIR, default_sources())
-            run.set_tags({"mnist_source": source})
+    # A broken params.yaml stops the pipeline before any work.
+    with open_run(STUDY.stage("download")) as (_, run):
+        source = download(paths.DATA_DIR, default_sources())
+        run.set_tags({"mnist_source": source})
     click.echo(f"download: {paths.DATA_DIR} from {source}, all four MD5s match", err=True)
 
 

@@ -5,23 +5,21 @@ import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths
-from prunelab.config import METHODS, load_params
+from prunelab.config import METHODS
 from prunelab.reporting.figures import finetune_figure
 from prunelab.runtime.files import read_rows, write_bytes
-from prunelab.runtime.stage import stage_errors, stage_help
-from prunelab.tracking.runs import track
+from prunelab.runtime.stage import stage_help
+from prunelab.studies.finetune import STUDY
+from prunelab.tracking.stage import open_run
 
 
-@click.command(help=stage_help("finetune_plot"))
+@click.command(help=stage_help(STUDY.stage("finetune_plot")))
 def main() -> None:
-    with stage_errors():
-        cfg = load_params(paths.PARAMS)
-        with track("finetune_plot", cfg) as run:
-            curves = {m: read_rows(paths.finetune_curve(m)) for m in METHODS}
-            write_bytes(paths.FINETUNE_FIGURE, finetune_figure(
-                curves, cfg.finetune.epochs, cfg.finetune.learning_rate(cfg.train),
-                cfg.model.arch))
-            run.log_artifacts([paths.FINETUNE_FIGURE])
+    with open_run(STUDY.stage("finetune_plot")) as (cfg, run):
+        curves = {m: read_rows(paths.finetune_curve(m)) for m in METHODS}
+        write_bytes(paths.FINETUNE_FIGURE, finetune_figure(
+            curves, cfg.finetune.epochs, cfg.finetune.learning_rate(cfg.train), cfg.model.arch))
+        run.log_artifacts([paths.FINETUNE_FIGURE])
     click.echo(f"finetune_plot: {paths.FINETUNE_FIGURE}", err=True)
 
 

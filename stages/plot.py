@@ -6,13 +6,14 @@ import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths
-from prunelab.config import METHODS, load_params
+from prunelab.config import METHODS
 from prunelab.errors import DataError
 from prunelab.reporting.figures import band_figure
 from prunelab.reporting.notebook import notebook_applies
 from prunelab.runtime.files import read_rows, write_bytes
-from prunelab.runtime.stage import stage_errors, stage_help
-from prunelab.tracking.runs import track
+from prunelab.runtime.stage import stage_help
+from prunelab.studies.oneshot import STUDY
+from prunelab.tracking.stage import open_run
 
 
 def method_rows(method: str) -> list[dict[str, str]]:
@@ -26,16 +27,13 @@ def method_rows(method: str) -> list[dict[str, str]]:
     return rows
 
 
-@click.command(help=stage_help("plot"))
+@click.command(help=stage_help(STUDY.stage("plot")))
 def main() -> None:
-    with stage_errors():
-        cfg = load_params(paths.PARAMS)
-        with track("plot", cfg) as run:
-            rows = [row for m in METHODS for row in method_rows(m)]
-            write_bytes(paths.FIGURE, band_figure(rows, cfg.prune.scope, cfg.train.epochs,
-                                                  cfg.model.arch,
-                                                  notebook=notebook_applies(cfg)))
-            run.log_artifacts([paths.FIGURE])
+    with open_run(STUDY.stage("plot")) as (cfg, run):
+        rows = [row for m in METHODS for row in method_rows(m)]
+        write_bytes(paths.FIGURE, band_figure(rows, cfg.prune.scope, cfg.train.epochs,
+                                              cfg.model.arch, notebook=notebook_applies(cfg)))
+        run.log_artifacts([paths.FIGURE])
     click.echo(f"plot: {paths.FIGURE}", err=True)
 
 

@@ -10,24 +10,21 @@ import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths
-from prunelab.config import load_params
 from prunelab.runtime.files import Outputs
-from prunelab.runtime.stage import stage_errors, stage_help
-from prunelab.studies.report import study_html, study_markdown
-from prunelab.tracking.runs import track
+from prunelab.runtime.stage import stage_help
+from prunelab.studies.report import STUDY, study_html, study_markdown
+from prunelab.tracking.stage import open_run
 
 
-@click.command(help=stage_help("report"))
+@click.command(help=stage_help(STUDY.stage("report")))
 def main() -> None:
-    with stage_errors():
-        cfg = load_params(paths.PARAMS)
-        with track("report", cfg) as run:
-            text = study_markdown(cfg)
-            out = Outputs()
-            out.add_text(paths.REPORT, text)
-            out.add_text(paths.REPORT_HTML, study_html(text))
-            out.commit()
-            run.log_artifacts(out.paths)
+    with open_run(STUDY.stage("report")) as (cfg, run):
+        text = study_markdown(cfg)
+        out = Outputs()
+        out.add_text(paths.REPORT, text)
+        out.add_text(paths.REPORT_HTML, study_html(text))
+        out.commit()
+        run.log_artifacts(out.paths)
     click.echo(f"report: {paths.REPORT} ({len(text.splitlines())} lines), {paths.REPORT_HTML}",
                err=True)
 

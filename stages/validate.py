@@ -7,6 +7,7 @@ from prunelab import paths
 from prunelab.config import check_device, load_params
 from prunelab.runtime.files import write_text
 from prunelab.runtime.stage import stage_errors, stage_help
+from prunelab.studies.dense import STUDY
 
 DETAILS = ("DVC deletes a stage's outputs before it runs the stage's command, so a bad value "
            "caught inside `train` would already have cost the old results. Every other stage "
@@ -16,7 +17,7 @@ STAMP = ("params.yaml passed `python stages/validate.py`; this file orders the v
          "before every other stage (see dvc.yaml).\n")
 
 
-@click.command(help=stage_help("validate", details=DETAILS))
+@click.command(help=stage_help(STUDY.stage("validate"), details=DETAILS))
 def main() -> None:
     with stage_errors():
         cfg = load_params(paths.PARAMS)

@@ -15,14 +15,19 @@ import pytest
 import yaml
 
 from prunelab import paths
-from prunelab.config import METHODS, load_params
+from prunelab.config import load_params
+from prunelab.studies.registry import STUDIES
+from prunelab.studies.registry import stages as declared_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 ROOT_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
 RETRAIN_YAML = yaml.safe_load((ROOT / paths.RETRAIN_PIPELINE).read_text(encoding="utf-8"))
+DECLARED = declared_stages()  # every stage, as the studies declare it
+RETRAIN_STAGES = {s.name for study in STUDIES if study.pipeline == paths.RETRAIN_PIPELINE
+                  for s in study.stages}
 # Both pipeline files as one: the retraining stages run from the root (wdir), so their paths
 # read as the study's do. A per-seed (foreach) stage is checked through its template (`do:`),
-# whose paths name the seed as ${item}, as prunelab.paths.STAGES does.
+# whose paths name the seed as ${item}, as the studies' declarations do.
 DVC_YAML = {**ROOT_YAML, "stages": {
     name: stage["do"] if "foreach" in stage else stage
     for name, stage in {**ROOT_YAML["stages"], **RETRAIN_YAML["stages"]}.items()}}
@@ -115,33 +120,33 @@ def prunelab_imports(path: Path, seen: set[str] | None = None) -> set[str]:
 
 
 def test_pipeline_has_the_core_stages(dvc: dict[str, Any]) -> None:
-    """dvc.yaml defines the core stages, and exactly the stages prunelab.paths describes."""
+    """dvc.yaml defines the core stages, and exactly the stages the studies declare."""
     assert set(CORE_STAGES) <= set(dvc["stages"])
-    assert list(dvc["stages"]) == list(paths.STAGES)
+    assert list(dvc["stages"]) == list(DECLARED)
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_stage_outs_are_the_paths_module(dvc: dict[str, Any], stage: str) -> None:
-    """Each stage's outputs are exactly what prunelab.paths says it writes."""
-    assert outs(dvc, stage) == set(paths.STAGES[stage].writes)
+    """Each stage's outputs are exactly what its study says it writes."""
+    assert outs(dvc, stage) == set(DECLARED[stage].writes)
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_stage_data_deps_are_the_paths_module(dvc: dict[str, Any], stage: str) -> None:
-    """Each stage's non-code deps are exactly what prunelab.paths says it reads."""
+    """Each stage's non-code deps are exactly what its study says it reads."""
     deps = {Path(d) for d in entries(dvc["stages"][stage]["deps"])}
     data = {d for d in deps if d.parts[0] not in ("src", "stages")}
-    assert data == set(paths.STAGES[stage].reads) - {paths.PARAMS}
+    assert data == set(DECLARED[stage].reads)
 
 
 def test_retraining_is_a_second_pipeline_run_from_the_root() -> None:
     """The retraining stages live in their own file (the default `dvc repro` stays fast), run
     from the repository root, and its plots draw outputs of its stages."""
-    assert set(RETRAIN_YAML["stages"]) == set(paths.RETRAIN_STAGES)
+    assert set(RETRAIN_YAML["stages"]) == RETRAIN_STAGES
     assert not set(RETRAIN_YAML["stages"]) & set(ROOT_YAML["stages"])
     assert all(stage["wdir"] == "../.." for stage in RETRAIN_YAML["stages"].values())
     assert all("wdir" not in stage for stage in ROOT_YAML["stages"].values())
-    produced = {out for s in paths.RETRAIN_STAGES for out in outs(DVC_YAML, s)}
+    produced = {out for s in RETRAIN_STAGES for out in outs(DVC_YAML, s)}
     for plot in RETRAIN_YAML["plots"]:
         (_, spec), = plot.items()
         for source in spec["y"]:
@@ -154,7 +159,7 @@ def test_the_per_seed_stages_run_once_per_seed() -> None:
     the script through its command (so adding a seed adds stages and reruns none), never
     through `params:`; every other stage reads the first seed's net or all seeds' folders."""
     per_seed = {n for n, s in ROOT_YAML["stages"].items() if "foreach" in s}
-    assert per_seed == set(paths.PER_SEED_STAGES)
+    assert per_seed == {name for name, s in DECLARED.items() if s.per_seed}
     for name in per_seed:
         stage = ROOT_YAML["stages"][name]
         assert stage["foreach"] == "${train.seeds}"
@@ -194,11 +199,13 @@ def test_validate_runs_first_and_its_output_survives_a_failure(dvc: dict[str, An
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_stage_can_be_restored_from_the_run_cache(dvc: dict[str, Any], stage: str) -> None:
     """DVC saves a stage in its run-cache only if every output that is not a metric or plot
-    is cached: uncached files must be declared as `metrics:` or `plots:`."""
+    is cached: uncached files must be declared as `metrics:` or `plots:` (the per-k detail
+    JSON is cached like the curves). The retraining pipeline is the exception: nothing of it is
+    cached (see test_fresh_clone)."""
+    if stage in RETRAIN_YAML["stages"]:
+        return
     if stage in ("validate", "report"):  # cheap to rerun; the report is kept in git (any
         return  # git host renders it), and a markdown file is neither a metric nor a plot
-    if stage in RETRAIN_YAML["stages"]:  # nothing of it is cached: see test_fresh_clone
-        return
     for path, options in declared(dvc, stage, "outs").items():
         assert options.get("cache", True), f"{stage}: {path} is an uncached plain out"
 
@@ -218,21 +225,29 @@ def test_every_path_is_an_out_of_exactly_one_stage(dvc: dict[str, Any]) -> None:
                                         paths.train_loss)}
     all_paths = constants | per_seed | {
         f(m) for f in (paths.aggregate_curve, paths.finetune_metrics, paths.finetune_curve,
-                       paths.finetune_timing) for m in ("weight", "unit")} | {
+                       paths.finetune_timing, paths.finetune_headline)
+        for m in ("weight", "unit")} | {
         f(m, paths.ITEM) for f in (paths.prune_metrics, paths.prune_curve)
         for m in ("weight", "unit")}
     assert set(owners) == all_paths
     assert all(len(stages) == 1 for stages in owners.values()), owners
 
 
-def test_metrics_are_the_json_outputs_under_metrics(dvc: dict[str, Any]) -> None:
-    """The stages' `metrics:` are exactly the outputs under metrics/, train and prune
-    included; no top-level list repeats them."""
+def test_metrics_are_the_headline_files(dvc: dict[str, Any]) -> None:
+    """The stages' `metrics:` (the `dvc exp show` columns) are the few headline files, in git;
+    the per-seed, per-k and per-round numbers are plain outputs under metrics/ (cached in the
+    main pipeline, in git in the retraining one); no top-level list adds more."""
     metrics = {p for s in STAGES for p in declared(dvc, s, "metrics")}
-    assert {paths.train_metrics(paths.ITEM), paths.train_timing(paths.ITEM),
-            *(paths.prune_metrics(m, paths.ITEM) for m in METHODS)} <= metrics
-    assert metrics == {out for s in STAGES for out in outs(dvc, s)
-                       if paths.METRICS_DIR in out.parents}
+    assert metrics == {paths.HEADLINE, paths.IMP_HEADLINE,
+                       *(paths.finetune_headline(m) for m in ("weight", "unit"))}
+    assert all(options == {"cache": False} for s in STAGES
+               for options in declared(dvc, s, "metrics").values())
+    details = {paths.train_metrics(paths.ITEM), paths.train_timing(paths.ITEM),
+               paths.AGGREGATE_METRICS, paths.SENSITIVITY_METRICS, paths.SPEED_METRICS,
+               *(paths.prune_metrics(m, paths.ITEM) for m in ("weight", "unit"))}
+    cached = {p for s in STAGES for p, o in declared(dvc, s, "outs").items()
+              if o.get("cache", True)}
+    assert details <= cached
     assert "metrics" not in dvc
 
 
@@ -308,7 +323,7 @@ def test_stage_help_names_what_it_reads_and_writes(dvc: dict[str, Any], help_run
                                                    stage: str) -> None:
     """--help lists every input and output of the stage and the environment variables."""
     text = " ".join(help_runs[Path(script(dvc, stage)).stem].stdout.split())
-    for path in (*paths.STAGES[stage].reads, *paths.STAGES[stage].writes):
+    for path in (*DECLARED[stage].reads, *DECLARED[stage].writes):
         assert str(path) in text, f"{stage} --help does not name {path}"
     for name in ("PRUNELAB_TRACKING", "MLFLOW_TRACKING_URI"):
         assert name in text
@@ -323,8 +338,10 @@ def test_prunelab_entry_point_lists_every_stage() -> None:
                             timeout=60)
     assert listed.returncode == 0
     names = {line.split()[0].removesuffix("@<seed>") for line in listed.stdout.splitlines()
-             if line[:1].isalpha()}
+             if line.startswith("  ") and line[2:3].isalpha()}
     assert set(STAGES) <= names
+    studies = {line.split(":")[0] for line in listed.stdout.splitlines() if line[:1].isalpha()}
+    assert {study.name for study in STUDIES} <= studies
 
 
 def test_stages_run_the_code_of_their_own_checkout(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from prunelab import paths
+from prunelab.runtime.declare import MAIN
 from prunelab.runtime.stage import ENVIRONMENT, stage_errors
 
 EPILOG = "\b\nAlso:\n" + "\n".join([
@@ -31,19 +32,45 @@ def cli() -> None:
 
 @cli.command()
 def stages() -> None:
-    """List the DVC stages in pipeline order, with what each reads and writes."""
-    for name, files in paths.STAGES.items():
-        if name == next(iter(paths.RETRAIN_STAGES)):
-            click.echo(f"\nThe retraining pipeline: dvc repro {paths.RETRAIN_PIPELINE}")
-        shown = f"{name}@<seed>" if name in paths.PER_SEED_STAGES else name
-        click.echo(f"{shown:20} {files.summary}")
-        click.echo(f"{'':20}   reads:  {', '.join(map(str, files.reads))}")
-        click.echo(f"{'':20}   writes: {', '.join(map(str, files.writes))}")
+    """List the studies and their DVC stages in pipeline order, with what each reads and
+    writes (from src/prunelab/studies/registry.py)."""
+    from prunelab.studies.registry import STUDIES
+
+    for study in STUDIES:
+        run = "dvc repro" if study.pipeline == MAIN else f"dvc repro {study.pipeline}"
+        click.echo(f"\n{study.name}: {study.description} ({run})")
+        for stage in study.stages:
+            shown = f"{stage.name}@<seed>" if stage.per_seed else stage.name
+            click.echo(f"  {shown:18} {stage.summary}")
+            click.echo(f"  {'':18}   reads:  {', '.join(map(str, stage.reads)) or '-'}")
+            click.echo(f"  {'':18}   writes: {', '.join(map(str, stage.writes))}")
     click.echo(f"\n<seed>: every seed of train.seeds; {paths.ITEM} in a path is that seed, "
                f"{paths.FIRST_SEED} the first one.")
     click.echo("\nEnvironment variables the stages honour:")
     for name, meaning in ENVIRONMENT.items():
         click.echo(f"  {name}: {meaning}")
+
+
+@cli.command()
+@click.option("--write", is_flag=True, help="Rewrite the files instead of showing the diff.")
+def pipeline(write: bool) -> None:
+    """Render dvc.yaml and stages/retrain/dvc.yaml from the studies' declarations: show what
+    differs (exit 1 if anything does), or --write them."""
+    from prunelab.runtime.files import write_text
+    from prunelab.studies.dvc_files import REPO, differences, pipeline_files
+    from prunelab.studies.registry import STUDIES
+
+    if write:
+        for file, text in pipeline_files(STUDIES).items():
+            write_text(REPO / file, text)
+            click.echo(f"wrote {file}")
+        return
+    diff = differences(STUDIES)
+    for line in diff:
+        click.echo(line)
+    if diff:
+        raise SystemExit(1)
+    click.echo("dvc.yaml and stages/retrain/dvc.yaml match the studies' declarations")
 
 
 @cli.command()

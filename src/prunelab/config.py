@@ -20,6 +20,9 @@ from prunelab.errors import ParamsError
 Scope = Literal["layer", "global"]
 SCOPES: tuple[str, ...] = ("layer", "global")
 METHODS: tuple[str, ...] = ("weight", "unit")  # the granularities: what is pruned
+# The study's criterion per granularity (the notebook's): the one defined here, named as in the
+# criteria registry, params.yaml, metrics and plots.
+STUDY_CRITERIA: dict[str, str] = {"weight": "magnitude", "unit": "l2"}
 # The criteria (how candidates are ranked) per granularity: the names of
 # prunelab.pruning.criteria.registry, kept here so that checking params.yaml imports no torch.
 ARCHS: tuple[str, ...] = ("mlp", "lenet5")
@@ -155,6 +158,12 @@ class Params:
     prune: PruneConfig
     finetune: FinetuneConfig = FinetuneConfig()
     imp: ImpConfig = ImpConfig()
+
+    @property
+    def first_seed(self) -> int:
+        """The first of train.seeds: the net the single-net studies (sensitivity, speed,
+        retraining) use, and the seed whose runs carry the parent's headline tags."""
+        return self.train.seeds[0]
 
     def for_seed(self, seed: int) -> Params:
         """These params for replicate ``seed`` (one of train.seeds): what its per-seed stages

@@ -1,13 +1,11 @@
 """Every artefact path, defined once. dvc.yaml's deps and outs match these (tests check).
 
-Paths are relative to the repository root, where DVC runs every stage's command. ``STAGES``
-says which artefacts each stage reads and writes: the stage commands' ``--help``,
-``python -m prunelab stages`` and the dvc.yaml checks all come from it.
+Paths are relative to the repository root, where DVC runs every stage's command. Which stage
+reads and writes which is declared by the studies (``prunelab.studies``), from these names.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
@@ -73,7 +71,11 @@ def aggregate_curve(method: str) -> Path:
     return PLOTS_DIR / f"aggregate_{method}.csv"
 
 
-AGGREGATE_METRICS = METRICS_DIR / "aggregate.json"
+AGGREGATE_METRICS = METRICS_DIR / "aggregate.json"  # every criterion's statistics (detail)
+# The headline numbers `dvc exp show` and `dvc metrics diff` compare (a handful of columns):
+# dense accuracy and the study's criteria's highest k within 1 point, means over the seeds.
+HEADLINE = METRICS_DIR / "headline.json"
+STUDY_CURVE = PLOTS_DIR / "study.csv"  # the study's own criteria's mean curves: `dvc plots`
 FIGURE = PLOTS_DIR / "accuracy_vs_sparsity.png"  # mean curves with 95% bands
 SPEED_METRICS = METRICS_DIR / "speed.json"
 SPEED_CURVE = PLOTS_DIR / "speed.csv"
@@ -94,8 +96,15 @@ FINETUNE_FIGURE = PLOTS_DIR / "finetune.png"
 IMP_DIR = MODELS_DIR / "imp"  # one file per finished round (persist: an interrupted run resumes)
 IMP_CURVE = PLOTS_DIR / "imp.csv"
 IMP_METRICS = METRICS_DIR / "imp.json"
+IMP_HEADLINE = METRICS_DIR / "imp_headline.json"  # the ticket's sparsest point within 0.1 pt
 IMP_TIMING = METRICS_DIR / "imp_timing.json"
 LOTTERY_FIGURE = PLOTS_DIR / "lottery_ticket.png"
+
+
+def finetune_headline(method: str) -> Path:
+    """metrics/finetune_<method>_headline.json: the study's criterion's highest k within 0.5 pt
+    of dense, one-shot and fine-tuned (the `dvc exp show` columns)."""
+    return METRICS_DIR / f"finetune_{method}_headline.json"
 
 
 def finetune_metrics(method: str) -> Path:
@@ -113,66 +122,7 @@ def finetune_curve(method: str) -> Path:
     """plots/finetune_<method>.csv: one row per criterion, sparsity and training."""
     return PLOTS_DIR / f"finetune_{method}.csv"
 
-
-@dataclass(frozen=True)
-class StageFiles:
-    """What one DVC stage reads and writes (besides its code)."""
-
-    summary: str
-    reads: tuple[Path, ...]
-    writes: tuple[Path, ...]
-
-
 # How dvc.yaml names a seed: `${item}` in the per-seed (foreach) stages, the first seed of the
-# list in the single-net stages downstream. The STAGES table holds these templates, as dvc.yaml
-# does; the stages call the functions above with a real seed.
+# list in the single-net stages downstream (the studies declare their stages with these).
 ITEM = "${item}"
 FIRST_SEED = "${train.seeds[0]}"
-PER_SEED_STAGES = ("train", "prune_weight", "prune_unit")  # dvc.yaml: foreach train.seeds
-
-STAGES: dict[str, StageFiles] = {
-    "validate": StageFiles("check the whole params.yaml before any stage touches an output",
-                           (PARAMS,), (PARAMS_CHECKED,)),
-    "download": StageFiles("MNIST's four IDX files, verified against the official MD5s",
-                           (PARAMS, PARAMS_CHECKED), (DATA_DIR,)),
-    "train": StageFiles("train one seed's net (model.arch: the study's MLP or LeNet-5)",
-                        (PARAMS, DATA_DIR),
-                        (model(ITEM), init_model(ITEM), train_run(ITEM), train_metrics(ITEM),
-                         train_timing(ITEM), train_loss(ITEM))),
-    **{f"prune_{m}": StageFiles(f"{m} pruning of one seed's net over the sparsity grid, no "
-                                "retraining", (PARAMS, model(ITEM), train_run(ITEM), DATA_DIR),
-                                (prune_metrics(m, ITEM), prune_curve(m, ITEM)))
-       for m in ("weight", "unit")},
-    "aggregate": StageFiles("mean, std and 95% CI across the seeds, per criterion and k",
-                            (PARAMS, SEED_CURVES, SEED_METRICS),
-                            (AGGREGATE_METRICS, aggregate_curve("weight"),
-                             aggregate_curve("unit"))),
-    "plot": StageFiles("the study's figure: mean curves with 95% bands, the notebook's points",
-                       (PARAMS, aggregate_curve("weight"), aggregate_curve("unit")), (FIGURE,)),
-    "sensitivity": StageFiles("prune one layer at a time (the others dense), first seed's net",
-                              (PARAMS, model(FIRST_SEED), DATA_DIR),
-                              (SENSITIVITY_CURVE, SENSITIVITY_METRICS, SENSITIVITY_FIGURE)),
-    "speed": StageFiles("realise every pruned model (compacted / CSR) and time it",
-                        (PARAMS, model(FIRST_SEED), DATA_DIR),
-                        (SPEED_METRICS, SPEED_CURVE, TRADEOFF_FIGURE)),
-    "report": StageFiles("reports/study.md: every figure, table and computed conclusion",
-                         (PARAMS, AGGREGATE_METRICS, aggregate_curve("weight"),
-                          aggregate_curve("unit"), FIGURE, SENSITIVITY_METRICS,
-                          SENSITIVITY_FIGURE, SPEED_METRICS, SPEED_CURVE, TRADEOFF_FIGURE),
-                         (REPORT, REPORT_HTML)),
-}
-RETRAIN_STAGES: dict[str, StageFiles] = {
-    **{f"finetune_{m}": StageFiles(f"{m} pruning over the sparsity grid, then fine-tuning with "
-                                   "the mask held (the first seed's net)",
-                                   (PARAMS, PARAMS_CHECKED, model(FIRST_SEED), DATA_DIR),
-                                   (finetune_metrics(m), finetune_timing(m), finetune_curve(m)))
-       for m in ("weight", "unit")},
-    "finetune_plot": StageFiles("one-shot against fine-tuned curves, both granularities",
-                                (PARAMS, finetune_curve("weight"), finetune_curve("unit")),
-                                (FINETUNE_FIGURE,)),
-    "imp": StageFiles("iterative magnitude pruning with rewinding (lottery tickets) and its "
-                      "controls, round by round (the first seed's init)",
-                      (PARAMS, PARAMS_CHECKED, init_model(FIRST_SEED), DATA_DIR),
-                      (IMP_DIR, IMP_CURVE, IMP_METRICS, IMP_TIMING, LOTTERY_FIGURE)),
-}
-STAGES.update(RETRAIN_STAGES)  # --help and `python -m prunelab stages` cover both pipelines

@@ -23,13 +23,15 @@ from fractions import Fraction
 import torch
 from torch import Tensor
 
+from prunelab.config import STUDY_CRITERIA as STUDY_NAMES
 from prunelab.errors import PrunelabError
 from prunelab.models.layers import Layer, Net, with_weights
 from prunelab.pruning.criteria.base import Context, Criterion
 from prunelab.pruning.criteria.magnitude import L2, MAGNITUDE
 
-# The study's criteria, used when a caller names none.
-STUDY: dict[str, Criterion] = {"weight": MAGNITUDE, "unit": L2}
+# The study's criteria (config.STUDY_CRITERIA), used when a caller names none.
+DEFAULT_CRITERIA: dict[str, Criterion] = {
+    m: {c.name: c for c in (MAGNITUDE, L2)}[name] for m, name in STUDY_NAMES.items()}
 
 
 def weight_scores(w: Tensor) -> Tensor:
@@ -129,9 +131,9 @@ class Pruner:
 
     def __init__(self, net: Sequence[Layer], granularity: str, scope: str,
                  criterion: Criterion | None = None, context: Context | None = None) -> None:
-        if granularity not in STUDY:
+        if granularity not in DEFAULT_CRITERIA:
             raise ValueError(f"unknown granularity {granularity!r}; allowed: weight, unit")
-        criterion = STUDY[granularity] if criterion is None else criterion
+        criterion = DEFAULT_CRITERIA[granularity] if criterion is None else criterion
         if criterion.granularity != granularity:
             raise ValueError(f"{criterion.name} is a {criterion.granularity} criterion")
         check_support(criterion, net)

@@ -27,7 +27,7 @@ from prunelab.models.layers import Layer, forward
 from prunelab.models.networks import accuracy
 from prunelab.pruning.compaction import compact, csr
 from prunelab.pruning.criteria.base import Context, Criterion
-from prunelab.pruning.masks import STUDY
+from prunelab.pruning.masks import DEFAULT_CRITERIA
 from prunelab.pruning.sweep import pruned_nets
 
 LATENCY_BATCHES = (1, 100)
@@ -151,7 +151,7 @@ def measure(net: Sequence[Layer], method: str, scope: str, grid: Sequence[float]
     accuracy uses every core.
     """
     dense = Realised(tuple(net))
-    name = (criterion or STUDY[method]).name
+    name = (criterion or DEFAULT_CRITERIA[method]).name
     rows = []
     for k, pruned in pruned_nets(net, method, scope, grid, criterion, context):
         model = realise(pruned, method, n_threads=n_threads)

@@ -14,9 +14,11 @@ from prunelab.config import Params, grid_step
 from prunelab.data.mnist import calibration_set
 from prunelab.models.layers import Layer, Net, with_weights
 from prunelab.models.networks import accuracy, to_inputs, to_targets
+from prunelab.models.networks import dense_accuracy as measured_dense
 from prunelab.pruning.compaction import fast_equivalent
 from prunelab.pruning.criteria.base import Context, Criterion
-from prunelab.pruning.masks import Pruner, apply_masks, live_masks
+from prunelab.pruning.criteria.registry import criterion
+from prunelab.pruning.masks import Pruner, apply_masks, check_support, live_masks
 
 TOLERANCE_POINTS = 1.0  # "within 1 point of dense" for the summaries
 CURVE_COLUMNS = (
@@ -141,13 +143,23 @@ def curve_rows(points: Sequence[SweepPoint], method: str, scope: str,
     return [{**head, **{c: asdict(p)[c] for c in CURVE_COLUMNS}} for p in points]
 
 
+def checked_criteria(granularity: str, names: Sequence[str], net: Sequence[Layer],
+                     arch: str) -> list[Criterion]:
+    """The named criteria of one granularity, each checked against the architecture before
+    any work (one line naming the criterion and the arch when one does not apply)."""
+    chosen = [criterion(granularity, name) for name in names]  # type: ignore[arg-type]
+    for c in chosen:
+        check_support(c, net, arch)
+    return chosen
+
+
 def dense_accuracy(net: Sequence[Layer], points: Sequence[SweepPoint], x: Tensor,
                    y: Tensor) -> float:
     """The unpruned net's accuracy: the k=0 point when the grid has one, else measured."""
     for p in points:
         if p.sparsity == 0.0:
             return p.accuracy
-    return round(accuracy(net, x, y), 4)
+    return measured_dense(net, x, y)
 
 
 def metric_series(points: Sequence[SweepPoint],

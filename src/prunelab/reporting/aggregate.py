@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from prunelab.config import grid_step
+from prunelab.config import STUDY_CRITERIA, grid_step
 from prunelab.errors import DataError
 from prunelab.reporting.intervals import (  # noqa: F401  (CONFIDENCE, t_quantile: importable from here)
     ACCURACY_DECIMALS,
@@ -29,7 +29,7 @@ from prunelab.reporting.intervals import (  # noqa: F401  (CONFIDENCE, t_quantil
     stats,
     t_quantile,
 )
-from prunelab.reporting.notebook import STUDY_ACCURACY, STUDY_CRITERION, STUDY_GRID
+from prunelab.reporting.notebook import STUDY_ACCURACY, STUDY_GRID
 
 SPARSITY_DECIMALS = 6  # shares, as the curves
 HEADLINES = ("max_sparsity_within_1pt", "accuracy_at_max_sparsity")  # prune.summarise's keys
@@ -250,7 +250,7 @@ def study_coverage(rows: Sequence[Mapping[str, Any]], notebook: bool
     if not notebook:
         return [], {}
     ours = {(str(r["method"]), grid_step(float(r["sparsity"]))): r for r in rows
-            if r["scope"] == "layer" and r["criterion"] == STUDY_CRITERION.get(str(r["method"]))}
+            if r["scope"] == "layer" and r["criterion"] == STUDY_CRITERIA.get(str(r["method"]))}
     found: list[dict[str, Any]] = []
     for method, notebook_accuracy in STUDY_ACCURACY.items():
         for k, study in zip(STUDY_GRID, notebook_accuracy, strict=True):
@@ -261,7 +261,7 @@ def study_coverage(rows: Sequence[Mapping[str, Any]], notebook: bool
             low, high = optional(row["accuracy_ci_low"]), optional(row["accuracy_ci_high"])
             pi_low, pi_high = row_prediction_interval(row) or (None, None)
             found.append({
-                "method": method, "criterion": STUDY_CRITERION[method], "sparsity": k,
+                "method": method, "criterion": STUDY_CRITERIA[method], "sparsity": k,
                 "study": study, "mean": mean, "ci_low": low, "ci_high": high,
                 "pi_low": pi_low, "pi_high": pi_high,
                 "inside_ci": None if low is None or high is None else low <= study <= high,
@@ -324,7 +324,7 @@ def summary_line(metrics: Mapping[str, Any]) -> str:
     over the seeds, and the seeds' range) and how many notebook points fall inside the 95%
     range of a single run of ours (and inside the 95% CI of our mean)."""
     parts = []
-    for method, name in STUDY_CRITERION.items():
+    for method, name in STUDY_CRITERIA.items():
         k = metrics.get(method, {}).get(name, {}).get("max_sparsity_within_1pt")
         if not k or k["mean"] is None:
             continue

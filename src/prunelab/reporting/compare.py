@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prunelab import paths
-from prunelab.config import METHODS, parse_yaml
+from prunelab.config import METHODS, STUDY_CRITERIA, parse_yaml
 from prunelab.errors import DataError
-from prunelab.reporting.figures import ARCH_TITLES, STUDY_CRITERION, Curve, by_criterion
+from prunelab.reporting.figures import ARCH_TITLES, Curve, by_criterion
 
 WORKSPACE = "workspace"
 
@@ -152,7 +152,7 @@ def comparison_table(runs: Sequence[Run], ks: Sequence[float] = (0.5, 0.8, 0.9))
             for name, points in run.curves[m].items():
                 at = {p["sparsity"]: p["accuracy"] for p in points}
                 k, eff = _within(points)
-                shown = f"**{name}**" if name == STUDY_CRITERION[m] else name
+                shown = f"**{name}**" if name == STUDY_CRITERIA[m] else name
                 cells = [run.label, m, shown,
                          f"{at[0.0]:.2f}" if 0.0 in at else "–",
                          f"{k:g}" if k is not None else "none",
@@ -167,7 +167,7 @@ def differences(runs: Sequence[Run]) -> str:
     within 1 point of dense, nominally and effectively."""
     out = []
     for m in METHODS:
-        name = STUDY_CRITERION[m]
+        name = STUDY_CRITERIA[m]
         parts = []
         for run in runs:
             points = run.curves[m].get(name)
@@ -192,7 +192,7 @@ def speed_table(runs: Sequence[Run], ks: Sequence[float] = (0.5, 0.8, 0.9)) -> s
             try:
                 k = float(row["sparsity"])
                 wanted = (row["scope"] == "layer" and k in ks
-                          and row.get("criterion") == STUDY_CRITERION.get(row["method"]))
+                          and row.get("criterion") == STUDY_CRITERIA.get(row["method"]))
                 if wanted:
                     lines.append(f"| {run.label} | {row['method']} ({row['criterion']}) | "
                                  f"{k:g} | {float(row['accuracy']):.2f} | "

@@ -13,12 +13,13 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from prunelab import paths  # noqa: E402
-from prunelab.errors import DataError  # noqa: E402
-from prunelab.reporting.intervals import row_prediction_interval  # noqa: E402
 
 # The notebook's own numbers (reporting.notebook), drawn faintly for comparison when the run is
 # the notebook's set-up; importable from here too (compare, report).
-from prunelab.reporting.notebook import STUDY_ACCURACY, STUDY_CRITERION, STUDY_GRID  # noqa: E402
+from prunelab.config import STUDY_CRITERIA  # noqa: E402
+from prunelab.errors import DataError  # noqa: E402
+from prunelab.reporting.intervals import row_prediction_interval  # noqa: E402
+from prunelab.reporting.notebook import STUDY_ACCURACY, STUDY_GRID  # noqa: E402
 
 COLOURS = {"weight": "tab:blue", "unit": "tab:orange"}
 # One colour per criterion; the study's two keep the colours the figure always had.
@@ -43,7 +44,7 @@ def by_criterion(rows: Sequence[Mapping[str, str]], method: str,
     grouped: dict[str, list[dict[str, float]]] = {}
     try:
         for row in rows:
-            name = row.get("criterion") or STUDY_CRITERION[method]
+            name = row.get("criterion") or STUDY_CRITERIA[method]
             grouped.setdefault(name, []).append(
                 {k: float(row[k]) for k in ("sparsity", "accuracy", "effective_sparsity")}
                 | ({"nominal_sparsity": float(row["nominal_sparsity"])}
@@ -107,7 +108,7 @@ def _notebook_points(ax: plt.Axes, method: str, ours: Band) -> None:
     banded = len(sides[True]) + len(sides[False])
     ax.plot(STUDY_GRID, STUDY_ACCURACY[method], ":", color=colour, alpha=0.6, lw=1,
             marker="" if banded else ".",
-            label=f"the study's notebook ({STUDY_CRITERION[method]}, one run)"
+            label=f"the study's notebook ({STUDY_CRITERIA[method]}, one run)"
             + ("" if banded else "; one seed: no range to compare"))
     for inside, face, word in ((True, colour, "inside"), (False, "white", "outside")):
         if sides[inside]:
@@ -150,14 +151,14 @@ def band_figure(rows: Sequence[Mapping[str, str]], scope: str, epochs: int,
     for (method, by_name), (left, right) in zip(curves.items(), axes, strict=True):
         for name, pts in by_name.items():
             acc = [p["accuracy"] for p in pts]
-            study = name == STUDY_CRITERION.get(method)
+            study = name == STUDY_CRITERIA.get(method)
             for ax, column in ((left, "sparsity"), (right, "effective_sparsity")):
                 xs = [p[column] for p in pts]
                 (line,) = ax.plot(xs, acc, color=CRITERION_COLOURS.get(name), marker="o", ms=3,
                                   lw=2 if study else 1.2, label=f"{method}: {name}")
                 _bands(ax, xs, pts, line.get_color(), name if study else None)  # type: ignore[arg-type]
         if notebook and method in STUDY_ACCURACY:
-            _notebook_points(left, method, by_name.get(STUDY_CRITERION[method], []))
+            _notebook_points(left, method, by_name.get(STUDY_CRITERIA[method], []))
         left.set_xlabel("sparsity k (share pruned per layer)" if scope == "layer"
                         else "sparsity k (share pruned, ranked globally)")
         right.set_xlabel("effective sparsity" + (", mean over seeds" if seeds[-1] > 1 else "")
@@ -187,12 +188,12 @@ def band_figure(rows: Sequence[Mapping[str, str]], scope: str, epochs: int,
 def tradeoff_figure(rows: Sequence[Mapping[str, object]]) -> bytes:
     """Accuracy against measured speed-up (batch 100) and against compressed size; PNG bytes."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    keys = sorted({(str(r["method"]), str(r.get("criterion", STUDY_CRITERION[str(r["method"])])),
+    keys = sorted({(str(r["method"]), str(r.get("criterion", STUDY_CRITERIA[str(r["method"])])),
                     str(r["scope"])) for r in rows})
     for method, name, scope in keys:
         mine = [r for r in rows if (r["method"], r.get("criterion", name), r["scope"])
                 == (method, name, scope)]
-        colour = COLOURS.get(method) if name == STUDY_CRITERION.get(method) else \
+        colour = COLOURS.get(method) if name == STUDY_CRITERIA.get(method) else \
             CRITERION_COLOURS.get(name)
         style = dict(color=colour, ls="-" if scope == "layer" else "--",
                      marker="o", ms=4, label=f"{method}: {name}, {scope}")
@@ -225,7 +226,7 @@ def arch_figure(runs: Sequence[tuple[str, Mapping[str, Mapping[str, Curve]]]]) -
     for method, (left, right) in zip(methods, axes, strict=True):
         for (label, curves), dash in zip(runs, ARCH_STYLES * len(runs)):
             for name, rows in curves.get(method, {}).items():
-                study = name == STUDY_CRITERION.get(method)
+                study = name == STUDY_CRITERIA.get(method)
                 style = dict(color=CRITERION_COLOURS.get(name), ls=dash, marker="o", ms=2.5,
                              lw=2.2 if study else 1.0, alpha=1.0 if study else 0.55,
                              label=f"{label}: {name}")

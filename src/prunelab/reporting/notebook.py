@@ -23,8 +23,6 @@ STUDY_ACCURACY = {
     "weight": (97.15, 97.12, 97.00, 96.90, 96.77, 94.84, 82.43, 72.03, 64.28, 31.88),
     "unit": (97.15, 97.14, 96.98, 96.76, 94.63, 72.66, 36.67, 19.29, 13.07, 10.12),
 }
-# The criterion the notebook ranked each granularity by.
-STUDY_CRITERION = {"weight": "magnitude", "unit": "l2"}
 
 # The notebook's set-up: what a run must match for its numbers to be comparable.
 NOTEBOOK_ARCH = "mlp"

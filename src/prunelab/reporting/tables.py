@@ -11,11 +11,11 @@ from typing import Any
 import click
 
 from prunelab import paths
-from prunelab.config import METHODS, load_params
+from prunelab.config import METHODS, STUDY_CRITERIA, load_params
 from prunelab.errors import DataError
 from prunelab.pruning.savings import REPEATS, THREADS
 from prunelab.pruning.sweep import TOLERANCE_POINTS
-from prunelab.reporting.figures import STUDY_ACCURACY, STUDY_CRITERION, STUDY_GRID, by_criterion
+from prunelab.reporting.figures import STUDY_ACCURACY, STUDY_GRID, by_criterion
 from prunelab.runtime.files import read_json, read_rows
 
 DOCS = "docs"  # the study pages, beside the README
@@ -50,7 +50,7 @@ def results_table() -> str:
     plus the study criteria's effective sparsity; then the headline sentences."""
     rows = {m: read_rows(paths.aggregate_curve(m)) for m in METHODS}
     curves = {m: by_criterion(rows[m], m, str(paths.aggregate_curve(m))) for m in METHODS}
-    grid = [row["sparsity"] for row in curves["weight"][STUDY_CRITERION["weight"]]]
+    grid = [row["sparsity"] for row in curves["weight"][STUDY_CRITERIA["weight"]]]
     lines = ["| k | " + " | ".join(f"{k:g}" for k in grid) + " |",
              "|---|" + "---|" * len(grid)]
 
@@ -59,7 +59,7 @@ def results_table() -> str:
             format(values[k], fmt) if k in values else "–" for k in grid) + " |"
 
     for m in METHODS:
-        study_name = STUDY_CRITERION[m]
+        study_name = STUDY_CRITERIA[m]
         lines.append(row(f"{m}: study ({study_name})",
                          dict(zip(STUDY_GRID, STUDY_ACCURACY[m], strict=True)), ".2f"))
         for name, points in curves[m].items():
@@ -69,12 +69,12 @@ def results_table() -> str:
             effective = {p["sparsity"]: p["effective_sparsity"] for p in curves[m][study_name]}
             lines.append(row(f"{m}: {study_name}, effective sparsity", effective, ".3f"))
     metrics = read_json(paths.AGGREGATE_METRICS)
-    dense = metrics.get("weight", {}).get(STUDY_CRITERION["weight"], {}).get("dense_accuracy")
+    dense = metrics.get("weight", {}).get(STUDY_CRITERIA["weight"], {}).get("dense_accuracy")
     n = metrics.get("n", 1)
     seeds = "one seed" if n == 1 else f"mean over {n} seeds, ± their std"
     summary = [f"Dense test accuracy {fmt_acc(dense)} (study: 97.15%)."]
     for m in METHODS:
-        study_name = STUDY_CRITERION[m]
+        study_name = STUDY_CRITERIA[m]
         scope = rows[m][0].get("scope", "?")
         best = metrics.get(m, {}).get(study_name, {}).get("max_sparsity_within_1pt")
         summary.append(f"{m.capitalize()} pruning ({study_name}) stays within 1 point of dense "
@@ -109,7 +109,7 @@ def findings() -> str:
     curves = _curves()
     lines = []
     for m in METHODS:
-        study = STUDY_CRITERION[m]
+        study = STUDY_CRITERIA[m]
         base = curves[m].get(study)
         if base is None:
             continue
@@ -196,7 +196,7 @@ def _finetune_findings() -> list[str]:
     dense, tuned = weight["dense_accuracy"], weight.get("dense_fine_tuned_accuracy")
     out = []
     for m, metrics, tol in (("weight", weight, 0.1), ("unit", unit, 0.5)):
-        name = STUDY_CRITERION[m]
+        name = STUDY_CRITERIA[m]
         mine = metrics.get(name)
         if not mine:
             continue

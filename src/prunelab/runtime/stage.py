@@ -13,6 +13,7 @@ import click
 from prunelab import paths
 from prunelab.errors import PrunelabError, StageInterrupted
 from prunelab.runtime import threads
+from prunelab.runtime.declare import Stage
 
 # Every environment variable a stage reads (names only: tracking.runs and data.mnist
 # own their meaning). Kept here so that --help and the README list the same set.
@@ -27,21 +28,20 @@ ENVIRONMENT: dict[str, str] = {
 }
 
 
-def stage_help(*stages: str, details: str = "") -> str:
+def stage_help(*stages: Stage, details: str = "") -> str:
     """A stage command's --help: its summary, what it reads and writes, its environment."""
     lines: list[str] = []
     for stage in stages:
-        files = paths.STAGES[stage]
         # \b keeps click from re-wrapping the lists into one paragraph.
-        lines += [f"DVC stage `{stage}`: {files.summary}.", "", "\b",
-                  "  reads:  " + ", ".join(map(str, files.reads)),
-                  "  writes: " + ", ".join(map(str, files.writes)), ""]
+        lines += [f"DVC stage `{stage.name}`: {stage.summary}.", "", "\b",
+                  "  reads:  " + ", ".join(map(str, (paths.PARAMS, *stage.reads))),
+                  "  writes: " + ", ".join(map(str, stage.writes)), ""]
     if details:
         lines += [details, ""]
     lines += ["\b", "Environment:"]
     lines += [f"  {name}: {meaning}" for name, meaning in ENVIRONMENT.items()]
-    lines += ["", "Run it through DVC (`dvc repro " + " ".join(stages) + "`) so that DVC "
-              "records its outputs."]
+    lines += ["", "Run it through DVC (`dvc repro " + " ".join(s.name for s in stages) +
+              "`) so that DVC records its outputs."]
     return "\n".join(lines)
 
 

@@ -7,9 +7,11 @@ here re-reports the saved rounds instead of recomputing them.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from prunelab import paths
+from prunelab.runtime.declare import Plot, Stage, Study
 from prunelab.studies.imp import VARIANTS, Round
 
 IMP_COLUMNS = ("round", "variant", "weights_remaining", "accuracy", "best_step")
@@ -83,3 +85,84 @@ def timing(rounds: Sequence[Round]) -> dict[str, Any]:
             "masked_over_dense": round(median / dense, 3) if median and dense else None,
             "rounds": {str(r.index): {v: o.seconds for v, o in r.outcomes.items()}
                        for r in rounds}}
+
+
+STUDY = Study(
+    name="imp",
+    description="iterative magnitude pruning with rewinding (lottery tickets) and controls",
+    pipeline=paths.RETRAIN_PIPELINE,
+    params_section="imp",
+    figure=paths.LOTTERY_FIGURE,
+    report_section="Retraining",
+    stages=(Stage(
+        "imp", "iterative magnitude pruning with rewinding (lottery tickets) and its controls, "
+        "round by round (the first seed's init)", "stages/imp.py",
+        params=("data.train_size", "data.test_size", "model.arch", "train.epochs", "train.lr",
+                "train.batch_size", "train.device", "imp.rounds", "imp.rate",
+                "imp.output_rate", "imp.rewind", "imp.controls", "imp.eval_every"),
+        reads=(paths.PARAMS_CHECKED, paths.init_model(paths.FIRST_SEED), paths.DATA_DIR),
+        metrics=(paths.IMP_HEADLINE,), figures=(paths.LOTTERY_FIGURE,),
+        in_git=(paths.IMP_DIR, paths.IMP_CURVE, paths.IMP_METRICS, paths.IMP_TIMING),
+        persist=(paths.IMP_DIR,),
+        note="models/imp/ (the round checkpoints, ignored by git) is persistent: each finished\n"
+             "round is a file there, and a killed or extended run continues after the last\n"
+             "finished round."),),
+    plots=(
+        Plot("lottery_ticket", "lottery",
+             "Iterative magnitude pruning, rewound (ticket) against its controls",
+             "weights_remaining", {str(paths.IMP_CURVE): "accuracy"},
+             "weights remaining (%, log scale)", "test accuracy (%)"),
+        Plot("early_stopping", "lottery", "Step of the best test pass, per round",
+             "weights_remaining", {str(paths.IMP_CURVE): "best_step"},
+             "weights remaining (%, log scale)", "optimizer step of the best test pass"),
+    ),
+)
+
+
+def headline(summary: Mapping[str, Any]) -> dict[str, float | None]:
+    """The `dvc exp show` column: the fewest weights remaining (%) at which the ticket is
+    within 0.1 point of dense (every round's numbers stay in metrics/imp.json)."""
+    return {"ticket_lowest_within_0.1pt_percent":
+            summary["lowest_within_0.1pt_percent"].get("ticket")}
+
+
+def resume_lines(done: Sequence[Round], stale: int) -> list[str]:
+    """What a rerun says about the round files it found."""
+    lines = []
+    if stale:
+        lines.append(f"imp: discarded {stale} round file(s) made with other settings or code")
+    if done:
+        lines.append(f"imp: resuming after round {done[-1].index} (rounds 0-"
+                     f"{done[-1].index} kept from an earlier run)")
+    return lines
+
+
+def round_line(rnd: Round) -> str:
+    """One finished round, as the stage prints it."""
+    accs = ", ".join(f"{v} {o.accuracy:.2f}" for v, o in rnd.outcomes.items())
+    return f"imp: round {rnd.index}: {rnd.remaining_percent():.2f}% of weights remaining: {accs}"
+
+
+def log_round(run: Any, rnd: Round) -> None:
+    """One round as a child MLflow run: per-layer weights remaining, every net's accuracy,
+    best step and seconds, and its test-accuracy history."""
+    metrics = {"weights_remaining": rnd.remaining_percent(),
+               **{f"remaining.layer{i}": n for i, n in enumerate(rnd.remaining)},
+               **{f"{v}.accuracy": o.accuracy for v, o in rnd.outcomes.items()},
+               **{f"{v}.best_step": o.best_step for v, o in rnd.outcomes.items()},
+               **{f"{v}.train_seconds": o.seconds for v, o in rnd.outcomes.items()}}
+    series = {f"{v}.test_accuracy": list(o.evals) for v, o in rnd.outcomes.items()}
+    run.log_child(f"round {rnd.index}", metrics, series,
+                  {"imp_round": str(rnd.index), "resumed": str(rnd.resumed).lower()})
+
+
+def log_study(run: Any, rounds: Sequence[Round], summary: Mapping[str, Any],
+              timing: Mapping[str, Any]) -> None:
+    """Every round as a child run, and the study's summary and cost on the parent."""
+    for rnd in rounds:
+        log_round(run, rnd)
+    run.log_metrics({f"{v}.within_0.1pt_down_to_percent": p for v, p in
+                     summary["within_0.1pt_down_to_percent"].items()}, parent_prefix="imp.")
+    run.log_metrics({k: timing[k] for k in ("wall_seconds", "dense_seconds",
+                                             "masked_median_seconds", "masked_over_dense")},
+                    parent_prefix="imp.")

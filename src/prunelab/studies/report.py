@@ -21,10 +21,10 @@ from typing import Any
 import click
 
 from prunelab import paths
-from prunelab.config import METHODS, Params, load_params
+from prunelab.config import METHODS, STUDY_CRITERIA, Params, load_params
 from prunelab.errors import DataError
 from prunelab.reporting.aggregate import study_coverage
-from prunelab.reporting.notebook import STUDY_CRITERION, notebook_applies
+from prunelab.reporting.notebook import notebook_applies
 from prunelab.reporting.tables import (
     fill_blocks,
     findings,
@@ -34,6 +34,7 @@ from prunelab.reporting.tables import (
     retraining,
     savings_table,
 )
+from prunelab.runtime.declare import Stage, Study
 from prunelab.runtime.files import Outputs, read_json, read_rows
 from prunelab.runtime.stage import stage_errors
 
@@ -78,7 +79,7 @@ def headline(metrics: Mapping[str, Any]) -> str:
     lines = ["## How much can be deleted without retraining", "",
              _figure(paths.FIGURE, caption), ""]
     for m in METHODS:
-        name = STUDY_CRITERION[m]
+        name = STUDY_CRITERIA[m]
         entry = metrics.get(m, {}).get(name)
         if not entry:
             continue
@@ -143,7 +144,7 @@ def criteria_table(rows: Mapping[str, Sequence[Mapping[str, str]]]) -> str:
         for r in rows[m]:
             by_name.setdefault(r["criterion"], {})[float(r["sparsity"])] = r
         for name, points in by_name.items():
-            shown = f"**{name}**" if name == STUDY_CRITERION[m] else name
+            shown = f"**{name}**" if name == STUDY_CRITERIA[m] else name
             lines.append(f"| {m} | {shown} | " + " | ".join(
                 _cell(points[k]) if k in points else "–" for k in grid) + " |")
     return "\n".join(lines)
@@ -248,7 +249,7 @@ def _fastest_within(speed: Mapping[str, Any]) -> str:
     text = ("- Measured speed-up over the dense net (the first seed's net, batch 100) at the "
             "highest k that stays within 1 point of dense: "
             + "; ".join(f"{name} {x:.1f}x" for x, name in parts) + ".")
-    study = {m: speed.get(f"{m}_{STUDY_CRITERION[m]}_layer", {}).get("speedup_b100_at_max")
+    study = {m: speed.get(f"{m}_{STUDY_CRITERIA[m]}_layer", {}).get("speedup_b100_at_max")
              for m in METHODS}
     if study["weight"] is not None and study["unit"] is not None:
         more, less = sorted(METHODS, key=lambda m: study[m], reverse=True)
@@ -450,3 +451,25 @@ def main(readme: Path | None, rev: str, publish_to: Path | None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+STUDY = Study(
+    name="report",
+    description="reports/study.md and .html: every figure, table and computed conclusion",
+    report_section=None,
+    stages=(Stage(
+        "report", "reports/study.md: every figure, table and computed conclusion",
+        "stages/report.py",
+        params=("model.arch", "model.mlp.hidden", "train.epochs", "train.lr",
+                "train.batch_size", "prune.sparsities", "prune.scope", "data.train_size",
+                "data.test_size"),
+        reads=(paths.AGGREGATE_METRICS, paths.aggregate_curve("weight"),
+               paths.aggregate_curve("unit"), paths.FIGURE, paths.SENSITIVITY_METRICS,
+               paths.SENSITIVITY_FIGURE, paths.SPEED_METRICS, paths.SPEED_CURVE,
+               paths.TRADEOFF_FIGURE),
+        in_git=(paths.REPORT, paths.REPORT_HTML), persist=(paths.REPORT, paths.REPORT_HTML),
+        note="The retraining pipeline and `make compare` add sections when their files exist;\n"
+             "they are not deps (`dvc repro` would run them), so their make targets refresh\n"
+             "the report, and the outputs are persist: DVC's run-cache never restores a\n"
+             "report written with other optional sections."),),
+)

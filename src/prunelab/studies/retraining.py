@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from prunelab.config import TrainConfig
+from prunelab.config import TrainConfig, grid_step
+from prunelab.data.split import Split
 from prunelab.models.layers import Net, with_weights
-from prunelab.models.networks import Network, init_weight
+from prunelab.models.networks import Network, dense_accuracy, init_weight
 from prunelab.pruning.compaction import compact
 from prunelab.pruning.criteria.base import Context, Criterion
 from prunelab.pruning.masks import drop_smallest, live_masks, n_pruned
@@ -40,16 +41,6 @@ from prunelab.pruning.sweep import (
 from prunelab.training.loop import TrainResult, train
 
 VARIANTS: tuple[str, ...] = ("ticket", "reinit", "random_mask")  # IMP's net and its controls
-
-
-@dataclass(frozen=True)
-class Split:
-    """The training and test data, on the device the nets train on."""
-
-    x: Tensor
-    y: Tensor
-    x_test: Tensor
-    y_test: Tensor
 
 
 def mask_net(net: Net, masks: Sequence[Tensor]) -> Net:
@@ -242,3 +233,29 @@ def finetune_summary(points: Sequence[TunedPoint], dense: float,
             out[f"{training}.nominal_sparsity_within_{tol:g}pt{suffix}"] = \
                 found.nominal_sparsity if found else None
     return out
+
+
+def finetune_results(curves: dict[str, list[TunedPoint]], net: Net,
+                     data: Split) -> dict[str, Any]:
+    """One granularity's metrics: the dense accuracy (the k = 0 point; without one, the trained
+    net as it is and no tuned-dense reference) and, per criterion, :func:`finetune_summary`."""
+    first = next(iter(curves.values()))
+    at_zero = next((p for p in first if p.one_shot.sparsity == 0.0), None)
+    dense = at_zero.one_shot.accuracy if at_zero else dense_accuracy(net, data.x_test,
+                                                                    data.y_test)
+    tuned_dense = at_zero.accuracy if at_zero else None
+    return {"dense_accuracy": dense, "dense_fine_tuned_accuracy": tuned_dense,
+            **{name: finetune_summary(points, dense, tuned_dense)
+               for name, points in curves.items()}}
+
+
+def finetune_series(curves: dict[str, list[TunedPoint]]) -> dict[str, list[tuple[int, float]]]:
+    """MLflow histories over the grid (step = per-mille sparsity): one-shot and fine-tuned
+    accuracy per criterion."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for name, points in curves.items():
+        steps = [grid_step(p.one_shot.sparsity) for p in points]
+        series[f"{name}.one_shot_accuracy"] = [
+            (s, p.one_shot.accuracy) for s, p in zip(steps, points)]
+        series[f"{name}.fine_tuned_accuracy"] = [(s, p.accuracy) for s, p in zip(steps, points)]
+    return series

@@ -22,13 +22,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from prunelab import paths
 from prunelab.config import grid_step
 from prunelab.models.layers import Layer, Net
 from prunelab.models.networks import accuracy
 from prunelab.pruning.compaction import fast_equivalent
 from prunelab.pruning.criteria.base import Context, Criterion
-from prunelab.pruning.masks import STUDY, apply_masks, check_support, live_masks, rank
+from prunelab.pruning.masks import DEFAULT_CRITERIA, apply_masks, check_support, live_masks, rank
 from prunelab.pruning.sweep import TOLERANCE_POINTS, grid_key
+from prunelab.runtime.declare import Stage, Study
 
 CURVE_COLUMNS = ("method", "layer", "name", "shape", "sparsity", "accuracy",
                  "removed_share_of_all")
@@ -63,7 +65,7 @@ def layer_names(net: Sequence[Layer]) -> list[str]:
 def sensitive_layers(net: Sequence[Layer], granularity: str) -> range:
     """The layers a granularity prunes alone: every layer for weights, hidden layers for units
     (an output unit is a class)."""
-    if granularity not in STUDY:
+    if granularity not in DEFAULT_CRITERIA:
         raise ValueError(f"unknown granularity {granularity!r}; allowed: weight, unit")
     return range(len(net) if granularity == "weight" else len(net) - 1)
 
@@ -73,7 +75,7 @@ def layer_masks(net: Sequence[Layer], layer: int, granularity: str, grid: Sequen
                 context: Context | None = None) -> Iterator[tuple[float, Tensor]]:
     """(k, keep-mask of layer ``layer`` alone) for every k: the layer ranked once by the
     criterion, floor(k * n) of its candidates dropped; the mask is shaped like its weight."""
-    criterion = STUDY[granularity] if criterion is None else criterion
+    criterion = DEFAULT_CRITERIA[granularity] if criterion is None else criterion
     context = Context(tuple(net)) if context is None else context
     ranking = rank([criterion.scores(context, layer, False)])
     for k in grid:
@@ -129,7 +131,7 @@ def layer_sweep(net: Sequence[Layer], granularity: str, grid: Sequence[float],
     :func:`tested`); a copy that drops nothing is the dense net and gets the dense accuracy.
     Criteria that rewrite the weights they keep (``reconstruct``) are not supported.
     """
-    criterion = STUDY[granularity] if criterion is None else criterion
+    criterion = DEFAULT_CRITERIA[granularity] if criterion is None else criterion
     if criterion.reconstruct is not None:
         raise ValueError(f"{criterion.name} reconstructs the whole net; it has no one-layer form")
     check_support(criterion, net)
@@ -279,3 +281,17 @@ def breaks_first(section: Mapping[str, Any], key: str = "breaks_first") -> dict[
     ``key="breaks_first_hidden"``: the first among the hidden layers."""
     return {m: str(s.get(key) or "none") for m, s in section.items()
             if isinstance(s, Mapping)}
+
+
+STUDY = Study(
+    name="sensitivity",
+    description="one layer pruned at a time, the others dense: which layer breaks first",
+    figure=paths.SENSITIVITY_FIGURE,
+    report_section="Per-layer sensitivity",
+    stages=(Stage("sensitivity", "prune one layer at a time (the others dense), first seed's net",
+                  "stages/sensitivity.py",
+                  params=("data.test_size", "train.device", "prune.sparsities"),
+                  reads=(paths.model(paths.FIRST_SEED), paths.DATA_DIR),
+                  outs=(paths.SENSITIVITY_CURVE,), details=(paths.SENSITIVITY_METRICS,),
+                  figures=(paths.SENSITIVITY_FIGURE,)),),
+)

@@ -455,7 +455,7 @@ def seed_prefix(params: Params) -> str:
     """How a per-seed stage prefixes what it logs on the parent run: nothing for the first seed
     (the net the single-net studies use, as before replicates), ``seed<s>.`` for the others
     (MLflow metric names allow no ``@``)."""
-    return "" if params.train.seed == params.train.seeds[0] else f"seed{params.train.seed}."
+    return "" if params.train.seed == params.first_seed else f"seed{params.train.seed}."
 
 
 def track(stage: str, params: Params) -> StageRun:

@@ -1,0 +1,81 @@
+"""A study's stages as data: what each DVC stage runs, reads, writes and which params it uses.
+
+A study module (``prunelab.studies.*``) declares a :class:`Study`; ``studies/registry.py`` lists
+them; ``dvc.yaml`` and ``stages/retrain/dvc.yaml`` are rendered from that list by
+:mod:`prunelab.studies.dvc_files`. Kept small and free of logic: every stage script imports
+its declaration, so this file is a code dep of every stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAIN = Path("dvc.yaml")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One DVC stage. Its name is its params section's or study's, its command's, its output
+    files' stem and its MLflow run name (``name@<seed>`` for a per-seed stage)."""
+
+    name: str
+    summary: str  # one line: what it computes (--help, `python -m prunelab stages`, dvc.yaml)
+    script: str  # stages/<x>.py: a thin click command
+    args: tuple[str, ...] = ()  # after the script, e.g. ("weight", paths.ITEM)
+    params: tuple[str, ...] = ()  # params.yaml keys it reads ("params.yaml:" = the whole file)
+    reads: tuple[Path, ...] = ()  # data it reads: other stages' outputs, or inputs
+    outs: tuple[Path, ...] = ()  # DVC-cached outputs (curves, models)
+    metrics: tuple[Path, ...] = ()  # headline numbers: the `dvc exp show` columns (in git)
+    details: tuple[Path, ...] = ()  # per-k, per-seed, per-round and timing numbers (JSON, in
+    #                                  the DVC cache like the curves: not `dvc exp show` columns)
+    figures: tuple[Path, ...] = ()  # PNG figures (in git)
+    in_git: tuple[Path, ...] = ()  # plain outputs kept in git, not cached (a stamp, the report):
+    #                                never restored from DVC's run-cache, so such a stage reruns
+    persist: tuple[Path, ...] = ()  # outputs DVC keeps across runs (resumable or ordering)
+    per_seed: bool = False  # one stage per seed of train.seeds (`foreach`, ${item})
+    note: str = ""  # why it is declared the way it is: a comment above it in dvc.yaml
+
+    @property
+    def writes(self) -> tuple[Path, ...]:
+        return self.outs + self.details + self.metrics + self.figures + self.in_git
+
+    @property
+    def cmd(self) -> str:
+        return " ".join(["python", self.script, *self.args])
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One `dvc plots` entry: a template drawing columns of CSV outputs."""
+
+    name: str
+    template: str
+    title: str
+    x: str | dict[str, str]  # one column, or {csv path: column}
+    y: dict[str, str]  # {csv path: column}
+    x_label: str
+    y_label: str
+
+
+@dataclass(frozen=True)
+class Study:
+    """A unit of the study: its stages, the pipeline file they live in, its params section,
+    its figure, its section of reports/study.md and its page under docs/."""
+
+    name: str
+    description: str
+    stages: tuple[Stage, ...]
+    pipeline: Path = MAIN
+    params_section: str | None = None
+    figure: Path | None = None
+    report_section: str | None = None  # the heading of its section in reports/study.md
+    page: Path | None = None
+    plots: tuple[Plot, ...] = field(default=())
+
+    def stage(self, name: str) -> Stage:
+        """The stage called ``name`` (KeyError naming the study's stages otherwise)."""
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"{self.name} has no stage {name!r}: {[s.name for s in self.stages]}")

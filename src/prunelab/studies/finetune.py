@@ -1,0 +1,57 @@
+"""Fine-tuning after one-shot pruning: each k pruned once, then trained with its mask held
+(the computation: :mod:`prunelab.studies.retraining`)."""
+
+from __future__ import annotations
+
+from prunelab import paths
+from prunelab.config import STUDY_CRITERIA
+from prunelab.runtime.declare import Plot, Stage, Study
+
+RETRAIN = paths.RETRAIN_PIPELINE
+
+
+def finetune_stage(method: str) -> Stage:
+    """finetune_weight / finetune_unit on the first seed's net."""
+    return Stage(
+        f"finetune_{method}", f"{method} pruning over the sparsity grid, then fine-tuning with "
+        "the mask held (the first seed's net)", "stages/finetune.py", args=(method,),
+        params=("data.train_size", "data.test_size", "train.lr", "train.batch_size",
+                "train.device", "prune.sparsities", "prune.scope", "prune.calibration_size",
+                "finetune.epochs", "finetune.lr", f"finetune.{method}_criteria"),
+        reads=(paths.PARAMS_CHECKED, paths.model(paths.FIRST_SEED), paths.DATA_DIR),
+        metrics=(paths.finetune_headline(method),),
+        in_git=(paths.finetune_curve(method), paths.finetune_metrics(method),
+                paths.finetune_timing(method)))
+
+
+CURVES = {m: str(paths.finetune_curve(m)) for m in ("weight", "unit")}
+
+STUDY = Study(
+    name="finetune",
+    description="one-shot pruning, then fine-tuning with the mask held",
+    pipeline=RETRAIN,
+    params_section="finetune",
+    figure=paths.FINETUNE_FIGURE,
+    report_section="Retraining",
+    stages=(
+        finetune_stage("weight"),
+        finetune_stage("unit"),
+        Stage("finetune_plot", "one-shot against fine-tuned curves, both granularities",
+              "stages/finetune_plot.py",
+              params=("model.arch", "train.lr", "finetune.epochs", "finetune.lr"),
+              reads=tuple(map(paths.finetune_curve, ("weight", "unit"))),
+              figures=(paths.FINETUNE_FIGURE,)),
+    ),
+    plots=(Plot("finetune_vs_one_shot", "training_curves",
+                "Test accuracy against sparsity, one-shot and fine-tuned", "sparsity",
+                {c: "accuracy" for c in CURVES.values()}, "sparsity k",
+                "test accuracy (%)"),),
+)
+
+
+def headline(summary: dict, method: str) -> dict[str, float | None]:
+    """The `dvc exp show` column of one granularity: how far the study's criterion stays within
+    0.5 point of dense once fine-tuned (the rest is in metrics/finetune_<method>.json)."""
+    name = STUDY_CRITERIA[method]
+    return {f"{name}.fine_tuned_k_within_0.5pt":
+            summary.get(name, {}).get("fine-tuned.max_sparsity_within_0.5pt")}

@@ -1,0 +1,34 @@
+"""A stage's opening without nets or data: params.yaml loaded and checked, errors as one line,
+the stage's MLflow run started. Stages that load nets use :mod:`prunelab.studies.opening`,
+which builds on this; stages that only read files (aggregate, plot, report) use it as is, so
+their code deps stay free of torch models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from prunelab import paths
+from prunelab.config import Params, load_params
+from prunelab.runtime.declare import Stage
+from prunelab.runtime.stage import stage_errors
+from prunelab.tracking.runs import StageRun, track
+
+
+def run_name(stage: Stage, seed: int | None) -> str:
+    """The MLflow run name: the stage's name, ``name@seed`` for a per-seed stage."""
+    return f"{stage.name}@{seed}" if stage.per_seed else stage.name
+
+
+@contextmanager
+def open_run(stage: Stage, seed: int | None = None, *,
+             kept: str = "nothing of this stage was kept",
+             params: Path = paths.PARAMS) -> Iterator[tuple[Params, StageRun]]:
+    """(params for ``seed``, the stage's MLflow run); one error line and a non-zero exit for
+    any PrunelabError or SIGTERM inside (``kept``: what survives a kill)."""
+    with stage_errors(kept):
+        cfg = load_params(params)
+        cfg = cfg.for_seed(seed) if seed is not None else cfg
+        with track(run_name(stage, seed), cfg) as run:
+            yield cfg, run

@@ -1,0 +1,112 @@
+"""The studies' registry is the one place a stage is declared: both pipeline files are
+rendered from it, every study is complete, and a stage's code deps are what it imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prunelab import paths
+from prunelab.config import load_params
+from prunelab.runtime.declare import MAIN, Stage, Study
+from prunelab.studies.dvc_files import code_deps, differences, pipeline_files, render
+from prunelab.studies.registry import STUDIES, stages
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_pipeline_files_are_the_rendered_declarations() -> None:
+    """dvc.yaml and stages/retrain/dvc.yaml are exactly what the studies render; a difference
+    is shown as the diff lines naming the missing or extra line (fix: `python -m prunelab
+    pipeline --write`)."""
+    diff = differences(STUDIES, ROOT)
+    assert not diff, "\n".join(["dvc.yaml differs from the studies' declarations:", *diff])
+
+
+def test_a_hand_edit_is_named_by_the_check(tmp_path: Path) -> None:
+    for file, text in pipeline_files(STUDIES).items():
+        (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / file).write_text(text.replace("      - prune.scope\n", "", 1))
+    diff = differences(STUDIES, tmp_path)
+    assert "-      - prune.scope" in diff or "+      - prune.scope" in diff, diff
+
+
+def test_the_cli_check_fails_on_a_difference_and_passes_in_sync() -> None:
+    done = subprocess.run([sys.executable, "-m", "prunelab", "pipeline"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "match" in done.stdout
+
+
+def test_stage_names_are_unique_and_every_study_is_complete() -> None:
+    names = [s.name for study in STUDIES for s in study.stages]
+    assert len(names) == len(set(names))
+    known_sections = set(load_params(ROOT / "params.yaml").flat()) | {"params.yaml:"}
+    for study in STUDIES:
+        assert study.stages and study.description
+        assert study.pipeline in (MAIN, paths.RETRAIN_PIPELINE)
+        if study.params_section:
+            assert any(k.startswith(study.params_section + ".") for k in known_sections)
+        for stage in study.stages:
+            assert (ROOT / stage.script).is_file(), stage.script
+            assert stage.writes, stage.name
+            assert set(stage.params) <= known_sections, stage.name
+            assert set(stage.persist) <= set(stage.writes)
+            assert (paths.ITEM in stage.args) == stage.per_seed, stage.name
+
+
+def test_one_name_everywhere() -> None:
+    """A stage's name is its MLflow run name and appears in its script's help; its figure is
+    one of its outputs."""
+    for study in STUDIES:
+        produced = {p for s in study.stages for p in s.writes}
+        if study.figure is not None:
+            assert study.figure in produced, study.name
+        for stage in study.stages:
+            source = (ROOT / stage.script).read_text(encoding="utf-8")
+            assert "open_stage(" in source or "open_run(" in source or \
+                stage.name == "validate", stage.name
+
+
+def test_code_deps_are_what_the_script_imports() -> None:
+    """The train stage runs the training loop, so it depends on it; it does not run the
+    pruning code or the figures, so editing those does not retrain."""
+    deps = code_deps("stages/train.py")
+    assert deps[0] == "stages/train.py"
+    assert any(d.startswith("src/prunelab/training") for d in deps)
+    assert not any(d.startswith(("src/prunelab/pruning", "src/prunelab/reporting"))
+                   for d in deps)
+    prune = code_deps("stages/prune.py")
+    assert "src/prunelab/pruning/criteria" in prune  # a whole sub-package: a folder dep
+    assert not any(d.startswith("src/prunelab/training") for d in prune)
+
+
+def test_a_new_study_is_one_declaration(tmp_path: Path) -> None:
+    """A study declared in a few lines renders as a complete DVC stage (cmd, deps with its
+    code, params, outs, metrics), in the pipeline file it names."""
+    new = Study("example", "an example", (Stage(
+        "example", "an example stage", "stages/plot.py", params=("prune.scope",),
+        reads=(paths.aggregate_curve("weight"),), outs=(Path("plots/example.csv"),),
+        metrics=(Path("metrics/example.json"),)),))
+    doc = yaml.safe_load(render([*STUDIES, new], MAIN, "header"))
+    stage = doc["stages"]["example"]
+    assert stage["cmd"] == "python stages/plot.py"
+    assert "stages/plot.py" in stage["deps"] and "plots/aggregate_weight.csv" in stage["deps"]
+    assert stage["params"] == ["prune.scope"]
+    assert stage["outs"] == ["plots/example.csv"]
+    assert stage["metrics"] == [{"metrics/example.json": {"cache": False}}]
+
+
+@pytest.mark.parametrize("name", sorted(stages()))
+def test_stage_commands_are_thin(name: str) -> None:
+    """A stage's click command (its `main`) stays within 40 lines: the logic lives in the
+    library, the opening in prunelab.studies.opening."""
+    import ast
+
+    tree = ast.parse((ROOT / stages()[name].script).read_text(encoding="utf-8"))
+    main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
+    assert main.end_lineno - main.lineno + 1 <= 40  # type: ignore[operator]
