@@ -274,11 +274,16 @@ def test_grid_experiment_has_one_point_per_new_sparsity(
             0.0, 0.25, 0.75], criterion
     shown = experiment_entries(exp_show(baseline.repo))
     assert exp.name in shown, sorted(shown)
-    metrics = shown[exp.name]["data"]["metrics"][
-        paths.prune_metrics("weight", SEED).as_posix()]["data"]
-    assert metrics == exp.prune_metrics
-    assert list(metrics) == SMALL_PARAMS["prune"]["weight_criteria"]
-    assert metrics["magnitude"]["max_sparsity_within_1pt"] in (0.0, 0.25, 0.75)
+    # exp show has the headline (per-k and per-criterion numbers are files, not columns)
+    headline = shown[exp.name]["data"]["metrics"][paths.HEADLINE.as_posix()]["data"]
+    headlines = {paths.HEADLINE, paths.IMP_HEADLINE,
+                 *(paths.finetune_headline(m) for m in ("weight", "unit"))}
+    assert paths.HEADLINE.as_posix() in shown[exp.name]["data"]["metrics"]
+    assert set(shown[exp.name]["data"]["metrics"]) <= {p.as_posix() for p in headlines}
+    assert list(exp.prune_metrics) == SMALL_PARAMS["prune"]["weight_criteria"]
+    within = exp.prune_metrics["magnitude"]["max_sparsity_within_1pt"]
+    assert within in (0.0, 0.25, 0.75)
+    assert headline["weight.magnitude.k_within_1pt"] == within  # one seed: its own value
     params = shown[exp.name]["data"]["params"]["params.yaml"]["data"]
     assert params["prune"]["sparsities"] == [0.0, 0.25, 0.75]
 
@@ -351,18 +356,15 @@ def test_exp_show_lists_metrics(baseline: Baseline, workspace: Path,
     exp = run_experiment("prune.scope=global")
     table = dvc(workspace, "exp", "show", "--no-pager", "--md").stdout
     header = table.splitlines()[0]
-    # The headline of each metrics file, per criterion (per-k accuracies are in the curves, not
-    # here); names shared by both prune files (the random and largest controls) are qualified
-    # with the file.
-    for column in ("test_accuracy", "magnitude.max_sparsity_within_1pt",
-                   "l2.accuracy_at_max_sparsity", "obs.max_sparsity_within_1pt",
-                   "l2_refit.accuracy_at_max_sparsity",
-                   "metrics/seeds/0/prune_weight.json:random.max_sparsity_within_1pt",
-                   "metrics/seeds/0/prune_unit.json:largest.accuracy_at_max_sparsity",
-                   "weight_magnitude_global.speedup_b100_at_max",
-                   "unit_l2_refit_layer.speedup_b100_at_max", "prune.scope",
-                   "prune.weight_criteria", "prune.calibration_size"):
+    # The headline numbers only (metrics/headline.json): the dense accuracy and the study's
+    # criteria's reach; every criterion's per-k numbers are files, not columns.
+    for column in ("dense_accuracy", "weight.magnitude.k_within_1pt", "unit.l2.k_within_1pt",
+                   "prune.scope", "prune.weight_criteria", "prune.calibration_size"):
         assert f" {column} " in header, column
+    for column in ("test_accuracy", "obs.max_sparsity_within_1pt",
+                   "l2_refit.accuracy_at_max_sparsity", "random.max_sparsity_within_1pt",
+                   "weight_magnitude_global.speedup_b100_at_max"):
+        assert column not in header, column
     rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]
             if line.startswith("|")}
     assert "main" in rows and "workspace" in rows
@@ -370,7 +372,7 @@ def test_exp_show_lists_metrics(baseline: Baseline, workspace: Path,
     assert len(exp_rows) == 1, table
     assert "global" in exp_rows[0]
     csv = dvc(workspace, "exp", "show", "--no-pager", "--csv").stdout
-    assert "test_accuracy" in csv.splitlines()[0].split(",")
+    assert "dense_accuracy" in csv.splitlines()[0].split(",")
 
 
 def test_plots_diff_of_two_experiments(tmp_path: Path, baseline: Baseline, workspace: Path,
@@ -383,10 +385,12 @@ def test_plots_diff_of_two_experiments(tmp_path: Path, baseline: Baseline, works
     page = out_dir / "index.html"
     assert page.is_file(), sorted(p.name for p in out_dir.iterdir())
     html = page.read_text(encoding="utf-8")
-    # the accuracy plots draw the mean over the seeds
-    for needle in (first.name, second.name, "aggregate_weight.csv", "aggregate_unit.csv"):
+    # the first plot draws the study's own criteria (mean over the seeds), the next one every
+    # criterion
+    for needle in (first.name, second.name, "study.csv", "aggregate_weight.csv",
+                   "aggregate_unit.csv"):
         assert needle in html, needle
-    assert "Test accuracy against sparsity" in html
+    assert "accuracy against sparsity" in html and "Every criterion" in html
 
 
 @pytest.mark.parametrize(("value", "key", "shown"), [

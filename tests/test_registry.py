@@ -110,3 +110,24 @@ def test_stage_commands_are_thin(name: str) -> None:
     tree = ast.parse((ROOT / stages()[name].script).read_text(encoding="utf-8"))
     main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
     assert main.end_lineno - main.lineno + 1 <= 40  # type: ignore[operator]
+
+
+def test_the_headline_is_the_study_criteria_means_and_survives_their_absence() -> None:
+    """metrics/headline.json (the `dvc exp show` columns): seeds, dense accuracy, the study's
+    criteria's reach as means; a run without the study's criterion has None there, not a
+    KeyError."""
+    from prunelab.studies.oneshot import headline, study_rows
+
+    stat = {"max_sparsity_within_1pt": {"mean": 0.7}, "dense_accuracy": {"mean": 96.5}}
+    metrics = {"n": 3, "weight": {"magnitude": stat, "obs": {**stat, "max_sparsity_within_1pt":
+                                                              {"mean": 0.9}}},
+               "unit": {"l2": {**stat, "max_sparsity_within_1pt": {"mean": 0.5}}}}
+    assert headline(metrics) == {"seeds": 3, "dense_accuracy": 96.5,
+                                 "weight.magnitude.k_within_1pt": 0.7,
+                                 "unit.l2.k_within_1pt": 0.5}
+    only_random = {"n": 1, "weight": {"random": stat}, "unit": {}}
+    assert headline(only_random)["weight.magnitude.k_within_1pt"] is None
+    assert headline(only_random)["dense_accuracy"] == 96.5
+    rows = [{"method": "weight", "criterion": "magnitude"}, {"method": "weight",
+            "criterion": "obs"}, {"method": "unit", "criterion": "l2"}]
+    assert study_rows(rows) == [rows[0], rows[2]]

@@ -23,17 +23,18 @@ from repo_helpers import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-# In the DVC cache, so they reach a clone through the remote: the models and the curves (the
-# one seed's, in its folders, and the ones computed from it).
+# In the DVC cache, so they reach a clone through the remote: the models, the curves and the
+# per-seed and per-k numbers (the one seed's, in its folders, and the ones computed from it).
 DVC_OUTPUTS = ("models/seeds/0/model.pt", "models/seeds/0/init.pt",
                "models/seeds/0/train_run.json", "plots/seeds/0/train_loss.csv",
                "plots/seeds/0/prune_weight.csv", "plots/seeds/0/prune_unit.csv",
-               "plots/aggregate_weight.csv", "plots/aggregate_unit.csv", "plots/sensitivity.csv",
-               "plots/speed.csv")
-# In git (stage metrics/plots with cache: false), so they arrive with `git clone` itself.
-GIT_OUTPUTS = ("metrics/seeds/0/train.json", "metrics/seeds/0/train_timing.json",
+               "plots/aggregate_weight.csv", "plots/aggregate_unit.csv", "plots/study.csv",
+               "plots/sensitivity.csv", "plots/speed.csv",
+               "metrics/seeds/0/train.json", "metrics/seeds/0/train_timing.json",
                "metrics/seeds/0/prune_weight.json", "metrics/seeds/0/prune_unit.json",
-               "metrics/aggregate.json", "metrics/sensitivity.json", "metrics/speed.json",
+               "metrics/aggregate.json", "metrics/sensitivity.json", "metrics/speed.json")
+# In git (headline metrics, figures, the report: cache: false), so they arrive with `git clone`.
+GIT_OUTPUTS = ("metrics/headline.json",
                "plots/accuracy_vs_sparsity.png", "plots/sensitivity.png", "plots/tradeoff.png",
                "reports/study.md", "reports/study.html", "data/params.checked")
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",

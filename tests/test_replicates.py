@@ -166,4 +166,4 @@ def test_seeds_as_one_experiment(repo: Path) -> None:
     assert names[0] in shown, sorted(shown)
     data = shown[names[0]]["data"]
     assert data["params"]["params.yaml"]["data"]["train"]["seeds"] == [0, 1]
-    assert data["metrics"]["metrics/aggregate.json"]["data"]["n"] == 2
+    assert data["metrics"]["metrics/headline.json"]["data"]["seeds"] == 2

@@ -86,20 +86,17 @@ def check(params_file: Path) -> None:
     click.echo(f"{params_file}: valid")
 
 
-@cli.command()
-@click.option("--readme", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Write each block into this README or the docs/*.md page beside it that "
-                   "holds its markers, instead of printing them.")
-@click.option("--rev", default="workspace", show_default=True,
-              help="Report on this revision: a commit, branch or DVC experiment name.")
-@click.option("--publish", "publish_to", type=click.Path(file_okay=False, path_type=Path),
-              help="Also copy the revision's reports/study.md, .html and figures here.")
-def report(readme: Path | None, rev: str, publish_to: Path | None) -> None:
-    """The generated blocks (README, docs/*.md) from the metrics and curve files (of REV), and a
-    published copy of its study report."""
+# The options live once, on the command itself (prunelab.studies.report.main); importing it
+# here would load torch for every `prunelab --help`, so this forwards the arguments to it.
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+             add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def report(args: tuple[str, ...]) -> None:
+    """The generated blocks (README, docs/*.md) from the metrics and curve files of a run, and
+    a published copy of its study report (`prunelab report --help`: the options)."""
     from prunelab.studies.report import main
 
-    main.callback(readme, rev, publish_to)  # type: ignore[misc]
+    main.main(list(args), prog_name="prunelab report")
 
 
 @cli.command()

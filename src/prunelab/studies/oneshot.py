@@ -53,7 +53,8 @@ STUDY = Study(
     ),
     plots=(
         Plot("accuracy_vs_sparsity", "accuracy_curves",
-             "The study's criteria (magnitude, l2): accuracy against sparsity, seeds' mean", "sparsity", {str(paths.STUDY_CURVE): "accuracy"}, "sparsity k",
+             "The study's criteria (magnitude, l2): accuracy against sparsity, seeds' mean",
+             "sparsity", {str(paths.STUDY_CURVE): "accuracy"}, "sparsity k",
              "test accuracy (%)"),
         Plot("all_criteria", "accuracy_curves",
              "Every criterion: test accuracy against sparsity, mean over train.seeds",
@@ -72,13 +73,15 @@ STUDY = Study(
 
 
 def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The `dvc exp show` columns, from the aggregate statistics: the dense accuracy and the
-    study's criteria's highest k within 1 point of dense, each the mean over the seeds (every
-    criterion's, with spread and intervals, stays in metrics/aggregate.json)."""
-    def mean(method: str, key: str) -> Any:
-        return metrics[method][STUDY_CRITERIA[method]][key]["mean"]
+    """The `dvc exp show` columns, from the aggregate statistics: how many seeds, the dense
+    accuracy and the study's criteria's highest k within 1 point of dense, means over the seeds
+    (every criterion's, with spread and intervals, stays in metrics/aggregate.json)."""
+    def mean(method: str, key: str) -> Any:  # None when the study's criterion did not run
+        return metrics.get(method, {}).get(STUDY_CRITERIA[method], {}).get(key, {}).get("mean")
 
-    return {"dense_accuracy": mean("weight", "dense_accuracy"),
+    dense = next((s["dense_accuracy"]["mean"] for m in ("weight", "unit")
+                  for s in metrics.get(m, {}).values() if "dense_accuracy" in s), None)
+    return {"seeds": metrics.get("n"), "dense_accuracy": dense,
             **{f"{m}.{STUDY_CRITERIA[m]}.k_within_1pt": mean(m, "max_sparsity_within_1pt")
                for m in ("weight", "unit")}}
 

@@ -10,6 +10,7 @@ import math
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +100,10 @@ def train(
             continue
         if run.step >= n_steps:
             break
-        _train_epoch(run, x, y, _batches(order, done, cfg, epoch, progress), epoch)
+        # closing: an interrupt ends the bar's line now, so the stage's one error line that
+        # follows starts a line of its own
+        with closing(_batches(order, done, cfg, epoch, progress)) as batches:
+            _train_epoch(run, x, y, batches, epoch)
     return run.result()
 
 
