@@ -131,3 +131,12 @@ def test_the_headline_is_the_study_criteria_means_and_survives_their_absence() -
     rows = [{"method": "weight", "criterion": "magnitude"}, {"method": "weight",
             "criterion": "obs"}, {"method": "unit", "criterion": "l2"}]
     assert study_rows(rows) == [rows[0], rows[2]]
+
+
+def test_folder_deps_ignore_bytecode() -> None:
+    """A code folder is a dep of many stages; Python rewrites its __pycache__ on import after
+    any edit or checkout (the .pyc embeds the source's mtime), so DVC must not hash it, or a
+    stage whose code did not change would rerun."""
+    ignored = (ROOT / ".dvcignore").read_text(encoding="utf-8").split()
+    assert "__pycache__/" in ignored and "*.pyc" in ignored
+    assert any(Path(d).suffix == "" for d in code_deps("stages/prune.py")[1:])  # a folder dep
