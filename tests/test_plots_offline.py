@@ -35,7 +35,8 @@ STUDY = {"weight": "magnitude", "unit": "l2"}  # the criterion each aggregate cu
 # An accuracy curve's colour: its method column and, the aggregate having one, its criterion.
 CURVES = tuple(f"{m} · {STUDY[m]}" for m in METHODS)
 REVS = ("exp-a", "exp-b")  # the tags of the two commits
-ACCURACY_PLOTS = ("accuracy_vs_sparsity", "accuracy_vs_effective_sparsity")
+# The study's criteria (plots/study.csv), then every criterion (here the same two curves).
+ACCURACY_PLOTS = ("accuracy_vs_sparsity", "all_criteria", "accuracy_vs_effective_sparsity")
 SPARSITIES = (0.0, 0.25, 0.5, 0.7, 0.9, 0.99)
 # Every host unresolvable and every proxy connection refused: nothing loads from outside.
 NO_NETWORK = ("--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9")
@@ -120,6 +121,7 @@ def write_curves(repo: Path, scope: str, loss: float) -> None:
     plots = repo / "plots"
     plots.mkdir(exist_ok=True)
     drop = {"layer": 0.0, "global": 8.0}[scope]
+    study = []  # the study's criteria's rows of both: plots/study.csv, as the aggregate writes it
     for method, slope in (("weight", 30.0), ("unit", 90.0)):
         criterion = STUDY[method]
         rows = []
@@ -128,6 +130,8 @@ def write_curves(repo: Path, scope: str, loss: float) -> None:
             rows.append((method, criterion, scope, k, len(SEEDS), mean, 0.2, round(mean - 0.5, 2),
                          round(mean + 0.5, 2), effective, 0.0, effective, effective))
         (plots / f"aggregate_{method}.csv").write_text(csv_text(AGGREGATE_COLUMNS, rows))
+        study += rows
+    (plots / "study.csv").write_text(csv_text(AGGREGATE_COLUMNS, study))
     speed = [(m, s, k, round(97 - slope * k**3, 2), round(1 + gain * k**2, 3))
              for m, slope, gain in (("weight", 30.0, 3.0), ("unit", 90.0, 20.0))
              for s in ("layer", "global") for k in SPARSITIES]

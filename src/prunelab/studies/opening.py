@@ -4,7 +4,8 @@ the net and the data splits (the criteria: :func:`prunelab.pruning.sweep.checked
 A stage script is then::
 
     with open_stage(STUDY.stage("sensitivity")) as stage:
-        points = layer_sweep(stage.net, ..., stage.x_test, stage.y_test)
+        x, y = stage.test
+        points = layer_sweep(stage.net, ..., x, y)
 
 Everything heavy is loaded on first use, so a stage that only reads files (aggregate, plot,
 report) never loads a net or the data. Errors (a missing file, an unsupported criterion) are

@@ -100,8 +100,7 @@ def train(
             continue
         if run.step >= n_steps:
             break
-        # closing: an interrupt ends the bar's line now, so the stage's one error line that
-        # follows starts a line of its own
+        # closed at once on an interrupt: the bar ends its line before the stage's error line
         with closing(_batches(order, done, cfg, epoch, progress)) as batches:
             _train_epoch(run, x, y, batches, epoch)
     return run.result()
