@@ -140,3 +140,20 @@ def test_folder_deps_ignore_bytecode() -> None:
     ignored = (ROOT / ".dvcignore").read_text(encoding="utf-8").split()
     assert "__pycache__/" in ignored and "*.pyc" in ignored
     assert any(Path(d).suffix == "" for d in code_deps("stages/prune.py")[1:])  # a folder dep
+
+
+def test_each_report_section_is_a_heading_the_report_writes() -> None:
+    """A study's declared report section is a `## ` heading of reports/study.md, as
+    prunelab.studies.report writes it (not a name that drifted from the page)."""
+    source = (ROOT / "src/prunelab/studies/report.py").read_text(encoding="utf-8")
+    for study in STUDIES:
+        if study.report_section is not None:
+            assert f'"## {study.report_section}"' in source, study.name
+
+
+def test_the_committed_cdn_page_is_dvcs_own() -> None:
+    """.dvc/plots/cdn.html (the template every clone has) is DVC's default page as installed,
+    not a copy that drifted from it."""
+    from dvc_render.html import PAGE_HTML
+
+    assert (ROOT / ".dvc/plots/cdn.html").read_text(encoding="utf-8") == PAGE_HTML

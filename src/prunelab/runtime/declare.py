@@ -61,7 +61,7 @@ class Plot:
 @dataclass(frozen=True)
 class Study:
     """A unit of the study: its stages, the pipeline file they live in, its params section,
-    its figure, its section of reports/study.md and its page under docs/."""
+    its figure and its section of reports/study.md."""
 
     name: str
     description: str
@@ -69,8 +69,7 @@ class Study:
     pipeline: Path = MAIN
     params_section: str | None = None
     figure: Path | None = None
-    report_section: str | None = None  # the heading of its section in reports/study.md
-    page: Path | None = None
+    report_section: str | None = None  # its heading in reports/study.md (after the ##)
     plots: tuple[Plot, ...] = field(default=())
 
     def stage(self, name: str) -> Stage:

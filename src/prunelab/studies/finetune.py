@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from prunelab import paths
 from prunelab.config import STUDY_CRITERIA
 from prunelab.runtime.declare import Plot, Stage, Study
-
-RETRAIN = paths.RETRAIN_PIPELINE
 
 
 def finetune_stage(method: str) -> Stage:
@@ -24,32 +25,32 @@ def finetune_stage(method: str) -> Stage:
                 paths.finetune_timing(method)))
 
 
-CURVES = {m: str(paths.finetune_curve(m)) for m in ("weight", "unit")}
+CURVES = tuple(paths.finetune_curve(m) for m in ("weight", "unit"))
 
 STUDY = Study(
     name="finetune",
     description="one-shot pruning, then fine-tuning with the mask held",
-    pipeline=RETRAIN,
+    pipeline=paths.RETRAIN_PIPELINE,
     params_section="finetune",
     figure=paths.FINETUNE_FIGURE,
-    report_section="Retraining",
+    report_section="Retraining: fine-tuning and lottery tickets",
     stages=(
         finetune_stage("weight"),
         finetune_stage("unit"),
         Stage("finetune_plot", "one-shot against fine-tuned curves, both granularities",
               "stages/finetune_plot.py",
               params=("model.arch", "train.lr", "finetune.epochs", "finetune.lr"),
-              reads=tuple(map(paths.finetune_curve, ("weight", "unit"))),
+              reads=CURVES,
               figures=(paths.FINETUNE_FIGURE,)),
     ),
     plots=(Plot("finetune_vs_one_shot", "training_curves",
                 "Test accuracy against sparsity, one-shot and fine-tuned", "sparsity",
-                {c: "accuracy" for c in CURVES.values()}, "sparsity k",
+                {str(c): "accuracy" for c in CURVES}, "sparsity k",
                 "test accuracy (%)"),),
 )
 
 
-def headline(summary: dict, method: str) -> dict[str, float | None]:
+def headline(summary: Mapping[str, Any], method: str) -> dict[str, float | None]:
     """The `dvc exp show` column of one granularity: how far the study's criterion stays within
     0.5 point of dense once fine-tuned (the rest is in metrics/finetune_<method>.json)."""
     name = STUDY_CRITERIA[method]

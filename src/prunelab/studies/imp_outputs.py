@@ -93,7 +93,7 @@ STUDY = Study(
     pipeline=paths.RETRAIN_PIPELINE,
     params_section="imp",
     figure=paths.LOTTERY_FIGURE,
-    report_section="Retraining",
+    report_section="Retraining: fine-tuning and lottery tickets",
     stages=(Stage(
         "imp", "iterative magnitude pruning with rewinding (lottery tickets) and its controls, "
         "round by round (the first seed's init)", "stages/imp.py",

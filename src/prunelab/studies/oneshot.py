@@ -36,7 +36,7 @@ STUDY = Study(
     description="every criterion over the sparsity grid, no retraining; mean and 95% CI",
     params_section="prune",
     figure=paths.FIGURE,
-    report_section="Accuracy against sparsity",
+    report_section="How much can be deleted without retraining",
     stages=(
         prune_stage("weight"),
         prune_stage("unit"),

@@ -287,7 +287,7 @@ STUDY = Study(
     name="sensitivity",
     description="one layer pruned at a time, the others dense: which layer breaks first",
     figure=paths.SENSITIVITY_FIGURE,
-    report_section="Per-layer sensitivity",
+    report_section="Which layer breaks first",
     stages=(Stage("sensitivity", "prune one layer at a time (the others dense), first seed's net",
                   "stages/sensitivity.py",
                   params=("data.test_size", "train.device", "prune.sparsities"),

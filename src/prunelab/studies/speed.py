@@ -9,7 +9,7 @@ STUDY = Study(
     name="speed",
     description="parameters, bytes, FLOPs and measured CPU latency of the pruned models",
     figure=paths.TRADEOFF_FIGURE,
-    report_section="What pruning buys",
+    report_section="What pruning buys: speed and size",
     stages=(Stage("speed", "realise every pruned model (compacted / CSR) and time it",
                   "stages/speed.py",
                   params=("data.train_size", "data.test_size", "prune.sparsities",
