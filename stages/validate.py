@@ -4,10 +4,11 @@ import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths
-from prunelab.config import check_device, load_params
+from prunelab.config import check_device
 from prunelab.runtime.files import write_text
 from prunelab.runtime.stage import stage_errors, stage_help
 from prunelab.studies.dense import STUDY
+from prunelab.studies.registry import load_params
 
 DETAILS = ("DVC deletes a stage's outputs before it runs the stage's command, so a bad value "
            "caught inside `train` would already have cost the old results. Every other stage "

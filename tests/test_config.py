@@ -16,8 +16,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prunelab.config import Params, check_device, grid_step, load_params, parse_params
+from prunelab.config import Params, check_device, grid_step
 from prunelab.errors import ParamsError
+from prunelab.studies.registry import load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = ROOT / "params.yaml"

@@ -15,7 +15,7 @@ from torch import Tensor
 from prunelab.models.layers import mlp_layers, weights
 from prunelab.pruning.criteria import calibrated, reconstruct
 from prunelab.pruning.criteria.base import Context, Criterion
-from prunelab.pruning.criteria.registry import CRITERIA, KNOWN
+from prunelab.pruning.criteria.registry import CRITERIA, check_prune
 from prunelab.pruning.masks import Pruner, apply_masks, drop_smallest, n_pruned
 
 SIZES = (12, 10, 8, 6, 3)  # in, three hidden layers, classes
@@ -43,11 +43,24 @@ def pruned(criterion: Criterion, context: Context, scope: str, k: float) -> list
     return weights(apply_masks(context.net, masks))
 
 
-def test_registry_names_match_config() -> None:
-    """params.yaml is checked against prunelab.config's lists: they must name the registry."""
+def test_registry_is_keyed_by_granularity_and_name() -> None:
+    """params.yaml's criteria are checked against the registry itself (check_prune): each entry
+    sits under its own granularity and name."""
     for granularity, named in CRITERIA.items():
-        assert tuple(named) == KNOWN[granularity]
-        assert all(c.granularity == granularity for c in named.values())
+        assert all(c.granularity == granularity and c.name == name for name, c in named.items())
+
+
+def test_check_prune_names_the_key_the_value_and_the_registered_criteria() -> None:
+    from prunelab.config import PruneConfig
+    from prunelab.errors import ParamsError
+
+    check_prune(PruneConfig(weight_criteria=tuple(CRITERIA["weight"]),
+                            unit_criteria=tuple(CRITERIA["unit"])))
+    with pytest.raises(ParamsError) as err:
+        check_prune(PruneConfig(unit_criteria=("l2", "snip")))
+    known = ", ".join(CRITERIA["unit"])
+    assert str(err.value) == ("params.yaml: prune.unit_criteria[1] = 'snip' is not allowed: a "
+                              f"non-empty list of distinct names from: {known}")
 
 
 @SETTINGS

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from repo_helpers import SMALL_PARAMS
 from torch import Tensor, nn
 
-from prunelab.config import LeNet5Config, MLPConfig, ModelConfig, parse_params
+from prunelab.config import LeNet5Config, MLPConfig, ModelConfig
 from prunelab.errors import DataError, ParamsError, PrunelabError
 from prunelab.models.layers import Layer, Net, forward, mlp_layers, weights, with_weights
 from prunelab.models.networks import (
@@ -39,6 +39,7 @@ from prunelab.pruning.criteria.registry import CRITERIA
 from prunelab.pruning.masks import Pruner, apply_masks, check_support, live_masks, n_pruned
 from prunelab.pruning.savings import Realised, flops_per_sample, realise
 from prunelab.pruning.sweep import sweep
+from prunelab.studies.registry import parse_params
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
 

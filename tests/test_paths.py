@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from prunelab import paths
-from prunelab.config import load_params
-from prunelab.studies.registry import STUDIES
+from prunelab.studies.registry import STUDIES, load_params
 from prunelab.studies.registry import stages as declared_stages
 
 ROOT = Path(__file__).resolve().parents[1]

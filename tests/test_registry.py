@@ -11,10 +11,9 @@ import pytest
 import yaml
 
 from prunelab import paths
-from prunelab.config import load_params
 from prunelab.runtime.declare import MAIN, Stage, Study
 from prunelab.studies.dvc_files import code_deps, differences, pipeline_files, render
-from prunelab.studies.registry import STUDIES, stages
+from prunelab.studies.registry import STUDIES, load_params, stages
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,8 +48,9 @@ def test_stage_names_are_unique_and_every_study_is_complete() -> None:
     for study in STUDIES:
         assert study.stages and study.description
         assert study.pipeline in (MAIN, paths.RETRAIN_PIPELINE)
-        if study.params_section:
-            assert any(k.startswith(study.params_section + ".") for k in known_sections)
+        if study.params is not None:
+            assert any(k.startswith(study.params.name + ".") for k in known_sections)
+            assert all(s.sections[-1] == study.params for s in study.stages)
         for stage in study.stages:
             assert (ROOT / stage.script).is_file(), stage.script
             assert stage.writes, stage.name

@@ -63,7 +63,7 @@ from reliability_helpers import (
 from repo_helpers import SessionBaseline
 
 from prunelab import paths
-from prunelab.config import load_params
+from prunelab.studies.registry import load_params
 from prunelab.tracking.runs import redact
 
 # Every test here runs the stages as processes on real data: end-to-end, not the fast subset.

@@ -37,8 +37,9 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from reliability_helpers import MAIN, PYTHON, copy_code, env_for
 
-from prunelab.config import Params, grid_step, load_params, parse_params
+from prunelab.config import Params, grid_step
 from prunelab.errors import ParamsError
+from prunelab.studies.registry import load_params, parse_params
 
 LIBRARY_EXAMPLES = 500
 TEXT_EXAMPLES = 200

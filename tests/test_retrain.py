@@ -22,14 +22,12 @@ from hypothesis import strategies as st
 
 from prunelab.config import (
     DataConfig,
-    ImpConfig,
     LeNet5Config,
     MLPConfig,
     ModelConfig,
     Params,
     PruneConfig,
     TrainConfig,
-    parse_params,
     train_steps,
 )
 from prunelab.errors import ParamsError
@@ -48,6 +46,8 @@ from prunelab.studies.imp import (
     next_round,
     run,
 )
+from prunelab.studies.imp_outputs import ImpConfig
+from prunelab.studies.registry import parse_params
 from prunelab.studies.retraining import (
     Split,
     fine_tune,
@@ -88,8 +88,9 @@ def params(rewind: int | str = "init", controls: tuple[str, ...] = ("reinit", "r
     """Params for the tiny runs (built directly: the values are valid by construction)."""
     return Params(data=DataConfig(train_size=200, test_size=60), model=ARCHS[arch],
                   train=TRAIN, prune=PruneConfig(),
-                  imp=ImpConfig(rounds=rounds, rate=rate, output_rate=output_rate,
-                                rewind=rewind, controls=controls, eval_every=eval_every))
+                  sections={"imp": ImpConfig(rounds=rounds, rate=rate, output_rate=output_rate,
+                                             rewind=rewind, controls=controls,
+                                             eval_every=eval_every)})
 
 
 def assert_same(a, b) -> None:  # noqa: ANN001 -- sequences of tensors
@@ -534,13 +535,13 @@ def test_fingerprint_covers_settings_but_not_rounds() -> None:
     cfg = params()
     base = fingerprint(cfg, b"init")
     assert fingerprint(cfg, b"init") == base
-    assert fingerprint(dataclasses.replace(cfg, imp=dataclasses.replace(cfg.imp, rounds=9)),
+    assert fingerprint(cfg.with_section("imp", rounds=9),
                        b"init") == base
     # more replicates leave the first seed's rounds as they are
     assert fingerprint(dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, seeds=(cfg.train.seed, 7, 8))), b"init") == base
-    for changed in (dataclasses.replace(cfg, imp=dataclasses.replace(cfg.imp, rate=0.25)),
-                    dataclasses.replace(cfg, imp=dataclasses.replace(cfg.imp, rewind=3)),
+    for changed in (cfg.with_section("imp", rate=0.25),
+                    cfg.with_section("imp", rewind=3),
                     dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=1)),
                     dataclasses.replace(cfg, data=DataConfig(train_size=100, test_size=60))):
         assert fingerprint(changed, b"init") != base
@@ -778,12 +779,13 @@ def test_a_reconstructions_mask_is_the_zeros_it_chose() -> None:
     assert live <= sum(int(m.sum()) for m in masks)
 
 
-def test_controls_are_the_names_params_yaml_allows() -> None:
-    from prunelab.config import IMP_CONTROLS
+def test_controls_are_the_names_params_yaml_allows(raw_params: dict[str, Any]) -> None:
     from prunelab.studies import imp
 
-    assert tuple(imp.CONTROLS) == IMP_CONTROLS
-    assert ("ticket", *IMP_CONTROLS) == imp.VARIANTS
+    assert ImpConfig().controls == tuple(imp.CONTROLS) and ("ticket", *imp.CONTROLS) == imp.VARIANTS
+    with pytest.raises(ParamsError) as err:
+        parse_params(changed(raw_params, "imp.controls", ["shuffle"]))
+    assert str(err.value).endswith("from: " + ", ".join(imp.CONTROLS) + " (may be empty)")
 
 
 def fake_round(index: int, kept: int, accs: dict[str, float], seconds: float = 1.0) -> Round:

@@ -21,7 +21,8 @@ SRC = ROOT / "src" / "prunelab"
 # above. `__main__` (the command line) sits on top of everything.
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "paths"}),
-    frozenset({"config", "runtime"}),
+    frozenset({"config"}),
+    frozenset({"runtime"}),
     frozenset({"data", "models", "tracking"}),
     frozenset({"training", "pruning"}),
     frozenset({"reporting"}),

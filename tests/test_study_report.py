@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from prunelab import paths
-from prunelab.config import load_params
 from prunelab.reporting.aggregate import aggregate_metrics, aggregate_rows, headline_stats
 from prunelab.reporting.tables import fill_blocks
 from prunelab.runtime.files import write_bytes, write_csv, write_json
 from prunelab.studies import report as study_report
+from prunelab.studies.registry import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = (0.0, 0.5, 0.7, 0.9)

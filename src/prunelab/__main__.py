@@ -78,7 +78,8 @@ def pipeline(write: bool) -> None:
                 type=click.Path(dir_okay=False, path_type=Path))
 def check(params_file: Path) -> None:
     """Validate PARAMS_FILE (default params.yaml) as the pipeline's first stage does."""
-    from prunelab.config import check_device, load_params
+    from prunelab.config import check_device
+    from prunelab.studies.registry import load_params
 
     with stage_errors():
         cfg = load_params(params_file)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import reprlib
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,16 +23,8 @@ METHODS: tuple[str, ...] = ("weight", "unit")  # the granularities: what is prun
 # The study's criterion per granularity (the notebook's): the one defined here, named as in the
 # criteria registry, params.yaml, metrics and plots.
 STUDY_CRITERIA: dict[str, str] = {"weight": "magnitude", "unit": "l2"}
-# The criteria (how candidates are ranked) per granularity: the names of
-# prunelab.pruning.criteria.registry, kept here so that checking params.yaml imports no torch.
 ARCHS: tuple[str, ...] = ("mlp", "lenet5")
-WEIGHT_CRITERIA: tuple[str, ...] = ("magnitude", "random", "largest", "wanda", "obd", "obs")
-UNIT_CRITERIA: tuple[str, ...] = ("l2", "random", "largest", "activation", "l2_refit")
 MAX_CALIBRATION = 60000
-# The lottery-ticket controls (README: Retraining): the ticket's mask with fresh random weights,
-# and a random mask of the ticket's per-layer sizes with the ticket's initial weights.
-IMP_CONTROLS: tuple[str, ...] = ("reinit", "random_mask")
-MAX_ROUNDS = 100
 MAX_SEEDS = 100  # replicates: each seed trains and prunes its own net (README: Replicates)
 
 # Upper bounds keep hostile input from exhausting memory; they sit far above any sensible study.
@@ -104,8 +96,8 @@ class PruneConfig:
 
     sparsities: tuple[float, ...] = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
     scope: Scope = "layer"
-    weight_criteria: tuple[str, ...] = WEIGHT_CRITERIA
-    unit_criteria: tuple[str, ...] = UNIT_CRITERIA
+    weight_criteria: tuple[str, ...] = ("magnitude",)
+    unit_criteria: tuple[str, ...] = ("l2",)
     calibration_size: int = 1024
 
     def criteria(self, granularity: str) -> tuple[str, ...]:
@@ -114,50 +106,37 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
-    """Fine-tuning after one-shot pruning: each k of prune.sparsities, pruned with each listed
-    criterion, then trained ``epochs`` more with its mask held, at ``lr`` (None: train.lr / 10,
-    as Han et al. 2015)."""
+class Section:
+    """A study's own section of params.yaml: its name (the top-level key) and the function that
+    validates it into a frozen config, given the raw mapping and the core params (data, model,
+    train, prune) it may be checked against. A study declares its section beside its stages
+    (:class:`prunelab.runtime.declare.Study`); this module knows none of them by name."""
 
-    epochs: int = 1
-    lr: float | None = None
-    weight_criteria: tuple[str, ...] = ("magnitude", "random")
-    unit_criteria: tuple[str, ...] = ("l2", "random")
-
-    def criteria(self, granularity: str) -> tuple[str, ...]:
-        """The criteria fine-tuned for ``granularity`` (weight or unit)."""
-        return self.weight_criteria if granularity == "weight" else self.unit_criteria
-
-    def learning_rate(self, train: TrainConfig) -> float:
-        return train.lr / 10 if self.lr is None else self.lr
+    name: str
+    parse: Callable[[Any, Params], Any]
 
 
-@dataclass(frozen=True)
-class ImpConfig:
-    """Iterative magnitude pruning (Frankle & Carbin 2019): ``rounds`` rounds, each pruning
-    ``rate`` of every hidden layer's remaining weights (``output_rate`` of the output layer's),
-    rewinding the survivors (to the init, or to step ``rewind`` of the dense run) and retraining
-    for train.epochs; ``controls`` trained on every round's mask sizes too; a test pass every
-    ``eval_every`` steps finds the early-stopping step."""
-
-    rounds: int = 15
-    rate: float = 0.2
-    output_rate: float = 0.1
-    rewind: int | Literal["init"] = "init"
-    controls: tuple[str, ...] = ("reinit", "random_mask")
-    eval_every: int = 200
+CORE: tuple[str, ...] = ("data", "model", "train", "prune")  # every study reads these
 
 
 @dataclass(frozen=True)
 class Params:
-    """The whole of params.yaml."""
+    """params.yaml: the core sections every stage reads, and the study sections (``imp``,
+    ``finetune``, ...) that were asked for, reachable as attributes too (``cfg.imp.rounds``)."""
 
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
     prune: PruneConfig
-    finetune: FinetuneConfig = FinetuneConfig()
-    imp: ImpConfig = ImpConfig()
+    sections: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names that are not fields: a study's section.
+        sections = self.__dict__.get("sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"params section {name!r} was not loaded here; loaded: "
+                             + ", ".join([*CORE, *sections]))
 
     @property
     def first_seed(self) -> int:
@@ -169,9 +148,14 @@ class Params:
         """These params for replicate ``seed`` (one of train.seeds): what its per-seed stages
         see as ``train.seed``."""
         if seed not in self.train.seeds:
-            raise _fail("train.seeds", list(self.train.seeds),
-                        f"a list that includes the seed asked for ({seed})")
+            raise fail("train.seeds", list(self.train.seeds),
+                    f"a list that includes the seed asked for ({seed})")
         return replace(self, train=replace(self.train, seed=seed))
+
+    def with_section(self, name: str, **changes: Any) -> Params:
+        """These params with fields of study section ``name`` changed (``imp``, rounds=9)."""
+        return replace(self, sections={**self.sections,
+                                       name: replace(getattr(self, name), **changes)})
 
     def flat(self) -> dict[str, Any]:
         """Dotted names to values (``train.lr`` -> 0.001, ``model.mlp.hidden`` -> [...]), as
@@ -182,7 +166,9 @@ class Params:
                         for k, v in leaves(f"{prefix}.{key}", sub).items()}
             return {prefix: list(value) if isinstance(value, tuple) else value}
 
-        return {k: v for section, fields in asdict(self).items()
+        tree = {name: asdict(getattr(self, name)) for name in CORE}
+        tree |= {name: asdict(value) for name, value in self.sections.items()}
+        return {k: v for section, fields in tree.items()
                 for k, v in leaves(section, fields).items()}
 
 
@@ -191,7 +177,7 @@ _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxtuple = 2, 4, 4, 4
 _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 40, 40, 40
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
     """A short repr of a user's value: bounded work even for a YAML alias bomb or a huge int."""
     try:
         text = _REPR.repr(value)
@@ -200,46 +186,47 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _fail(key: str, value: Any, allowed: str) -> ParamsError:
-    return ParamsError(f"params.yaml: {key} = {_show(value)} is not allowed: {allowed}")
+def fail(key: str, value: Any, allowed: str) -> ParamsError:
+    return ParamsError(f"params.yaml: {key} = {show(value)} is not allowed: {allowed}")
 
 
-def _int(raw: Mapping[str, Any], section: str, key: str, lo: int, hi: int) -> int:
+def integer(raw: Mapping[str, Any], section: str, key: str, lo: int, hi: int) -> int:
     value = raw[key]
     # bool is an int subclass in Python; `epochs: true` is a typo, not 1.
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise _fail(f"{section}.{key}", value, f"an integer from {lo} to {hi}")
+        raise fail(f"{section}.{key}", value, f"an integer from {lo} to {hi}")
     return value
 
 
-def _optional_int(raw: Mapping[str, Any], section: str, key: str, lo: int, hi: int) -> int | None:
+def optional_integer(raw: Mapping[str, Any], section: str, key: str, lo: int,
+                     hi: int) -> int | None:
     if raw[key] is None:
         return None
     value = raw[key]
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise _fail(f"{section}.{key}", value, f"null (all) or an integer from {lo} to {hi}")
+        raise fail(f"{section}.{key}", value, f"null (all) or an integer from {lo} to {hi}")
     return value
 
 
-def _choice(raw: Mapping[str, Any], section: str, key: str, allowed: tuple[str, ...]) -> str:
+def choice(raw: Mapping[str, Any], section: str, key: str, allowed: tuple[str, ...]) -> str:
     value = raw[key]
     if not isinstance(value, str) or value not in allowed:
-        raise _fail(f"{section}.{key}", value, "one of " + ", ".join(allowed))
+        raise fail(f"{section}.{key}", value, "one of " + ", ".join(allowed))
     return value
 
 
-def _check_keys(raw: Any, section: str, expected: tuple[str, ...]) -> Mapping[str, Any]:
+def check_keys(raw: Any, section: str, expected: tuple[str, ...]) -> Mapping[str, Any]:
     where = section or "the top level"
     if not isinstance(raw, Mapping):
         raise ParamsError(
-            f"params.yaml: {section or '<file>'} = {_show(raw)} is not allowed: a mapping of "
+            f"params.yaml: {section or '<file>'} = {show(raw)} is not allowed: a mapping of "
             + ", ".join(expected)
         )
     for key in raw:
         if key not in expected:
             name = f"{section}.{key}" if section else str(key)
             raise ParamsError(
-                f"params.yaml: unknown key {_show(name)} in {where}; allowed: "
+                f"params.yaml: unknown key {show(name)} in {where}; allowed: "
                 + ", ".join(expected)
             )
     for key in expected:
@@ -250,10 +237,10 @@ def _check_keys(raw: Any, section: str, expected: tuple[str, ...]) -> Mapping[st
 
 
 def _data(raw: Any) -> DataConfig:
-    raw = _check_keys(raw, "data", ("train_size", "test_size"))
+    raw = check_keys(raw, "data", ("train_size", "test_size"))
     return DataConfig(
-        train_size=_optional_int(raw, "data", "train_size", 1, MAX_SAMPLES),
-        test_size=_optional_int(raw, "data", "test_size", 1, 10000),
+        train_size=optional_integer(raw, "data", "train_size", 1, MAX_SAMPLES),
+        test_size=optional_integer(raw, "data", "test_size", 1, 10000),
     )
 
 
@@ -263,10 +250,10 @@ def _widths(raw: Mapping[str, Any], key: str, n: tuple[int, int], hi: int) -> tu
     count = f"{n[0]}" if n[0] == n[1] else f"{n[0]} to {n[1]}"
     allowed = f"a list of {count} integers from 1 to {hi}"
     if not isinstance(values, list) or not n[0] <= len(values) <= n[1]:
-        raise _fail(f"model.{key}", values, allowed)
+        raise fail(f"model.{key}", values, allowed)
     for i, width in enumerate(values):
         if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= hi:
-            raise _fail(f"model.{key}[{i}]", width, allowed)
+            raise fail(f"model.{key}[{i}]", width, allowed)
     return tuple(values)
 
 
@@ -277,10 +264,10 @@ def _model(raw: Any) -> ModelConfig:
     if isinstance(raw, Mapping) and "hidden" in raw:  # params.yaml from before architectures
         raise ParamsError("params.yaml: unknown key 'model.hidden' in model; allowed: arch, "
                           + ", ".join(ARCHS) + " (the MLP's widths are now model.mlp.hidden)")
-    raw = _check_keys(raw, "model", ("arch", *ARCHS))
-    arch = _choice(raw, "model", "arch", ARCHS)
-    mlp = _check_keys(raw["mlp"], "model.mlp", ("hidden",))
-    lenet = _check_keys(raw["lenet5"], "model.lenet5", ("channels", "fc"))
+    raw = check_keys(raw, "model", ("arch", *ARCHS))
+    arch = choice(raw, "model", "arch", ARCHS)
+    mlp = check_keys(raw["mlp"], "model.mlp", ("hidden",))
+    lenet = check_keys(raw["lenet5"], "model.lenet5", ("channels", "fc"))
     return ModelConfig(
         arch=arch,
         mlp=MLPConfig(hidden=_widths(mlp, "mlp.hidden", (1, MAX_LAYERS), MAX_HIDDEN)),
@@ -293,22 +280,22 @@ def _train(raw: Any) -> TrainConfig:
     if isinstance(raw, Mapping) and "seed" in raw and "seeds" not in raw:  # before replicates
         raise ParamsError("params.yaml: unknown key 'train.seed' in train; allowed: epochs, lr, "
                           "batch_size, seeds, device (one seed is now train.seeds: [0])")
-    raw = _check_keys(raw, "train", ("epochs", "lr", "batch_size", "seeds", "device"))
+    raw = check_keys(raw, "train", ("epochs", "lr", "batch_size", "seeds", "device"))
     lr = raw["lr"]
     # Range first: it also rejects NaN, and math.isfinite would overflow on a huge int.
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= 10:
-        raise _fail("train.lr", lr, "a finite number in (0, 10]")
+        raise fail("train.lr", lr, "a finite number in (0, 10]")
     device = raw["device"]
     if not isinstance(device, str) or not (
         device in ("auto", "cpu", "cuda")
         or (device.startswith("cuda:") and device[5:].isascii() and device[5:].isdigit())
     ):
-        raise _fail("train.device", device, "auto, cpu, cuda or cuda:N")
+        raise fail("train.device", device, "auto, cpu, cuda or cuda:N")
     seeds = _seeds(raw["seeds"])
     return TrainConfig(
-        epochs=_int(raw, "train", "epochs", 1, MAX_EPOCHS),
+        epochs=integer(raw, "train", "epochs", 1, MAX_EPOCHS),
         lr=float(lr),
-        batch_size=_int(raw, "train", "batch_size", 1, MAX_SAMPLES),
+        batch_size=integer(raw, "train", "batch_size", 1, MAX_SAMPLES),
         seed=seeds[0],
         device=device,
         seeds=seeds,
@@ -320,11 +307,11 @@ def _seeds(seeds: Any) -> tuple[int, ...]:
     studies' seed, and each seed names its own DVC stages (train@0, prune_weight@0, ...)."""
     allowed = f"a list of 1 to {MAX_SEEDS} distinct integers from 0 to {2**32 - 1}"
     if not isinstance(seeds, list) or not 1 <= len(seeds) <= MAX_SEEDS:
-        raise _fail("train.seeds", seeds, allowed)
+        raise fail("train.seeds", seeds, allowed)
     for i, seed in enumerate(seeds):
         if (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32
                 or seed in seeds[:i]):
-            raise _fail(f"train.seeds[{i}]", seed, allowed)
+            raise fail(f"train.seeds[{i}]", seed, allowed)
     return tuple(seeds)
 
 
@@ -337,95 +324,57 @@ def grid_step(sparsity: float) -> int:
     return math.floor(sparsity * 1000 + 0.5)
 
 
-def _names(raw: Mapping[str, Any], key: str, known: tuple[str, ...],
-           section: str = "prune") -> tuple[str, ...]:
-    """A non-empty list of distinct names from ``known`` (the criteria of one granularity)."""
+def names(raw: Mapping[str, Any], key: str, known: Sequence[str] | None = None,
+          section: str = "prune") -> tuple[str, ...]:
+    """A non-empty list of distinct names, from ``known`` when given (the criteria registry
+    checks a study's criteria names: :func:`prunelab.pruning.criteria.registry.check_names`)."""
     names = raw[key]
-    allowed = "a non-empty list of distinct names from: " + ", ".join(known)
-    if not isinstance(names, list) or not 1 <= len(names) <= len(known):
-        raise _fail(f"{section}.{key}", names, allowed)
+    allowed = ("a non-empty list of distinct names from: " + ", ".join(known) if known
+               else "a non-empty list of distinct names")
+    if not isinstance(names, list) or not 1 <= len(names) <= (len(known) if known else MAX_GRID):
+        raise fail(f"{section}.{key}", names, allowed)
     for i, name in enumerate(names):
-        if not isinstance(name, str) or name not in known or name in names[:i]:
-            raise _fail(f"{section}.{key}[{i}]", name, allowed)
+        if (not isinstance(name, str) or (known and name not in known)
+                or name in names[:i]):
+            raise fail(f"{section}.{key}[{i}]", name, allowed)
     return tuple(names)
 
 
 def _prune(raw: Any) -> PruneConfig:
-    raw = _check_keys(raw, "prune", ("sparsities", "scope", "weight_criteria", "unit_criteria",
+    raw = check_keys(raw, "prune", ("sparsities", "scope", "weight_criteria", "unit_criteria",
                                      "calibration_size"))
     grid = raw["sparsities"]
     allowed = f"a list of 1 to {MAX_GRID} distinct numbers in [0, 1), at least 0.001 apart"
     if not isinstance(grid, list) or not 1 <= len(grid) <= MAX_GRID:
-        raise _fail("prune.sparsities", grid, allowed)
+        raise fail("prune.sparsities", grid, allowed)
     for i, k in enumerate(grid):
         if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 <= k < 1:
-            raise _fail(f"prune.sparsities[{i}]", k, "a number in [0, 1)")
+            raise fail(f"prune.sparsities[{i}]", k, "a number in [0, 1)")
     seen: dict[float, Any] = {}
     steps: dict[int, Any] = {}
     for i, k in enumerate(grid):
         if float(k) in seen:
-            raise _fail(f"prune.sparsities[{i}]", k, "each sparsity once (duplicate)")
+            raise fail(f"prune.sparsities[{i}]", k, "each sparsity once (duplicate)")
         step = grid_step(float(k))
         if step in steps:  # two points on one MLflow step would overwrite each other
-            raise _fail(f"prune.sparsities[{i}]", k, f"sparsities at least 0.001 apart (it "
-                        f"shares MLflow step {step}, per-mille, with {_show(steps[step])})")
+            raise fail(f"prune.sparsities[{i}]", k, f"sparsities at least 0.001 apart (it "
+                        f"shares MLflow step {step}, per-mille, with {show(steps[step])})")
         seen[float(k)], steps[step] = k, k
     # An unsorted grid is simply sorted: the order a user typed carries no meaning.
     return PruneConfig(
         sparsities=tuple(sorted(float(k) for k in grid)),
-        scope=_choice(raw, "prune", "scope", SCOPES),  # type: ignore[arg-type]
-        weight_criteria=_names(raw, "weight_criteria", WEIGHT_CRITERIA),
-        unit_criteria=_names(raw, "unit_criteria", UNIT_CRITERIA),
-        calibration_size=_int(raw, "prune", "calibration_size", 1, MAX_CALIBRATION),
+        scope=choice(raw, "prune", "scope", SCOPES),  # type: ignore[arg-type]
+        weight_criteria=names(raw, "weight_criteria"),
+        unit_criteria=names(raw, "unit_criteria"),
+        calibration_size=integer(raw, "prune", "calibration_size", 1, MAX_CALIBRATION),
     )
 
 
-def _rate(raw: Mapping[str, Any], section: str, key: str) -> float:
+def rate(raw: Mapping[str, Any], section: str, key: str) -> float:
     value = raw[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise _fail(f"{section}.{key}", value, "a number in (0, 1): the share pruned per round")
+        raise fail(f"{section}.{key}", value, "a number in (0, 1): the share pruned per round")
     return float(value)
-
-
-def _finetune(raw: Any, train: TrainConfig) -> FinetuneConfig:
-    raw = _check_keys(raw, "finetune", ("epochs", "lr", "weight_criteria", "unit_criteria"))
-    lr = raw["lr"]
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))
-                           or not 0 < lr <= 10):
-        raise _fail("finetune.lr", lr, f"null (train.lr / 10 = {train.lr / 10:g}) or a finite "
-                    "number in (0, 10]")
-    return FinetuneConfig(
-        epochs=_int(raw, "finetune", "epochs", 1, MAX_EPOCHS),
-        lr=None if lr is None else float(lr),
-        weight_criteria=_names(raw, "weight_criteria", WEIGHT_CRITERIA, "finetune"),
-        unit_criteria=_names(raw, "unit_criteria", UNIT_CRITERIA, "finetune"),
-    )
-
-
-def _imp(raw: Any, steps: int) -> ImpConfig:
-    """The imp section; ``steps`` is the length of the dense training run (for rewind)."""
-    raw = _check_keys(raw, "imp", ("rounds", "rate", "output_rate", "rewind", "controls",
-                                   "eval_every"))
-    rewind = raw["rewind"]
-    if rewind != "init" and (isinstance(rewind, bool) or not isinstance(rewind, int)
-                             or not 0 <= rewind <= steps):
-        raise _fail("imp.rewind", rewind, f"init, or an optimizer step from 0 to {steps} (the "
-                    "dense run's length: train.epochs x batches per epoch)")
-    controls = raw["controls"]
-    allowed = "a list of distinct names from: " + ", ".join(IMP_CONTROLS) + " (may be empty)"
-    if not isinstance(controls, list) or len(controls) > len(IMP_CONTROLS):
-        raise _fail("imp.controls", controls, allowed)
-    for i, name in enumerate(controls):
-        if not isinstance(name, str) or name not in IMP_CONTROLS or name in controls[:i]:
-            raise _fail(f"imp.controls[{i}]", name, allowed)
-    return ImpConfig(
-        rounds=_int(raw, "imp", "rounds", 1, MAX_ROUNDS),
-        rate=_rate(raw, "imp", "rate"),
-        output_rate=_rate(raw, "imp", "output_rate"),
-        rewind=rewind,
-        controls=tuple(controls),
-        eval_every=_int(raw, "imp", "eval_every", 1, MAX_SAMPLES * MAX_EPOCHS),
-    )
 
 
 def train_steps(data: DataConfig, train: TrainConfig) -> int:
@@ -433,27 +382,29 @@ def train_steps(data: DataConfig, train: TrainConfig) -> int:
     return train.epochs * math.ceil((data.train_size or MAX_SAMPLES) / train.batch_size)
 
 
-def parse_params(raw: Any) -> Params:
-    """Validate a parsed params.yaml document; raise ParamsError naming the first bad key."""
-    raw = _check_keys(raw, "", ("data", "model", "train", "prune", "finetune", "imp"))
-    data, train = _data(raw["data"]), _train(raw["train"])
-    params = Params(
-        data=data,
-        model=_model(raw["model"]),
-        train=train,
-        prune=_prune(raw["prune"]),
-        finetune=_finetune(raw["finetune"], train),
-        imp=_imp(raw["imp"], train_steps(data, train)),
-    )
+def parse_params(raw: Any, sections: Sequence[Section] = (), *,
+                 complete: bool = False) -> Params:
+    """Validate a parsed params.yaml document: the core sections and the study ``sections``
+    given; raise ParamsError naming the first bad key. ``complete``: the document must hold
+    exactly these sections (the pipeline's first stage checks the whole file so); otherwise
+    sections nobody asked for are left to their studies."""
+    if complete:
+        raw = check_keys(raw, "", (*CORE, *(s.name for s in sections)))
+    else:
+        raw = check_keys({k: v for k, v in raw.items() if k in CORE
+                          or any(k == s.name for s in sections)} if isinstance(raw, Mapping)
+                         else raw, "", (*CORE, *(s.name for s in sections)))
+    params = Params(data=_data(raw["data"]), model=_model(raw["model"]),
+                    train=_train(raw["train"]), prune=_prune(raw["prune"]))
     available = params.data.train_size or MAX_SAMPLES
     if params.prune.calibration_size > available:  # calibration comes from the training split
-        raise _fail("prune.calibration_size", params.prune.calibration_size,
-                    f"at most data.train_size ({available}): calibration images are training "
-                    "images")
-    return params
+        raise fail("prune.calibration_size", params.prune.calibration_size,
+                   f"at most data.train_size ({available}): calibration images are training "
+                   "images")
+    return replace(params, sections={s.name: s.parse(raw[s.name], params) for s in sections})
 
 
-def _read_bounded(path: Path) -> str:
+def read_bounded(path: Path) -> str:
     """The file's text, refusing anything over MAX_PARAMS_BYTES (a device, a log, a dump)."""
     try:
         with path.open("rb") as fh:
@@ -480,16 +431,18 @@ def parse_yaml(text: str, path: Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ParamsError(f"{path}: YAML syntax error{where}: {_show(problem)}") from None
+        raise ParamsError(f"{path}: YAML syntax error{where}: {show(problem)}") from None
     except (ValueError, LookupError, AttributeError, TypeError, RecursionError,
             OverflowError) as exc:
         # YAML constructors raise these on some malformed input (deep nesting, bad tags).
         raise ParamsError(f"{path}: not readable YAML ({type(exc).__name__})") from None
 
 
-def load_params(path: Path) -> Params:
-    """Read and validate params.yaml."""
-    return parse_params(parse_yaml(_read_bounded(path), path))
+def load_params(path: Path, sections: Sequence[Section] = (), *,
+                complete: bool = False) -> Params:
+    """Read and validate params.yaml: the core sections and the study ``sections`` given (every
+    study's, ``complete``: :func:`prunelab.studies.registry.load_params`)."""
+    return parse_params(parse_yaml(read_bounded(path), path), sections, complete=complete)
 
 
 def check_device(device: str) -> None:
@@ -502,4 +455,4 @@ def check_device(device: str) -> None:
     index = int(device[5:]) if device.startswith("cuda:") else 0
     if not torch.cuda.is_available() or index >= torch.cuda.device_count():
         found = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        raise _fail("train.device", device, f"auto or cpu here ({found} CUDA devices found)")
+        raise fail("train.device", device, f"auto or cpu here ({found} CUDA devices found)")

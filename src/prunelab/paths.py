@@ -85,6 +85,13 @@ SENSITIVITY_METRICS = METRICS_DIR / "sensitivity.json"
 SENSITIVITY_FIGURE = PLOTS_DIR / "sensitivity.png"
 REPORT = REPORTS_DIR / "study.md"
 REPORT_HTML = REPORTS_DIR / "study.html"
+# A study's own section of the report, written by its stage (reports/sections/<study>.md): the
+# report includes every one there, in name order, so a new study needs no edit of the report.
+REPORT_SECTIONS = REPORTS_DIR / "sections"
+
+
+def report_section(study: str) -> Path:
+    return REPORT_SECTIONS / f"{study}.md"
 # `python -m prunelab compare`: architectures side by side, from several runs (not a stage)
 ARCH_FIGURE = PLOTS_DIR / "compare_arch.png"
 

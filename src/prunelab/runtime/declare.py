@@ -8,8 +8,10 @@ its declaration, so this file is a code dep of every stage.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from prunelab.config import Section
 
 MAIN = Path("dvc.yaml")
 
@@ -35,6 +37,8 @@ class Stage:
     persist: tuple[Path, ...] = ()  # outputs DVC keeps across runs (resumable or ordering)
     per_seed: bool = False  # one stage per seed of train.seeds (`foreach`, ${item})
     note: str = ""  # why it is declared the way it is: a comment above it in dvc.yaml
+    sections: tuple[Section, ...] = ()  # other studies' params sections it loads (its own
+    #                                      study's is added by the Study)
 
     @property
     def writes(self) -> tuple[Path, ...]:
@@ -60,17 +64,24 @@ class Plot:
 
 @dataclass(frozen=True)
 class Study:
-    """A unit of the study: its stages, the pipeline file they live in, its params section,
-    its figure and its section of reports/study.md."""
+    """A unit of the study: its stages, the pipeline file they live in, its own section of
+    params.yaml (validated by its parser; None: it reads only the core sections), its figure
+    and its section of reports/study.md."""
 
     name: str
     description: str
     stages: tuple[Stage, ...]
     pipeline: Path = MAIN
-    params_section: str | None = None
+    params: Section | None = None
     figure: Path | None = None
     report_section: str | None = None  # its heading in reports/study.md (after the ##)
     plots: tuple[Plot, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        # Each stage loads the core sections, its study's own and any other study's it names.
+        if self.params is not None:
+            stages = tuple(replace(s, sections=(*s.sections, self.params)) for s in self.stages)
+            object.__setattr__(self, "stages", stages)
 
     def stage(self, name: str) -> Stage:
         """The stage called ``name`` (KeyError naming the study's stages otherwise)."""

@@ -15,7 +15,6 @@ TRAIN_PARAMS = ("data.train_size", "data.test_size", "model.arch", "model.mlp.hi
 STUDY = Study(
     name="dense",
     description="validate params.yaml, fetch MNIST, train one net per seed",
-    params_section="train",
     stages=(
         Stage("validate", "check the whole params.yaml before any stage touches an output",
               "stages/validate.py", params=("params.yaml:",),

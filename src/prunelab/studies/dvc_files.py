@@ -114,7 +114,8 @@ def _comment(text: str, indent: str = "  ") -> list[str]:
 def render(studies: Iterable[Study], pipeline: Path, header: str) -> str:
     """The whole pipeline file ``pipeline`` for the studies that live in it."""
     mine = [s for s in studies if s.pipeline == pipeline]
-    lines = _comment(header, "")
+    listed = "\n".join(f"  - {s.name}: {s.description}" for s in mine)
+    lines = _comment(header.format(studies=listed), "")
     if pipeline != MAIN:  # the first seed's folder: DVC reads train.seeds from the root file
         lines += ["vars:", f"  - {'/'.join(['..'] * len(pipeline.parent.parts))}/"
                   f"{paths.PARAMS}:train"]
@@ -148,16 +149,16 @@ numbers (JSON), curves (CSV) and models are in the DVC cache, so every stage can
 from DVC's run-cache; figures (PNG) are `plots:` in git."""
 
 RETRAIN_HEADER = """\
-The retraining studies: fine-tuning after one-shot pruning, and iterative magnitude pruning with
-lottery tickets. A second pipeline file, so that the default `dvc repro` stays within its time
-budget:
+The studies that train pruned nets:
+{studies}
+A second pipeline file, so that the default `dvc repro` stays within its time budget:
   dvc repro stages/retrain/dvc.yaml                      (or: make retrain)
   dvc exp run stages/retrain/dvc.yaml -S imp.rounds=5    (an experiment; params.yaml at root)
 Every stage runs from the repository root (wdir), so paths read as in ../../dvc.yaml; they
 depend on data/params.checked, so `validate` runs first and a typo stops here.
 
 Nothing of this pipeline is in the DVC cache (`cache: false`): a clone has no DVC remote and
-seldom runs these ~25 minutes, and `dvc exp apply`, `dvc checkout` and `dvc plots` fail on a
+seldom runs these tens of minutes, and `dvc exp apply`, `dvc checkout` and `dvc plots` fail on a
 cached output whose cache the clone never had. So the curves and numbers are in git beside the
 figures (these stages are then not restorable from the run-cache); models/imp/ (the round
 checkpoints, ignored by git) is this clone's working state, not a versioned result.

@@ -4,11 +4,58 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prunelab import paths
-from prunelab.config import STUDY_CRITERIA
+from prunelab.config import (
+    MAX_EPOCHS,
+    STUDY_CRITERIA,
+    Params,
+    Section,
+    TrainConfig,
+    check_keys,
+    fail,
+    integer,
+    names,
+)
+from prunelab.pruning.criteria.registry import CRITERIA
 from prunelab.runtime.declare import Plot, Stage, Study
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """params.yaml `finetune`: each k of prune.sparsities, pruned with each listed criterion,
+    then trained ``epochs`` more with its mask held, at ``lr`` (None: train.lr / 10, as Han et
+    al. 2015)."""
+
+    epochs: int = 1
+    lr: float | None = None
+    weight_criteria: tuple[str, ...] = ("magnitude", "random")
+    unit_criteria: tuple[str, ...] = ("l2", "random")
+
+    def criteria(self, granularity: str) -> tuple[str, ...]:
+        """The criteria fine-tuned for ``granularity`` (weight or unit)."""
+        return self.weight_criteria if granularity == "weight" else self.unit_criteria
+
+    def learning_rate(self, train: TrainConfig) -> float:
+        return train.lr / 10 if self.lr is None else self.lr
+
+
+def parse(raw: Any, core: Params) -> FinetuneConfig:
+    """Validate the finetune section (its lr's default is quoted from train.lr)."""
+    raw = check_keys(raw, "finetune", ("epochs", "lr", "weight_criteria", "unit_criteria"))
+    lr = raw["lr"]
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))
+                           or not 0 < lr <= 10):
+        raise fail("finetune.lr", lr, f"null (train.lr / 10 = {core.train.lr / 10:g}) or a "
+                   "finite number in (0, 10]")
+    return FinetuneConfig(
+        epochs=integer(raw, "finetune", "epochs", 1, MAX_EPOCHS),
+        lr=None if lr is None else float(lr),
+        weight_criteria=names(raw, "weight_criteria", tuple(CRITERIA["weight"]), "finetune"),
+        unit_criteria=names(raw, "unit_criteria", tuple(CRITERIA["unit"]), "finetune"),
+    )
 
 
 def finetune_stage(method: str) -> Stage:
@@ -31,7 +78,7 @@ STUDY = Study(
     name="finetune",
     description="one-shot pruning, then fine-tuning with the mask held",
     pipeline=paths.RETRAIN_PIPELINE,
-    params_section="finetune",
+    params=Section("finetune", parse),
     figure=paths.FINETUNE_FIGURE,
     report_section="Retraining: fine-tuning and lottery tickets",
     stages=(

@@ -86,8 +86,8 @@ class Round:
 # The code that computes a round's numbers: every prunelab module this one imports, directly or
 # not, less those below (errors, file writing, and what only the other studies use: a test checks
 # the split); editing a figure, the tracking or a criterion keeps the saved rounds.
-NOT_SHAPING = ("prunelab.errors", "prunelab.runtime.files", "prunelab.pruning.criteria",
-               "prunelab.pruning.sweep", "prunelab.pruning.savings")
+NOT_SHAPING = ("prunelab.errors", "prunelab.runtime.files", "prunelab.runtime.fingerprint",
+               "prunelab.pruning.criteria", "prunelab.pruning.sweep", "prunelab.pruning.savings")
 
 
 def shaping_modules() -> set[str]:
@@ -216,8 +216,8 @@ def _random_mask(start: Net, masks: Sequence[Tensor],
 
 
 Control = Callable[[Net, Sequence[Tensor], int], tuple[Net, Sequence[Tensor]]]
-# The controls by their params.yaml names (prunelab.config.IMP_CONTROLS, checked by a test),
-# each with its own seed stream per round.
+# The controls by their params.yaml names (imp.controls), each with its own seed stream per
+# round.
 CONTROLS: dict[str, Control] = {"reinit": _reinit, "random_mask": _random_mask}
 CONTROL_SEEDS = {name: i for i, name in enumerate(CONTROLS, 1)}
 VARIANTS = ("ticket", *CONTROLS)

@@ -8,11 +8,67 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from prunelab import paths
+from prunelab.config import (
+    MAX_EPOCHS,
+    MAX_SAMPLES,
+    Params,
+    Section,
+    check_keys,
+    fail,
+    integer,
+    rate,
+    train_steps,
+)
 from prunelab.runtime.declare import Plot, Stage, Study
-from prunelab.studies.imp import VARIANTS, Round
+from prunelab.studies.imp import CONTROLS, VARIANTS, Round
+
+MAX_ROUNDS = 100
+
+
+@dataclass(frozen=True)
+class ImpConfig:
+    """params.yaml `imp`: iterative magnitude pruning (Frankle & Carbin 2019), ``rounds``
+    rounds, each pruning ``rate`` of every hidden layer's remaining weights (``output_rate`` of
+    the output layer's), rewinding the survivors (to the init, or to step ``rewind`` of the
+    dense run) and retraining for train.epochs; ``controls`` trained on every round's mask
+    sizes too; a test pass every ``eval_every`` steps finds the early-stopping step."""
+
+    rounds: int = 15
+    rate: float = 0.2
+    output_rate: float = 0.1
+    rewind: int | Literal["init"] = "init"
+    controls: tuple[str, ...] = tuple(CONTROLS)
+    eval_every: int = 200
+
+
+def parse(raw: Any, core: Params) -> ImpConfig:
+    """Validate the imp section; rewind is checked against the dense run's length."""
+    raw = check_keys(raw, "imp", ("rounds", "rate", "output_rate", "rewind", "controls",
+                                  "eval_every"))
+    steps, rewind = train_steps(core.data, core.train), raw["rewind"]
+    if rewind != "init" and (isinstance(rewind, bool) or not isinstance(rewind, int)
+                             or not 0 <= rewind <= steps):
+        raise fail("imp.rewind", rewind, f"init, or an optimizer step from 0 to {steps} (the "
+                   "dense run's length: train.epochs x batches per epoch)")
+    controls = raw["controls"]
+    allowed = "a list of distinct names from: " + ", ".join(CONTROLS) + " (may be empty)"
+    if not isinstance(controls, list) or len(controls) > len(CONTROLS):
+        raise fail("imp.controls", controls, allowed)
+    for i, name in enumerate(controls):
+        if not isinstance(name, str) or name not in CONTROLS or name in controls[:i]:
+            raise fail(f"imp.controls[{i}]", name, allowed)
+    return ImpConfig(
+        rounds=integer(raw, "imp", "rounds", 1, MAX_ROUNDS),
+        rate=rate(raw, "imp", "rate"),
+        output_rate=rate(raw, "imp", "output_rate"),
+        rewind=rewind,
+        controls=tuple(controls),
+        eval_every=integer(raw, "imp", "eval_every", 1, MAX_SAMPLES * MAX_EPOCHS),
+    )
 
 IMP_COLUMNS = ("round", "variant", "weights_remaining", "accuracy", "best_step")
 TICKET_TOLERANCE = 0.1  # points: "matches dense" for tickets (the issue's and paper's bar)
@@ -91,7 +147,7 @@ STUDY = Study(
     name="imp",
     description="iterative magnitude pruning with rewinding (lottery tickets) and controls",
     pipeline=paths.RETRAIN_PIPELINE,
-    params_section="imp",
+    params=Section("imp", parse),
     figure=paths.LOTTERY_FIGURE,
     report_section="Retraining: fine-tuning and lottery tickets",
     stages=(Stage(

@@ -34,7 +34,6 @@ AGGREGATES = {m: paths.aggregate_curve(m) for m in ("weight", "unit")}
 STUDY = Study(
     name="oneshot",
     description="every criterion over the sparsity grid, no retraining; mean and 95% CI",
-    params_section="prune",
     figure=paths.FIGURE,
     report_section="How much can be deleted without retraining",
     stages=(

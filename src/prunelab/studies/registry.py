@@ -3,6 +3,12 @@ prunelab stages` and the report's sections come from. Adding a study is one line
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from prunelab import config, paths
+from prunelab.config import Params, Section
+from prunelab.pruning.criteria.registry import check_prune
 from prunelab.runtime.declare import Stage, Study
 from prunelab.studies import dense, finetune, imp_outputs, oneshot, report, sensitivity, speed
 
@@ -20,3 +26,22 @@ STUDIES: tuple[Study, ...] = (
 def stages() -> dict[str, Stage]:
     """Every stage of every study, by name, in pipeline order."""
     return {stage.name: stage for study in STUDIES for stage in study.stages}
+
+
+
+def sections() -> tuple[Section, ...]:
+    """Every study's own section of params.yaml, in pipeline order."""
+    return tuple(study.params for study in STUDIES if study.params is not None)
+
+
+def parse_params(raw: Any) -> Params:
+    """A whole parsed params.yaml, every study's section included, checked as the pipeline's
+    first stage checks it: no unknown or missing section, criteria that are registered."""
+    params = config.parse_params(raw, sections(), complete=True)
+    check_prune(params.prune)
+    return params
+
+
+def load_params(path: Path = paths.PARAMS) -> Params:
+    """Read params.yaml and check it whole (:func:`parse_params`)."""
+    return parse_params(config.parse_yaml(config.read_bounded(path), path))

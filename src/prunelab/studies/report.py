@@ -278,6 +278,13 @@ def retraining_section() -> str:
     return "\n".join(lines)
 
 
+def study_sections() -> list[str]:
+    """The sections studies write themselves (reports/sections/<study>.md), in name order."""
+    folder = paths.REPORT_SECTIONS
+    files = sorted(folder.glob("*.md")) if folder.is_dir() else []
+    return [f.read_text(encoding="utf-8").strip() for f in files]
+
+
 def architectures_section() -> str:
     lines = ["## Architectures: the MLP and LeNet-5", ""]
     if paths.ARCH_FIGURE.exists():
@@ -310,8 +317,8 @@ def study_markdown(cfg: Params) -> str:
     points, counts = study_coverage([*rows["weight"], *rows["unit"]], notebook_applies(cfg))
     sections = [header(cfg, metrics), headline(metrics), coverage_section(points, counts),
                 criteria_table(rows), sensitivity_section(read_json(paths.SENSITIVITY_METRICS)),
-                savings_section(), retraining_section(), architectures_section(),
-                reproduce(metrics)]
+                savings_section(), retraining_section(), *study_sections(),
+                architectures_section(), reproduce(metrics)]
     return "\n\n".join(s for s in sections if s) + "\n"
 
 

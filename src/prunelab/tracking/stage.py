@@ -28,7 +28,7 @@ def open_run(stage: Stage, seed: int | None = None, *,
     """(params for ``seed``, the stage's MLflow run); one error line and a non-zero exit for
     any PrunelabError or SIGTERM inside (``kept``: what survives a kill)."""
     with stage_errors(kept):
-        cfg = load_params(params)
+        cfg = load_params(params, stage.sections)
         cfg = cfg.for_seed(seed) if seed is not None else cfg
         with track(run_name(stage, seed), cfg) as run:
             yield cfg, run

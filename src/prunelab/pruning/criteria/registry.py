@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prunelab.config import UNIT_CRITERIA, WEIGHT_CRITERIA
+from prunelab.config import PruneConfig, names
 from prunelab.pruning.criteria import calibrated, magnitude, reconstruct
 from prunelab.pruning.criteria.base import Criterion, Granularity
 
@@ -23,9 +23,14 @@ CRITERIA: dict[Granularity, dict[str, Criterion]] = {
         reconstruct.L2_REFIT,
     )},
 }
-# params.yaml is validated without importing torch, so prunelab.config keeps the names too;
-# tests/test_criteria.py checks that both lists agree.
-KNOWN = {"weight": WEIGHT_CRITERIA, "unit": UNIT_CRITERIA}
+
+
+def check_prune(prune: PruneConfig) -> None:
+    """prune.weight_criteria and prune.unit_criteria name registered criteria (one line naming
+    the key, the name and the known ones otherwise): the pipeline's first stage checks it."""
+    for granularity, known in CRITERIA.items():
+        key = f"{granularity}_criteria"
+        names({key: list(prune.criteria(granularity))}, key, tuple(known))
 
 
 def criterion(granularity: Granularity, name: str) -> Criterion:
