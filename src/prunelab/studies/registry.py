@@ -10,7 +10,16 @@ from prunelab import config, paths
 from prunelab.config import Params, Section
 from prunelab.pruning.criteria.registry import check_prune
 from prunelab.runtime.declare import Stage, Study
-from prunelab.studies import dense, finetune, imp_outputs, oneshot, report, sensitivity, speed
+from prunelab.studies import (
+    dense,
+    finetune,
+    imp_outputs,
+    oneshot,
+    report,
+    sensitivity,
+    speed,
+)
+from prunelab.studies.atinit import study as atinit
 
 STUDIES: tuple[Study, ...] = (
     dense.STUDY,
@@ -20,6 +29,7 @@ STUDIES: tuple[Study, ...] = (
     report.STUDY,
     finetune.STUDY,
     imp_outputs.STUDY,
+    atinit.STUDY,
 )
 
 

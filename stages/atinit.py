@@ -1,0 +1,74 @@
+"""DVC stages `atinit@<seed>` and `atinit_compare` (stages/retrain/dvc.yaml): tickets without a
+trained net -- masks from the untrained net with their sanity checks, and supermasks -- then
+every arm beside dense, the IMP tickets and one-shot magnitude + fine-tuning.
+
+`train SEED` trains one seed's arms; each finished arm is saved in models/atinit/<seed>/, so a
+killed run resumes after its last finished training. `compare` reads every seed's curve.
+"""
+
+import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
+import click
+
+from prunelab import paths
+from prunelab.models.networks import load_net
+from prunelab.runtime.files import Outputs, read_json, read_rows
+from prunelab.runtime.stage import stage_help
+from prunelab.studies.atinit import arms, compare
+from prunelab.studies.atinit import study as atinit
+from prunelab.studies.opening import open_stage
+
+STUDY = atinit.STUDY
+
+
+@click.group()
+def main() -> None:
+    """Tickets without a trained net (docs/atinit.md)."""
+
+
+@main.command(help=stage_help(STUDY.stage("atinit")))
+@click.argument("seed", type=click.IntRange(0, 2**32 - 1))
+def train(seed: int) -> None:
+    kept = f"finished arms stay in {atinit.seed_store(seed)}/ and the next run resumes"
+    with open_stage(STUDY.stage("atinit"), seed, kept=kept) as stage:
+        key = arms.fingerprint(stage.cfg, stage.initial_blob(), stage.device.type)
+        store = arms.ArmStore(atinit.seed_store(seed), key)
+
+        def report(row: dict, resumed: bool) -> None:
+            click.echo(f"atinit@{seed}: {row['arm']}: {row['accuracy']}% at "
+                       f"{row['weights_remaining']}% of weights"
+                       + (" (resumed)" if resumed else f" ({row['seconds']} s)"), err=True)
+            stage.run.log_child(row["arm"], {"accuracy": row["accuracy"],
+                                             "weights_remaining": row["weights_remaining"]},
+                                {"loss": row["loss"], "accuracy": row["evals"]},
+                                {"method": row["method"], "control": row["control"]})
+
+        init = load_net(paths.init_model(seed), stage.device)
+        rows = [{k: r[k] for k in arms.COLUMNS}
+                for r in arms.run(stage.cfg, init, stage.split, store, report)]
+        out = Outputs()
+        out.add_csv(atinit.seed_curve(seed), rows)
+        out.commit()
+
+
+@main.command("compare", help=stage_help(STUDY.stage("atinit_compare")))
+def compare_seeds() -> None:
+    with open_stage(STUDY.stage("atinit_compare")) as stage:
+        cfg, imp_rows = stage.cfg, read_rows(paths.IMP_CURVE)
+        per_seed = {s: read_rows(atinit.seed_curve(s)) for s in cfg.train.seeds}
+        rows = compare.aggregate(per_seed)
+        dense = read_json(paths.IMP_METRICS).get("dense_accuracy")
+        result = compare.summary(rows, compare.verdicts(per_seed), imp_rows, dense)
+        out = Outputs()
+        out.add_csv(atinit.CURVE, rows)
+        out.add_json(atinit.METRICS, result)
+        out.add_json(atinit.HEADLINE, compare.headline(result))
+        out.add_bytes(atinit.FIGURE, compare.figure(
+            rows, imp_rows, read_rows(paths.finetune_curve("weight")), dense, cfg.model.arch))
+        out.add_text(atinit.SECTION, compare.section(result, len(per_seed)))
+        out.commit()
+        stage.run.log_metrics(compare.headline(result))
+        stage.run.log_artifacts(out.paths)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""The at-initialisation study: each score against a hand computation on a tiny net, SynFlow's
+data independence, the controls' exact counts, masks held bit-exact in training, calibration
+from the training split only, the IMP counts, the supermask's top-k, params errors."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.nn import functional as F
+
+from prunelab.config import DataConfig, MLPConfig, ModelConfig, Params, PruneConfig, TrainConfig
+from prunelab.data.split import Split
+from prunelab.errors import ParamsError
+from prunelab.models.layers import Layer, forward, with_weights
+from prunelab.studies.atinit import arms, compare, scores, supermask
+from prunelab.studies.atinit import study as atinit
+from prunelab.studies.imp_outputs import ImpConfig
+from prunelab.studies.registry import parse_params
+from prunelab.studies.retraining import imp_masks, masked_train, random_masks
+
+ROOT = Path(__file__).resolve().parents[1]
+torch.set_default_dtype(torch.float32)
+
+
+def tiny(seed: int = 0, sizes: tuple[int, ...] = (6, 5, 4, 3)) -> tuple[Layer, ...]:
+    g = torch.Generator().manual_seed(seed)
+    return tuple(Layer(torch.randn(o, i, generator=g, dtype=torch.float64) * 0.7)
+                 for i, o in zip(sizes, sizes[1:]))
+
+
+def batch(seed: int = 1, n: int = 8, d: int = 6, classes: int = 3) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, d, generator=g, dtype=torch.float64),
+            torch.randint(0, classes, (n,), generator=g))
+
+
+def loss_at(net: tuple[Layer, ...], flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+            temperature: float = 1.0) -> torch.Tensor:
+    shapes = [layer.weight.shape for layer in net]
+    parts, start = [], 0
+    for s in shapes:
+        parts.append(flat[start : start + s.numel()].view(s))
+        start += s.numel()
+    return F.cross_entropy(forward(with_weights(net, parts), x) / temperature, y)
+
+
+def numeric_grad(net, x, y, flat, temperature=1.0, eps=1e-6) -> torch.Tensor:  # noqa: ANN001
+    grad = torch.zeros_like(flat)
+    for i in range(flat.numel()):
+        e = torch.zeros_like(flat)
+        e[i] = eps
+        grad[i] = (loss_at(net, flat + e, x, y, temperature)
+                   - loss_at(net, flat - e, x, y, temperature)) / (2 * eps)
+    return grad
+
+
+def flat_weights(net) -> torch.Tensor:  # noqa: ANN001
+    return torch.cat([layer.weight.flatten() for layer in net])
+
+
+def test_snip_is_abs_gradient_times_weight_by_finite_differences() -> None:
+    net, (x, y) = tiny(), batch()
+    w = flat_weights(net)
+    expected = (numeric_grad(net, x, y, w) * w).abs()
+    got = torch.cat([s.flatten() for s in scores.snip_scores(net, [(x, y)], 0)])
+    assert torch.allclose(got, expected, atol=1e-7)
+
+
+def test_grasp_is_weight_times_hessian_gradient_by_finite_differences(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # At the study's temperature (200) the products are ~1e-6: too small for finite differences
+    # to resolve; the formula is the same at any temperature.
+    monkeypatch.setattr(scores, "GRASP_TEMPERATURE", 1.0)
+    net, (x, y) = tiny(), batch()
+    w = flat_weights(net)
+    g = numeric_grad(net, x, y, w)
+    eps = 1e-4
+    hg = (numeric_grad(net, x, y, w + eps * g) - numeric_grad(net, x, y, w - eps * g)) / (2 * eps)
+    got = torch.cat([s.flatten() for s in scores.grasp_scores(net, [(x, y)], 0)])
+    assert torch.allclose(got, w * hg, atol=1e-5 * float((w * hg).abs().max()))
+    assert float((w * hg).abs().max()) > 1e-4  # a real check, not of zeros
+
+
+def test_synflow_on_a_positive_chain_is_the_product_of_column_and_row_sums() -> None:
+    net = tuple(Layer(layer.weight.abs()) for layer in tiny())
+    w1, w2, w3 = (layer.weight for layer in net)
+    ones_in, ones_out = torch.ones(w1.shape[1], dtype=w1.dtype), torch.ones(w3.shape[0],
+                                                                            dtype=w1.dtype)
+    after1 = ones_out @ w3 @ w2  # dR/d(h1): what each first-layer unit reaches
+    expected1 = w1 * torch.outer(after1, ones_in)
+    got = scores.synflow_scores(net, [], 0)
+    assert torch.allclose(got[0], expected1)
+    assert torch.allclose(got[2], w3 * torch.outer(ones_out, w2 @ w1 @ ones_in))
+
+
+def test_synflow_uses_no_data() -> None:
+    net, counts = tiny(), [10, 8, 6]
+    method = scores.METHODS["synflow"]
+    a = scores.method_masks(method, net, counts, [batch(1)], 0)
+    b = scores.method_masks(method, net, counts, [batch(2), batch(3)], 5)
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+
+
+@settings(max_examples=30, deadline=None)
+@given(rounds=st.integers(0, 12), seed=st.integers(0, 1000),
+       name=st.sampled_from(sorted(scores.METHODS)), inverted=st.booleans())
+def test_every_method_keeps_exactly_the_imp_counts(rounds: int, seed: int, name: str,
+                                                   inverted: bool) -> None:
+    net = tiny(seed, (12, 9, 7, 3))
+    counts = scores.imp_counts(net, rounds, 0.2, 0.1)
+    masks = scores.method_masks(scores.METHODS[name], net, counts, [batch(seed, d=12)], seed,
+                                inverted)
+    kept = [int(m.sum()) for m in masks]
+    assert kept[-1] == counts[-1] and sum(kept) == sum(counts)
+    if scores.METHODS[name].scope == "layer":
+        assert kept == counts
+
+
+def test_imp_counts_are_what_imp_rounds_keep() -> None:
+    net = tiny(3, (40, 30, 20, 10))
+    masks = [torch.ones_like(layer.weight, dtype=torch.bool) for layer in net]
+    for r in range(1, 8):
+        masks = imp_masks(net, masks, 0.2, 0.1)
+        assert [int(m.sum()) for m in masks] == scores.imp_counts(net, r, 0.2, 0.1)
+
+
+def test_inverted_keeps_the_lowest_scores() -> None:
+    net, counts = tiny(), [10, 8, 6]
+    top = scores.method_masks(scores.METHODS["magnitude"], net, counts, [], 0)
+    low = scores.method_masks(scores.METHODS["magnitude"], net, counts, [], 0, inverted=True)
+    kept_top = torch.cat([layer.weight.abs()[m] for layer, m in zip(net, top, strict=True)])
+    kept_low = torch.cat([layer.weight.abs()[m] for layer, m in zip(net, low, strict=True)])
+    assert kept_low.max() <= kept_top.min() or kept_low.mean() < kept_top.mean()
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_shuffled_control_keeps_per_layer_counts_exactly(seed: int) -> None:
+    net = tiny(seed, (12, 9, 7, 3))
+    masks = scores.method_masks(scores.METHODS["magnitude"], net,
+                                scores.imp_counts(net, 5, 0.2, 0.1), [], seed)
+    shuffled = random_masks(masks, seed)
+    assert [int(m.sum()) for m in shuffled] == [int(m.sum()) for m in masks]
+
+
+def small_split(n: int = 64) -> Split:
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g)
+    return Split(x, y, torch.full((16, 784), float("nan")), torch.zeros(16, dtype=torch.long))
+
+
+def params(**atinit: Any) -> Params:
+    cfg = atinit_config(**atinit)
+    return Params(DataConfig(64, 16), ModelConfig("mlp", MLPConfig((16, 8))),
+                  TrainConfig(epochs=1, lr=0.01, batch_size=16, seed=0), PruneConfig(),
+                  sections={"imp": ImpConfig(), "atinit": cfg})
+
+
+def atinit_config(**changes: Any) -> atinit.AtInitConfig:
+    return atinit.AtInitConfig(**{"batches": 2, "supermask_epochs": 1, **changes})
+
+
+def test_calibration_batches_come_from_the_training_split_only() -> None:
+    split = small_split()
+    got = arms.calibration_batches(split, params())
+    assert len(got) == 2 and all(len(x) == 16 for x, _ in got)
+    pairs = {(tuple(r.tolist()), int(label)) for r, label in zip(split.x, split.y, strict=True)}
+    for x, y in got:
+        assert not torch.isnan(x).any()  # the test split here is all NaN
+        assert all((tuple(r.tolist()), int(label)) in pairs for r, label in zip(x, y, strict=True))
+
+
+def test_an_at_init_arm_holds_its_mask_bit_exact_through_training() -> None:
+    cfg = params()
+    torch.manual_seed(0)
+    init = tuple(Layer(torch.randn(o, i) * 0.05) for i, o in ((784, 16), (16, 8), (8, 10)))
+    split = Split(small_split().x, small_split().y, small_split().x[:16], small_split().y[:16])
+    start, masks = arms.start_of(arms.Arm("snip", round=5), init, cfg,
+                                 arms.calibration_batches(split, cfg))
+    trained, _ = masked_train(start, masks, split, cfg.train)
+    for layer, m in zip(trained, masks, strict=True):
+        assert torch.equal(layer.weight[~m], torch.zeros_like(layer.weight[~m]))
+
+
+def test_supermask_keeps_exactly_its_share_and_never_trains_the_weights() -> None:
+    torch.manual_seed(0)
+    init = tuple(Layer(torch.randn(o, i) * 0.05) for i, o in ((784, 16), (16, 8), (8, 10)))
+    masks = supermask.masks_of(init, 0.3, 1)
+    assert [int(m.sum()) for m in masks] == [supermask.kept_count(layer, 0.3) for layer in init]
+    frozen = supermask.frozen_weights(init, "signed_constant", 0.3)
+    for layer, f in zip(init, frozen, strict=True):
+        assert torch.equal(f.weight.sign(), layer.weight.sign())
+        assert f.weight.abs().unique().numel() == 1
+    before = [layer.weight.clone() for layer in frozen]
+    supermask.train_supermask(frozen, 0.3, small_split(), params().train, 0.01, 1, 0)
+    assert all(torch.equal(a, layer.weight) for a, layer in zip(before, frozen, strict=True))
+
+
+def raw_params() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("methods", ["snip", "lottery"], "atinit.methods[1] = 'lottery' is not allowed"),
+    ("rounds", [], "atinit.rounds = [] is not allowed"),
+    ("control_rounds", [7, 7], "atinit.control_rounds[1] = 7 is not allowed"),
+    ("supermask_keep", [0.5, 1.5], "atinit.supermask_keep[1] = 1.5 is not allowed"),
+    ("supermask_lr", float("nan"), "atinit.supermask_lr = nan is not allowed"),
+])
+def test_bad_atinit_params_are_one_line_naming_the_key(key: str, value: Any,
+                                                       message: str) -> None:
+    raw = copy.deepcopy(raw_params())
+    raw["atinit"][key] = value
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_params_yaml_atinit_section_is_the_default() -> None:
+    assert parse_params(raw_params()).atinit == atinit.AtInitConfig()
+
+
+def test_verdicts_follow_the_paired_interval() -> None:
+    def rows(method: float, control: float) -> list[dict[str, str]]:
+        return [{"arm": "snip@7", "accuracy": str(method)},
+                {"arm": "snip@7/shuffled", "accuracy": str(control)}]
+
+    clear = compare.verdicts({0: rows(95, 90), 1: rows(96, 90.5), 2: rows(95.5, 90.2)})
+    assert clear[0]["verdict"] == "beats it" and clear[0]["difference"] > 4
+    tie = compare.verdicts({0: rows(95, 96), 1: rows(96, 95), 2: rows(95.5, 95.4)})
+    assert tie[0]["verdict"] == "no difference beyond the interval"
+    one = compare.verdicts({0: rows(95, 90)})
+    assert one[0]["verdict"] == "one seed: no interval"
+
+
+def test_a_second_run_resumes_every_finished_arm_and_a_new_key_recomputes(
+        tmp_path: Path) -> None:
+    cfg = params(methods=("random", "synflow"), rounds=(2,), control_rounds=(2,),
+                 controls=("shuffled",), supermask_inits=("kaiming",), supermask_keep=(0.5,))
+    torch.manual_seed(0)
+    init = tuple(Layer(torch.randn(o, i) * 0.05) for i, o in ((784, 16), (16, 8), (8, 10)))
+    split = Split(small_split().x, small_split().y, small_split().x[:16], small_split().y[:16])
+    seen: list[tuple[str, bool]] = []
+    store = arms.ArmStore(tmp_path / "atinit" / "0", "key-a")
+    first = list(arms.run(cfg, init, split, store, lambda r, done: seen.append((r["arm"], done))))
+    assert [a.name for a in arms.arms(cfg)] == [r["arm"] for r in first]
+    assert not any(done for _, done in seen) and len(first) == 6
+    assert (tmp_path / "atinit" / ".gitignore").read_text() == "*\n"
+    seen.clear()
+    again = list(arms.run(cfg, init, split, store, lambda r, done: seen.append((r["arm"], done))))
+    assert again == first and all(done for _, done in seen)
+    seen.clear()
+    other = arms.ArmStore(tmp_path / "atinit" / "0", "key-b")  # other settings or code
+    list(arms.run(cfg, init, split, other, lambda r, done: seen.append((r["arm"], done))))
+    assert not any(done for _, done in seen)
