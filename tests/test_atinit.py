@@ -260,3 +260,52 @@ def test_a_second_run_resumes_every_finished_arm_and_a_new_key_recomputes(
     other = arms.ArmStore(tmp_path / "atinit" / "0", "key-b")  # other settings or code
     list(arms.run(cfg, init, split, other, lambda r, done: seen.append((r["arm"], done))))
     assert not any(done for _, done in seen)
+
+
+def fake_seed_rows(seed: int) -> list[dict[str, str]]:
+    rows = []
+    for method, base in (("snip", 95.0), ("random", 93.0)):
+        for rnd, left in ((7, 21.0), (13, 5.5)):
+            rows.append({"arm": f"{method}@{rnd}", "method": method, "control": "",
+                         "round": str(rnd), "keep": "", "weights_remaining": str(left),
+                         "accuracy": str(base - rnd / 10 + seed * 0.1)})
+            rows.append({"arm": f"{method}@{rnd}/shuffled", "method": method,
+                         "control": "shuffled", "round": str(rnd), "keep": "",
+                         "weights_remaining": str(left), "accuracy": str(base - 3 + seed * 0.2)})
+    for keep, acc in ((0.3, 96.5), (0.5, 95.5)):
+        rows.append({"arm": f"supermask/kaiming@{keep:g}", "method": "supermask", "control": "",
+                     "round": "", "keep": str(keep), "weights_remaining": str(keep * 100),
+                     "accuracy": str(acc)})
+        rows.append({"arm": f"supermask/kaiming@{keep:g}/random", "method": "supermask",
+                     "control": "random", "round": "", "keep": str(keep),
+                     "weights_remaining": str(keep * 100), "accuracy": "10.0"})
+    return rows
+
+
+IMP_ROWS = [{"round": str(r), "variant": v, "weights_remaining": str(w), "accuracy": str(a)}
+            for r, w, a in ((0, 100, 97.0), (7, 21.0, 97.5), (13, 5.5, 96.0))
+            for v in ("ticket", "reinit")]
+TUNED = [{"criterion": "magnitude", "training": "fine-tuned", "nominal_sparsity": str(k),
+          "accuracy": str(97 - 10 * k * k)} for k in (0.0, 0.5, 0.9)]
+
+
+def test_the_comparison_draws_every_curve_and_the_section_states_the_verdicts() -> None:
+    per_seed = {s: fake_seed_rows(s) for s in (0, 1, 2)}
+    rows = compare.aggregate(per_seed)
+    result = compare.summary(rows, compare.verdicts(per_seed), IMP_ROWS, 97.0)
+    assert result["supermask_best"] == {"arm": "supermask/kaiming@0.3", "accuracy": 96.5,
+                                        "random_mask_accuracy": 10.0}
+    assert result["gap_to_ticket"]["snip@13"] == pytest.approx(95.0 - 1.3 + 0.1 - 96.0)
+    assert compare.headline(result)["supermask.best_accuracy"] == 96.5
+    fig = compare.draw(rows, IMP_ROWS, TUNED, 97.0, "mlp")
+    ax = fig.axes[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert {"IMP ticket", "one-shot magnitude + fine-tune", "snip at init",
+            "random at init"} <= set(labels)
+    ticket = next(line for line in ax.get_lines() if line.get_label() == "IMP ticket")
+    assert list(ticket.get_xdata()) == [5.5, 21.0, 100.0]
+    assert ax.get_xscale() == "log" and ax.xaxis_inverted()
+    assert len(ax.collections) >= 4  # controls, supermasks, random masks, bands
+    text = compare.section(result, 3)
+    assert "| snip | 7 | shuffled |" in text and "beats it" in text
+    assert "96.50%" in text and "10.00%" in text

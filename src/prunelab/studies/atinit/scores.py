@@ -49,12 +49,21 @@ def imp_counts(net: Sequence[Layer], rounds: int, rate: float, output_rate: floa
 
 
 def _top(scores: Tensor, keep: int) -> Tensor:
-    """A boolean mask of the ``keep`` highest entries (ties: the earlier index)."""
-    flat = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
-    if keep > 0:
-        order = torch.sort(scores.flatten(), descending=True, stable=True).indices
-        flat[order[:keep]] = True
-    return flat.view(scores.shape)
+    """A boolean mask of the ``keep`` highest entries (ties at the threshold: the earlier
+    index), found by selection (O(n)), not by sorting: SynFlow selects 100 times."""
+    flat = scores.flatten()
+    if keep <= 0:
+        return torch.zeros_like(flat, dtype=torch.bool).view(scores.shape)
+    if keep >= flat.numel():
+        return torch.ones_like(flat, dtype=torch.bool).view(scores.shape)
+    alive = flat[flat > -torch.inf]  # pruned entries score -inf: select among the rest
+    if keep >= alive.numel():
+        return (flat > -torch.inf).view(scores.shape)
+    threshold = alive.kthvalue(alive.numel() - keep + 1).values
+    chosen = flat > threshold
+    ties = (flat == threshold).nonzero().flatten()[: keep - int(chosen.sum())]
+    chosen[ties] = True
+    return chosen.view(scores.shape)
 
 
 def select(scores: Sequence[Tensor], counts: Sequence[int], scope: str) -> list[Tensor]:
@@ -62,7 +71,7 @@ def select(scores: Sequence[Tensor], counts: Sequence[int], scope: str) -> list[
     total ranked together and the output layer's count (``global``)."""
     if scope == "layer":
         return [_top(s, k) for s, k in zip(scores, counts, strict=True)]
-    hidden = torch.cat([s.flatten().double() for s in scores[:-1]])
+    hidden = torch.cat([s.flatten() for s in scores[:-1]])
     kept = _top(hidden, sum(counts[:-1]))
     masks, start = [], 0
     for s in scores[:-1]:
@@ -163,8 +172,8 @@ def method_masks(method: Method, net: Net, counts: Sequence[int], batches: Batch
     sizes = [layer.weight.numel() for layer in net]
     for j in range(1, method.rounds + 1):
         masked = with_weights(net, [layer.weight * m for layer, m in zip(net, masks, strict=True)])
-        scores = [(-s if inverted else s).double()
-                  for s in method.score(masked, batches, seed)]
+        # float32 for the ranking (half the memory traffic of SynFlow's float64 flows)
+        scores = [(-s if inverted else s).float() for s in method.score(masked, batches, seed)]
         scores = [torch.where(m, s, -torch.inf) for s, m in zip(scores, masks, strict=True)]
         masks = select(scores, schedule(sizes, counts, j, method.rounds), method.scope)
     return masks
