@@ -213,6 +213,8 @@ def raw_params() -> dict[str, Any]:
     ("control_rounds", [7, 7], "atinit.control_rounds[1] = 7 is not allowed"),
     ("supermask_keep", [0.5, 1.5], "atinit.supermask_keep[1] = 1.5 is not allowed"),
     ("supermask_lr", float("nan"), "atinit.supermask_lr = nan is not allowed"),
+    ("control_rounds", [7, 8], "atinit.control_rounds[1] = 8 is not allowed: one of atinit.rounds"),
+    ("supermask_keep", [0.1, 0.1000001], "atinit.supermask_keep[1] = 0.1000001 is not allowed"),
 ])
 def test_bad_atinit_params_are_one_line_naming_the_key(key: str, value: Any,
                                                        message: str) -> None:
@@ -309,3 +311,17 @@ def test_the_comparison_draws_every_curve_and_the_section_states_the_verdicts() 
     text = compare.section(result, 3)
     assert "| snip | 7 | shuffled |" in text and "beats it" in text
     assert "96.50%" in text and "10.00%" in text
+
+
+def test_stages_of_different_studies_log_the_same_params_and_hash() -> None:
+    from prunelab.config import parse_params as core_only
+    from prunelab.tracking.runs import params_hash, values
+
+    doc = raw_params()
+    core, whole = core_only(doc), parse_params(doc)  # a train stage; the validate stage
+    assert set(values(core, doc)) == set(values(whole, doc)) >= {"atinit.supermask_keep",
+                                                                  "imp.rounds", "train.lr"}
+    assert params_hash(core, doc) == params_hash(whole, doc)
+    changed = copy.deepcopy(doc)
+    changed["imp"]["rounds"] = 5
+    assert params_hash(core, changed) != params_hash(core, doc)

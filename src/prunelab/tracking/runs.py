@@ -140,11 +140,24 @@ def run_name(exp_name: str, params_digest: str, started: float) -> str:
     return f"workspace {time.strftime('%H:%M', time.localtime(started))} {params_digest[:6]}"
 
 
-def params_hash(params: Params) -> str:
-    """Short hash of every params.yaml value: equal params, equal hash. ``train.seed`` is left
-    out: it is the process's replicate, not a value of params.yaml, and every seed's stage run
-    must carry its parent's hash."""
-    flat = {k: v for k, v in params.flat().items() if k != "train.seed"}
+def values(params: Params, document: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every params.yaml value by dotted name: the sections this stage loaded as validated
+    (``params``), every other study's section as written in ``document`` (the whole file), so
+    the stages of every study log the same keys and share one hash."""
+    def leaves(prefix: str, value: Any) -> dict[str, Any]:
+        if isinstance(value, Mapping):
+            return {k: v for key, sub in value.items()
+                    for k, v in leaves(f"{prefix}.{key}" if prefix else str(key), sub).items()}
+        return {prefix: value}
+
+    return {**(leaves("", document) if isinstance(document, Mapping) else {}), **params.flat()}
+
+
+def params_hash(params: Params, document: Mapping[str, Any] | None = None) -> str:
+    """Short hash of every params.yaml value (:func:`values`): equal params, equal hash.
+    ``train.seed`` is left out: it is the process's replicate, not a value of params.yaml, and
+    every seed's stage run must carry its parent's hash."""
+    flat = {k: v for k, v in values(params, document).items() if k != "train.seed"}
     blob = json.dumps(flat, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -217,9 +230,12 @@ def close_stale(uri: str | None = None, closer: str = "prunelab tracking close-s
 class StageRun:
     """The MLflow child run of one stage (a no-op object when tracking is off)."""
 
-    def __init__(self, stage: str, params: Params) -> None:
+    def __init__(self, stage: str, params: Params,
+                 document: Mapping[str, Any] | None = None) -> None:
         self.stage = stage
         self.params = params
+        self.document = document  # the whole params.yaml as read (None: the sections loaded)
+        self.values = values(params, document)  # what the run logs
         self.on = enabled()
         self.uri = tracking_uri()
         self.run_id: str | None = None
@@ -284,7 +300,7 @@ class StageRun:
         key = execution_key(owner)
         store.close_orphans(client, experiment, closer=f"{self.stage} (execution {key})")
         exp_name = os.environ.get("DVC_EXP_NAME", "")
-        digest = params_hash(self.params)
+        digest = params_hash(self.params, self.document)
         tags = {
             "dvc_exp_name": exp_name or "(workspace)",
             "mlflow.source.git.commit": git_revision(root),
@@ -327,7 +343,7 @@ class StageRun:
     def _log_params(self, run_id: str) -> None:
         from mlflow.entities import Param
 
-        params = [Param(k, _param_value(v)) for k, v in self.params.flat().items()]
+        params = [Param(k, _param_value(v)) for k, v in self.values.items()]
         self._client.log_batch(run_id, params=params)
 
     # -- logging ---------------------------------------------------------------------------------
@@ -458,6 +474,7 @@ def seed_prefix(params: Params) -> str:
     return "" if params.train.seed == params.first_seed else f"seed{params.train.seed}."
 
 
-def track(stage: str, params: Params) -> StageRun:
-    """``with track("train", cfg) as run:`` -- the stage's MLflow run, ended with its status."""
-    return StageRun(stage, params)
+def track(stage: str, params: Params, document: Mapping[str, Any] | None = None) -> StageRun:
+    """``with track("train", cfg) as run:`` -- the stage's MLflow run, ended with its status;
+    ``document``: the whole params.yaml as read, so the run logs every study's section."""
+    return StageRun(stage, params, document)

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from prunelab import paths
-from prunelab.config import Params, load_params
+from prunelab.config import Params, load_params, parse_yaml, read_bounded
 from prunelab.runtime.declare import Stage
 from prunelab.runtime.stage import stage_errors
 from prunelab.tracking.runs import StageRun, track
@@ -30,5 +30,6 @@ def open_run(stage: Stage, seed: int | None = None, *,
     with stage_errors(kept):
         cfg = load_params(params, stage.sections)
         cfg = cfg.for_seed(seed) if seed is not None else cfg
-        with track(run_name(stage, seed), cfg) as run:
+        document = parse_yaml(read_bounded(params), params)  # every section, for MLflow
+        with track(run_name(stage, seed), cfg, document) as run:
             yield cfg, run

@@ -34,7 +34,9 @@ from prunelab.runtime.rng import derived_seed
 from prunelab.studies.atinit import scores, supermask
 from prunelab.studies.retraining import masked_train, random_masks, reinitialised
 
-ATINIT = 3  # derived-seed word: this study's draws (prunelab.runtime.rng)
+# Derived-seed words (prunelab.runtime.rng): this study's draws, after rng's RANDOM_CRITERION (1)
+# and IMP_CONTROL (2); then one sub-word per purpose, so no two draws share a stream.
+ATINIT, BATCHES, SCORES, CONTROL = 3, 1, 2, 3
 # Imported, but not part of what an arm computes: editing them keeps the finished arms.
 NOT_SHAPING = {"prunelab.runtime.files", "prunelab.runtime.fingerprint", "prunelab.errors"}
 COLUMNS = ("arm", "method", "control", "round", "keep", "weights_remaining", "accuracy",
@@ -74,14 +76,14 @@ def remaining_percent(counts: Sequence[int], net: Net) -> float:
 
 
 def _seed(seed: int, arm: Arm) -> int:
-    return derived_seed(seed, ATINIT, *arm.name.encode())
+    return derived_seed(seed, ATINIT, CONTROL, *arm.name.encode())
 
 
 def calibration_batches(split: Split, cfg: Params) -> list[tuple[Tensor, Tensor]]:
     """atinit.batches training mini-batches of train.batch_size, drawn with the net's seed:
     the data SNIP and GraSP score with. Only ``split.x``/``split.y`` (training) are read."""
     n = min(cfg.atinit.batches * cfg.train.batch_size, len(split.x))
-    generator = torch.Generator().manual_seed(derived_seed(cfg.train.seed, ATINIT))
+    generator = torch.Generator().manual_seed(derived_seed(cfg.train.seed, ATINIT, BATCHES))
     idx = torch.randperm(len(split.x), generator=generator)[:n].to(split.x.device)
     return list(zip(split.x[idx].split(cfg.train.batch_size),
                     split.y[idx].split(cfg.train.batch_size), strict=True))
@@ -91,7 +93,7 @@ def start_of(arm: Arm, init: Net, cfg: Params,
              batches: Sequence[tuple[Tensor, Tensor]]) -> tuple[Net, list[Tensor]]:
     """The weights an at-init arm starts from and its keep-masks."""
     counts = scores.imp_counts(init, arm.round or 0, cfg.imp.rate, cfg.imp.output_rate)
-    method, seed = scores.METHODS[arm.method], derived_seed(cfg.train.seed, ATINIT)
+    method, seed = scores.METHODS[arm.method], derived_seed(cfg.train.seed, ATINIT, SCORES)
     data = batches if method.uses_data else ()
     masks = scores.method_masks(method, init, counts, data, seed,
                                 inverted=arm.control == "inverted")

@@ -121,9 +121,19 @@ def sentences(result: Mapping[str, Any]) -> list[str]:
         out.append(f"- **{method}** minus its control ({'; '.join(parts)}).")
     best = result["supermask_best"]
     if best:
+        tried = sum(1 for a in result["arms"] if a.startswith("supermask/")
+                    and not a.endswith("/random"))
         out.append(f"- The best supermask ({best['arm']}, weights never trained) reaches "
-                   f"{best['accuracy']:.2f}%; a random mask of the same counts on the same "
-                   f"weights: {best['random_mask_accuracy']:.2f}%.")
+                   f"{best['accuracy']:.2f}%: the highest of {tried} configurations, picked on "
+                   "the test set, so optimistic by that choice (every configuration is in "
+                   "metrics/atinit.json); a random mask of the same counts on the same weights: "
+                   f"{best['random_mask_accuracy']:.2f}%.")
+    rounds = {r["round"] for r in result["arms"].values() if r["method"] != "supermask"}
+    missing = sorted(int(r) for r in rounds if r not in ("", None) and not any(
+        a.endswith(f"@{r}") for a in result["gap_to_ticket"]))
+    if missing:
+        out.append(f"- No IMP ticket to compare with at round(s) {missing}: imp.rounds stops "
+                   "before.")
     return out
 
 

@@ -48,7 +48,7 @@ def imp_counts(net: Sequence[Layer], rounds: int, rate: float, output_rate: floa
     return counts
 
 
-def _top(scores: Tensor, keep: int) -> Tensor:
+def top(scores: Tensor, keep: int) -> Tensor:
     """A boolean mask of the ``keep`` highest entries (ties at the threshold: the earlier
     index), found by selection (O(n)), not by sorting: SynFlow selects 100 times."""
     flat = scores.flatten()
@@ -70,14 +70,14 @@ def select(scores: Sequence[Tensor], counts: Sequence[int], scope: str) -> list[
     """Keep-masks of exactly ``counts`` weights per layer (``layer`` scope), or of their hidden
     total ranked together and the output layer's count (``global``)."""
     if scope == "layer":
-        return [_top(s, k) for s, k in zip(scores, counts, strict=True)]
+        return [top(s, k) for s, k in zip(scores, counts, strict=True)]
     hidden = torch.cat([s.flatten() for s in scores[:-1]])
-    kept = _top(hidden, sum(counts[:-1]))
+    kept = top(hidden, sum(counts[:-1]))
     masks, start = [], 0
     for s in scores[:-1]:
         masks.append(kept[start : start + s.numel()].view(s.shape))
         start += s.numel()
-    return [*masks, _top(scores[-1], counts[-1])]
+    return [*masks, top(scores[-1], counts[-1])]
 
 
 def _leaves(net: Sequence[Layer], dtype: torch.dtype | None = None) -> list[Tensor]:

@@ -92,8 +92,9 @@ def _shares(raw: Any) -> tuple[float, ...]:
     if not isinstance(values, list):
         raise fail("atinit.supermask_keep", values, allowed)
     for i, k in enumerate(values):
+        # distinct as the arms are named (0.1 and 0.1000001 would share one arm)
         if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k <= 1 \
-                or k in values[:i]:
+                or f"{k:g}" in [f"{v:g}" for v in values[:i]]:
             raise fail(f"atinit.supermask_keep[{i}]", k, allowed)
     return tuple(sorted(float(k) for k in values))
 
@@ -105,10 +106,15 @@ def parse(raw: Any, core: Params) -> AtInitConfig:
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= 10:
         raise fail("atinit.supermask_lr", lr, "a finite number in (0, 10]")
     chosen = {k: raw[k] for k in ("controls", "supermask_inits")}
+    rounds, checked = _rounds(raw, "rounds", empty=False), _rounds(raw, "control_rounds", True)
+    for i, r in enumerate(raw["control_rounds"]):
+        if r not in rounds:  # a control is compared with its method at the same round
+            raise fail(f"atinit.control_rounds[{i}]", r, "one of atinit.rounds: "
+                       + ", ".join(map(str, rounds)))
     return AtInitConfig(
         methods=names(raw, "methods", tuple(METHODS), "atinit"),
-        rounds=_rounds(raw, "rounds", empty=False),
-        control_rounds=_rounds(raw, "control_rounds", empty=True),
+        rounds=rounds,
+        control_rounds=checked,
         controls=() if chosen["controls"] == [] else names(raw, "controls", CONTROLS, "atinit"),
         batches=integer(raw, "atinit", "batches", 1, MAX_SAMPLES),
         eval_every=integer(raw, "atinit", "eval_every", 1, MAX_SAMPLES * MAX_EPOCHS),

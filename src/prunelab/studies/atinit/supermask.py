@@ -23,6 +23,7 @@ from prunelab.config import TrainConfig
 from prunelab.data.split import Split
 from prunelab.models.layers import Layer, Net, forward, with_weights
 from prunelab.models.networks import accuracy
+from prunelab.studies.atinit.scores import top
 
 INITS: tuple[str, ...] = ("kaiming", "signed_constant")
 
@@ -41,9 +42,7 @@ class _TopK(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: object, values: Tensor, k: int) -> Tensor:  # type: ignore[override]
-        flat = values.flatten()
-        threshold = flat.kthvalue(flat.numel() - k + 1).values if k > 0 else torch.inf
-        return (values >= threshold).to(values.dtype)
+        return top(values, k).to(values.dtype)  # exactly k, ties to the earlier index
 
     @staticmethod
     def backward(ctx: object, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
