@@ -53,7 +53,7 @@ def main(repeats: int, out: Path) -> None:
     x, y = to_inputs(images[:1000], cpu), to_targets(labels[:1000], cpu)
     batches = list(zip(x.split(cfg.train.batch_size), y.split(cfg.train.batch_size), strict=True))
     counts = scores.imp_counts(init, 13, cfg.imp.rate, cfg.imp.output_rate)  # 5.5% left
-    results: dict[str, Any] = {"machine": describe(), "repeats": repeats,
+    results: dict[str, Any] = {"machine": describe().as_dict(), "repeats": repeats,
                                "batches": len(batches), "mask_seconds": {}}
     for name, method in scores.METHODS.items():
         results["mask_seconds"][name] = median_seconds(
