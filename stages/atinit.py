@@ -20,9 +20,10 @@ from prunelab.studies.opening import open_stage
 STUDY = atinit.STUDY
 
 
-@click.group()
+@click.group(help=stage_help(*STUDY.stages, details="Tickets without a trained net "
+                             "(docs/atinit.md): `train SEED`, then `compare`."))
 def main() -> None:
-    """Tickets without a trained net (docs/atinit.md)."""
+    pass
 
 
 @main.command(help=stage_help(STUDY.stage("atinit")))

@@ -53,6 +53,9 @@ SMALL_PARAMS: dict[str, Any] = {
                  "unit_criteria": ["l2"]},
     "imp": {"rounds": 2, "rate": 0.2, "output_rate": 0.1, "rewind": "init",
             "controls": ["reinit", "random_mask"], "eval_every": 5},
+    "atinit": {"methods": ["random"], "rounds": [1], "control_rounds": [], "controls": [],
+               "batches": 2, "eval_every": 5, "supermask_inits": [], "supermask_keep": [],
+               "supermask_epochs": 1, "supermask_lr": 0.001},
 }
 # A few seconds to tens of seconds of training (600 steps), depending on the machine's load.
 SLOW_PARAMS: dict[str, Any] = {

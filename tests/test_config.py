@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -85,7 +86,9 @@ def test_flat_gives_dotted_keys() -> None:
         "prune.weight_criteria", "prune.unit_criteria", "prune.calibration_size",
         "finetune.epochs", "finetune.lr", "finetune.weight_criteria", "finetune.unit_criteria",
         "imp.rounds", "imp.rate", "imp.output_rate", "imp.rewind", "imp.controls",
-        "imp.eval_every",
+        "imp.eval_every", "atinit.methods", "atinit.rounds", "atinit.control_rounds",
+        "atinit.controls", "atinit.batches", "atinit.eval_every", "atinit.supermask_inits",
+        "atinit.supermask_keep", "atinit.supermask_epochs", "atinit.supermask_lr",
     }
     assert flat["train.lr"] == 0.001
     assert flat["prune.sparsities"] == list(GRID)
@@ -301,8 +304,9 @@ def test_scientific_lr_is_the_number_dvc_reads(tmp_path: Path, text: str,
     PyYAML's 1.1 rules read it as the string '1e-4')."""
     from dvc.utils.serialize import parse_yaml
 
-    source = PARAMS_FILE.read_text(encoding="utf-8").replace("lr: 0.001", f"lr: {text}")
-    assert source.count(f"lr: {text}") == 1
+    source = re.sub(r"(?m)^  lr: 0\.001", f"  lr: {text}",
+                    PARAMS_FILE.read_text(encoding="utf-8"))
+    assert source.count(f"\n  lr: {text}") == 1
     path = tmp_path / "params.yaml"
     path.write_text(source, encoding="utf-8")
     dvc_view = parse_yaml(source, str(path))["train"]["lr"]

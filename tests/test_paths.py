@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from prunelab import paths
+from prunelab.studies.atinit import study as atinit
 from prunelab.studies.registry import STUDIES, load_params
 from prunelab.studies.registry import stages as declared_stages
 
@@ -36,7 +37,7 @@ STAGES = tuple(DVC_YAML["stages"])  # every stage, including any added after the
 # runs (outside the pipeline).
 NOT_OUTS = {paths.PARAMS, paths.MODELS_DIR, paths.METRICS_DIR, paths.PLOTS_DIR,
             paths.ARCH_FIGURE, paths.RETRAIN_PIPELINE, paths.REPORTS_DIR, paths.SEED_MODELS,
-            paths.SEED_METRICS, paths.SEED_CURVES}
+            paths.SEED_METRICS, paths.SEED_CURVES, paths.REPORT_SECTIONS}
 OUT_KINDS = ("outs", "metrics", "plots")  # a stage's outputs, whichever way DVC is told
 
 
@@ -143,7 +144,8 @@ def test_retraining_is_a_second_pipeline_run_from_the_root() -> None:
     from the repository root, and its plots draw outputs of its stages."""
     assert set(RETRAIN_YAML["stages"]) == RETRAIN_STAGES
     assert not set(RETRAIN_YAML["stages"]) & set(ROOT_YAML["stages"])
-    assert all(stage["wdir"] == "../.." for stage in RETRAIN_YAML["stages"].values())
+    assert all(stage.get("do", stage)["wdir"] == "../.."
+               for stage in RETRAIN_YAML["stages"].values())
     assert all("wdir" not in stage for stage in ROOT_YAML["stages"].values())
     produced = {out for s in RETRAIN_STAGES for out in outs(DVC_YAML, s)}
     for plot in RETRAIN_YAML["plots"]:
@@ -157,10 +159,11 @@ def test_the_per_seed_stages_run_once_per_seed() -> None:
     """train and both prune stages are DVC foreach stages over train.seeds; the seed reaches
     the script through its command (so adding a seed adds stages and reruns none), never
     through `params:`; every other stage reads the first seed's net or all seeds' folders."""
-    per_seed = {n for n, s in ROOT_YAML["stages"].items() if "foreach" in s}
+    both = {**ROOT_YAML["stages"], **RETRAIN_YAML["stages"]}
+    per_seed = {n for n, s in both.items() if "foreach" in s}
     assert per_seed == {name for name, s in DECLARED.items() if s.per_seed}
     for name in per_seed:
-        stage = ROOT_YAML["stages"][name]
+        stage = both[name]
         assert stage["foreach"] == "${train.seeds}"
         assert stage["do"]["cmd"].endswith(" ${item}")
         assert not {"train.seed", "train.seeds"} & set(stage["do"].get("params", []))
@@ -228,6 +231,7 @@ def test_every_path_is_an_out_of_exactly_one_stage(dvc: dict[str, Any]) -> None:
         for m in ("weight", "unit")} | {
         f(m, paths.ITEM) for f in (paths.prune_metrics, paths.prune_curve)
         for m in ("weight", "unit")}
+    all_paths |= {p for s in atinit.STUDY.stages for p in s.writes}  # the study's own paths
     assert set(owners) == all_paths
     assert all(len(stages) == 1 for stages in owners.values()), owners
 
@@ -237,7 +241,7 @@ def test_metrics_are_the_headline_files(dvc: dict[str, Any]) -> None:
     the per-seed, per-k and per-round numbers are plain outputs under metrics/ (cached in the
     main pipeline, in git in the retraining one); no top-level list adds more."""
     metrics = {p for s in STAGES for p in declared(dvc, s, "metrics")}
-    assert metrics == {paths.HEADLINE, paths.IMP_HEADLINE,
+    assert metrics == {paths.HEADLINE, paths.IMP_HEADLINE, atinit.HEADLINE,
                        *(paths.finetune_headline(m) for m in ("weight", "unit"))}
     assert all(options == {"cache": False} for s in STAGES
                for options in declared(dvc, s, "metrics").values())

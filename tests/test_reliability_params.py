@@ -122,6 +122,21 @@ def valid_docs(draw: st.DrawFn) -> dict[str, Any]:
         "controls": st.lists(st.sampled_from(["reinit", "random_mask"]), unique=True),
         "eval_every": st.integers(1, 10**6),
     }))
+    rounds = draw(st.lists(st.integers(1, 100), min_size=1, max_size=5, unique=True))
+    doc["atinit"] = draw(st.fixed_dictionaries({
+        "methods": st.lists(st.sampled_from(["random", "magnitude", "snip", "grasp", "synflow"]),
+                            min_size=1, unique=True),
+        "rounds": st.just(rounds),
+        "control_rounds": st.lists(st.sampled_from(rounds), unique=True),
+        "controls": st.lists(st.sampled_from(["shuffled", "reinit", "inverted"]), unique=True),
+        "batches": st.integers(1, 100),
+        "eval_every": st.integers(1, 10**6),
+        "supermask_inits": st.lists(st.sampled_from(["kaiming", "signed_constant"]),
+                                    unique=True),
+        "supermask_keep": st.lists(st.sampled_from([0.1, 0.3, 0.5, 0.7, 1.0]), unique=True),
+        "supermask_epochs": st.integers(1, 1000),
+        "supermask_lr": st.floats(min_value=1e-6, max_value=10),
+    }))
     return doc
 
 
@@ -331,7 +346,7 @@ def test_valid_documents_are_accepted_and_normalised(doc: dict[str, Any]) -> Non
     assert list(params.train.seeds) == doc["train"]["seeds"]
     assert params.train.seed == doc["train"]["seeds"][0]
     flat = params.flat()
-    assert len(flat) == 27
+    assert len(flat) == 37
     assert flat["train.seeds"] == doc["train"]["seeds"]
     assert flat["train.seed"] == doc["train"]["seeds"][0]
     assert flat["model.mlp.hidden"] == model["mlp"]["hidden"]
@@ -422,7 +437,12 @@ GOOD = (MAIN / "params.yaml").read_text(encoding="utf-8") if (MAIN / "params.yam
                          "finetune": {"epochs": 1, "lr": None,
                                       "weight_criteria": ["magnitude"], "unit_criteria": ["l2"]},
                          "imp": {"rounds": 1, "rate": 0.2, "output_rate": 0.1,
-                                 "rewind": "init", "controls": [], "eval_every": 100}})
+                                 "rewind": "init", "controls": [], "eval_every": 100},
+                         "atinit": {"methods": ["random"], "rounds": [1],
+                                    "control_rounds": [], "controls": [], "batches": 1,
+                                    "eval_every": 100, "supermask_inits": [],
+                                    "supermask_keep": [], "supermask_epochs": 1,
+                                    "supermask_lr": 0.001}})
 
 
 def with_seed(text: str) -> str:
@@ -437,7 +457,7 @@ def alias_bomb(levels: int) -> str:
     items = ["&a0 [x, x, x, x, x, x, x, x, x, x]"]
     items += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
     return ("data: [" + ", ".join(items) + "]\nmodel: {}\ntrain: {}\nprune: {}\nfinetune: {}\n"
-            "imp: {}\n")
+            "imp: {}\natinit: {}\n")
 
 
 # Each raised something other than ParamsError inside load_params (config.py's yaml.safe_load

@@ -39,7 +39,8 @@ from repo_helpers import mlflow_runs, sqlite_uri
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 PIPELINE = "stages/retrain/dvc.yaml"
-RETRAIN_STAGES = {"finetune_weight", "finetune_unit", "finetune_plot", "imp"}
+RETRAIN_STAGES = {"finetune_weight", "finetune_unit", "finetune_plot", "imp", "atinit@0",
+                  "atinit_compare"}
 GRID = [0.0, 0.5, 0.9]
 STEPS = 15  # 1,500 images in batches of 100, one epoch
 PARAMS: dict[str, Any] = {
@@ -53,6 +54,10 @@ PARAMS: dict[str, Any] = {
                  "unit_criteria": ["l2", "random"]},
     "imp": {"rounds": 3, "rate": 0.2, "output_rate": 0.1, "rewind": "init",
             "controls": ["reinit", "random_mask"], "eval_every": 5},
+    "atinit": {"methods": ["random", "snip"], "rounds": [1, 2], "control_rounds": [2],
+               "controls": ["shuffled"], "batches": 2, "eval_every": 5,
+               "supermask_inits": ["signed_constant"], "supermask_keep": [0.5],
+               "supermask_epochs": 1, "supermask_lr": 0.001},
 }
 RETRAIN_OUTPUTS = ("plots/finetune_weight.csv", "plots/finetune_unit.csv", "plots/finetune.png",
                    "plots/imp.csv", "metrics/imp.json", "metrics/imp_timing.json",
