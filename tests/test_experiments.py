@@ -46,6 +46,7 @@ from repo_helpers import (
 )
 
 from prunelab import paths
+from prunelab.studies.atinit import study as atinit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -276,7 +277,7 @@ def test_grid_experiment_has_one_point_per_new_sparsity(
     assert exp.name in shown, sorted(shown)
     # exp show has the headline (per-k and per-criterion numbers are files, not columns)
     headline = shown[exp.name]["data"]["metrics"][paths.HEADLINE.as_posix()]["data"]
-    headlines = {paths.HEADLINE, paths.IMP_HEADLINE,
+    headlines = {paths.HEADLINE, paths.IMP_HEADLINE, atinit.HEADLINE,
                  *(paths.finetune_headline(m) for m in ("weight", "unit"))}
     assert paths.HEADLINE.as_posix() in shown[exp.name]["data"]["metrics"]
     assert set(shown[exp.name]["data"]["metrics"]) <= {p.as_posix() for p in headlines}

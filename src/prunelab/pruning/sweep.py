@@ -11,14 +11,13 @@ import torch
 from torch import Tensor
 
 from prunelab.config import Params, grid_step
-from prunelab.config import names as config_names
 from prunelab.data.mnist import calibration_set
 from prunelab.models.layers import Layer, Net, with_weights
 from prunelab.models.networks import accuracy, to_inputs, to_targets
 from prunelab.models.networks import dense_accuracy as measured_dense
 from prunelab.pruning.compaction import fast_equivalent
 from prunelab.pruning.criteria.base import Context, Criterion
-from prunelab.pruning.criteria.registry import CRITERIA, criterion
+from prunelab.pruning.criteria.registry import checked_names, criterion
 from prunelab.pruning.masks import Pruner, apply_masks, check_support, live_masks
 
 TOLERANCE_POINTS = 1.0  # "within 1 point of dense" for the summaries
@@ -148,10 +147,8 @@ def checked_criteria(granularity: str, names: Sequence[str], net: Sequence[Layer
                      arch: str) -> list[Criterion]:
     """The named criteria of one granularity, each checked against the architecture before
     any work (one line naming the criterion and the arch when one does not apply)."""
-    key = f"{granularity}_criteria"
-    known = tuple(CRITERIA.get(granularity, {}))  # type: ignore[call-overload]
     chosen = [criterion(granularity, name)  # type: ignore[arg-type]
-              for name in config_names({key: list(names)}, key, known)]
+              for name in checked_names(granularity, names)]  # type: ignore[arg-type]
     for c in chosen:
         check_support(c, net, arch)
     return chosen

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from prunelab import paths
-from prunelab.config import Params, load_params, parse_yaml, read_bounded
+from prunelab.config import Params, parse_params, parse_yaml, read_bounded
 from prunelab.runtime.declare import Stage
 from prunelab.runtime.stage import stage_errors
 from prunelab.tracking.runs import StageRun, track
@@ -28,8 +28,8 @@ def open_run(stage: Stage, seed: int | None = None, *,
     """(params for ``seed``, the stage's MLflow run); one error line and a non-zero exit for
     any PrunelabError or SIGTERM inside (``kept``: what survives a kill)."""
     with stage_errors(kept):
-        cfg = load_params(params, stage.sections)
+        document = parse_yaml(read_bounded(params), params)  # read once: validated, then
+        cfg = parse_params(document, stage.sections)  # logged whole to MLflow
         cfg = cfg.for_seed(seed) if seed is not None else cfg
-        document = parse_yaml(read_bounded(params), params)  # every section, for MLflow
         with track(run_name(stage, seed), cfg, document) as run:
             yield cfg, run

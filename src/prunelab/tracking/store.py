@@ -201,6 +201,9 @@ def quiet_mlflow() -> None:
 
     # A handler's filters see the records of every child logger (mlflow.tracking, ...); a
     # logger's own filters would not.
+    # A new store's table creation and migration are logged at INFO: not a stage's business
+    # (a stage's failure must stay one line, whatever the state of the store).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     for handler in logging.getLogger("mlflow").handlers:
         if not any(isinstance(f, Redacting) for f in handler.filters):
             handler.addFilter(Redacting())

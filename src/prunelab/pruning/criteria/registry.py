@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prunelab.config import PruneConfig, names
 from prunelab.pruning.criteria import calibrated, magnitude, reconstruct
 from prunelab.pruning.criteria.base import Criterion, Granularity
@@ -25,12 +27,19 @@ CRITERIA: dict[Granularity, dict[str, Criterion]] = {
 }
 
 
+def checked_names(granularity: Granularity, chosen: Sequence[str],
+                  section: str = "prune") -> tuple[str, ...]:
+    """``chosen`` if each names a registered criterion of ``granularity``; otherwise one line
+    naming the key (``prune.weight_criteria[1]``), the name and the known ones."""
+    key = f"{granularity}_criteria"
+    return names({key: list(chosen)}, key, tuple(CRITERIA[granularity]), section)
+
+
 def check_prune(prune: PruneConfig) -> None:
-    """prune.weight_criteria and prune.unit_criteria name registered criteria (one line naming
-    the key, the name and the known ones otherwise): the pipeline's first stage checks it."""
-    for granularity, known in CRITERIA.items():
-        key = f"{granularity}_criteria"
-        names({key: list(prune.criteria(granularity))}, key, tuple(known))
+    """prune.weight_criteria and prune.unit_criteria name registered criteria: the pipeline's
+    first stage checks it."""
+    for granularity in CRITERIA:
+        checked_names(granularity, prune.criteria(granularity))
 
 
 def criterion(granularity: Granularity, name: str) -> Criterion:

@@ -114,11 +114,12 @@ def sentences(result: Mapping[str, Any]) -> list[str]:
     by_method: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for check in result["sanity_checks"]:
         by_method[check["method"]].append(check)
-    for method, checks in by_method.items():
-        parts = [f"{c['control']} at round {c['round']}: {c['difference']:+.2f} points "
-                 + (f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}], " if c["ci_low"] is not None
-                    else "") + c["verdict"] for c in checks]
-        out.append(f"- **{method}** minus its control ({'; '.join(parts)}).")
+    for method, checks in by_method.items():  # the question asked: vs its shuffled mask
+        parts = [f"round {c['round']}: {c['difference']:+.2f} points"
+                 + (f" [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]" if c["ci_low"] is not None
+                    else "") + f", {c['verdict']}" for c in checks if c["control"] == "shuffled"]
+        if parts:
+            out.append(f"- **{method}** minus its layer-shuffled mask: {'; '.join(parts)}.")
     best = result["supermask_best"]
     if best:
         tried = sum(1 for a in result["arms"] if a.startswith("supermask/")
