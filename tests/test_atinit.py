@@ -123,6 +123,41 @@ def test_every_method_keeps_exactly_the_imp_counts(rounds: int, seed: int, name:
         assert kept == counts
 
 
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 200_000), k_share=st.floats(0.0, 1.0), ties=st.integers(0, 3),
+       dead=st.floats(0.0, 0.9), seed=st.integers(0, 2**31 - 1))
+def test_bracketed_selection_is_the_exact_kth_largest_and_top_keeps_exactly(
+        n: int, k_share: float, ties: int, dead: float, seed: int) -> None:
+    """kth_largest equals a full selection whatever the values (few distinct ones, -inf for
+    pruned entries, sizes past the sampling threshold); top keeps exactly keep, ties to the
+    earlier index, never a pruned entry while others remain."""
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.rand(n, generator=generator)
+    if ties:  # few distinct values: ties at every threshold
+        values = (values * 10**ties).floor()
+    values[torch.rand(n, generator=generator) < dead] = -torch.inf
+    k = min(n, max(1, round(k_share * n)))
+    assert scores.kth_largest(values, k) == values.kthvalue(n - k + 1).values
+    chosen = scores.top(values, k)
+    alive = int((values > -torch.inf).sum())
+    assert int(chosen.sum()) == (k if k == n else min(k, alive))
+    if k < n and 0 < k <= alive:
+        assert values[chosen].min() >= values[~chosen].max()
+        at = values[chosen].min()
+        assert (values == at).nonzero().flatten()[: int((chosen & (values == at)).sum())].equal(
+            (chosen & (values == at)).nonzero().flatten())
+
+
+def test_bracketed_selection_falls_back_when_the_sample_misleads() -> None:
+    """A sample that sees only one value (every stride-th entry 0) brackets nothing: the full
+    selection answers, still exact."""
+    n = 4 * scores.SAMPLE + 1000
+    values = torch.rand(n, generator=torch.Generator().manual_seed(0)) + 1
+    values[:: n // scores.SAMPLE] = 0.0
+    for k in (1, 10, n // 2, n - 5000, n):
+        assert scores.kth_largest(values, k) == values.kthvalue(n - k + 1).values
+
+
 def test_imp_counts_are_what_imp_rounds_keep() -> None:
     net = tiny(3, (40, 30, 20, 10))
     masks = [torch.ones_like(layer.weight, dtype=torch.bool) for layer in net]

@@ -42,12 +42,7 @@ class _TopK(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: object, values: Tensor, k: int) -> Tensor:  # type: ignore[override]
-        # Every step, every layer: one selection (O(n)); the exact tie-break only on a tie.
-        flat = values.flatten()
-        if 0 < k < flat.numel():
-            chosen = values >= flat.kthvalue(flat.numel() - k + 1).values
-            if int(chosen.sum()) == k:
-                return chosen.to(values.dtype)
+        # Every step, every layer: one bracketed selection (scores.kth_largest).
         return top(values, k).to(values.dtype)  # exactly k, ties to the earlier index
 
     @staticmethod
