@@ -134,6 +134,18 @@ def test_imports_of_follows_sub_packages() -> None:
     assert "prunelab.reporting.figures" not in found
 
 
+def test_shaping_drops_an_excluded_package_with_its_sub_modules() -> None:
+    """The at-init arms' code key leaves out the one-shot criteria (a package) and the files
+    helpers, but keeps every module that computes an arm."""
+    from prunelab.studies.atinit import arms
+
+    found = fp.shaping("prunelab.studies.atinit.arms", arms.NOT_SHAPING)
+    assert not {m for m in found if m.startswith("prunelab.pruning.criteria")}
+    assert not found & {"prunelab.runtime.files", "prunelab.pruning.sweep"}
+    assert {"prunelab.studies.atinit.scores", "prunelab.studies.atinit.supermask",
+            "prunelab.studies.retraining", "prunelab.training.loop"} <= found
+
+
 def test_the_imp_fingerprint_survives_moving_a_module(tmp_path: Path) -> None:
     """Move prunelab/training/loop.py to prunelab/fit.py in a copy of the package, rewrite the
     imports that name it, and ask that copy for the IMP code digest: it is unchanged."""

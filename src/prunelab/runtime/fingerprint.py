@@ -62,6 +62,14 @@ def imports_of(root: str) -> set[str]:
     return seen
 
 
+def shaping(root: str, excluded: Iterable[str]) -> set[str]:
+    """The modules ``root`` imports (:func:`imports_of`) less the ``excluded`` ones and
+    everything under them (``a.b`` excludes ``a.b.c``): the code a cached result depends on."""
+    skip = tuple(excluded)
+    return {m for m in imports_of(root)
+            if not any(m == x or m.startswith(x + ".") for x in skip)}
+
+
 def _names_package(node: ast.Import | ast.ImportFrom) -> bool:
     if isinstance(node, ast.ImportFrom):
         return node.module == PACKAGE

@@ -29,7 +29,7 @@ from prunelab.config import Params
 from prunelab.data.split import Split
 from prunelab.models.layers import Net
 from prunelab.runtime.files import read_json, write_json, write_text
-from prunelab.runtime.fingerprint import code_digest, imports_of
+from prunelab.runtime.fingerprint import code_digest, shaping
 from prunelab.runtime.rng import derived_seed
 from prunelab.studies.atinit import scores, supermask
 from prunelab.studies.retraining import masked_train, random_masks, reinitialised
@@ -37,8 +37,10 @@ from prunelab.studies.retraining import masked_train, random_masks, reinitialise
 # Derived-seed words (prunelab.runtime.rng): this study's draws, after rng's RANDOM_CRITERION (1)
 # and IMP_CONTROL (2); then one sub-word per purpose, so no two draws share a stream.
 ATINIT, BATCHES, SCORES, CONTROL = 3, 1, 2, 3
-# Imported, but not part of what an arm computes: editing them keeps the finished arms.
-NOT_SHAPING = {"prunelab.runtime.files", "prunelab.runtime.fingerprint", "prunelab.errors"}
+# Imported, but not part of what an arm computes (with their sub-modules): editing them keeps
+# the finished arms. The criteria, sweep and savings serve the one-shot study, not these arms.
+NOT_SHAPING = ("prunelab.errors", "prunelab.runtime.files", "prunelab.runtime.fingerprint",
+               "prunelab.pruning.criteria", "prunelab.pruning.sweep", "prunelab.pruning.savings")
 COLUMNS = ("arm", "method", "control", "round", "keep", "weights_remaining", "accuracy",
            "seconds")
 
@@ -145,7 +147,7 @@ def fingerprint(cfg: Params, init_blob: bytes, device: str) -> str:
                 "atinit.supermask_inits", "atinit.supermask_keep")]
     doc = {"params": {k: flat[k] for k in [*keys, "model.arch", "imp.rate", "imp.output_rate"]},
            "init": hashlib.sha256(init_blob).hexdigest(),
-           "code": code_digest({m for m in imports_of(__name__) if m not in NOT_SHAPING}),
+           "code": code_digest(shaping(__name__, NOT_SHAPING)),
            "torch": torch.__version__, "device": device, "threads": torch.get_num_threads(),
            "machine": platform.machine(), "simd": torch.backends.cpu.get_cpu_capability()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
