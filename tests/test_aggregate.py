@@ -438,7 +438,7 @@ def test_band_figure_marks_the_notebook_against_the_range_of_one_run(
     from prunelab.reporting import figures as plot
 
     figures: list[Any] = []
-    monkeypatch.setattr(plot, "_png", lambda fig: figures.append(fig) or b"")
+    monkeypatch.setattr(plot, "png", lambda fig: figures.append(fig) or b"")
     rows = both_methods(3)  # our mean = the notebook + 0 (seeds 0, 1, 2: -1, 0, +1), s = 1
     far = next(r for r in rows if r["method"] == "weight" and r["criterion"] == "magnitude"
                and r["sparsity"] == "0.9")
@@ -458,8 +458,8 @@ def test_band_figure_marks_the_notebook_against_the_range_of_one_run(
     other = figures.pop()
     labels = [t.get_text() for t in other.axes[0].get_legend().get_texts()]
     assert not any("notebook" in label for label in labels)
-    plot.plt.close(fig)
-    plot.plt.close(other)
+    plot.pyplot().close(fig)
+    plot.pyplot().close(other)
 
 
 def test_band_figure_rejects_a_damaged_curve() -> None:

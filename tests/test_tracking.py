@@ -331,3 +331,74 @@ def test_mlflow_log_lines_are_redacted(capfd: pytest.CaptureFixture[str]) -> Non
     err = capfd.readouterr().err
     assert "retrying http://***@127.0.0.1:5000/api" in err
     assert "s3cret" not in err and "View run" not in err
+
+
+# --- the run opened off the critical path ------------------------------------------------------
+
+
+def test_writes_wait_for_the_run_opened_in_the_background(repo: Path) -> None:
+    """Entering a StageRun returns while its run is still being opened (here: the store lock
+    is held); a file the stage writes meanwhile waits for the run, then lands."""
+    import threading
+
+    from filelock import FileLock
+
+    from prunelab.runtime.files import write_text
+
+    held = FileLock(f"{store.sqlite_path(sqlite_uri(repo))}.lock")
+    held.acquire()
+    out = repo / "out.txt"
+    try:
+        with StageRun("train@0", params(repo)) as run:  # returns: the opening waits on the lock
+            writer = threading.Thread(target=write_text, args=(out, "x"))
+            writer.start()
+            writer.join(timeout=3)
+            assert writer.is_alive() and not out.exists()  # held until the run exists
+            held.release()
+            writer.join(timeout=300)
+            assert out.read_text() == "x"
+            assert run.run_id and run.parent_id
+    finally:
+        if held.is_locked:
+            held.release()
+    assert client(repo).get_run(run.run_id).info.status == "FINISHED"
+
+
+def test_an_unreachable_store_interrupts_the_work_and_nothing_is_written(
+        repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The opening fails in the background (a closed port): the stage's main thread is
+    interrupted with the one-line TrackingError, and a write attempted after the failure
+    writes nothing."""
+    import threading
+
+    from repo_helpers import free_port
+
+    from prunelab.runtime.files import write_text
+    from prunelab.tracking.runs import TrackingError
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    out, steps = repo / "out.txt", 0
+    with pytest.raises(TrackingError, match="cannot be reached.*PRUNELAB_TRACKING=off"), \
+            StageRun("train@0", params(repo)):
+        if threading.current_thread() is threading.main_thread():
+            while steps < 600:  # the stage's work: interrupted when the opening fails
+                time.sleep(0.1)
+                steps += 1
+        write_text(out, "x")
+    assert steps < 600 and not out.exists()
+
+
+def test_the_startup_probe_stops_a_stage_before_its_work(repo: Path) -> None:
+    """PRUNELAB_STARTUP_PROBE (bench/startup.py): the stage prints its start-up seconds and exits
+    0 where its work would begin, writing nothing."""
+    shutil.copytree(SRC.parent / "stages", repo / "stages")
+    before = tree_snapshot(repo)
+    done = subprocess.run([str(VENV_BIN / "python"), "stages/aggregate.py"], cwd=repo,
+                          env=env_for(repo, PRUNELAB_STARTUP_PROBE="1",
+                                      PRUNELAB_TRACKING="off"),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^PRUNELAB_STARTUP_PROBE aggregate \d+\.\d+$", done.stderr, re.M)
+    after = tree_snapshot(repo)
+    assert {k: v for k, v in after.items() if not k.startswith("stages")} == \
+        {k: v for k, v in before.items() if not k.startswith("stages")}

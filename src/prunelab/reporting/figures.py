@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-
-import matplotlib
-
-matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
+from typing import TYPE_CHECKING, Any
 
 from prunelab import paths  # noqa: E402
 
@@ -21,6 +15,21 @@ from prunelab.errors import DataError  # noqa: E402
 from prunelab.reporting.intervals import row_prediction_interval  # noqa: E402
 from prunelab.reporting.notebook import STUDY_ACCURACY, STUDY_GRID  # noqa: E402
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display on servers and CI), imported on first
+    use: half a second that a stage drawing nothing does not pay."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
 COLOURS = {"weight": "tab:blue", "unit": "tab:orange"}
 # One colour per criterion; the study's two keep the colours the figure always had.
 CRITERION_COLOURS = {"magnitude": "tab:blue", "l2": "tab:orange", "random": "tab:gray",
@@ -30,8 +39,9 @@ CRITERION_COLOURS = {"magnitude": "tab:blue", "l2": "tab:orange", "random": "tab
 Curve = Sequence[Mapping[str, float]]
 
 
-def _png(fig: Figure) -> bytes:
+def png(fig: Figure) -> bytes:
     """The figure as PNG bytes (the stage writes them with its other outputs, atomically)."""
+    plt = pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
@@ -93,7 +103,7 @@ def _band_curves(rows: Sequence[Mapping[str, str]]) -> dict[str, dict[str, Band]
                 for name, pts in by_name.items()} for m, by_name in curves.items()}
 
 
-def _notebook_points(ax: plt.Axes, method: str, ours: Band) -> None:
+def _notebook_points(ax: Axes, method: str, ours: Band) -> None:
     """The notebook's accuracies at its grid: a faint dotted line, and where we have a range, a
     filled diamond inside the 95% prediction interval of a single run of ours (the notebook is
     one run), a hollow one outside it."""
@@ -118,7 +128,7 @@ def _notebook_points(ax: plt.Axes, method: str, ours: Band) -> None:
                              f"{banded})")
 
 
-def _bands(ax: plt.Axes, xs: Sequence[float], pts: Band, colour: str, name: str | None
+def _bands(ax: Axes, xs: Sequence[float], pts: Band, colour: str, name: str | None
            ) -> None:
     """The 95% CI of the mean, and (``name``: the study's criterion, labelled) the lighter 95%
     prediction interval of a single run; nothing where a point has none (one seed)."""
@@ -143,6 +153,7 @@ def band_figure(rows: Sequence[Mapping[str, str]], scope: str, epochs: int,
     the 95% prediction interval of a single run. ``notebook`` (reporting.notebook.notebook_applies:
     this run is the notebook's set-up): the notebook's accuracies as diamonds, filled inside the
     prediction interval, hollow outside. ``rows``: both aggregate CSVs. PNG."""
+    plt = pyplot()
     curves = _band_curves(rows)
     seeds = sorted({int(p["seeds"]) for by_name in curves.values()  # type: ignore[arg-type]
                     for pts in by_name.values() for p in pts})
@@ -182,11 +193,12 @@ def band_figure(rows: Sequence[Mapping[str, str]], scope: str, epochs: int,
                  f"{scope}-wise ranking, {epochs} training epoch{'s' if epochs != 1 else ''}\n"
                  f"{spread}")
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 def tradeoff_figure(rows: Sequence[Mapping[str, object]]) -> bytes:
     """Accuracy against measured speed-up (batch 100) and against compressed size; PNG bytes."""
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     keys = sorted({(str(r["method"]), str(r.get("criterion", STUDY_CRITERIA[str(r["method"])])),
                     str(r["scope"])) for r in rows})
@@ -210,7 +222,7 @@ def tradeoff_figure(rows: Sequence[Mapping[str, object]]) -> bytes:
         ax.legend(fontsize=8)
     fig.suptitle("What pruning buys: compacted unit-pruned nets, CSR weight-pruned nets")
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 ARCH_STYLES = ("-", "--", ":", "-.")
@@ -220,6 +232,7 @@ def arch_figure(runs: Sequence[tuple[str, Mapping[str, Mapping[str, Curve]]]]) -
     """Several architectures' curves side by side: one row per granularity, accuracy against
     nominal sparsity (left; share of weights that are zero) and effective sparsity (right;
     zero or cut off), colour = criterion, line style = run (``label``, curves). PNG bytes."""
+    plt = pyplot()
     methods = list(dict.fromkeys(m for _, curves in runs for m in curves))
     fig, axes = plt.subplots(len(methods), 2, figsize=(11, 4.2 * len(methods)), sharey=True,
                              squeeze=False)
@@ -244,7 +257,7 @@ def arch_figure(runs: Sequence[tuple[str, Mapping[str, Mapping[str, Curve]]]]) -
             ax.legend(loc="lower left", fontsize=6.5, ncol=2)
     fig.suptitle("Do the architectures prune alike? No retraining; line style = run")
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 # -- the retraining studies (stages/retrain/dvc.yaml) -------------------------------------------
@@ -283,6 +296,7 @@ def finetune_figure(curves: Mapping[str, Sequence[Mapping[str, str]]], epochs: i
     """Accuracy against k, one-shot (dashed) and fine-tuned (solid), one column per granularity
     (curves: its CSV's rows); the bottom row zooms on [dense - 3, best fine-tuned + 0.5], where
     fine-tuning buys its tenths of a point. Dense accuracy dotted. PNG bytes."""
+    plt = pyplot()
     if not curves:
         raise DataError("finetune figure: no granularity's curves to draw")
     parsed = {m: _finetune_curves(rows, str(paths.finetune_curve(m))) for m, rows in curves.items()}
@@ -326,7 +340,7 @@ def finetune_figure(curves: Mapping[str, Sequence[Mapping[str, str]]], epochs: i
                  f"with the mask held (solid)\n{epochs} epoch{'s' if epochs != 1 else ''} "
                  f"at lr {lr:g}")
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 VARIANTS = {"ticket": ("winning ticket (rewound)", "tab:blue", 2.6),
@@ -352,12 +366,14 @@ def _imp_rows(rows: Sequence[Mapping[str, str]], source: str) -> list[ImpPoint]:
     return sorted(parsed, key=lambda p: p[0])
 
 
-def _remaining_ticks(ax: plt.Axes, remaining: Sequence[float], apart: float = 1.45) -> None:
+def _remaining_ticks(ax: Axes, remaining: Sequence[float], apart: float = 1.45) -> None:
     """Tick the log x axis at the rounds' own percentages, thinned so the labels never touch."""
     ticks: list[float] = []
     for x in sorted(set(remaining), reverse=True):
         if not ticks or ticks[-1] / x >= apart:
             ticks.append(x)
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}"))
     ax.xaxis.set_minor_locator(NullLocator())
@@ -369,6 +385,7 @@ def lottery_figure(rows: Sequence[Mapping[str, str]], arch: str = "mlp") -> byte
     """Iterative magnitude pruning: test accuracy (left) and early-stopping step (right) against
     the weights remaining, log axis running down from 100% as in Frankle & Carbin; the rewound
     ticket against its two controls, which start from the dense net (round 0). PNG bytes."""
+    plt = pyplot()
     parsed = _imp_rows(rows, str(paths.IMP_CURVE))
     start = next((p for p in parsed if p[0] == 0 and p[1] == "ticket"), None)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.2))
@@ -398,11 +415,11 @@ def lottery_figure(rows: Sequence[Mapping[str, str]], arch: str = "mlp") -> byte
     fig.suptitle(f"MNIST {ARCH_TITLES.get(arch, arch)}: lottery tickets by iterative magnitude "
                  f"pruning with rewinding, against random re-initialisation and random masks")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return _png(fig)
+    return png(fig)
 
 
 def _lottery_curves(parsed: Sequence[ImpPoint], start: ImpPoint | None,
-                    accuracy_axes: Sequence[plt.Axes], steps_ax: plt.Axes) -> bool:
+                    accuracy_axes: Sequence[Axes], steps_ax: Axes) -> bool:
     """One line per variant (the known ones first): accuracy on each of ``accuracy_axes``, the
     early-stopping step on ``steps_ax``; the controls begin at the dense round ``start``.
     Whether any step was drawn."""
@@ -427,7 +444,7 @@ def _lottery_curves(parsed: Sequence[ImpPoint], start: ImpPoint | None,
     return steps_drawn
 
 
-def _dense_band(axes: Sequence[plt.Axes], dense: float) -> None:
+def _dense_band(axes: Sequence[Axes], dense: float) -> None:
     """The dense net's accuracy dotted, with the band a ticket must stay in to match it."""
     for ax in axes:
         ax.axhline(dense, color="black", ls=":", lw=0.9, label=f"dense ({dense:.2f}%)")
@@ -435,7 +452,7 @@ def _dense_band(axes: Sequence[plt.Axes], dense: float) -> None:
                    lw=0, label=f"dense ± {TICKET_BAND:g} point")
 
 
-def _zoom_near_dense(inset: plt.Axes, dense: float, remaining: Sequence[float]) -> None:
+def _zoom_near_dense(inset: Axes, dense: float, remaining: Sequence[float]) -> None:
     """The inset's view: from INSET_BELOW / 2 points under ``dense`` to half a point above."""
     inset.set_ylim(dense - INSET_BELOW / 2, dense + 0.5)
     inset.set_xscale("log")
@@ -451,6 +468,7 @@ def sensitivity_figure(rows: Sequence[Mapping[str, object]], dense: float | None
     the k of that layer alone, the others dense); the dense accuracy (default: the rows' k = 0)
     and ``tolerance`` points below it (prune.TOLERANCE_POINTS) dashed. ``rows``: the
     sensitivity CSV's. PNG."""
+    plt = pyplot()
     curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for row in rows:
         by_layer = curves.setdefault(str(row["method"]), {})
@@ -478,4 +496,4 @@ def sensitivity_figure(rows: Sequence[Mapping[str, object]], dense: float | None
     axes[0][0].set_ylabel("test accuracy (%)")
     fig.suptitle("Per-layer sensitivity: which layer breaks first")
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)

@@ -2,7 +2,9 @@
 
 A stage collects its outputs in :class:`Outputs` and commits them together, so a failure
 (a full disk, a read-only folder, Ctrl-C) leaves none of them written rather than a curve
-without its metrics partner. An OS error becomes one line naming the path.
+without its metrics partner. An OS error becomes one line naming the path. Every write first
+waits for what the stage holds writes on (:func:`hold_writes`: its MLflow run being opened in
+the background), so a stage whose tracking store fails writes nothing.
 """
 
 from __future__ import annotations
@@ -12,12 +14,30 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from prunelab.errors import DataError
+
+_HOLDS: list[Callable[[], None]] = []
+
+
+def hold_writes(until: Callable[[], None]) -> None:
+    """Every later write first calls ``until`` (which waits, or raises to write nothing)."""
+    _HOLDS.append(until)
+
+
+def release_writes(until: Callable[[], None]) -> None:
+    """Undo :func:`hold_writes` for ``until`` (no-op if it holds nothing)."""
+    if until in _HOLDS:
+        _HOLDS.remove(until)
+
+
+def _wait_for_holds() -> None:
+    for until in list(_HOLDS):
+        until()
 
 
 def _umask() -> int:
@@ -42,6 +62,7 @@ def _temporary_beside(path: Path) -> Path:
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
+    _wait_for_holds()
     try:
         tmp = _temporary_beside(path)
     except OSError as exc:
@@ -104,6 +125,7 @@ class Outputs:
 
     def commit(self) -> None:
         """Write every staged file, or (on any OS error) none, with one line naming the path."""
+        _wait_for_holds()
         staged: list[tuple[Path, Path]] = []
         try:
             for path, blob in self._files.items():

@@ -28,8 +28,10 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -41,6 +43,7 @@ import psutil
 
 from prunelab.config import Params
 from prunelab.errors import PrunelabError, StageInterrupted
+from prunelab.runtime import files
 from prunelab.runtime.machine import describe
 from prunelab.tracking import store
 from prunelab.tracking.store import EXPERIMENT, redact
@@ -228,7 +231,16 @@ def close_stale(uri: str | None = None, closer: str = "prunelab tracking close-s
 
 
 class StageRun:
-    """The MLflow child run of one stage (a no-op object when tracking is off)."""
+    """The MLflow child run of one stage (a no-op object when tracking is off).
+
+    Off the critical path: entering starts a thread that imports MLflow and opens the runs
+    (seconds of imports and SQLAlchemy set-up) while the stage computes. Every logging call,
+    ``run_id`` and the end of the run wait for it, and so does every file the stage writes
+    (:func:`prunelab.runtime.files.hold_writes`): a store that cannot be reached still leaves
+    no output. When the opening fails it interrupts the stage's main thread at once (one error
+    line, exit 1), as when the run was opened before the work."""
+
+    FAILED = signal.SIGUSR1  # simulated in the main thread by the opening thread on failure
 
     def __init__(self, stage: str, params: Params,
                  document: Mapping[str, Any] | None = None) -> None:
@@ -238,9 +250,22 @@ class StageRun:
         self.values = values(params, document)  # what the run logs
         self.on = enabled()
         self.uri = tracking_uri()
-        self.run_id: str | None = None
-        self.parent_id: str | None = None
+        self._run_id: str | None = None
+        self._parent_id: str | None = None
         self._client: Any = None
+        self._opening: threading.Thread | None = None
+        self._failure: PrunelabError | None = None
+        self._handler: Any = None
+
+    @property
+    def run_id(self) -> str | None:
+        self.ready()
+        return self._run_id
+
+    @property
+    def parent_id(self) -> str | None:
+        self.ready()
+        return self._parent_id
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -248,6 +273,15 @@ class StageRun:
         if not self.on:
             return self
         _configure_http_client()
+        if threading.current_thread() is threading.main_thread():
+            self._handler = signal.signal(self.FAILED, self._interrupted)
+        files.hold_writes(self.ready)
+        self._opening = threading.Thread(target=self._open, name="mlflow-open", daemon=True)
+        self._opening.start()
+        return self
+
+    def _open(self) -> None:
+        """The opening thread: the store, the parent and the stage's run."""
         try:
             store.quiet_mlflow()
             import mlflow
@@ -261,15 +295,43 @@ class StageRun:
                     if moved:
                         print(moved, file=sys.stderr)
                 self._start()
-        except PrunelabError:
-            raise
+        except PrunelabError as exc:
+            self._failure = exc
         except Exception as exc:
-            raise self._error("cannot be reached", exc) from None
-        return self
+            self._failure = self._error("cannot be reached", exc)
+        if self._failure is not None and self._handler is not None:
+            import _thread
+
+            _thread.interrupt_main(self.FAILED)
+
+    def _interrupted(self, signum: int, frame: object) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def ready(self) -> None:
+        """Wait for the opening thread; its failure, if any, raised here."""
+        if self._opening is not None:
+            self._opening.join()
+        if self._failure is not None:
+            raise self._failure
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if not self.on or self.run_id is None:
+        if not self.on:
+            return
+        files.release_writes(self.ready)
+        try:
+            if self._opening is not None:
+                self._opening.join()
+        finally:
+            if self._handler is not None:
+                signal.signal(self.FAILED, self._handler)
+                self._handler = None
+        if self._failure is not None:
+            if kind is None or kind is KeyboardInterrupt:
+                raise self._failure
+            return  # the stage's own error is the line to show
+        if self._run_id is None:
             return
         if kind is None:
             status = "FINISHED"
@@ -279,12 +341,12 @@ class StageRun:
             status = "FAILED"
         try:
             with store.lock(self.uri):
-                self._client.set_terminated(self.run_id, status)
-                self._client.set_terminated(self.parent_id, status)
+                self._client.set_terminated(self._run_id, status)
+                self._client.set_terminated(self._parent_id, status)
         except Exception as err:
             if kind is None:  # the stage worked but its record did not arrive: say so
                 raise self._error("lost the end of the run", err) from None
-            print(f"tracking: could not mark run {self.run_id} {status}: {redact(str(err))}",
+            print(f"tracking: could not mark run {self._run_id} {status}: {redact(str(err))}",
                   file=sys.stderr)
 
     def _error(self, what: str, exc: BaseException) -> TrackingError:
@@ -315,25 +377,25 @@ class StageRun:
             [experiment], filter_string=f"tags.prunelab_execution = '{key}' "
             "and tags.prunelab_role = 'pipeline'", max_results=1)
         if found:
-            self.parent_id = found[0].info.run_id
-            client.update_run(self.parent_id, status="RUNNING")
+            self._parent_id = found[0].info.run_id
+            client.update_run(self._parent_id, status="RUNNING")
             # machine.torch etc. are known only to stages that load torch: collect them all
-            self._log_tags(self.parent_id, describe().tags())
+            self._log_tags(self._parent_id, describe().tags())
         else:
             parent = client.create_run(
                 experiment, run_name=run_name(exp_name, digest, time.time()),
                 tags={**tags, **store.owner_tags(owner), "mlflow.source.name": command,
                       "prunelab_role": "pipeline"})
-            self.parent_id = parent.info.run_id
-            self._log_params(self.parent_id)
+            self._parent_id = parent.info.run_id
+            self._log_params(self._parent_id)
         child = client.create_run(
             experiment, run_name=self.stage,
             tags={**tags, **store.owner_tags(psutil.Process()), "mlflow.source.name": _script(),
                   "prunelab_role": "stage", "stage": self.stage,
-                  "mlflow.parentRunId": self.parent_id},
+                  "mlflow.parentRunId": self._parent_id},
         )
-        self.run_id = child.info.run_id
-        self._log_params(self.run_id)
+        self._run_id = child.info.run_id
+        self._log_params(self._run_id)
 
     def _log_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
@@ -369,12 +431,13 @@ class StageRun:
         """Log metric histories ``{name: [(step, value), ...]}`` in batches."""
         if not self.on:
             return
+        self.ready()
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        targets = [(self.run_id, "")] if on_stage else []
+        targets = [(self._run_id, "")] if on_stage else []
         if parent_prefix is not None:
-            targets.append((self.parent_id, parent_prefix))
+            targets.append((self._parent_id, parent_prefix))
         with self._writing():
             for run_id, prefix in targets:
                 metrics = [Metric(prefix + name, float(value), now, int(step))
@@ -386,14 +449,16 @@ class StageRun:
         """Copy files into this stage's run artifacts."""
         if not self.on:
             return
+        self.ready()
         with self._writing():
             for path in files:
-                self._client.log_artifact(self.run_id, str(path))
+                self._client.log_artifact(self._run_id, str(path))
 
     def log_model(self, model: Any) -> None:
         """Log the torch model with mlflow.pytorch, so ``mlflow.pytorch.load_model`` loads it."""
         if not self.on:
             return
+        self.ready()
         import mlflow
         import mlflow.pytorch
 
@@ -401,7 +466,7 @@ class StageRun:
         logger.addFilter(quiet)  # a record logged on mlflow.pytorch itself: a logger filter
         try:
             with self._writing():
-                with _fluent_uri(self.uri), mlflow.start_run(run_id=self.run_id):
+                with _fluent_uri(self.uri), mlflow.start_run(run_id=self._run_id):
                     # Pickle format: 0.2 s, and loads back as models.networks.Network with any batch
                     # size (MLflow's default pt2 export takes 4 s and fixes the batch dimension
                     # to 1). Naming the requirement skips MLflow's slow dependency inference.
@@ -409,7 +474,7 @@ class StageRun:
                                              serialization_format="pickle",
                                              pip_requirements=[f"torch=={_torch_version()}"])
                 # leaving start_run marked the run FINISHED: it is not, until the stage ends
-                self._client.update_run(self.run_id, status="RUNNING")
+                self._client.update_run(self._run_id, status="RUNNING")
         finally:
             logger.removeFilter(quiet)
 
@@ -420,6 +485,7 @@ class StageRun:
         metrics, metric histories and tags."""
         if not self.on:
             return
+        self.ready()
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
@@ -429,7 +495,7 @@ class StageRun:
         with self._writing():
             child = self._client.create_run(
                 self._experiment, run_name=name,
-                tags={"mlflow.parentRunId": self.run_id, "prunelab_role": "part",
+                tags={"mlflow.parentRunId": self._run_id, "prunelab_role": "part",
                       "stage": self.stage, "arch": self.params.model.arch, **(tags or {})})
             run_id = child.info.run_id
             for start in range(0, len(points), 1000):  # MLflow's batch limit
@@ -441,8 +507,9 @@ class StageRun:
         """Tag this stage's run (and optionally the parent)."""
         if not self.on:
             return
+        self.ready()
         with self._writing():
-            for run_id in [self.run_id] + ([self.parent_id] if on_parent else []):
+            for run_id in [self._run_id] + ([self._parent_id] if on_parent else []):
                 for key, value in tags.items():
                     self._client.set_tag(run_id, key, value)
 

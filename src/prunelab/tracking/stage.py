@@ -5,6 +5,9 @@ their code deps stay free of torch models."""
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,4 +35,20 @@ def open_run(stage: Stage, seed: int | None = None, *,
         cfg = parse_params(document, stage.sections)  # logged whole to MLflow
         cfg = cfg.for_seed(seed) if seed is not None else cfg
         with track(run_name(stage, seed), cfg, document) as run:
+            probe(stage)
             yield cfg, run
+
+
+PROBE = "PRUNELAB_STARTUP_PROBE"
+
+
+def probe(stage: Stage) -> None:
+    """With PRUNELAB_STARTUP_PROBE set (bench/startup.py), stop where the stage's own work would
+    begin: print the seconds since the process started (params read and checked, the MLflow run
+    open) and exit 0, writing nothing."""
+    if os.environ.get(PROBE):
+        import psutil
+
+        since = time.time() - psutil.Process().create_time()
+        print(f"{PROBE} {stage.name} {since:.3f}", file=sys.stderr)
+        raise SystemExit(0)

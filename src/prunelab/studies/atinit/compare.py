@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from prunelab.reporting.figures import png, pyplot
 from prunelab.reporting.intervals import stats
 
 TICKET = "ticket"
@@ -161,15 +162,7 @@ METHOD_COLOURS = {"random": "tab:gray", "magnitude": "tab:blue", "snip": "tab:gr
 def figure(rows: Sequence[Mapping[str, Any]], imp_rows: Sequence[Mapping[str, str]],
            tuned: Sequence[Mapping[str, str]], dense: float | None, arch: str) -> bytes:
     """:func:`draw`, as PNG bytes."""
-    import io
-
-    import matplotlib.pyplot as plt
-
-    fig = draw(rows, imp_rows, tuned, dense, arch)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return png(draw(rows, imp_rows, tuned, dense, arch))
 
 
 def draw(rows: Sequence[Mapping[str, Any]], imp_rows: Sequence[Mapping[str, str]],
@@ -177,12 +170,7 @@ def draw(rows: Sequence[Mapping[str, Any]], imp_rows: Sequence[Mapping[str, str]
     """Accuracy against weights remaining (log): dense, the IMP tickets, one-shot magnitude +
     fine-tuning, each at-init method (lines, with the seeds' interval) and its controls
     (markers), the supermasks (squares) and their random masks (hollow)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(10, 6))
+    fig, ax = pyplot().subplots(figsize=(10, 6))
     if dense is not None:
         ax.axhline(dense, color="gray", lw=0.8, ls=":", label=f"dense ({dense:.2f}%)")
     ticket = sorted((float(r["weights_remaining"]), float(r["accuracy"])) for r in imp_rows

@@ -1,0 +1,99 @@
+"""Stage start-up: how long each stage takes, from its process starting, to reach its first
+useful computation (params read and checked, its MLflow run opened or opening), beside a bare
+`python -c "import torch"` on the same machine. `python bench/startup.py` writes
+bench/results/startup.json; run it on a quiet machine.
+
+Each stage runs as DVC runs it (its command from the registry, ${item} = the first seed) with
+PRUNELAB_STARTUP_PROBE set: it stops where its work would begin and prints the seconds since
+its process started (prunelab.tracking.stage.probe), writing nothing. MLflow logs to a
+throwaway SQLite store, created once before the timed runs (as a pipeline's stages find it).
+
+Target (issue: the study at the hardware's pace): at most 0.5 s beyond `import torch` per
+stage. Stages that never import torch (aggregate, plot) are measured against the same bare
+import: their figure is then below it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+from prunelab import paths  # noqa: E402
+from prunelab.runtime.machine import describe  # noqa: E402
+from prunelab.studies.registry import STUDIES  # noqa: E402
+from prunelab.tracking.stage import PROBE  # noqa: E402
+
+TARGET_S = 0.5  # beyond import torch
+
+
+def import_torch(repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch"], check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def probe(cmd: list[str], env: dict[str, str]) -> float:
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    for line in done.stderr.splitlines():
+        if line.startswith(PROBE):
+            return float(line.split()[-1])
+    raise click.ClickException(f"{' '.join(cmd)}: no probe line (exit {done.returncode}): "
+                               f"{done.stderr.strip().splitlines()[-1:]}")
+
+
+def stage_commands(seed: int) -> dict[str, list[str]]:
+    """Every registered stage that opens an MLflow run, as DVC runs it."""
+    commands = {}
+    for study in STUDIES:
+        for stage in study.stages:
+            if stage.name in ("download", "validate"):
+                continue  # no MLflow run: download fetches files, validate checks params
+            args = [a.replace(paths.ITEM, str(seed)) for a in stage.args]
+            commands[stage.name] = [sys.executable, stage.script, *args]
+    return commands
+
+
+@click.command()
+@click.option("--repeats", default=3, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path),
+              default=ROOT / "bench/results/startup.json")
+def main(repeats: int, out: Path) -> None:
+    seed = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, PROBE: "1",
+               "MLFLOW_TRACKING_URI": f"sqlite:///{Path(tmp) / 'mlflow.db'}"}
+        commands = stage_commands(seed)
+        probe(next(iter(commands.values())), env)  # creates and migrates the store
+        torch_s = import_torch(repeats)
+        click.echo(f"import torch: {torch_s:.2f} s", err=True)
+        stages: dict[str, Any] = {}
+        for name, cmd in commands.items():
+            seconds = statistics.median(probe(cmd, env) for _ in range(repeats))
+            stages[name] = {"seconds": round(seconds, 3),
+                            "beyond_import_torch": round(seconds - torch_s, 3)}
+            click.echo(f"{name}: {seconds:.2f} s ({seconds - torch_s:+.2f} s)", err=True)
+    worst = max(s["beyond_import_torch"] for s in stages.values())
+    results = {"machine": describe().as_dict(), "repeats": repeats,
+               "import_torch_seconds": round(torch_s, 3), "target_beyond_torch": TARGET_S,
+               "worst_beyond_torch": worst, "met": worst <= TARGET_S, "stages": stages}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    click.echo(json.dumps({k: v for k, v in results.items() if k != "stages"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
