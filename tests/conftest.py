@@ -92,7 +92,8 @@ def mnist_dir(request: pytest.FixtureRequest) -> Path:
 # modules to its two workers in collection order, so the long ones start early and the short
 # ones fill the gaps. The two after the first need no MNIST: the second worker has work while
 # the first builds the session baseline (the first module's setup) that the rest wait for.
-LONGEST_FIRST = ("test_experiments", "test_reliability_params", "test_reliability_network",
+LONGEST_FIRST = ("test_experiments", "test_reliability_params", "test_machines",
+                 "test_reliability_network",
                  "test_retrain_pipeline", "test_reliability", "test_reliability_load",
                  "test_tracking_server", "test_repro_safety", "test_savings", "test_e2e",
                  "test_replicates", "test_tracking", "test_remote", "test_plots_offline")
