@@ -237,9 +237,15 @@ def main(only: tuple[str, ...], seeds: int, report_repeats: int, readme: Path | 
         raise click.ClickException(f"{paths.DATA_DIR} missing: run `dvc repro download` first")
     params = yaml.safe_load((ROOT / paths.PARAMS).read_text())
     wanted = set(only or ("study", "default", "queue"))
-    results: dict[str, Any] = {"machine": {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        **describe().as_dict()}}
+    machine = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               **describe().as_dict()}
+    # --only keeps the other figures of the last run, each with the machine and date it ran on
+    saved = RESULTS / "pipeline.json"
+    results: dict[str, Any] = json.loads(saved.read_text()) if only and saved.is_file() else {}
+    for name in ("study", "default", "queue"):
+        if name in results and name not in wanted:
+            results[name].setdefault("machine", results.get("machine"))
+    results["machine"] = machine
     if "study" in wanted:
         results["study"] = bench_study(params, seeds, report_repeats)
     if "default" in wanted:
