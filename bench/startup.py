@@ -30,6 +30,7 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 from prunelab import paths  # noqa: E402
+from prunelab.reporting.tables import fill_blocks  # noqa: E402
 from prunelab.runtime.machine import describe  # noqa: E402
 from prunelab.studies.registry import STUDIES  # noqa: E402
 from prunelab.tracking.stage import PROBE  # noqa: E402
@@ -67,11 +68,37 @@ def stage_commands(seed: int) -> dict[str, list[str]]:
     return commands
 
 
+def markdown(results: dict[str, Any], before: dict[str, Any] | None) -> str:
+    """The startup-bench block: each stage's start-up, beside the run ``before`` if given."""
+    m = results["machine"]
+    lines = [f"Measured on {m['cores']} cores ({m['cpu']}), `python bench/startup.py` (median "
+             f"of {results['repeats']}): seconds from a stage's process starting to its first "
+             "useful computation (params checked, its MLflow run opened or opening), and the "
+             f"difference to a bare `import torch` ({results['import_torch_seconds']:.2f} s "
+             f"here); target ≤ +{TARGET_S} s.", ""]
+    head = "| stage | start-up | beyond `import torch` |"
+    lines += [head + (" before (`bench/results/startup_before.json`) |" if before else ""),
+              "|---" * (4 if before else 3) + "|"]
+    for name, s in results["stages"].items():
+        row = f"| {name} | {s['seconds']:.2f} s | {s['beyond_import_torch']:+.2f} s |"
+        if before and name in before["stages"]:
+            b = before["stages"][name]
+            row += f" {b['seconds']:.2f} s ({b['beyond_import_torch']:+.2f} s) |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
 @click.command()
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path),
               default=ROOT / "bench/results/startup.json")
-def main(repeats: int, out: Path) -> None:
+@click.option("--readme", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Also write the startup-bench block (README.md or the docs page holding it).")
+@click.option("--render", is_flag=True, help="Run nothing: the block from the saved --out.")
+def main(repeats: int, out: Path, readme: Path | None, render: bool) -> None:
+    if render:
+        _publish(json.loads(out.read_text()), out, readme)
+        return
     seed = 0
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, PROBE: "1",
@@ -93,6 +120,17 @@ def main(repeats: int, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     click.echo(json.dumps({k: v for k, v in results.items() if k != "stages"}, indent=2))
+    _publish(results, out, readme)
+
+
+def _publish(results: dict[str, Any], out: Path, readme: Path | None) -> None:
+    before_file = out.with_name("startup_before.json")
+    before = json.loads(before_file.read_text()) if before_file.is_file() else None
+    table = markdown(results, before)
+    click.echo(table)
+    if readme is not None:
+        for page, text in fill_blocks(readme, {"startup-bench": table}).items():
+            page.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":
