@@ -27,6 +27,7 @@ import _repo  # noqa: E402,F401
 from prunelab import paths  # noqa: E402
 from prunelab.data.mnist import load_split  # noqa: E402
 from prunelab.models.networks import load_net, to_inputs, to_targets  # noqa: E402
+from prunelab.reporting.tables import fill_blocks  # noqa: E402
 from prunelab.runtime.machine import describe  # noqa: E402
 from prunelab.studies.atinit import scores, supermask  # noqa: E402
 from prunelab.studies.registry import load_params  # noqa: E402
@@ -42,10 +43,46 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     return round(statistics.median(times), 3)
 
 
+SCORE_TARGET_S, HG_TARGET_S = 2.0, 5.0
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The atinit-bench block of docs/atinit.md."""
+    m, steps = results["machine"], results["supermask_vs_masked_step"]
+    lines = [f"Measured on {m['cores']} cores ({m['cpu']}), `python bench/atinit.py` (median of "
+             f"{results['repeats']}, the study's MLP at init, {results['batches']} calibration "
+             "batches):", "", "| what | seconds | target |", "|---|---|---|"]
+    for name, seconds in results["mask_seconds"].items():
+        ok = "met" if seconds <= SCORE_TARGET_S else "**missed**"
+        lines.append(f"| `{name}` mask at 5.5% of weights | {seconds:.2f} | "
+                     f"≤ {SCORE_TARGET_S:g}: {ok} |")
+    hg = results["grasp_hg_seconds"]
+    lines.append(f"| GraSP's Hessian-gradient product | {hg:.2f} | ≤ {HG_TARGET_S:g}: "
+                 f"{'met' if hg <= HG_TARGET_S else '**missed**'} |")
+    lines.append(f"| a supermask epoch against a masked epoch (1,000 images) | "
+                 f"{steps['supermask_epoch_seconds']:.2f} against "
+                 f"{steps['masked_epoch_seconds']:.2f} = {steps['ratio']:.1f}x | |")
+    return "\n".join(lines)
+
+
+def publish(results: dict[str, Any], readme: Path | None) -> None:
+    table = markdown(results)
+    click.echo(table)
+    if readme is not None:
+        for page, text in fill_blocks(readme, {"atinit-bench": table}).items():
+            page.write_text(text, encoding="utf-8")
+
+
 @click.command()
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=ROOT / "bench/results/atinit.json")
-def main(repeats: int, out: Path) -> None:
+@click.option("--readme", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Also write the atinit-bench block (README.md or the docs page holding it).")
+@click.option("--render", is_flag=True, help="Run nothing: the block from the saved --out.")
+def main(repeats: int, out: Path, readme: Path | None, render: bool) -> None:
+    if render:
+        publish(json.loads(out.read_text()), readme)
+        return
     cfg = load_params(ROOT / paths.PARAMS)
     cpu = torch.device("cpu")
     init = load_net(ROOT / paths.init_model(cfg.first_seed), cpu)
@@ -64,7 +101,7 @@ def main(repeats: int, out: Path) -> None:
     results["supermask_vs_masked_step"] = _steps(init, counts, x, y, cfg, repeats)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    click.echo(json.dumps(results, indent=2))
+    publish(results, readme)
 
 
 def _steps(init: Any, counts: Any, x: torch.Tensor, y: torch.Tensor, cfg: Any,
