@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -237,10 +236,9 @@ class StageRun:
     (seconds of imports and SQLAlchemy set-up) while the stage computes. Every logging call,
     ``run_id`` and the end of the run wait for it, and so does every file the stage writes
     (:func:`prunelab.runtime.files.hold_writes`): a store that cannot be reached still leaves
-    no output. When the opening fails it interrupts the stage's main thread at once (one error
-    line, exit 1), as when the run was opened before the work."""
-
-    FAILED = signal.SIGUSR1  # simulated in the main thread by the opening thread on failure
+    no output, and the stage's first write, log call or end raises its one-line error. (Not an
+    interrupt of the main thread the moment the opening fails: a signal handler's exception
+    raised inside an import's lock callback is printed as a traceback and lost.)"""
 
     def __init__(self, stage: str, params: Params,
                  document: Mapping[str, Any] | None = None) -> None:
@@ -255,7 +253,6 @@ class StageRun:
         self._client: Any = None
         self._opening: threading.Thread | None = None
         self._failure: PrunelabError | None = None
-        self._handler: Any = None
 
     @property
     def run_id(self) -> str | None:
@@ -273,8 +270,6 @@ class StageRun:
         if not self.on:
             return self
         _configure_http_client()
-        if threading.current_thread() is threading.main_thread():
-            self._handler = signal.signal(self.FAILED, self._interrupted)
         files.hold_writes(self.ready)
         self._opening = threading.Thread(target=self._open, name="mlflow-open", daemon=True)
         self._opening.start()
@@ -299,14 +294,6 @@ class StageRun:
             self._failure = exc
         except Exception as exc:
             self._failure = self._error("cannot be reached", exc)
-        if self._failure is not None and self._handler is not None:
-            import _thread
-
-            _thread.interrupt_main(self.FAILED)
-
-    def _interrupted(self, signum: int, frame: object) -> None:
-        if self._failure is not None:
-            raise self._failure
 
     def ready(self) -> None:
         """Wait for the opening thread; its failure, if any, raised here."""
@@ -320,17 +307,12 @@ class StageRun:
         if not self.on:
             return
         files.release_writes(self.ready)
-        try:
-            if self._opening is not None:
-                self._opening.join()
-        finally:
-            if self._handler is not None:
-                signal.signal(self.FAILED, self._handler)
-                self._handler = None
-        if self._failure is not None:
-            if kind is None or kind is KeyboardInterrupt:
-                raise self._failure
-            return  # the stage's own error is the line to show
+        if self._opening is not None:
+            self._opening.join()
+        if self._failure is not None:  # the store's line first, as when it was opened first
+            if kind is not None and issubclass(kind, (KeyboardInterrupt, StageInterrupted)):
+                return  # an interrupted stage says so itself
+            raise self._failure from None
         if self._run_id is None:
             return
         if kind is None:
