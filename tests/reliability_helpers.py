@@ -56,6 +56,12 @@ SMALL_PARAMS: dict[str, Any] = {
     "atinit": {"methods": ["random"], "rounds": [1], "control_rounds": [], "controls": [],
                "batches": 2, "eval_every": 5, "supermask_inits": [], "supermask_keep": [],
                "supermask_epochs": 1, "supermask_lr": 0.001},
+    "during": {"method_seeds": [], "schedule_seeds": [0], "shapes": ["decreasing"],
+               "final_sparsity": 0.9, "sparsities": [], "start": 0.1, "end": 0.7, "every": 5,
+               "dst_methods": [], "dst_sparsities": [], "drop_fraction": 0.3,
+               "earlybird": False, "earlybird_sparsity": 0.9, "earlybird_every": 5,
+               "earlybird_threshold": 0.1, "earlybird_window": 2, "noise": [0.3],
+               "delete": [0.3], "eval_every": 100},
 }
 # A few seconds to tens of seconds of training (600 steps), depending on the machine's load.
 SLOW_PARAMS: dict[str, Any] = {

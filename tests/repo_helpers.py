@@ -47,6 +47,12 @@ SMALL_PARAMS: dict[str, Any] = {
                "controls": ["shuffled"], "batches": 2, "eval_every": 5,
                "supermask_inits": ["signed_constant"], "supermask_keep": [0.5],
                "supermask_epochs": 1, "supermask_lr": 0.001},
+    "during": {"method_seeds": [], "schedule_seeds": [0], "shapes": ["decreasing"],
+               "final_sparsity": 0.9, "sparsities": [], "start": 0.1, "end": 0.7, "every": 5,
+               "dst_methods": [], "dst_sparsities": [], "drop_fraction": 0.3,
+               "earlybird": False, "earlybird_sparsity": 0.9, "earlybird_every": 5,
+               "earlybird_threshold": 0.1, "earlybird_window": 2, "noise": [0.3],
+               "delete": [0.3], "eval_every": 100},
 }
 SMALL_STEPS = [0, 500, 900]
 

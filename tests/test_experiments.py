@@ -47,6 +47,7 @@ from repo_helpers import (
 
 from prunelab import paths
 from prunelab.studies.atinit import study as atinit
+from prunelab.studies.during import study as during
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -277,7 +278,7 @@ def test_grid_experiment_has_one_point_per_new_sparsity(
     assert exp.name in shown, sorted(shown)
     # exp show has the headline (per-k and per-criterion numbers are files, not columns)
     headline = shown[exp.name]["data"]["metrics"][paths.HEADLINE.as_posix()]["data"]
-    headlines = {paths.HEADLINE, paths.IMP_HEADLINE, atinit.HEADLINE,
+    headlines = {paths.HEADLINE, paths.IMP_HEADLINE, atinit.HEADLINE, during.HEADLINE,
                  *(paths.finetune_headline(m) for m in ("weight", "unit"))}
     assert paths.HEADLINE.as_posix() in shown[exp.name]["data"]["metrics"]
     assert set(shown[exp.name]["data"]["metrics"]) <= {p.as_posix() for p in headlines}

@@ -16,6 +16,7 @@ import yaml
 
 from prunelab import paths
 from prunelab.studies.atinit import study as atinit
+from prunelab.studies.during import study as during
 from prunelab.studies.registry import STUDIES, load_params
 from prunelab.studies.registry import stages as declared_stages
 
@@ -231,7 +232,8 @@ def test_every_path_is_an_out_of_exactly_one_stage(dvc: dict[str, Any]) -> None:
         for m in ("weight", "unit")} | {
         f(m, paths.ITEM) for f in (paths.prune_metrics, paths.prune_curve)
         for m in ("weight", "unit")}
-    all_paths |= {p for s in atinit.STUDY.stages for p in s.writes}  # the study's own paths
+    all_paths |= {p for study in (atinit.STUDY, during.STUDY) for s in study.stages
+                  for p in s.writes}  # the studies' own paths
     assert set(owners) == all_paths
     assert all(len(stages) == 1 for stages in owners.values()), owners
 
@@ -241,7 +243,7 @@ def test_metrics_are_the_headline_files(dvc: dict[str, Any]) -> None:
     the per-seed, per-k and per-round numbers are plain outputs under metrics/ (cached in the
     main pipeline, in git in the retraining one); no top-level list adds more."""
     metrics = {p for s in STAGES for p in declared(dvc, s, "metrics")}
-    assert metrics == {paths.HEADLINE, paths.IMP_HEADLINE, atinit.HEADLINE,
+    assert metrics == {paths.HEADLINE, paths.IMP_HEADLINE, atinit.HEADLINE, during.HEADLINE,
                        *(paths.finetune_headline(m) for m in ("weight", "unit"))}
     assert all(options == {"cache": False} for s in STAGES
                for options in declared(dvc, s, "metrics").values())

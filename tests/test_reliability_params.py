@@ -138,6 +138,29 @@ def valid_docs(draw: st.DrawFn) -> dict[str, Any]:
         "supermask_epochs": st.integers(1, 1000),
         "supermask_lr": st.floats(min_value=1e-6, max_value=10),
     }))
+    sparsities = st.lists(st.sampled_from([0.5, 0.8, 0.9, 0.95, 0.98]), unique=True)
+    doc["during"] = draw(st.fixed_dictionaries({
+        "method_seeds": st.lists(st.integers(0, 2**32 - 1), max_size=3, unique=True),
+        "schedule_seeds": st.lists(st.integers(0, 2**32 - 1), max_size=5, unique=True),
+        "shapes": st.lists(st.sampled_from(["decreasing", "constant", "increasing"]),
+                           unique=True),
+        "final_sparsity": st.floats(0.01, 0.99),
+        "sparsities": sparsities,
+        "start": st.just(0.1),
+        "end": st.floats(0.2, 0.9),
+        "every": st.integers(1, 1000),
+        "dst_methods": st.lists(st.sampled_from(["set", "rigl", "static"]), unique=True),
+        "dst_sparsities": sparsities,
+        "drop_fraction": st.floats(0.01, 0.99),
+        "earlybird": st.booleans(),
+        "earlybird_sparsity": st.floats(0.01, 0.99),
+        "earlybird_every": st.integers(1, 1000),
+        "earlybird_threshold": st.floats(0.01, 0.99),
+        "earlybird_window": st.integers(1, 1000),
+        "noise": st.lists(st.sampled_from([0.1, 0.3, 1.0]), unique=True),
+        "delete": st.lists(st.sampled_from([0.1, 0.3, 0.5]), unique=True),
+        "eval_every": st.integers(1, 10**6),
+    }))
     return doc
 
 
@@ -350,7 +373,9 @@ def test_valid_documents_are_accepted_and_normalised(doc: dict[str, Any]) -> Non
     assert list(params.train.seeds) == doc["train"]["seeds"]
     assert params.train.seed == doc["train"]["seeds"][0]
     flat = params.flat()
-    assert len(flat) == 37
+    assert len(flat) == 37 + 19  # the during section's 19 keys
+    assert list(params.during.shapes) == doc["during"]["shapes"]
+    assert list(params.during.sparsities) == sorted(doc["during"]["sparsities"])
     assert flat["train.seeds"] == doc["train"]["seeds"]
     assert flat["train.seed"] == doc["train"]["seeds"][0]
     assert flat["model.mlp.hidden"] == model["mlp"]["hidden"]
@@ -449,7 +474,15 @@ GOOD = (MAIN / "params.yaml").read_text(encoding="utf-8") if (MAIN / "params.yam
                                     "control_rounds": [], "controls": [], "batches": 1,
                                     "eval_every": 100, "supermask_inits": [],
                                     "supermask_keep": [], "supermask_epochs": 1,
-                                    "supermask_lr": 0.001}})
+                                    "supermask_lr": 0.001},
+                         "during": {"method_seeds": [], "schedule_seeds": [], "shapes": [],
+                                    "final_sparsity": 0.9, "sparsities": [], "start": 0.1,
+                                    "end": 0.7, "every": 1, "dst_methods": [],
+                                    "dst_sparsities": [], "drop_fraction": 0.3,
+                                    "earlybird": False, "earlybird_sparsity": 0.9,
+                                    "earlybird_every": 1, "earlybird_threshold": 0.1,
+                                    "earlybird_window": 1, "noise": [], "delete": [],
+                                    "eval_every": 1}})
 
 
 def with_seed(text: str) -> str:
@@ -464,7 +497,7 @@ def alias_bomb(levels: int) -> str:
     items = ["&a0 [x, x, x, x, x, x, x, x, x, x]"]
     items += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
     return ("data: [" + ", ".join(items) + "]\nmodel: {}\ntrain: {}\nprune: {}\nfinetune: {}\n"
-            "imp: {}\natinit: {}\n")
+            "imp: {}\natinit: {}\nduring: {}\n")
 
 
 # Each raised something other than ParamsError inside load_params (config.py's yaml.safe_load

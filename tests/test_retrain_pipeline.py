@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 PIPELINE = "stages/retrain/dvc.yaml"
 RETRAIN_STAGES = {"finetune_weight", "finetune_unit", "finetune_plot", "imp", "atinit@0",
-                  "atinit_compare"}
+                  "atinit_compare", "during", "during_compare"}
 GRID = [0.0, 0.5, 0.9]
 STEPS = 15  # 1,500 images in batches of 100, one epoch
 PARAMS: dict[str, Any] = {
@@ -58,11 +58,18 @@ PARAMS: dict[str, Any] = {
                "controls": ["shuffled"], "batches": 2, "eval_every": 5,
                "supermask_inits": ["signed_constant"], "supermask_keep": [0.5],
                "supermask_epochs": 1, "supermask_lr": 0.001},
+    "during": {"method_seeds": [0], "schedule_seeds": [0, 1], "shapes": ["decreasing", "constant"],
+               "final_sparsity": 0.9, "sparsities": [0.9], "start": 0.1, "end": 0.7, "every": 2,
+               "dst_methods": ["rigl", "static"], "dst_sparsities": [0.9], "drop_fraction": 0.3,
+               "earlybird": True, "earlybird_sparsity": 0.9, "earlybird_every": 1,
+               "earlybird_threshold": 0.5, "earlybird_window": 2, "noise": [0.3],
+               "delete": [0.3], "eval_every": 5},
 }
 RETRAIN_OUTPUTS = ("plots/finetune_weight.csv", "plots/finetune_unit.csv", "plots/finetune.png",
                    "plots/imp.csv", "metrics/imp.json", "metrics/imp_timing.json",
                    "plots/lottery_ticket.png", "metrics/finetune_weight.json",
-                   "metrics/finetune_unit.json")
+                   "metrics/finetune_unit.json", "plots/during_arms.csv", "plots/during.csv",
+                   "metrics/during.json", "plots/during.png")
 ROUNDS = [f"round_{i:02d}.pt" for i in range(4)]
 
 
@@ -206,6 +213,32 @@ def test_retrain_pipeline_writes_every_output(built: Built) -> None:
     assert "models/seeds/0/init.pt" in deps["imp"], deps["imp"]
 
 
+def test_the_during_study_trains_every_arm_and_compares_them(built: Built) -> None:
+    """Every arm of both seeds is a row; the comparison has the schedule's verdicts, the
+    early-bird tickets and the costs; the figure's PNG is written; the stage said each arm."""
+    root = built.root
+    rows = read_rows(root / "plots/during_arms.csv")
+    got = {(r["seed"], r["arm"]) for r in rows}
+    assert got >= {("0", "dense/earlybird"), ("0", "earlybird/late@0.9"),
+                   ("0", "gradual/decreasing@0.9"), ("0", "oneshot@0.9"), ("0", "rigl@0.9"),
+                   ("0", "static@0.9"), ("0", "gradual/constant@0.9"),
+                   ("1", "gradual/decreasing@0.9"), ("1", "gradual/constant@0.9")}, got
+    assert len(got) == len(rows)
+    for r in rows:
+        assert 0 <= float(r["accuracy"]) <= 100 and 0 <= float(r["delete_0.3"]) <= 100
+        left = float(r["weights_remaining"])
+        assert left == 100.0 if r["arm"] == "dense/earlybird" else 8 < left < 13, r
+    metrics = json.loads((root / "metrics/during.json").read_text())
+    assert {v["measure"] for v in metrics["schedule"]} == {"accuracy", "noise_0.3",
+                                                          "delete_0.3"}
+    assert all(v["seeds"] == 2 and v["against"] == "constant" for v in metrics["schedule"])
+    assert metrics["earlybird"]["0"]["late_accuracy"] is not None
+    assert (root / "plots/during.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    section = (root / "reports/sections/during.md").read_text()
+    assert "## Pruning while training" in section and "| accuracy | constant |" in section
+    assert "during: seed 1 gradual/constant@0.9:" in built.retrain_out
+
+
 def test_second_retrain_repro_runs_nothing(built: Built) -> None:
     out = both(dvc(built.root, "repro", PIPELINE, env=built.env))
     assert "Running stage" not in out, out
@@ -267,8 +300,8 @@ def test_more_rounds_compute_only_the_new_ones(built: Built, tmp_path: Path) -> 
     before = round_files(root)
     out = both(dvc(root, "exp", "run", PIPELINE, "-S", "imp.rounds=4", env=built.env,
                    timeout=800))
-    # validate: params.yaml changed; atinit_compare: it reads the IMP curve
-    assert ran(out) == {"validate", "imp", "atinit_compare"}, out
+    # validate: params.yaml changed; atinit_compare, during_compare: they read the IMP curve
+    assert ran(out) == {"validate", "imp", "atinit_compare", "during_compare"}, out
     assert "imp: resuming after round 3 (rounds 0-3 kept" in out, out
     assert "imp: 4 rounds (1 run now)" in out, out
     after = round_files(root)
@@ -306,6 +339,7 @@ def test_fewer_rounds_keep_the_first_ones(built: Built, tmp_path: Path) -> None:
     ("imp.rewind", STEPS + 1, f"from 0 to {STEPS}"),
     ("imp.rounds", 0, "an integer from 1 to 100"),
     ("finetune.lr", -1, "(0, 10]"),
+    ("during.end", 0.05, "a share of the training steps in (0.1, 1): after during.start"),
 ])
 def test_bad_params_stop_the_retrain_pipeline_and_keep_its_outputs(
         built: Built, tmp_path: Path, key: str, value: Any, allowed: str) -> None:

@@ -20,6 +20,7 @@ from prunelab.studies import (
     speed,
 )
 from prunelab.studies.atinit import study as atinit
+from prunelab.studies.during import study as during
 
 STUDIES: tuple[Study, ...] = (
     dense.STUDY,
@@ -30,6 +31,7 @@ STUDIES: tuple[Study, ...] = (
     finetune.STUDY,
     imp_outputs.STUDY,
     atinit.STUDY,
+    during.STUDY,
 )
 
 
