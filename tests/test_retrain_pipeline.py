@@ -416,7 +416,7 @@ def test_dvc_plots_show_lists_the_retraining_plots(built: Built) -> None:
     assert not shown.get("errors"), shown.get("errors")
     data = shown["data"]
     for name in ("finetune_vs_one_shot", "lottery_ticket", "early_stopping",
-                 "plots/finetune.png", "plots/lottery_ticket.png"):
+                 "plots/finetune.png", "plots/lottery_ticket.png", "during", "plots/during.png"):
         assert name in data, sorted(data)
     for name in ("finetune_vs_one_shot", "lottery_ticket"):
         (plot,) = data[name]
