@@ -304,7 +304,8 @@ def _methods(ax: Any, curve: Sequence[Mapping[str, Any]],
                             [r["accuracy_ci_high"] for r in band], color=colour, alpha=0.15)
     ax.set_xscale("log")
     ax.invert_xaxis()
-    ax.set_ylim(0, 100)
+    lows = [float(r["accuracy"]) for r in curve] + ([dense] if dense is not None else [])
+    ax.set_ylim(max(0.0, min(lows, default=3.0) - 3), 100)  # this study's range; refs clip
     from matplotlib.ticker import FuncFormatter  # matplotlib is loaded by pyplot() above
 
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))

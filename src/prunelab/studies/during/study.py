@@ -153,7 +153,7 @@ def parse(raw: Any, core: Params) -> DuringConfig:
 
 
 PARAMS = ("data.train_size", "data.test_size", "model.arch", "model.mlp.hidden",
-          "train.epochs", "train.lr", "train.batch_size", "train.device",
+          "model.lenet5.channels", "model.lenet5.fc", "train.epochs", "train.lr", "train.batch_size", "train.device",
           *(f"during.{k}" for k in KEYS))
 
 STUDY = Study(
