@@ -119,6 +119,7 @@ def costs(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
                 if r["arm"] == EARLYBIRD and _value(r, "tracking_seconds") is not None]
     out["earlybird_tracking_share"] = round(sorted(tracking)[len(tracking) // 2], 4) \
         if tracking else None
+    out["training_seconds"] = round(sum(float(r["seconds"]) for r in rows), 1)
     return out
 
 
@@ -339,6 +340,11 @@ def _robustness(ax: Any, curve: Sequence[Mapping[str, Any]], final: float) -> No
     ax.legend(fontsize=8)
 
 
+def rows_of(result: Mapping[str, Any]) -> list[int]:
+    """One entry per training the summary covers (an arm's seeds)."""
+    return [1 for a in result["arms"].values() for _ in range(int(a["seeds"]))]
+
+
 def section(result: Mapping[str, Any], seeds: str) -> str:
     """reports/sections/during.md: the figure, the findings and the tables."""
     lines = ["## Pruning while training", "",
@@ -359,8 +365,14 @@ def section(result: Mapping[str, Any], seeds: str) -> str:
     for arm, r in result["arms"].items():
         lines.append(f"| {arm} | {r['weights_remaining']:.3g} | {r['accuracy']:.2f} | "
                      f"{r['seeds']} | {r['seconds']:.1f} |")
-    c = result["costs"]
-    lines += ["", "Cost over the dense run of the same seed (training time, median): "
+    c, final = result["costs"], result["final_sparsity"]
+    schedule = [a for a in result["arms"].values() if a["method"] == "gradual"
+                and str(a["arm"]).endswith(f"@{final:g}")]
+    lines += ["", f"Training time: {c['training_seconds']:.0f} s over all {len(rows_of(result))} "
+              f"trainings; the schedule comparison's {sum(a['seeds'] for a in schedule)}: "
+              f"{sum(a['seconds'] * a['seeds'] for a in schedule):.0f} s (test passes and "
+              "robustness tests excluded). Cost over the dense run of the same seed (training "
+              "time, median; the dense run includes the early-bird tracking): "
               + ", ".join(f"{k.replace('_over_dense', '')} {v:.2f}x" for k, v in c.items()
                           if k.endswith("_over_dense") and v is not None)
               + (f"; early-bird mask tracking {100 * c['earlybird_tracking_share']:.1f}% of "
