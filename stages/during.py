@@ -18,6 +18,7 @@ from prunelab.runtime.stage import stage_help
 from prunelab.studies.atinit.study import CURVE as ATINIT_CURVE
 from prunelab.studies.during import arms, compare, schedule
 from prunelab.studies.during import study as during
+from prunelab.studies.l0.study import CURVE as L0_CURVE
 from prunelab.studies.opening import open_stage
 
 STUDY = during.STUDY
@@ -65,7 +66,8 @@ def compare_arms() -> None:
                                  train_steps(cfg.data, cfg.train))
         refs = {name: read_rows(path) if path.is_file() else []
                 for name, path in (("imp", paths.IMP_CURVE), ("atinit", ATINIT_CURVE),
-                                   ("finetune", paths.finetune_curve("weight")))}
+                                   ("finetune", paths.finetune_curve("weight")),
+                                   ("l0", L0_CURVE))}
         total, d = train_steps(cfg.data, cfg.train), cfg.during
         first, last = schedule.bounds(total, d.start, d.end)
         schedules = {shape: schedule.curve(shape, d.final_sparsity, first, last, d.every, total)

@@ -62,6 +62,7 @@ SMALL_PARAMS: dict[str, Any] = {
                "earlybird": False, "earlybird_sparsity": 0.9, "earlybird_every": 5,
                "earlybird_threshold": 0.1, "earlybird_window": 2, "noise": [0.3],
                "delete": [0.3], "eval_every": 100},
+    "l0": {"lambdas": []},
 }
 # A few seconds to tens of seconds of training (600 steps), depending on the machine's load.
 SLOW_PARAMS: dict[str, Any] = {

@@ -53,6 +53,7 @@ SMALL_PARAMS: dict[str, Any] = {
                "earlybird": False, "earlybird_sparsity": 0.9, "earlybird_every": 5,
                "earlybird_threshold": 0.1, "earlybird_window": 2, "noise": [0.3],
                "delete": [0.3], "eval_every": 100},
+    "l0": {"lambdas": []},
 }
 SMALL_STEPS = [0, 500, 900]
 

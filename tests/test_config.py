@@ -90,7 +90,7 @@ def test_flat_gives_dotted_keys() -> None:
         "imp.eval_every", "atinit.methods", "atinit.rounds", "atinit.control_rounds",
         "atinit.controls", "atinit.batches", "atinit.eval_every", "atinit.supermask_inits",
         "atinit.supermask_keep", "atinit.supermask_epochs", "atinit.supermask_lr",
-        *(f"during.{k}" for k in DURING_KEYS),
+        *(f"during.{k}" for k in DURING_KEYS), "l0.lambdas",
     }
     assert flat["train.lr"] == 0.001
     assert flat["prune.sparsities"] == list(GRID)

@@ -313,7 +313,8 @@ def test_the_comparison_draws_every_method_and_the_section_states_the_findings()
     imp = [{"variant": "ticket", "weights_remaining": w, "accuracy": a}
            for w, a in (("100", "97"), ("10.7", "97.5"), ("3.5", "96"))]
     schedules = {s: schedule.curve(s, 0.9, 180, 1260, 100, 1800) for s in schedule.SHAPES}
-    fig = compare.draw(curve, schedules, {"imp": imp}, result, "mlp")
+    gated = [{"weights_remaining": "30.5", "accuracy": "97.1", "l2_refit_accuracy": "96.0"}]
+    fig = compare.draw(curve, schedules, {"imp": imp, "l0": gated}, result, "mlp")
     left, mid, right = fig.axes
     labels = {line.get_label() for line in left.get_lines()}
     assert {"IMP ticket", "gradual magnitude (decreasing rate)", "RigL",
@@ -321,6 +322,9 @@ def test_the_comparison_draws_every_method_and_the_section_states_the_findings()
     ticket = next(line for line in left.get_lines() if line.get_label() == "IMP ticket")
     assert sorted(ticket.get_xdata()) == [3.5, 10.7, 100.0]
     assert left.get_xscale() == "log" and left.xaxis_inverted()
+    triangles = {c.get_label(): c.get_offsets().tolist() for c in left.collections}
+    assert triangles["L0 gates on units (compacted)"] == [[30.5, 97.1]]
+    assert triangles["l2_refit at the same widths"] == [[30.5, 96.0]]
     assert [line.get_label() for line in mid.get_lines()] == [f"{s} rate"
                                                               for s in schedule.SHAPES]
     assert max(mid.get_lines()[0].get_ydata()) == pytest.approx(90.0)

@@ -17,6 +17,7 @@ import yaml
 from prunelab import paths
 from prunelab.studies.atinit import study as atinit
 from prunelab.studies.during import study as during
+from prunelab.studies.l0 import study as l0
 from prunelab.studies.registry import STUDIES, load_params
 from prunelab.studies.registry import stages as declared_stages
 
@@ -232,7 +233,7 @@ def test_every_path_is_an_out_of_exactly_one_stage(dvc: dict[str, Any]) -> None:
         for m in ("weight", "unit")} | {
         f(m, paths.ITEM) for f in (paths.prune_metrics, paths.prune_curve)
         for m in ("weight", "unit")}
-    all_paths |= {p for study in (atinit.STUDY, during.STUDY) for s in study.stages
+    all_paths |= {p for study in (atinit.STUDY, during.STUDY, l0.STUDY) for s in study.stages
                   for p in s.writes}  # the studies' own paths
     assert set(owners) == all_paths
     assert all(len(stages) == 1 for stages in owners.values()), owners

@@ -161,6 +161,8 @@ def valid_docs(draw: st.DrawFn) -> dict[str, Any]:
         "delete": st.lists(st.sampled_from([0.1, 0.3, 0.5]), unique=True),
         "eval_every": st.integers(1, 10**6),
     }))
+    doc["l0"] = {"lambdas": draw(st.lists(st.sampled_from([0.1, 0.5, 2.0, 1000]),
+                                          unique=True))}
     return doc
 
 
@@ -373,7 +375,7 @@ def test_valid_documents_are_accepted_and_normalised(doc: dict[str, Any]) -> Non
     assert list(params.train.seeds) == doc["train"]["seeds"]
     assert params.train.seed == doc["train"]["seeds"][0]
     flat = params.flat()
-    assert len(flat) == 37 + 19  # the during section's 19 keys
+    assert len(flat) == 37 + 19 + 1  # the during section's 19 keys, l0's one
     assert list(params.during.shapes) == doc["during"]["shapes"]
     assert list(params.during.sparsities) == sorted(doc["during"]["sparsities"])
     assert flat["train.seeds"] == doc["train"]["seeds"]
@@ -482,7 +484,8 @@ GOOD = (MAIN / "params.yaml").read_text(encoding="utf-8") if (MAIN / "params.yam
                                     "earlybird": False, "earlybird_sparsity": 0.9,
                                     "earlybird_every": 1, "earlybird_threshold": 0.1,
                                     "earlybird_window": 1, "noise": [], "delete": [],
-                                    "eval_every": 1}})
+                                    "eval_every": 1},
+                         "l0": {"lambdas": []}})
 
 
 def with_seed(text: str) -> str:
@@ -497,7 +500,7 @@ def alias_bomb(levels: int) -> str:
     items = ["&a0 [x, x, x, x, x, x, x, x, x, x]"]
     items += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
     return ("data: [" + ", ".join(items) + "]\nmodel: {}\ntrain: {}\nprune: {}\nfinetune: {}\n"
-            "imp: {}\natinit: {}\nduring: {}\n")
+            "imp: {}\natinit: {}\nduring: {}\nl0: {}\n")
 
 
 # Each raised something other than ParamsError inside load_params (config.py's yaml.safe_load

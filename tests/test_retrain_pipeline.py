@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 PIPELINE = "stages/retrain/dvc.yaml"
 RETRAIN_STAGES = {"finetune_weight", "finetune_unit", "finetune_plot", "imp", "atinit@0",
-                  "atinit_compare", "during", "during_compare"}
+                  "atinit_compare", "during", "during_compare", "l0"}
 GRID = [0.0, 0.5, 0.9]
 STEPS = 15  # 1,500 images in batches of 100, one epoch
 PARAMS: dict[str, Any] = {
@@ -64,12 +64,13 @@ PARAMS: dict[str, Any] = {
                "earlybird": True, "earlybird_sparsity": 0.9, "earlybird_every": 1,
                "earlybird_threshold": 0.5, "earlybird_window": 2, "noise": [0.3],
                "delete": [0.3], "eval_every": 5},
+    "l0": {"lambdas": [1.0]},
 }
 RETRAIN_OUTPUTS = ("plots/finetune_weight.csv", "plots/finetune_unit.csv", "plots/finetune.png",
                    "plots/imp.csv", "metrics/imp.json", "metrics/imp_timing.json",
                    "plots/lottery_ticket.png", "metrics/finetune_weight.json",
                    "metrics/finetune_unit.json", "plots/during_arms.csv", "plots/during.csv",
-                   "metrics/during.json", "plots/during.png")
+                   "metrics/during.json", "plots/during.png", "plots/l0.csv", "metrics/l0.json")
 ROUNDS = [f"round_{i:02d}.pt" for i in range(4)]
 
 
@@ -237,6 +238,11 @@ def test_the_during_study_trains_every_arm_and_compares_them(built: Built) -> No
     section = (root / "reports/sections/during.md").read_text()
     assert "## Pruning while training" in section and "| accuracy | constant |" in section
     assert "during: seed 1 gradual/constant@0.9:" in built.retrain_out
+    (gated,) = read_rows(root / "plots/l0.csv")
+    widths = [int(w) for w in gated["widths"].split("-")]
+    assert len(widths) == 2 and all(0 <= w <= n for w, n in zip(widths, (32, 16), strict=True))
+    assert 0 <= float(gated["l2_refit_accuracy"]) <= 100 and float(gated["speedup_b100"]) > 0
+    assert "| 1 |" in (root / "reports/sections/l0.md").read_text()
 
 
 def test_second_retrain_repro_runs_nothing(built: Built) -> None:

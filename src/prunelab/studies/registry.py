@@ -21,6 +21,7 @@ from prunelab.studies import (
 )
 from prunelab.studies.atinit import study as atinit
 from prunelab.studies.during import study as during
+from prunelab.studies.l0 import study as l0
 
 STUDIES: tuple[Study, ...] = (
     dense.STUDY,
@@ -32,6 +33,7 @@ STUDIES: tuple[Study, ...] = (
     imp_outputs.STUDY,
     atinit.STUDY,
     during.STUDY,
+    l0.STUDY,
 )
 
 

@@ -272,6 +272,14 @@ def _references(ax: Any, refs: Mapping[str, Sequence[Mapping[str, str]]],
             ax.plot(*zip(*pts, strict=True), lw=0.9, ls=":", marker=".",
                     color="tab:cyan" if method == "snip" else "tab:pink",
                     label=f"{method} at init")
+    gated = [(float(r["weights_remaining"]), float(r["accuracy"]),
+              float(r["l2_refit_accuracy"])) for r in refs.get("l0", ())]
+    if gated:
+        xs = [g[0] for g in gated]
+        ax.scatter(xs, [g[1] for g in gated], marker="^", s=50, color="tab:olive", zorder=4,
+                   label="L0 gates on units (compacted)")
+        ax.scatter(xs, [g[2] for g in gated], marker="^", s=50, color="none", zorder=4,
+                   edgecolors="tab:olive", label="l2_refit at the same widths")
 
 
 def _methods(ax: Any, curve: Sequence[Mapping[str, Any]],

@@ -26,7 +26,9 @@ from prunelab.config import (
     names,
 )
 from prunelab.runtime.declare import Plot, Stage, Study
+from prunelab.studies.atinit.study import CURVE as ATINIT_CURVE
 from prunelab.studies.during.schedule import SHAPES
+from prunelab.studies.l0.study import CURVE as L0_CURVE
 
 DST_METHODS: tuple[str, ...] = ("set", "rigl", "static")
 
@@ -153,7 +155,8 @@ def parse(raw: Any, core: Params) -> DuringConfig:
 
 
 PARAMS = ("data.train_size", "data.test_size", "model.arch", "model.mlp.hidden",
-          "model.lenet5.channels", "model.lenet5.fc", "train.epochs", "train.lr", "train.batch_size", "train.device",
+          "model.lenet5.channels", "model.lenet5.fc", "train.epochs", "train.lr",
+          "train.batch_size", "train.device",
           *(f"during.{k}" for k in KEYS))
 
 STUDY = Study(
@@ -177,8 +180,8 @@ STUDY = Study(
               "at-init methods and one-shot magnitude + fine-tuning; whether the decreasing "
               "pruning rate wins per robustness measure", "stages/during.py", args=("compare",),
               params=("model.arch", *(f"during.{k}" for k in KEYS)),
-              reads=(ARMS, paths.IMP_CURVE, paths.PLOTS_DIR / "atinit.csv",
-                     paths.finetune_curve("weight")),
+              reads=(ARMS, paths.IMP_CURVE, ATINIT_CURVE, paths.finetune_curve("weight"),
+                     L0_CURVE),
               metrics=(HEADLINE,), figures=(FIGURE,), in_git=(CURVE, METRICS, SECTION)),
     ),
     plots=(Plot("during", "scatter", "Pruning while training: accuracy against weights "
