@@ -268,3 +268,17 @@ def test_report_writes_its_blocks_into_the_docs_pages(checkout: Path) -> None:
     for name in study_report.BLOCKS:
         if name != "results":
             assert block(name, tables[name].strip()) in docs
+
+
+def test_a_study_section_links_its_figures_from_the_report_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A section in reports/sections/ links ../../plots/x.png; inside reports/study.md the same
+    figure is ../plots/x.png (the link must resolve from where the text sits)."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / paths.REPORT_SECTIONS
+    folder.mkdir(parents=True)
+    (folder / "during.md").write_text("## Pruning while training\n\n![x](../../plots/during.png)\n")
+    (text,) = study_report.study_sections()
+    assert "![x](../plots/during.png)" in text
+    assert (tmp_path / "reports" / "../plots/during.png").resolve() == \
+        (folder / "../../plots/during.png").resolve()

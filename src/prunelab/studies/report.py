@@ -282,7 +282,9 @@ def study_sections() -> list[str]:
     """The sections studies write themselves (reports/sections/<study>.md), in name order."""
     folder = paths.REPORT_SECTIONS
     files = sorted(folder.glob("*.md")) if folder.is_dir() else []
-    return [f.read_text(encoding="utf-8").strip() for f in files]
+    # A section links its figures from reports/sections/ (../../plots/); here it sits one
+    # folder up, in reports/.
+    return [f.read_text(encoding="utf-8").strip().replace("](../../", "](../") for f in files]
 
 
 def architectures_section() -> str:
