@@ -10,6 +10,7 @@ from typing import Any
 
 from prunelab.reporting.figures import png, pyplot
 from prunelab.reporting.intervals import stats
+from prunelab.reporting.verdicts import paired
 
 TICKET = "ticket"
 VERDICT_ROUNDS_NOTE = "(seeds' 95% intervals of the difference)"
@@ -59,19 +60,10 @@ def verdicts(per_seed: Mapping[int, Sequence[Mapping[str, str]]]) -> list[dict[s
         diffs = [acc[head][s] - v for s, v in values.items() if s in acc[head]]
         if not diffs:
             continue
-        d = stats(diffs)
-        if d.ci_low is None or d.ci_high is None:
-            verdict = "one seed: no interval"
-        elif d.ci_low > 0:
-            verdict = "beats it"
-        elif d.ci_high < 0:
-            verdict = "loses to it"
-        else:
-            verdict = "no difference beyond the interval"
         method, _, rnd = head.partition("@")
         out.append({"method": method, "round": int(rnd), "control": control,
-                    "difference": round(d.mean, 4), "ci_low": _r(d.ci_low),
-                    "ci_high": _r(d.ci_high), "seeds": d.n, "verdict": verdict})
+                    **paired(diffs, "beats it", "loses to it",
+                             "no difference beyond the interval")})
     return out
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from prunelab.reporting.figures import png, pyplot
 from prunelab.reporting.intervals import stats
+from prunelab.reporting.verdicts import paired
 
 REFERENCE = "decreasing"  # the brain's shape (Navlakha et al. 2015), against each other shape
 TICKET = "ticket"
@@ -66,19 +67,7 @@ def _paired(rows: Sequence[Mapping[str, Any]], a: str, b: str, key: str) -> dict
     by = {(str(r["arm"]), int(r["seed"])): _value(r, key) for r in rows}
     diffs = [va - vb for (arm, seed), va in by.items() if arm == a and va is not None
              and (vb := by.get((b, seed))) is not None]
-    if not diffs:
-        return None
-    d = stats(diffs)
-    if d.ci_low is None or d.ci_high is None:
-        verdict = "one seed: no interval"
-    elif d.ci_low > 0:
-        verdict = "wins"
-    elif d.ci_high < 0:
-        verdict = "loses"
-    else:
-        verdict = "ties"
-    return {"difference": round(d.mean, 4), "ci_low": _r(d.ci_low), "ci_high": _r(d.ci_high),
-            "seeds": d.n, "verdict": verdict}
+    return paired(diffs, "wins", "loses", "ties") if diffs else None
 
 
 def schedule_verdicts(rows: Sequence[Mapping[str, Any]], final: float) -> list[dict[str, Any]]:
