@@ -22,21 +22,24 @@ STUDY = l0.STUDY
 
 @click.command(help=stage_help(STUDY.stage("l0")))
 def main() -> None:
-    with open_stage(STUDY.stage("l0")) as stage:
+    kept = f"finished lambdas stay in {l0.FOLDER}/ and the next run resumes"
+    with open_stage(STUDY.stage("l0"), kept=kept) as stage:
         cfg, data, dense = stage.cfg, stage.split, stage.net
         init = tuple(layer.with_weight(layer.weight.detach()) for layer in
                      build_model(cfg.model, cfg.train.seed, stage.device).layers())
         context = criteria_context(dense, [L2_REFIT], cfg, paths.DATA_DIR, stage.device)
+        store = gates.Store(l0.FOLDER, gates.fingerprint(cfg, stage.device.type))
         rows = []
-        for row in gates.sweep(init, dense, data, cfg.train, cfg.l0.lambdas, context,
-                               cfg.train.seed):
+        for row, resumed in gates.sweep(init, dense, data, cfg.train, cfg.l0.lambdas, context,
+                                        cfg.train.seed, store):
             click.echo(f"l0: lambda {row['lambda']:g}: widths {row['widths']}, "
                        f"{row['accuracy']}% ({row['speedup_b100']}x); l2_refit at those widths "
-                       f"{row['l2_refit_accuracy']}% ({row['l2_refit_speedup_b100']}x)", err=True)
+                       f"{row['l2_refit_accuracy']}% ({row['l2_refit_speedup_b100']}x)"
+                       + (" (resumed)" if resumed else ""), err=True)
             stage.run.log_child(f"lambda {row['lambda']:g}",
-                                {k: v for k, v in row.items() if k != "widths"}, {},
-                                {"widths": row["widths"]})
-            rows.append(row)
+                                {k: v for k, v in row.items() if k not in ("widths", "history")},
+                                {"expected_share": row["history"]}, {"widths": row["widths"]})
+            rows.append({k: v for k, v in row.items() if k != "history"})
         accuracy = dense_accuracy(dense, data.x_test, data.y_test)
         out = Outputs()
         out.add_csv(l0.CURVE, rows)

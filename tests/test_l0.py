@@ -122,3 +122,21 @@ def test_the_section_states_the_comparison_from_the_rows() -> None:
     assert "beat `l2_refit` at the same widths for 1 of 2 lambdas" in text
     assert "widths 300-200-100-50 (lambda 2), 96.20%, 6.00x faster" in text
     assert "| 2 | 300-200-100-50 | 10 | 96.20 | 6.00x | 97.00 | 6.10x |" in text
+
+
+def test_a_second_sweep_resumes_every_finished_lambda_and_a_new_key_recomputes(
+        tmp_path: Path) -> None:
+    cfg = TrainConfig(epochs=1, lr=0.01, batch_size=20, seed=0)
+    dense, data = net(2), split()
+    context = Context(dense, data.x[:64], data.y[:64], seed=0)
+    store = gates.Store(tmp_path / "l0", "k")
+    first = list(gates.sweep(net(), dense, data, cfg, (0.5, 2.0), context, 0, store))
+    assert [r["lambda"] for r, _ in first] == [0.5, 2.0] and not any(d for _, d in first)
+    assert all(len(r["history"]) == 0 for r, _ in first)  # 6 steps: no 50th step
+    assert (tmp_path / "l0" / ".gitignore").read_text() == "*\n"
+    again = list(gates.sweep(net(), dense, data, cfg, (0.5, 2.0, 4.0), context, 0, store))
+    assert [d for _, d in again] == [True, True, False]
+    assert [r for r, _ in again[:2]] == [r for r, _ in first]
+    other = list(gates.sweep(net(), dense, data, cfg, (0.5,), context, 0,
+                             gates.Store(tmp_path / "l0", "other")))
+    assert not other[0][1]

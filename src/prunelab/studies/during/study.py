@@ -54,7 +54,7 @@ class DuringConfig:
     ``earlybird_window`` distances in a row are below ``earlybird_threshold``); robustness
     under input ``noise`` and random ``delete``-ion; test passes every ``eval_every`` steps."""
 
-    method_seeds: tuple[int, ...] = (0,)
+    method_seeds: tuple[int, ...] = (0, 1, 2)
     schedule_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     shapes: tuple[str, ...] = SHAPES
     final_sparsity: float = 0.9

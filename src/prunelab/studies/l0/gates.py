@@ -17,17 +17,21 @@ trained from scratch); lambda is swept (during.l0_lambdas), each value one train
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from prunelab.config import TrainConfig
+from prunelab.config import Params, TrainConfig
 from prunelab.data.split import Split
 from prunelab.models.layers import Net, with_weights
 from prunelab.models.networks import Network, accuracy
@@ -36,6 +40,8 @@ from prunelab.pruning.criteria.base import Context
 from prunelab.pruning.criteria.reconstruct import L2_REFIT
 from prunelab.pruning.masks import apply_masks
 from prunelab.pruning.savings import REPEATS, THREADS, Realised, paired_latency, threads
+from prunelab.runtime.files import read_json, write_json, write_text
+from prunelab.runtime.fingerprint import code_digest, shaping
 
 BETA, GAMMA, ZETA = 2 / 3, -0.1, 1.1  # the paper's hard-concrete temperature and stretch
 GATE_LR = 0.01  # Adam's step for the gates' log-alphas (the weights use train.lr)
@@ -108,6 +114,7 @@ class GateResult:
     accuracy: float
     seconds: float
     expected_share: float  # the penalty's expected share of hidden weights kept, at the end
+    history: tuple[tuple[int, float], ...] = ()  # (step, expected share) every 50 steps
 
 
 def train_gated(net: Net, data: Split, cfg: TrainConfig, lam: float, seed: int) -> GateResult:
@@ -117,21 +124,25 @@ def train_gated(net: Net, data: Split, cfg: TrainConfig, lam: float, seed: int) 
     optimizer = torch.optim.Adam([{"params": list(model.body.parameters()), "lr": cfg.lr},
                                   {"params": list(model.log_alpha), "lr": GATE_LR}])
     shuffle = torch.Generator().manual_seed(cfg.seed)
-    began = time.perf_counter()
+    began, step, history = time.perf_counter(), 0, []
     model.train()
     for _ in range(cfg.epochs):
         order = torch.randperm(len(data.x), generator=shuffle).to(data.x.device)
         for idx in order.split(cfg.batch_size):
-            loss = F.cross_entropy(model(data.x[idx]), data.y[idx]) + lam * model.expected_share()
+            share = model.expected_share()
+            loss = F.cross_entropy(model(data.x[idx]), data.y[idx]) + lam * share
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            step += 1
+            if step % 50 == 0:
+                history.append((step, round(float(share.detach()), 6)))
     seconds = time.perf_counter() - began
     model.eval()
     small = model.compacted()
     return GateResult(small, tuple(layer.units for layer in small[:-1]),
                       round(accuracy(small, data.x_test, data.y_test), 4), round(seconds, 3),
-                      round(float(model.expected_share()), 6))
+                      round(float(model.expected_share().detach()), 6), tuple(history))
 
 
 def widths_masks(net: Net, widths: Sequence[int], scores: Sequence[Tensor]) -> list[Tensor]:
@@ -164,21 +175,73 @@ def speedup(small: Net, dense: Net) -> float:
     return round(dense_seconds / seconds, 3)
 
 
+def fingerprint(cfg: Params, device: str) -> str:
+    """What a lambda's result depends on besides lambda: the recipe and model, the calibration
+    size, the code that computes it (by module content), the device, the thread count and the
+    CPU's instruction set."""
+    flat = cfg.flat()
+    keys = [k for k in flat if k.split(".")[0] in ("data", "train", "model")
+            and k not in ("train.device", "train.seeds")] + ["prune.calibration_size"]
+    doc = {"params": {k: flat[k] for k in keys},
+           "code": code_digest(shaping(__name__, ("prunelab.errors", "prunelab.runtime.files",
+                                                  "prunelab.runtime.fingerprint"))),
+           "torch": torch.__version__, "device": device, "threads": torch.get_num_threads(),
+           "machine": platform.machine(), "simd": torch.backends.cpu.get_cpu_capability()}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Store:
+    """Each finished lambda's row, one JSON file each, kept only under the same key: a killed
+    run resumes after its last finished lambda, and a new lambda trains only itself."""
+
+    def __init__(self, folder: Path, key: str) -> None:
+        self.folder, self.key = Path(folder), key
+
+    def _path(self, lam: float) -> Path:
+        return self.folder / f"lambda_{lam:g}.json"
+
+    def get(self, lam: float) -> dict[str, Any] | None:
+        try:
+            doc = read_json(self._path(lam))
+        except Exception:  # missing or damaged: recomputed, not trusted
+            return None
+        return doc.get("row") if doc.get("key") == self.key else None
+
+    def put(self, lam: float, row: dict[str, Any]) -> None:
+        ignore = self.folder / ".gitignore"  # working state: never committed
+        if not ignore.is_file():
+            write_text(ignore, "*\n")
+        write_json(self._path(lam), {"key": self.key, "row": row})
+
+
 def sweep(init: Net, dense: Net, data: Split, cfg: TrainConfig, lambdas: Sequence[float],
-          context: Context, seed: int) -> list[dict[str, Any]]:
+          context: Context, seed: int, store: Store | None = None
+          ) -> Iterator[tuple[dict[str, Any], bool]]:
     """One gated training per lambda from ``init``; each beside l2_refit of the trained
-    ``dense`` net at the widths it found: widths, accuracy, measured speed-up, both ways."""
-    rows = []
+    ``dense`` net at the widths it found: widths, accuracy, measured speed-up, both ways.
+    Yields (row, resumed): a lambda finished before under the same key comes from ``store``."""
     for lam in lambdas:
-        found = train_gated(init, data, cfg, lam, seed)
-        refit = l2_refit_at(dense, found.widths, context)
-        rows.append({"lambda": lam, "widths": "-".join(map(str, found.widths)),
-                     "accuracy": found.accuracy, "speedup_b100": speedup(found.net, dense),
-                     "expected_share": found.expected_share, "seconds": found.seconds,
-                     "l2_refit_accuracy": round(accuracy(refit, data.x_test, data.y_test), 4),
-                     "l2_refit_speedup_b100": speedup(refit, dense),
-                     "weights_remaining": round(100 * sum(layer.weight.numel() for layer in
-                                                          found.net)
-                                                / sum(layer.weight.numel() for layer in dense),
-                                                4)})
-    return rows
+        done = store.get(lam) if store is not None else None
+        if done is not None:
+            yield done, True
+            continue
+        row = _row(lam, init, dense, data, cfg, context, seed)
+        if store is not None:
+            store.put(lam, row)
+        yield row, False
+
+
+def _row(lam: float, init: Net, dense: Net, data: Split, cfg: TrainConfig, context: Context,
+         seed: int) -> dict[str, Any]:
+    """One lambda: the gated training, its compacted net, and l2_refit at its widths."""
+    found = train_gated(init, data, cfg, lam, seed)
+    refit = l2_refit_at(dense, found.widths, context)
+    total = sum(layer.weight.numel() for layer in dense)
+    return {"lambda": lam, "widths": "-".join(map(str, found.widths)),
+            "accuracy": found.accuracy, "speedup_b100": speedup(found.net, dense),
+            "expected_share": found.expected_share, "seconds": found.seconds,
+            "l2_refit_accuracy": round(accuracy(refit, data.x_test, data.y_test), 4),
+            "l2_refit_speedup_b100": speedup(refit, dense),
+            "weights_remaining": round(100 * sum(layer.weight.numel() for layer in found.net)
+                                       / total, 4),
+            "history": [list(h) for h in found.history]}

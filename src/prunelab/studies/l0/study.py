@@ -16,6 +16,7 @@ from prunelab import paths
 from prunelab.config import Params, Section, check_keys, fail
 from prunelab.runtime.declare import Stage, Study
 
+FOLDER = paths.MODELS_DIR / "l0"  # finished lambdas, one JSON each (resumable; not in git)
 CURVE = paths.PLOTS_DIR / "l0.csv"
 METRICS = paths.METRICS_DIR / "l0.json"
 SECTION = paths.report_section("l0")
@@ -90,6 +91,9 @@ STUDY = Study(
                       "train.batch_size", "train.device", "prune.calibration_size",
                       "l0.lambdas"),
               reads=(paths.PARAMS_CHECKED, paths.model(paths.FIRST_SEED), paths.DATA_DIR),
-              in_git=(CURVE, METRICS, SECTION)),
+              in_git=(CURVE, METRICS, SECTION),
+              note="models/l0/ (not an output: the study's working state, ignored by git) "
+                   "keeps every\nfinished lambda, so a killed run resumes after its last "
+                   "finished training."),
     ),
 )
