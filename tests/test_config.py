@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from prunelab.config import Params, check_device, grid_step
 from prunelab.errors import ParamsError
+from prunelab.studies.archs.study import KEYS as ARCHS_KEYS
 from prunelab.studies.during.study import KEYS as DURING_KEYS
 from prunelab.studies.registry import load_params, parse_params
 
@@ -91,6 +92,7 @@ def test_flat_gives_dotted_keys() -> None:
         "atinit.controls", "atinit.batches", "atinit.eval_every", "atinit.supermask_inits",
         "atinit.supermask_keep", "atinit.supermask_epochs", "atinit.supermask_lr",
         *(f"during.{k}" for k in DURING_KEYS), "l0.lambdas",
+        *(f"archs.{k}" for k in ARCHS_KEYS),
     }
     assert flat["train.lr"] == 0.001
     assert flat["prune.sparsities"] == list(GRID)

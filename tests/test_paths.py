@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from prunelab import paths
+from prunelab.studies.archs import study as archs
 from prunelab.studies.atinit import study as atinit
 from prunelab.studies.during import study as during
 from prunelab.studies.l0 import study as l0
@@ -233,7 +234,8 @@ def test_every_path_is_an_out_of_exactly_one_stage(dvc: dict[str, Any]) -> None:
         for m in ("weight", "unit")} | {
         f(m, paths.ITEM) for f in (paths.prune_metrics, paths.prune_curve)
         for m in ("weight", "unit")}
-    all_paths |= {p for study in (atinit.STUDY, during.STUDY, l0.STUDY) for s in study.stages
+    all_paths |= {p for study in (atinit.STUDY, during.STUDY, l0.STUDY, archs.STUDY)
+                  for s in study.stages
                   for p in s.writes}  # the studies' own paths
     assert set(owners) == all_paths
     assert all(len(stages) == 1 for stages in owners.values()), owners

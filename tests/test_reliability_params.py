@@ -35,7 +35,7 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
-from reliability_helpers import MAIN, PYTHON, copy_code, env_for
+from reliability_helpers import MAIN, PYTHON, SMALL_PARAMS, copy_code, env_for
 
 from prunelab.config import Params, grid_step
 from prunelab.config import load_params as core_params
@@ -163,6 +163,18 @@ def valid_docs(draw: st.DrawFn) -> dict[str, Any]:
     }))
     doc["l0"] = {"lambdas": draw(st.lists(st.sampled_from([0.1, 0.5, 2.0, 1000]),
                                           unique=True))}
+    doc["archs"] = {"archs": draw(st.lists(st.sampled_from(["mlp", "cnn", "resnet", "lstm"]),
+                                           min_size=1, unique=True)),
+                    "datasets": draw(st.lists(st.sampled_from(["mnist", "mnist1d"]),
+                                              min_size=1, unique=True)),
+                    "mnist_epochs": draw(st.integers(1, 1000)),
+                    "mnist1d_epochs": draw(st.integers(1, 10000)),
+                    "resnet_widths": draw(st.lists(st.integers(1, 512), min_size=1,
+                                                   max_size=4)),
+                    "resnet_blocks": draw(st.integers(1, 8)),
+                    "lstm_hidden": draw(st.integers(1, 4096)),
+                    "resnet_lr": draw(st.floats(1e-6, 1.0)), "lstm_lr": draw(st.floats(1e-6, 1.0)),
+                    "compact_sparsity": draw(st.floats(0.01, 0.99))}
     return doc
 
 
@@ -375,7 +387,7 @@ def test_valid_documents_are_accepted_and_normalised(doc: dict[str, Any]) -> Non
     assert list(params.train.seeds) == doc["train"]["seeds"]
     assert params.train.seed == doc["train"]["seeds"][0]
     flat = params.flat()
-    assert len(flat) == 37 + 19 + 1  # the during section's 19 keys, l0's one
+    assert len(flat) == 37 + 19 + 1 + 10  # during's 19 keys, l0's one, archs' 10
     assert list(params.during.shapes) == doc["during"]["shapes"]
     assert list(params.during.sparsities) == sorted(doc["during"]["sparsities"])
     assert flat["train.seeds"] == doc["train"]["seeds"]
@@ -485,7 +497,7 @@ GOOD = (MAIN / "params.yaml").read_text(encoding="utf-8") if (MAIN / "params.yam
                                     "earlybird_every": 1, "earlybird_threshold": 0.1,
                                     "earlybird_window": 1, "noise": [], "delete": [],
                                     "eval_every": 1},
-                         "l0": {"lambdas": []}})
+                         "l0": {"lambdas": []}, "archs": SMALL_PARAMS["archs"]})
 
 
 def with_seed(text: str) -> str:
@@ -500,7 +512,7 @@ def alias_bomb(levels: int) -> str:
     items = ["&a0 [x, x, x, x, x, x, x, x, x, x]"]
     items += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
     return ("data: [" + ", ".join(items) + "]\nmodel: {}\ntrain: {}\nprune: {}\nfinetune: {}\n"
-            "imp: {}\natinit: {}\nduring: {}\nl0: {}\n")
+            "imp: {}\natinit: {}\nduring: {}\nl0: {}\narchs: {}\n")
 
 
 # Each raised something other than ParamsError inside load_params (config.py's yaml.safe_load

@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 PIPELINE = "stages/retrain/dvc.yaml"
 RETRAIN_STAGES = {"finetune_weight", "finetune_unit", "finetune_plot", "imp", "atinit@0",
-                  "atinit_compare", "during", "during_compare", "l0"}
+                  "atinit_compare", "during", "during_compare", "l0", "mnist1d", "archs"}
 GRID = [0.0, 0.5, 0.9]
 STEPS = 15  # 1,500 images in batches of 100, one epoch
 PARAMS: dict[str, Any] = {
@@ -65,12 +65,17 @@ PARAMS: dict[str, Any] = {
                "earlybird_threshold": 0.5, "earlybird_window": 2, "noise": [0.3],
                "delete": [0.3], "eval_every": 5},
     "l0": {"lambdas": [1.0]},
+    "archs": {"archs": ["mlp", "lstm"], "datasets": ["mnist1d"], "mnist_epochs": 1,
+              "mnist1d_epochs": 1, "resnet_widths": [4, 8, 8], "resnet_blocks": 1,
+              "lstm_hidden": 8, "resnet_lr": 0.003, "lstm_lr": 0.003, "compact_sparsity": 0.5},
 }
 RETRAIN_OUTPUTS = ("plots/finetune_weight.csv", "plots/finetune_unit.csv", "plots/finetune.png",
                    "plots/imp.csv", "metrics/imp.json", "metrics/imp_timing.json",
                    "plots/lottery_ticket.png", "metrics/finetune_weight.json",
                    "metrics/finetune_unit.json", "plots/during_arms.csv", "plots/during.csv",
-                   "metrics/during.json", "plots/during.png", "plots/l0.csv", "metrics/l0.json")
+                   "metrics/during.json", "plots/during.png", "plots/l0.csv", "metrics/l0.json",
+                   "plots/archs.csv", "plots/archs_table.csv", "metrics/archs.json",
+                   "plots/archs.png")
 ROUNDS = [f"round_{i:02d}.pt" for i in range(4)]
 
 
@@ -243,6 +248,15 @@ def test_the_during_study_trains_every_arm_and_compares_them(built: Built) -> No
     assert len(widths) == 2 and all(0 <= w <= n for w, n in zip(widths, (32, 16), strict=True))
     assert 0 <= float(gated["l2_refit_accuracy"]) <= 100 and float(gated["speedup_b100"]) > 0
     assert "| 1 |" in (root / "reports/sections/l0.md").read_text()
+    table = read_rows(root / "plots/archs_table.csv")
+    assert [(r["dataset"], r["arch"]) for r in table] == [("mnist1d", "mlp"), ("mnist1d", "lstm")]
+    for r in table:  # the LSTM's hidden group compacted to half its units, all four gates
+        assert 0 <= float(r["compact_accuracy"]) <= 100 and float(r["speedup_b100"]) > 0
+    assert next(r for r in table if r["arch"] == "lstm")["compact_widths"] == "4"
+    curve = read_rows(root / "plots/archs.csv")
+    assert len(curve) == 2 * 8 * len(GRID)  # 2 archs x (2 granularities x 2 criteria x 2 scopes)
+    assert {r["scope"] for r in curve} == {"layer", "global"}
+    assert "| MNIST-1D | LSTM |" in (root / "reports/sections/archs.md").read_text()
 
 
 def test_second_retrain_repro_runs_nothing(built: Built) -> None:

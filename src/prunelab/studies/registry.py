@@ -19,6 +19,7 @@ from prunelab.studies import (
     sensitivity,
     speed,
 )
+from prunelab.studies.archs import study as archs
 from prunelab.studies.atinit import study as atinit
 from prunelab.studies.during import study as during
 from prunelab.studies.l0 import study as l0
@@ -34,6 +35,7 @@ STUDIES: tuple[Study, ...] = (
     atinit.STUDY,
     during.STUDY,
     l0.STUDY,
+    archs.STUDY,
 )
 
 

@@ -1,0 +1,155 @@
+"""The architectures study's costs and recipe checks, on the machine it runs on.
+
+`python bench/archs.py` times training of each architecture (params.yaml's widths and learning
+rates) on real MNIST: --steps optimizer steps, median of --repeats runs, interleaved, as a
+ratio to the MLP's; then the whole four-architecture MNIST-1D training at archs.mnist1d_epochs
+(one run). Target (issue: residual and recurrent nets): per arch on MNIST <= 4x the MLP's; the
+four on MNIST-1D <= 5 min.
+
+`--tune` instead reruns the recipe choices on validation splits carved from the TRAINING sets
+(never the test sets): the ResNet's and the LSTM's learning rate (the study's 0.001 against
+0.003; MNIST, 3 epochs, validated on the last 6,000 training images) and the MNIST-1D epochs
+(validated on the last 400 training signals). Writes bench/results/archs[_tune].json; with
+--readme README.md, the `archs-bench` (or `archs-tune`) block of docs/architectures.md.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "stages"))
+import _repo  # noqa: E402,F401
+
+from prunelab import paths  # noqa: E402
+from prunelab.data import mnist1d  # noqa: E402
+from prunelab.data.mnist import load_split  # noqa: E402
+from prunelab.models.archs import build  # noqa: E402
+from prunelab.models.archs.base import Input  # noqa: E402
+from prunelab.models.networks import to_inputs, to_targets  # noqa: E402
+from prunelab.reporting.tables import fill_blocks  # noqa: E402
+from prunelab.runtime.machine import describe  # noqa: E402
+from prunelab.studies.archs import study as archs  # noqa: E402
+from prunelab.studies.archs.run import Data, accuracy, fit  # noqa: E402
+from prunelab.studies.registry import load_params  # noqa: E402
+
+IMAGE, SIGNAL = Input((1, 28, 28)), Input((1, mnist1d.LENGTH))
+
+
+def mnist(validation: int = 0) -> Data:
+    """MNIST on the CPU; with ``validation``, the last that many TRAINING images as the
+    held-out set (the test set is never opened)."""
+    x, y = load_split(paths.DATA_DIR, "train")
+    x, y = to_inputs(x, "cpu"), to_targets(y, "cpu")
+    if validation:
+        return Data(x[:-validation], y[:-validation], x[-validation:], y[-validation:])
+    xt, yt = load_split(paths.DATA_DIR, "t10k")
+    return Data(x, y, to_inputs(xt, "cpu"), to_targets(yt, "cpu"))
+
+
+def signals(validation: int = 0) -> Data:
+    a = {k: torch.from_numpy(v) for k, v in mnist1d.load(archs.DATA).items()}
+    if validation:
+        x, y = a["x_train"], a["y_train"]
+        return Data(x[:-validation], y[:-validation], x[-validation:], y[-validation:])
+    return Data(a["x_train"], a["y_train"], a["x_test"], a["y_test"])
+
+
+def timing(steps: int, repeats: int) -> dict[str, Any]:
+    cfg = load_params()
+    widths, data = archs.widths(cfg), mnist()
+    batch = cfg.train.batch_size
+    sub = Data(data.x[: steps * batch], data.y[: steps * batch], data.x_test, data.y_test)
+    seconds: dict[str, list[float]] = {a: [] for a in cfg.archs.archs}
+    for r in range(repeats):  # interleaved: drifts of the machine hit every arch alike
+        for arch in cfg.archs.archs:
+            net = build(arch, IMAGE, widths, r)
+            seconds[arch].append(fit(net, sub, 1, cfg.archs.lr(arch, cfg.train.lr), batch, r))
+    med = {a: statistics.median(s) for a, s in seconds.items()}
+    start = time.perf_counter()
+    d1 = signals()
+    per_arch = {}
+    for arch in cfg.archs.archs:
+        net = build(arch, SIGNAL, widths, 0)
+        per_arch[arch] = fit(net, d1, cfg.archs.mnist1d_epochs,
+                             cfg.archs.lr(arch, cfg.train.lr), batch, 0)
+    return {"machine": describe().as_dict(), "steps": steps, "repeats": repeats,
+            "mnist_seconds": med,
+            "mnist1d_seconds": per_arch, "mnist1d_epochs": cfg.archs.mnist1d_epochs,
+            "mnist1d_wall": time.perf_counter() - start}
+
+
+def tune() -> dict[str, Any]:
+    cfg = load_params()
+    widths, batch, rows = archs.widths(cfg), cfg.train.batch_size, []
+    val = mnist(validation=6000)
+    for arch in ("cnn", "resnet", "lstm"):
+        for lr in (0.001, 0.003):
+            net = build(arch, IMAGE, widths, 0)
+            fit(net, val, 3, lr, batch, 0)
+            rows.append({"dataset": "mnist", "arch": arch, "lr": lr, "epochs": 3,
+                         "validation_accuracy": accuracy(net, val.x_test, val.y_test)})
+    val1 = signals(validation=400)
+    for arch in cfg.archs.archs:
+        lr, net, done = cfg.archs.lr(arch, cfg.train.lr), build(arch, SIGNAL, widths, 0), 0
+        for epochs in (30, 60, 100, 150):
+            fit(net, val1, epochs - done, lr, batch, done)  # continues; each leg reshuffled
+            done = epochs
+            rows.append({"dataset": "mnist1d", "arch": arch, "lr": lr, "epochs": epochs,
+                         "validation_accuracy": accuracy(net, val1.x_test, val1.y_test)})
+    return {"machine": describe().as_dict(), "rows": rows}
+
+
+def timing_md(r: dict[str, Any]) -> str:
+    m, base = r["machine"], r["mnist_seconds"]["mlp"]
+    lines = [f"Measured on {m['cores']} cores ({m['cpu']}), `python bench/archs.py`: "
+             f"{r['steps']} training steps on MNIST, median of {r['repeats']} interleaved runs; "
+             f"MNIST-1D at {r['mnist1d_epochs']} epochs, one run.", "",
+             "| arch | MNIST: seconds | over the MLP | target ≤ 4x | MNIST-1D: seconds |",
+             "|---|---|---|---|---|"]
+    for arch, s in r["mnist_seconds"].items():
+        ratio = s / base
+        lines.append(f"| {arch} | {s:.2f} | {ratio:.2f}x | {'met' if ratio <= 4 else '**missed**'}"
+                     f" | {r['mnist1d_seconds'][arch]:.1f} |")
+    total = r["mnist1d_wall"]
+    lines += ["", f"All four on MNIST-1D: {total:.0f} s (target ≤ 300 s: "
+              f"{'met' if total <= 300 else '**missed**'})."]
+    return "\n".join(lines)
+
+
+def tune_md(r: dict[str, Any]) -> str:
+    lines = ["Validation accuracy (%) on splits carved from the training sets, `python "
+             "bench/archs.py --tune` (seed 0, one run each):", "",
+             "| dataset | arch | lr | epochs | validation accuracy |", "|---|---|---|---|---|"]
+    lines += [f"| {x['dataset']} | {x['arch']} | {x['lr']:g} | {x['epochs']} | "
+              f"{x['validation_accuracy']:.2f} |" for x in r["rows"]]
+    return "\n".join(lines)
+
+
+@click.command(help=__doc__)
+@click.option("--steps", default=200, show_default=True)
+@click.option("--repeats", default=3, show_default=True)
+@click.option("--tune", "tuning", is_flag=True, help="the recipe checks on validation splits")
+@click.option("--readme", type=click.Path(path_type=Path), default=None)
+def main(steps: int, repeats: int, tuning: bool, readme: Path | None) -> None:
+    result = tune() if tuning else timing(steps, repeats)
+    name = "archs_tune" if tuning else "archs"
+    out = ROOT / "bench" / "results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    text = tune_md(result) if tuning else timing_md(result)
+    click.echo(text)
+    if readme is not None:
+        fill_blocks(readme, {"archs-tune" if tuning else "archs-bench": text})
+
+
+if __name__ == "__main__":
+    main()

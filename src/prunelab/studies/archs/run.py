@@ -1,0 +1,243 @@
+"""One architecture on one dataset: train it, sweep the grid with every criterion and scope that
+reads its graph, and time its compacted net -- what a row of the comparison is made of.
+
+Every step reads the net's :class:`~prunelab.models.graph.Graph` only: weight pruning ranks each
+part's |w| (``layer``) or all parts' together (``global``); unit pruning ranks each coupling
+group's units by the L2 norm of everything writing into them (``layer``), or by its RMS across
+groups with each group's best unit protected (``global``); ``random`` draws the same counts at
+random (the controls). The output layer stays dense. Effective sparsity counts what the graph's
+liveness says can still affect the output.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from prunelab.data import mnist1d
+from prunelab.models import graph as g
+from prunelab.models.archs import build
+from prunelab.models.archs.base import GraphNet, Input, compacted, masked
+from prunelab.pruning.masks import rank
+from prunelab.runtime.rng import RANDOM_CRITERION, derived_seed
+from prunelab.studies.archs import study as archs_study
+from prunelab.studies.opening import Opened
+
+EVAL_BATCH = 1000
+SCOPES = ("layer", "global")
+CRITERIA = {"weight": ("magnitude", "random"), "unit": ("l2", "random")}
+# Criteria of the MLP study that need a chain (calibration through layer inputs, OBS's patches,
+# a least-squares refit layer by layer): refused on graph nets, with this reason.
+NOT_ON_GRAPHS = {
+    "weight": ("largest", "wanda", "obd", "obs"),
+    "unit": ("largest", "activation", "l2_refit"),
+}
+
+
+@dataclass(frozen=True)
+class Data:
+    """A dataset as flat float inputs and int64 labels, on the device."""
+
+    x: Tensor
+    y: Tensor
+    x_test: Tensor
+    y_test: Tensor
+
+
+def fit(net: GraphNet, data: Data, epochs: int, lr: float, batch: int, seed: int) -> float:
+    """The study's recipe on any graph net (Adam, cross-entropy, shuffled mini-batches drawn
+    from ``seed``); the seconds of optimisation."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr, fused=True)
+    shuffle = torch.Generator().manual_seed(seed)
+    net.train()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(len(data.x), generator=shuffle).to(data.x.device)
+        for i in range(0, len(order), batch):
+            idx = order[i : i + batch]
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(data.x[idx]), data.y[idx]).backward()
+            opt.step()
+    seconds = time.perf_counter() - start
+    net.eval()
+    return seconds
+
+
+@torch.no_grad()
+def accuracy(net: GraphNet, x: Tensor, y: Tensor) -> float:
+    """Percent correct, 4 decimals."""
+    correct = sum(int((net(x[i : i + EVAL_BATCH]).argmax(1) == y[i : i + EVAL_BATCH]).sum())
+                  for i in range(0, len(x), EVAL_BATCH))
+    return round(100.0 * correct / len(x), 4)
+
+
+def _random(shape: torch.Size, seed: int, i: int) -> Tensor:
+    gen = torch.Generator().manual_seed(derived_seed(seed, RANDOM_CRITERION, i))
+    return torch.rand(shape, generator=gen)
+
+
+class Sweep:
+    """All keep-masks of one (granularity, criterion, scope) for one net, ranked once."""
+
+    def __init__(self, net: GraphNet, granularity: str, criterion: str, scope: str,
+                 seed: int) -> None:
+        self.graph, self.state, self.granularity = net.graph(), net.state(), granularity
+        if granularity == "weight":
+            self.keys = [p.name for p in self.graph.prunable]
+            scores = [self.state[k].detach().abs() if criterion == "magnitude"
+                      else _random(self.state[k].shape, seed, i) for i, k in enumerate(self.keys)]
+        else:
+            self.keys = list(self.graph.groups)
+            scores = [g.l2_scores(self.graph, self.state, k, rms=scope == "global").detach()
+                      if criterion == "l2" else _random(torch.Size([self.graph.sizes[k]]), seed, i)
+                      for i, k in enumerate(self.keys)]
+        scores = [s.cpu() for s in scores]
+        self.rankings = ([rank([s]) for s in scores] if scope == "layer"
+                         else [rank(scores, protect_best=granularity == "unit")])
+
+    def keep(self, sparsity: float) -> dict[str, Tensor]:
+        """Per part (weight) or per group (unit): the keep-masks at ``sparsity``."""
+        flat = [m for r in self.rankings for m in r.keep(sparsity)]
+        return dict(zip(self.keys, flat, strict=True))
+
+    def masks(self, sparsity: float) -> dict[str, Tensor]:
+        """Keep-masks of every part (the output layer's all True)."""
+        keep = self.keep(sparsity)
+        if self.granularity == "unit":
+            return g.unit_keep_masks(self.graph, self.state, keep)
+        return {p.name: keep[p.name].to(self.state[p.name].device) if p.name in keep
+                else torch.ones_like(self.state[p.name], dtype=torch.bool)
+                for p in self.graph.parts}
+
+
+def point(net: GraphNet, masks: Mapping[str, Tensor], data: Data) -> dict[str, float]:
+    """Accuracy and what is left of a pruned copy of ``net``."""
+    pruned = masked(net, masks)
+    graph, state = pruned.graph(), pruned.state()
+    total = sum(w.numel() for w in state.values())
+    nonzero = sum(int(w.count_nonzero()) for w in state.values())
+    live = sum(int(m.sum()) for m in g.live_masks(graph, state).values())
+    return {"accuracy": accuracy(pruned, data.x_test, data.y_test),
+            "nominal_sparsity": round(1 - nonzero / total, 6),
+            "effective_sparsity": round(1 - live / total, 6)}
+
+
+def sweep(net: GraphNet, data: Data, grid: Sequence[float], seed: int) -> list[dict[str, object]]:
+    """Every criterion and scope over the grid: one row per (granularity, criterion, scope, k)."""
+    rows = []
+    for granularity, criteria in CRITERIA.items():
+        for criterion in criteria:
+            for scope in SCOPES:
+                s = Sweep(net, granularity, criterion, scope, seed)
+                for k in grid:
+                    rows.append({"granularity": granularity, "criterion": criterion,
+                                 "scope": scope, "sparsity": k, **point(net, s.masks(k), data)})
+    return rows
+
+
+def median_pair(a: GraphNet, b: GraphNet, x: Tensor, repeats: int) -> tuple[float, float]:
+    """Median seconds of a forward pass of ``a`` and of ``b``, timed alternately (drifts of the
+    machine stay out of their ratio), after 3 warm-up rounds."""
+    times: tuple[list[float], list[float]] = ([], [])
+    with torch.no_grad():
+        for i in range(repeats + 3):
+            for net, out in ((a, times[0]), (b, times[1])):
+                start = time.perf_counter()
+                net(x)
+                if i >= 3:
+                    out.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def compaction(net: GraphNet, data: Data, sparsity: float, seed: int, batch: int = 100,
+               repeats: int = 15) -> dict[str, object]:
+    """Unit pruning (l2, layer scope) at ``sparsity``, realised as a smaller dense net: its
+    accuracy (checked equal to the masked net's), widths, MACs and speed-up at ``batch`` (the
+    stage's threads, median of ``repeats``)."""
+    s = Sweep(net, "unit", "l2", "layer", seed)
+    keep = s.keep(sparsity)
+    pruned = masked(net, s.masks(sparsity))
+    small = compacted(pruned, keep)
+    acc_small = accuracy(small, data.x_test, data.y_test)
+    acc_masked = accuracy(pruned, data.x_test, data.y_test)
+    if abs(acc_small - acc_masked) > 0.05:  # float rounding may flip a near-tie, not more
+        raise AssertionError(f"compacted net {acc_small}% vs masked {acc_masked}%")
+    # timed with the stage's threads: switching torch's thread count mid-process left the
+    # next convolutions of this process many times slower (libgomp), so it is not switched
+    t_small, t_dense = median_pair(small, net, data.x_test[:batch], repeats)
+    return {"compact_sparsity": sparsity, "compact_accuracy": acc_small,
+            "compact_widths": "-".join(str(v) for v in g.sizes_of(small.graph()).values()),
+            "compact_macs": g.macs(small.graph(), small.state()),
+            "dense_macs": g.macs(net.graph(), net.state()),
+            "speedup_b100": round(t_dense / t_small, 3),
+            "dense_ms_b100": round(1000 * t_dense, 3)}
+
+
+def highest_within(rows: Sequence[Mapping[str, object]], dense: float,
+                   points: float = 1.0) -> tuple[float, float]:
+    """The highest k whose accuracy is within ``points`` of dense (0 when none), and the
+    effective sparsity there: where the cliff starts."""
+    ok = [r for r in rows if float(r["accuracy"]) >= dense - points]  # type: ignore[arg-type]
+    best = max(ok, key=lambda r: float(r["sparsity"]), default=None)  # type: ignore[arg-type]
+    if best is None:
+        return 0.0, 0.0
+    return float(best["sparsity"]), float(best["effective_sparsity"])  # type: ignore[arg-type]
+
+
+
+ARMS = tuple((gr, c, s) for gr, cs in CRITERIA.items() for c in cs for s in SCOPES)
+
+
+def summary(curve: Sequence[Mapping[str, Any]], dense: float) -> dict[str, float]:
+    """Per arm: the highest k within 1 point of dense and the effective sparsity there."""
+    out = {}
+    for gr, c, s in ARMS:
+        rows = [r for r in curve if (r["granularity"], r["criterion"], r["scope"]) == (gr, c, s)]
+        k, eff = highest_within(rows, dense)
+        out[f"{gr}.{c}.{s}.k_within_1pt"] = k
+        out[f"{gr}.{c}.{s}.effective_at_k"] = eff
+    return out
+
+
+def datasets(stage: Opened, data_dir: Path) -> Iterator[tuple[str, Data, Input]]:
+    """The configured datasets on the stage's device: MNIST (data.train_size / test_size
+    images, 1x28x28) and MNIST-1D (verified arrays, 1x40 signals)."""
+    for name in stage.cfg.archs.datasets:
+        if name == "mnist":
+            s = stage.split
+            yield name, Data(s.x, s.y, s.x_test, s.y_test), Input((1, 28, 28))
+        else:
+            a = mnist1d.load(data_dir)
+            t = {k: torch.from_numpy(v).to(stage.device) for k, v in a.items()}
+            yield name, Data(t["x_train"], t["y_train"], t["x_test"], t["y_test"]), \
+                Input((1, mnist1d.LENGTH))
+
+
+def study(stage: Opened, data_dir: Path) -> Iterator[tuple[str, str, list[dict], dict]]:
+    """Every (dataset, arch): its curve rows and its table row, one pair at a time."""
+    cfg, seed = stage.cfg, stage.seed
+    widths = archs_study.widths(cfg)
+    grid = sorted({0.0, *cfg.prune.sparsities})
+    for dataset, data, inp in datasets(stage, data_dir):
+        for arch in cfg.archs.archs:
+            net = build(arch, inp, widths, seed, stage.device)
+            epochs = cfg.archs.epochs(dataset)
+            lr = cfg.archs.lr(arch, cfg.train.lr)
+            seconds = fit(net, data, epochs, lr, cfg.train.batch_size, seed)
+            dense = accuracy(net, data.x_test, data.y_test)
+            rows = [{"dataset": dataset, "arch": arch, **r} for r in sweep(net, data, grid, seed)]
+            row = {"dataset": dataset, "arch": arch, "epochs": epochs, "lr": lr,
+                   "train_seconds": round(seconds, 2), "dense_accuracy": dense,
+                   "params": sum(w.numel() for w in net.state().values()),
+                   "widths": "-".join(str(v) for v in net.sizes.values()),
+                   **summary(rows, dense), **compaction(net, data, cfg.archs.compact_sparsity,
+                                                        seed)}
+            yield dataset, arch, rows, row

@@ -1,0 +1,126 @@
+"""The architectures study's declaration: its params section, stages, outputs and section.
+
+The notebook's "do CNNs, RNNs and ResNets show the same relationship between pruning and
+accuracy as the vanilla NN?", on MNIST and on MNIST-1D (built to separate architectures): the
+MLP, LeNet-5, a small ResNet and an LSTM, each a graph of prunable parts
+(:mod:`prunelab.models.graph`), trained with the study's recipe, pruned over the grid with every
+criterion and scope their graph supports, compacted at ``compact_sparsity``. Page:
+docs/architectures.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from prunelab import paths
+from prunelab.config import Params, Section, check_keys, fail, integer, names
+from prunelab.models.archs import ARCHS
+from prunelab.models.archs.base import Widths
+from prunelab.runtime.declare import Plot, Stage, Study
+
+DATASETS: tuple[str, ...] = ("mnist", "mnist1d")
+DATA = paths.DATA_DIR.parent / "mnist1d"  # data/mnist1d: the generated arrays (DVC-cached)
+CURVES = paths.PLOTS_DIR / "archs.csv"  # every (dataset, arch, criterion, scope, k)
+TABLE = paths.PLOTS_DIR / "archs_table.csv"  # one row per (dataset, arch)
+METRICS = paths.METRICS_DIR / "archs.json"
+FIGURE = paths.PLOTS_DIR / "archs.png"
+SECTION = paths.report_section("archs")
+
+
+@dataclass(frozen=True)
+class ArchsConfig:
+    """params.yaml `archs`: which ``archs`` on which ``datasets``; epochs per dataset (MNIST-1D
+    has 40 batches an epoch: 3 epochs are 120 steps); the ResNet's stage widths and blocks per
+    stage and the LSTM's hidden units (the MLP's and LeNet-5's widths are ``model``'s); the
+    unit sparsity at which each net is compacted and timed. Learning rates: the study's
+    (train.lr) for the MLP and LeNet-5; ``resnet_lr`` and ``lstm_lr`` for the others (chosen
+    on a validation split carved from the training set: docs/architectures.md)."""
+
+    archs: tuple[str, ...] = tuple(ARCHS)
+    datasets: tuple[str, ...] = DATASETS
+    mnist_epochs: int = 3
+    mnist1d_epochs: int = 100
+    resnet_widths: tuple[int, ...] = (16, 32, 64)
+    resnet_blocks: int = 1
+    lstm_hidden: int = 128
+    resnet_lr: float = 0.003
+    lstm_lr: float = 0.003
+    compact_sparsity: float = 0.5
+
+    def epochs(self, dataset: str) -> int:
+        return self.mnist_epochs if dataset == "mnist" else self.mnist1d_epochs
+
+    def lr(self, arch: str, study_lr: float) -> float:
+        """The ResNet's and the LSTM's own learning rates; the study's for the others."""
+        return {"resnet": self.resnet_lr, "lstm": self.lstm_lr}.get(arch, study_lr)
+
+
+KEYS = ("archs", "datasets", "mnist_epochs", "mnist1d_epochs", "resnet_widths", "resnet_blocks",
+        "lstm_hidden", "resnet_lr", "lstm_lr", "compact_sparsity")
+
+
+def parse(raw: Any, core: Params) -> ArchsConfig:
+    """Validate the archs section (one line naming the key, the value and what is allowed)."""
+    raw = check_keys(raw, "archs", KEYS)
+    widths, allowed = raw["resnet_widths"], "a list of 1 to 4 integers from 1 to 512"
+    if not isinstance(widths, list) or not 1 <= len(widths) <= 4:
+        raise fail("archs.resnet_widths", widths, allowed)
+    for i, w in enumerate(widths):
+        if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= 512:
+            raise fail(f"archs.resnet_widths[{i}]", w, allowed)
+    lrs = {}
+    for key in ("resnet_lr", "lstm_lr"):
+        v = raw[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+            raise fail(f"archs.{key}", v, "a learning rate in (0, 1]")
+        lrs[key] = float(v)
+    k = raw["compact_sparsity"]
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k < 1:
+        raise fail("archs.compact_sparsity", k, "a number in (0, 1)")
+    return ArchsConfig(
+        archs=names(raw, "archs", tuple(ARCHS), "archs"),
+        datasets=names(raw, "datasets", DATASETS, "archs"),
+        mnist_epochs=integer(raw, "archs", "mnist_epochs", 1, 1000),
+        mnist1d_epochs=integer(raw, "archs", "mnist1d_epochs", 1, 10000),
+        resnet_widths=tuple(widths),
+        resnet_blocks=integer(raw, "archs", "resnet_blocks", 1, 8),
+        lstm_hidden=integer(raw, "archs", "lstm_hidden", 1, 4096), **lrs,
+        compact_sparsity=float(k))
+
+
+def widths(cfg: Params) -> Widths:
+    """Every architecture's widths: the MLP's and LeNet-5's from ``model``, the rest from
+    ``archs``."""
+    a = cfg.archs
+    return Widths(cfg.model.mlp.hidden, cfg.model.lenet5.channels, cfg.model.lenet5.fc,
+                  a.resnet_widths, a.resnet_blocks, a.lstm_hidden)
+
+
+STUDY = Study(
+    name="archs",
+    description="the MLP, LeNet-5, a ResNet and an LSTM on MNIST and MNIST-1D: each a graph "
+                "of prunable parts, pruned over the grid, compacted and timed",
+    pipeline=paths.RETRAIN_PIPELINE,
+    params=Section("archs", parse),
+    figure=FIGURE,
+    report_section="Architectures: MLP, LeNet-5, ResNet, LSTM on MNIST and MNIST-1D",
+    plots=(Plot("archs_curves", "scatter", "Architectures: accuracy vs effective sparsity",
+                {str(CURVES): "effective_sparsity"}, {str(CURVES): "accuracy"},
+                "effective sparsity", "test accuracy (%)"),),
+    stages=(
+        Stage("mnist1d", "MNIST-1D generated by the mnist1d package (default arguments, seed "
+              "42), each array's SHA-256 checked", "stages/generate_mnist1d.py",
+              reads=(paths.PARAMS_CHECKED,), outs=(DATA,)),
+        Stage("archs", "each architecture on each dataset: trained with the study's recipe, "
+              "pruned over the grid by every criterion and scope its graph supports, compacted "
+              "at archs.compact_sparsity and timed", "stages/archs.py",
+              params=("data.train_size", "data.test_size", "model.mlp.hidden",
+                      "model.lenet5.channels", "model.lenet5.fc", "train.seeds", "train.lr",
+                      "train.batch_size", "train.device", "prune.sparsities",
+                      *(f"archs.{k}" for k in KEYS)),
+              reads=(paths.PARAMS_CHECKED, paths.DATA_DIR, DATA),
+              details=(CURVES,),
+              in_git=(TABLE, METRICS, FIGURE, SECTION)),
+    ),
+)
