@@ -19,6 +19,7 @@ import numpy as np
 from prunelab.errors import DataError
 
 REQUIREMENT = "mnist1d==0.0.2.post1"
+DIR = Path("data/mnist1d")  # the generated arrays (stage mnist1d of stages/retrain/dvc.yaml)
 LENGTH = 40  # values per signal
 FILES = ("x_train", "y_train", "x_test", "y_test")
 SHA256: Mapping[str, str] = {
