@@ -15,6 +15,7 @@ four on MNIST-1D <= 5 min.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import sys
@@ -91,19 +92,22 @@ def tune() -> dict[str, Any]:
     cfg = load_params()
     widths, batch, rows = archs.widths(cfg), cfg.train.batch_size, []
     val = mnist(validation=6000)
-    for arch in ("cnn", "resnet", "lstm"):
-        for lr in (0.001, 0.003):
-            net = build(arch, IMAGE, widths, 0)
-            fit(net, val, 3, lr, batch, 0)
-            rows.append({"dataset": "mnist", "arch": arch, "lr": lr, "epochs": 3,
-                         "validation_accuracy": accuracy(net, val.x_test, val.y_test)})
+    deeper = dataclasses.replace(widths, resnet_blocks=widths.resnet_blocks + 1)
+    for arch, w, lr in [(a, widths, lr) for a in ("cnn", "resnet", "lstm") for lr in (0.001, 0.003)
+                        ] + [("resnet", deeper, 0.003)]:
+        net = build(arch, IMAGE, w, 0)
+        fit(net, val, 3, lr, batch, 0)
+        rows.append({"dataset": "mnist", "arch": arch, "blocks": w.resnet_blocks if arch ==
+                     "resnet" else "", "lr": lr, "epochs": 3,
+                     "validation_accuracy": accuracy(net, val.x_test, val.y_test)})
     val1 = signals(validation=400)
     for arch in cfg.archs.archs:
         lr, net, done = cfg.archs.lr(arch, cfg.train.lr), build(arch, SIGNAL, widths, 0), 0
         for epochs in (30, 60, 100, 150):
             fit(net, val1, epochs - done, lr, batch, done)  # continues; each leg reshuffled
             done = epochs
-            rows.append({"dataset": "mnist1d", "arch": arch, "lr": lr, "epochs": epochs,
+            rows.append({"dataset": "mnist1d", "arch": arch, "blocks": widths.resnet_blocks if
+                         arch == "resnet" else "", "lr": lr, "epochs": epochs,
                          "validation_accuracy": accuracy(net, val1.x_test, val1.y_test)})
     return {"machine": describe().as_dict(), "rows": rows}
 
@@ -128,8 +132,9 @@ def timing_md(r: dict[str, Any]) -> str:
 def tune_md(r: dict[str, Any]) -> str:
     lines = ["Validation accuracy (%) on splits carved from the training sets, `python "
              "bench/archs.py --tune` (seed 0, one run each):", "",
-             "| dataset | arch | lr | epochs | validation accuracy |", "|---|---|---|---|---|"]
-    lines += [f"| {x['dataset']} | {x['arch']} | {x['lr']:g} | {x['epochs']} | "
+             "| dataset | arch | ResNet blocks per stage | lr | epochs | validation accuracy |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {x['dataset']} | {x['arch']} | {x['blocks']} | {x['lr']:g} | {x['epochs']} | "
               f"{x['validation_accuracy']:.2f} |" for x in r["rows"]]
     return "\n".join(lines)
 
@@ -139,16 +144,23 @@ def tune_md(r: dict[str, Any]) -> str:
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--tune", "tuning", is_flag=True, help="the recipe checks on validation splits")
 @click.option("--readme", type=click.Path(path_type=Path), default=None)
-def main(steps: int, repeats: int, tuning: bool, readme: Path | None) -> None:
-    result = tune() if tuning else timing(steps, repeats)
+@click.option("--saved", is_flag=True, help="write the block from the last saved results "
+              "(bench/results/archs[_tune].json) instead of measuring")
+def main(steps: int, repeats: int, tuning: bool, readme: Path | None, saved: bool) -> None:
     name = "archs_tune" if tuning else "archs"
     out = ROOT / "bench" / "results" / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    if saved:
+        result = json.loads(out.read_text(encoding="utf-8"))
+    else:
+        result = tune() if tuning else timing(steps, repeats)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
     text = tune_md(result) if tuning else timing_md(result)
     click.echo(text)
     if readme is not None:
-        fill_blocks(readme, {"archs-tune" if tuning else "archs-bench": text})
+        for page, new in fill_blocks(readme, {"archs-tune" if tuning else "archs-bench": text}
+                                     ).items():
+            page.write_text(new, encoding="utf-8")
 
 
 if __name__ == "__main__":

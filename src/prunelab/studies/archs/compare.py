@@ -95,8 +95,19 @@ def section(table: Sequence[Mapping[str, Any]], seed: int, figure: str) -> str:
 
 
 def figure(curve: Sequence[Mapping[str, Any]]) -> bytes:
+    """The figure as PNG bytes (see :func:`draw`)."""
+    import matplotlib.pyplot as plt
+
+    fig = draw(curve)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def draw(curve: Sequence[Mapping[str, Any]]) -> Any:
     """Accuracy against effective sparsity: one row per dataset, weight (magnitude) and unit
-    (l2) pruning in layer scope, one colour per architecture, the random controls dashed."""
+    (l2) pruning in layer scope, one colour per architecture, the random controls dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,7 +134,4 @@ def figure(curve: Sequence[Mapping[str, Any]]) -> bytes:
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
+    return fig

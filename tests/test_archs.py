@@ -1,0 +1,95 @@
+"""The architectures study: its params section, its sweep over a graph net, and what its figure
+and section show."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from prunelab.config import Params
+from prunelab.errors import ParamsError
+from prunelab.models.archs import build
+from prunelab.models.archs.base import Input, Widths
+from prunelab.studies.archs import compare, run
+from prunelab.studies.archs.study import KEYS, parse
+
+GOOD = {"archs": ["mlp", "lstm"], "datasets": ["mnist1d"], "mnist_epochs": 3,
+        "mnist1d_epochs": 100, "resnet_widths": [16, 32, 64], "resnet_blocks": 1,
+        "lstm_hidden": 128, "resnet_lr": 0.003, "lstm_lr": 0.003, "compact_sparsity": 0.5}
+
+
+def test_the_section_parses_and_names_each_bad_value() -> None:
+    cfg = parse(dict(GOOD), Params.__new__(Params))
+    assert cfg.archs == ("mlp", "lstm") and cfg.lr("resnet", 0.001) == 0.003
+    assert cfg.lr("mlp", 0.001) == 0.001 and cfg.epochs("mnist1d") == 100
+    assert set(KEYS) == set(GOOD)
+    for key, bad, said in [("archs", ["vgg"], "archs.archs[0] = 'vgg'"),
+                           ("datasets", [], "archs.datasets = []"),
+                           ("resnet_widths", [16, 0], "archs.resnet_widths[1] = 0"),
+                           ("lstm_lr", 0, "archs.lstm_lr = 0"),
+                           ("compact_sparsity", 1.0, "archs.compact_sparsity = 1.0")]:
+        with pytest.raises(ParamsError, match=re.escape(f"params.yaml: {said} is not allowed")):
+            parse({**GOOD, key: bad}, Params.__new__(Params))
+
+
+@pytest.fixture(scope="module")
+def swept() -> tuple[list[dict], list[dict]]:
+    torch.manual_seed(0)
+    x, y = torch.randn(400, 40), torch.randint(0, 10, (400,))
+    data = run.Data(x[:300], y[:300], x[300:], y[300:])
+    widths = Widths(mlp_hidden=(32, 16), lstm_hidden=8)
+    curve, table = [], []
+    for arch in ("mlp", "lstm"):
+        net = build(arch, Input((1, 40)), widths, 0)
+        seconds = run.fit(net, data, 1, 0.003, 50, 0)
+        dense = run.accuracy(net, data.x_test, data.y_test)
+        rows = [{"dataset": "mnist1d", "arch": arch, **r}
+                for r in run.sweep(net, data, [0.0, 0.5, 0.9], 0)]
+        curve += rows
+        table.append({"dataset": "mnist1d", "arch": arch, "epochs": 1, "train_seconds": seconds,
+                      "dense_accuracy": dense, **run.summary(rows, dense),
+                      **run.compaction(net, data, 0.5, 0, repeats=3)})
+    return curve, table
+
+
+def test_the_sweep_covers_every_arm_and_starts_dense(swept) -> None:
+    curve, table = swept
+    arms = {(r["granularity"], r["criterion"], r["scope"]) for r in curve}
+    assert arms == set(run.ARMS)
+    for r in curve:
+        if r["sparsity"] == 0.0:
+            dense = next(t for t in table if t["arch"] == r["arch"])["dense_accuracy"]
+            assert r["accuracy"] == dense and r["effective_sparsity"] == 0.0
+        else:  # the output layer stays dense: nominal sparsity below k, liveness at least it
+            assert 0 < r["nominal_sparsity"] <= r["sparsity"] <= 1
+            assert r["effective_sparsity"] >= r["nominal_sparsity"]
+    lstm = next(t for t in table if t["arch"] == "lstm")
+    assert lstm["compact_widths"] == "4" and lstm["compact_macs"] < lstm["dense_macs"]
+
+
+def test_the_figure_draws_each_arch_and_its_control_from_the_curve(swept) -> None:
+    curve, _ = swept
+    fig = compare.draw(curve)
+    axes = fig.axes
+    assert len(axes) == 2  # one dataset: weight and unit pruning
+    for ax, (gr, crit) in zip(axes, (("weight", "magnitude"), ("unit", "l2")), strict=True):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert set(lines) == {f"{a} {c}" for a in ("MLP", "LSTM") for c in (crit, "random")}
+        want = [r for r in curve if (r["arch"], r["granularity"], r["criterion"], r["scope"])
+                == ("lstm", gr, crit, "layer")]
+        line = lines[f"LSTM {crit}"]
+        assert list(line.get_xdata()) == [r["effective_sparsity"] for r in want]
+        assert list(line.get_ydata()) == [r["accuracy"] for r in want]
+        assert lines[f"LSTM {crit}"].get_linestyle() == "-"
+        assert lines["LSTM random"].get_linestyle() == ":"
+
+
+def test_the_section_says_what_the_table_shows(swept) -> None:
+    _, table = swept
+    text = compare.section(table, 0, "../plots/archs.png")
+    assert "| MNIST-1D | LSTM |" in text and "![" in text
+    mlp = next(t for t in table if t["arch"] == "mlp")
+    k = mlp["weight.magnitude.layer.k_within_1pt"]
+    assert f"the MLP's {k:g}" in text
