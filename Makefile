@@ -69,9 +69,12 @@ report: setup                        ## the generated blocks from the metrics, i
 	python -m prunelab report --readme README.md
 
 # LeNet-5 as a DVC experiment named lenet5 (in a temporary copy: the workspace stays the MLP's),
-# then both side by side: plots/compare_arch.png and the architectures block (docs/architectures.md).
-compare: setup                       ## the study on LeNet-5 too, compared with the MLP
+# then both side by side: plots/compare_arch.png and the architectures block (docs/architectures.md);
+# and the four graph architectures (MLP, LeNet-5, ResNet, LSTM) on MNIST and MNIST-1D: the archs
+# stage's table, figure and section (reports/sections/archs.md).
+compare: setup                       ## LeNet-5 against the MLP; MLP, LeNet-5, ResNet, LSTM on two datasets
 	dvc repro
+	dvc repro stages/retrain/dvc.yaml:archs
 	-dvc exp remove lenet5 >/dev/null 2>&1
 	dvc exp run --temp -n lenet5 -S model.arch=lenet5
 	python -m prunelab compare workspace lenet5 --readme README.md
