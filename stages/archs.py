@@ -1,7 +1,6 @@
 """DVC stage `archs` (stages/retrain/dvc.yaml): the MLP, LeNet-5, a ResNet and an LSTM on MNIST
-and MNIST-1D -- each trained with the study's recipe from the first seed, pruned over the grid by
-every criterion and scope its graph supports, compacted at archs.compact_sparsity and timed;
-the table, figure and report section across them."""
+and MNIST-1D, one training per seed of archs.seeds, each pruned over the grid, compacted and
+timed; the table, figure and report section across them (docs/architectures.md)."""
 
 import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
@@ -20,19 +19,18 @@ def main() -> None:
     with open_stage(STUDY.stage("archs")) as stage:
         curve, table = [], []
         for dataset, arch, rows, row in run.study(stage, archs.DATA):
-            click.echo(f"archs: {dataset} {arch}: dense {row['dense_accuracy']}% in "
-                       f"{row['train_seconds']} s; compacted at k {row['compact_sparsity']} "
-                       f"{row['compact_accuracy']}% ({row['speedup_b100']}x)", err=True)
-            stage.run.log_child(f"{dataset} {arch}", {k: v for k, v in row.items()
-                                                      if isinstance(v, (int, float))},
+            name = f"{dataset} {arch} seed {row['seed']}"
+            click.echo(f"archs: {name}: dense {row['dense_accuracy']}% in {row['train_seconds']}"
+                       f" s; compacted {row['compact_accuracy']}% ({row['speedup_b100']}x)",
+                       err=True)
+            stage.run.log_child(name, {k: v for k, v in row.items() if isinstance(v, float)},
                                 tags={"widths": row["compact_widths"]})
-            curve += rows
-            table.append(row)
+            curve, table = curve + rows, [*table, row]
         out = Outputs()
         out.add_csv(archs.CURVES, curve)
         out.add_csv(archs.TABLE, table)
-        out.add_json(archs.METRICS, {"rows": table})
-        out.add_text(archs.SECTION, compare.section(table, stage.seed, "../plots/archs.png"))
+        out.add_json(archs.METRICS, {"rows": table, "aggregate": compare.aggregate(table)})
+        out.add_text(archs.SECTION, compare.section(table, "../plots/archs.png"))
         out.add_bytes(archs.FIGURE, compare.figure(curve))
         out.commit()
         stage.run.log_artifacts(out.paths)

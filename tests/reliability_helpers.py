@@ -63,7 +63,7 @@ SMALL_PARAMS: dict[str, Any] = {
                "earlybird_threshold": 0.1, "earlybird_window": 2, "noise": [0.3],
                "delete": [0.3], "eval_every": 100},
     "l0": {"lambdas": []},
-    "archs": {"archs": ["mlp"], "datasets": ["mnist1d"], "mnist_epochs": 1,
+    "archs": {"archs": ["mlp"], "datasets": ["mnist1d"], "seeds": [0], "mnist_epochs": 1,
               "mnist1d_epochs": 1, "resnet_widths": [4, 8, 8], "resnet_blocks": 1,
               "lstm_hidden": 8, "resnet_lr": 0.003, "lstm_lr": 0.003,
               "compact_sparsity": 0.5},

@@ -15,7 +15,7 @@ from prunelab.models.archs.base import Input, Widths
 from prunelab.studies.archs import compare, run
 from prunelab.studies.archs.study import KEYS, parse
 
-GOOD = {"archs": ["mlp", "lstm"], "datasets": ["mnist1d"], "mnist_epochs": 3,
+GOOD = {"archs": ["mlp", "lstm"], "datasets": ["mnist1d"], "seeds": [0, 1], "mnist_epochs": 3,
         "mnist1d_epochs": 100, "resnet_widths": [16, 32, 64], "resnet_blocks": 1,
         "lstm_hidden": 128, "resnet_lr": 0.003, "lstm_lr": 0.003, "compact_sparsity": 0.5}
 
@@ -27,6 +27,7 @@ def test_the_section_parses_and_names_each_bad_value() -> None:
     assert set(KEYS) == set(GOOD)
     for key, bad, said in [("archs", ["vgg"], "archs.archs[0] = 'vgg'"),
                            ("datasets", [], "archs.datasets = []"),
+                           ("seeds", [0, 0], "archs.seeds[1] = 0"),
                            ("resnet_widths", [16, 0], "archs.resnet_widths[1] = 0"),
                            ("lstm_lr", 0, "archs.lstm_lr = 0"),
                            ("compact_sparsity", 1.0, "archs.compact_sparsity = 1.0")]:
@@ -42,15 +43,16 @@ def swept() -> tuple[list[dict], list[dict]]:
     widths = Widths(mlp_hidden=(32, 16), lstm_hidden=8)
     curve, table = [], []
     for arch in ("mlp", "lstm"):
-        net = build(arch, Input((1, 40)), widths, 0)
-        seconds = run.fit(net, data, 1, 0.003, 50, 0)
-        dense = run.accuracy(net, data.x_test, data.y_test)
-        rows = [{"dataset": "mnist1d", "arch": arch, **r}
-                for r in run.sweep(net, data, [0.0, 0.5, 0.9], 0)]
-        curve += rows
-        table.append({"dataset": "mnist1d", "arch": arch, "epochs": 1, "train_seconds": seconds,
-                      "dense_accuracy": dense, **run.summary(rows, dense),
-                      **run.compaction(net, data, 0.5, 0, repeats=3)})
+        for seed in (0, 1):
+            net = build(arch, Input((1, 40)), widths, seed)
+            seconds = run.fit(net, data, 1, 0.003, 50, seed)
+            dense = run.accuracy(net, data.x_test, data.y_test)
+            key = {"dataset": "mnist1d", "arch": arch, "seed": seed}
+            rows = [{**key, **r} for r in run.sweep(net, data, [0.0, 0.5, 0.9], seed)]
+            curve += rows
+            table.append({**key, "epochs": 1, "train_seconds": seconds, "dense_accuracy": dense,
+                          **run.summary(rows, dense),
+                          **run.compaction(net, data, 0.5, seed, repeats=3)})
     return curve, table
 
 
@@ -60,7 +62,8 @@ def test_the_sweep_covers_every_arm_and_starts_dense(swept) -> None:
     assert arms == set(run.ARMS)
     for r in curve:
         if r["sparsity"] == 0.0:
-            dense = next(t for t in table if t["arch"] == r["arch"])["dense_accuracy"]
+            dense = next(t for t in table if (t["arch"], t["seed"]) == (r["arch"], r["seed"])
+                         )["dense_accuracy"]
             assert r["accuracy"] == dense and r["effective_sparsity"] == 0.0
         else:  # the output layer stays dense: nominal sparsity below k, liveness at least it
             assert 0 < r["nominal_sparsity"] <= r["sparsity"] <= 1
@@ -77,19 +80,24 @@ def test_the_figure_draws_each_arch_and_its_control_from_the_curve(swept) -> Non
     for ax, (gr, crit) in zip(axes, (("weight", "magnitude"), ("unit", "l2")), strict=True):
         lines = {line.get_label(): line for line in ax.get_lines()}
         assert set(lines) == {f"{a} {c}" for a in ("MLP", "LSTM") for c in (crit, "random")}
-        want = [r for r in curve if (r["arch"], r["granularity"], r["criterion"], r["scope"])
-                == ("lstm", gr, crit, "layer")]
-        line = lines[f"LSTM {crit}"]
-        assert list(line.get_xdata()) == [r["effective_sparsity"] for r in want]
-        assert list(line.get_ydata()) == [r["accuracy"] for r in want]
+        want = [[r for r in curve if (r["arch"], r["granularity"], r["criterion"], r["scope"],
+                                      r["seed"]) == ("lstm", gr, crit, "layer", s)]
+                for s in (0, 1)]
+        line = lines[f"LSTM {crit}"]  # the mean over the seeds, k by k
+        assert list(line.get_xdata()) == pytest.approx(
+            [(a["effective_sparsity"] + b["effective_sparsity"]) / 2 for a, b in zip(*want)])
+        assert list(line.get_ydata()) == pytest.approx(
+            [(a["accuracy"] + b["accuracy"]) / 2 for a, b in zip(*want)])
         assert lines[f"LSTM {crit}"].get_linestyle() == "-"
         assert lines["LSTM random"].get_linestyle() == ":"
 
 
 def test_the_section_says_what_the_table_shows(swept) -> None:
     _, table = swept
-    text = compare.section(table, 0, "../plots/archs.png")
-    assert "| MNIST-1D | LSTM |" in text and "![" in text
-    mlp = next(t for t in table if t["arch"] == "mlp")
-    k = mlp["weight.magnitude.layer.k_within_1pt"]
-    assert f"the MLP's {k:g}" in text
+    text = compare.section(table, "../plots/archs.png")
+    assert "| MNIST-1D | LSTM | 2 |" in text and "![" in text and "Seeds 0, 1" in text
+    key = "weight.magnitude.layer.k_within_1pt"
+    k = {(t["arch"], t["seed"]): t[key] for t in table}
+    diff = ((k["lstm", 0] - k["mlp", 0]) + (k["lstm", 1] - k["mlp", 1])) / 2
+    assert f"weight pruning holds to k = {(k['lstm', 0] + k['lstm', 1]) / 2:.2f} (minus the " \
+           f"MLP's: {diff:+.2f}, " in text

@@ -167,6 +167,8 @@ def valid_docs(draw: st.DrawFn) -> dict[str, Any]:
                                            min_size=1, unique=True)),
                     "datasets": draw(st.lists(st.sampled_from(["mnist", "mnist1d"]),
                                               min_size=1, unique=True)),
+                    "seeds": draw(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=10,
+                                           unique=True)),
                     "mnist_epochs": draw(st.integers(1, 1000)),
                     "mnist1d_epochs": draw(st.integers(1, 10000)),
                     "resnet_widths": draw(st.lists(st.integers(1, 512), min_size=1,
@@ -387,7 +389,7 @@ def test_valid_documents_are_accepted_and_normalised(doc: dict[str, Any]) -> Non
     assert list(params.train.seeds) == doc["train"]["seeds"]
     assert params.train.seed == doc["train"]["seeds"][0]
     flat = params.flat()
-    assert len(flat) == 37 + 19 + 1 + 10  # during's 19 keys, l0's one, archs' 10
+    assert len(flat) == 37 + 19 + 1 + 11  # during's 19 keys, l0's one, archs' 11
     assert list(params.during.shapes) == doc["during"]["shapes"]
     assert list(params.during.sparsities) == sorted(doc["during"]["sparsities"])
     assert flat["train.seeds"] == doc["train"]["seeds"]

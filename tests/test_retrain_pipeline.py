@@ -65,7 +65,8 @@ PARAMS: dict[str, Any] = {
                "earlybird_threshold": 0.5, "earlybird_window": 2, "noise": [0.3],
                "delete": [0.3], "eval_every": 5},
     "l0": {"lambdas": [1.0]},
-    "archs": {"archs": ["mlp", "lstm"], "datasets": ["mnist1d"], "mnist_epochs": 1,
+    "archs": {"archs": ["mlp", "lstm"], "datasets": ["mnist1d"], "seeds": [0, 1],
+              "mnist_epochs": 1,
               "mnist1d_epochs": 1, "resnet_widths": [4, 8, 8], "resnet_blocks": 1,
               "lstm_hidden": 8, "resnet_lr": 0.003, "lstm_lr": 0.003, "compact_sparsity": 0.5},
 }
@@ -249,14 +250,15 @@ def test_the_during_study_trains_every_arm_and_compares_them(built: Built) -> No
     assert 0 <= float(gated["l2_refit_accuracy"]) <= 100 and float(gated["speedup_b100"]) > 0
     assert "| 1 |" in (root / "reports/sections/l0.md").read_text()
     table = read_rows(root / "plots/archs_table.csv")
-    assert [(r["dataset"], r["arch"]) for r in table] == [("mnist1d", "mlp"), ("mnist1d", "lstm")]
+    assert [(r["arch"], r["seed"]) for r in table] == [("mlp", "0"), ("mlp", "1"), ("lstm", "0"),
+                                                       ("lstm", "1")]
     for r in table:  # the LSTM's hidden group compacted to half its units, all four gates
         assert 0 <= float(r["compact_accuracy"]) <= 100 and float(r["speedup_b100"]) > 0
     assert next(r for r in table if r["arch"] == "lstm")["compact_widths"] == "4"
     curve = read_rows(root / "plots/archs.csv")
-    assert len(curve) == 2 * 8 * len(GRID)  # 2 archs x (2 granularities x 2 criteria x 2 scopes)
+    assert len(curve) == 2 * 2 * 8 * len(GRID)  # archs x seeds x (granularities, criteria, scopes)
     assert {r["scope"] for r in curve} == {"layer", "global"}
-    assert "| MNIST-1D | LSTM |" in (root / "reports/sections/archs.md").read_text()
+    assert "| MNIST-1D | LSTM | 2 |" in (root / "reports/sections/archs.md").read_text()
 
 
 def test_second_retrain_repro_runs_nothing(built: Built) -> None:

@@ -7,91 +7,147 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from prunelab.reporting.intervals import stats
+from prunelab.reporting.verdicts import paired
+
 TITLES = {"mlp": "MLP", "cnn": "LeNet-5", "resnet": "ResNet", "lstm": "LSTM"}
 DATA_TITLES = {"mnist": "MNIST", "mnist1d": "MNIST-1D"}
+
+
+K_FIELDS = ("weight.magnitude.layer.k_within_1pt", "weight.random.layer.k_within_1pt",
+            "weight.magnitude.layer.effective_at_k", "unit.l2.layer.k_within_1pt",
+            "unit.random.layer.k_within_1pt")
+FIELDS = ("dense_accuracy", "train_seconds", *K_FIELDS, "compact_accuracy", "speedup_b100")
 
 
 def _f(row: Mapping[str, Any], key: str) -> float:
     return float(row[key])
 
 
-def table_md(table: Sequence[Mapping[str, Any]]) -> list[str]:
-    lines = ["| dataset | arch | epochs | train s | dense % | weight k (magnitude / random) | "
-             "effective sparsity there | unit k (l2 / random) | compacted at unit k: widths | "
-             "accuracy % | speed-up b100 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in table:
+def aggregate(table: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (dataset, arch): each field's mean over the seeds and its 95% interval
+    (the widths at the compaction's k are the same for every seed: layer scope)."""
+    out = []
+    for ds, arch in dict.fromkeys((r["dataset"], r["arch"]) for r in table):
+        rows = [r for r in table if (r["dataset"], r["arch"]) == (ds, arch)]
+        agg: dict[str, Any] = {"dataset": ds, "arch": arch, "seeds": len(rows),
+                               "epochs": rows[0]["epochs"], "compact_widths":
+                               rows[0]["compact_widths"],
+                               "compact_sparsity": rows[0]["compact_sparsity"]}
+        for f in FIELDS:
+            st = stats([_f(r, f) for r in rows])
+            agg[f], agg[f"{f}.ci_low"], agg[f"{f}.ci_high"] = st.mean, st.ci_low, st.ci_high
+        out.append(agg)
+    return out
+
+
+def _pm(row: Mapping[str, Any], key: str, spec: str) -> str:
+    """mean ± half the 95% interval (the mean alone for one seed)."""
+    lo, hi = row.get(f"{key}.ci_low"), row.get(f"{key}.ci_high")
+    text = format(_f(row, key), spec)
+    return text if lo is None or hi is None else f"{text} ± {format((hi - lo) / 2, spec)}"
+
+
+def table_md(agg: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = ["| dataset | arch | seeds | epochs | train s | dense % | weight k (magnitude / "
+             "random) | effective sparsity there | unit k (l2 / random) | compacted at unit k: "
+             "widths | accuracy % | speed-up b100 |", "|---" * 12 + "|"]
+    for r in agg:
         lines.append(
-            f"| {DATA_TITLES[r['dataset']]} | {TITLES[r['arch']]} | {r['epochs']} | "
-            f"{_f(r, 'train_seconds'):.0f} | {_f(r, 'dense_accuracy'):.2f} | "
-            f"{_f(r, 'weight.magnitude.layer.k_within_1pt'):g} / "
-            f"{_f(r, 'weight.random.layer.k_within_1pt'):g} | "
-            f"{_f(r, 'weight.magnitude.layer.effective_at_k'):.3f} | "
-            f"{_f(r, 'unit.l2.layer.k_within_1pt'):g} / {_f(r, 'unit.random.layer.k_within_1pt'):g}"
-            f" | {r['compact_widths']} (k {_f(r, 'compact_sparsity'):g}) | "
-            f"{_f(r, 'compact_accuracy'):.2f} | {_f(r, 'speedup_b100'):.2f}x |")
+            f"| {DATA_TITLES[r['dataset']]} | {TITLES[r['arch']]} | {r['seeds']} | "
+            f"{r['epochs']} | {_f(r, 'train_seconds'):.0f} | {_pm(r, 'dense_accuracy', '.2f')} | "
+            f"{_pm(r, 'weight.magnitude.layer.k_within_1pt', '.2f')} / "
+            f"{_pm(r, 'weight.random.layer.k_within_1pt', '.2f')} | "
+            f"{_pm(r, 'weight.magnitude.layer.effective_at_k', '.3f')} | "
+            f"{_pm(r, 'unit.l2.layer.k_within_1pt', '.2f')} / "
+            f"{_pm(r, 'unit.random.layer.k_within_1pt', '.2f')} | {r['compact_widths']} "
+            f"(k {_f(r, 'compact_sparsity'):g}) | {_pm(r, 'compact_accuracy', '.2f')} | "
+            f"{_f(r, 'speedup_b100'):.2f}x |")
     return lines
 
 
+def _paired_k(table: Sequence[Mapping[str, Any]], ds: str, arch: str, key: str) -> dict[str, Any]:
+    """The arch's k minus the MLP's, seed by seed, and what its interval says."""
+    mlp = {r["seed"]: _f(r, key) for r in table if (r["dataset"], r["arch"]) == (ds, "mlp")}
+    diffs = [_f(r, key) - mlp[r["seed"]] for r in table
+             if (r["dataset"], r["arch"]) == (ds, arch) and r["seed"] in mlp]
+    return paired(diffs, "higher, beyond the 95% interval", "lower, beyond the 95% interval",
+                  "no difference beyond the 95% interval")
+
+
 def sentences(table: Sequence[Mapping[str, Any]]) -> list[str]:
-    """What the numbers say, computed from them."""
-    out = []
-    for ds in dict.fromkeys(r["dataset"] for r in table):
-        rows = [r for r in table if r["dataset"] == ds]
+    """What the numbers say, computed from them (intervals: 95%, across the seeds)."""
+    agg, out = aggregate(table), []
+    for ds in dict.fromkeys(r["dataset"] for r in agg):
+        rows = [r for r in agg if r["dataset"] == ds]
         best = max(rows, key=lambda r: _f(r, "dense_accuracy"))
         worst = min(rows, key=lambda r: _f(r, "dense_accuracy"))
         out.append(f"- {DATA_TITLES[ds]}: dense accuracy from {_f(worst, 'dense_accuracy'):.2f}% "
                    f"({TITLES[worst['arch']]}) to {_f(best, 'dense_accuracy'):.2f}% "
                    f"({TITLES[best['arch']]}), a spread of "
                    f"{_f(best, 'dense_accuracy') - _f(worst, 'dense_accuracy'):.1f} points.")
-        mlp = next((r for r in rows if r["arch"] == "mlp"), None)
-        for r in rows:
-            if mlp is None or r is mlp:
-                continue
-            kw, ku = (_f(r, "weight.magnitude.layer.k_within_1pt"),
-                      _f(r, "unit.l2.layer.k_within_1pt"))
-            mw, mu = (_f(mlp, "weight.magnitude.layer.k_within_1pt"),
-                      _f(mlp, "unit.l2.layer.k_within_1pt"))
-            verb = lambda a, b: "the same as" if a == b else ("more than" if a > b  # noqa: E731
-                                                              else "less than")
-            out.append(f"  - {TITLES[r['arch']]}: weight pruning holds to k = {kw:g} "
-                       f"({verb(kw, mw)} the MLP's {mw:g}), unit pruning to k = {ku:g} "
-                       f"({verb(ku, mu)} the MLP's {mu:g}).")
+        if any(r["arch"] == "mlp" for r in rows):
+            for r in rows:
+                if r["arch"] == "mlp":
+                    continue
+                w = _paired_k(table, ds, r["arch"], "weight.magnitude.layer.k_within_1pt")
+                u = _paired_k(table, ds, r["arch"], "unit.l2.layer.k_within_1pt")
+                out.append(f"  - {TITLES[r['arch']]}: weight pruning holds to k = "
+                           f"{_f(r, 'weight.magnitude.layer.k_within_1pt'):.2f} (minus the "
+                           f"MLP's: {w['difference']:+.2f}, {w['verdict']}); unit pruning to k = "
+                           f"{_f(r, 'unit.l2.layer.k_within_1pt'):.2f} (minus the MLP's: "
+                           f"{u['difference']:+.2f}, {u['verdict']}).")
         beaten = [r for r in rows if _f(r, "weight.magnitude.layer.k_within_1pt")
                   < _f(r, "weight.random.layer.k_within_1pt")]
-        out.append(f"  - Random weight pruning (the control) holds further than magnitude for "
-                   f"{len(beaten)} of {len(rows)} architectures"
+        out.append(f"  - Random weight pruning (the control) holds further than magnitude, on "
+                   f"average, for {len(beaten)} of {len(rows)} architectures"
                    + (": " + ", ".join(TITLES[r["arch"]] for r in beaten) if beaten else "")
                    + ".")
-    mnist = [r for r in table if r["dataset"] == "mnist"]
+    mnist = [r for r in agg if r["dataset"] == "mnist"]
     mlp = next((r for r in mnist if r["arch"] == "mlp"), None)
     if mlp is not None:
         base = _f(mlp, "train_seconds")
         ratios = ", ".join(f"{TITLES[r['arch']]} {_f(r, 'train_seconds') / base:.1f}x"
                            for r in mnist if r is not mlp)
-        out.append(f"- Training time on MNIST against the MLP's "
-                   f"({_f(mlp, 'train_seconds'):.0f} s): {ratios}.")
-    one_d = [r for r in table if r["dataset"] == "mnist1d"]
+        out.append(f"- Training time on MNIST against the MLP's ({base:.0f} s, mean over "
+                   f"seeds): {ratios}.")
+    one_d = [r for r in agg if r["dataset"] == "mnist1d"]
     if one_d:
         out.append(f"- MNIST-1D, all {len(one_d)} architectures trained in "
-                   f"{sum(_f(r, 'train_seconds') for r in one_d):.0f} s.")
+                   f"{sum(_f(r, 'train_seconds') for r in one_d):.0f} s per seed (mean).")
     return out
 
 
-def section(table: Sequence[Mapping[str, Any]], seed: int, figure: str) -> str:
+def section(table: Sequence[Mapping[str, Any]], figure: str) -> str:
+    seeds = sorted({int(r["seed"]) for r in table})
     lines = ["## Architectures: MLP, LeNet-5, ResNet, LSTM on MNIST and MNIST-1D", "",
              "Each architecture is a graph of prunable parts (src/prunelab/models/graph.py): "
              "unit pruning removes a whole coupling group's unit (a ResNet stage's channel from "
              "every block and the projection; an LSTM unit's four gate rows and its recurrent "
              "and output columns), weight pruning ranks each part's |w| (layer scope). "
-             f"One seed ({seed}): a single run, no interval. `k` is the highest grid value "
-             "within 1 point of the architecture's own dense accuracy; the effective sparsity "
-             "there (the share of weights zero or no longer reaching the output) is where its "
-             "cliff starts. Compacted nets are timed at batch 100 with the stage's threads "
-             "(median of 15). "
+             f"Seeds {', '.join(map(str, seeds))} (each its own init and data order): means "
+             "± half their 95% interval. `k` is the highest grid value within 1 point of the "
+             "net's own dense accuracy; the effective sparsity there (the share of weights "
+             "zero or no longer reaching the output) is where its cliff starts. Compacted nets "
+             "are timed at batch 100 with the stage's threads (median of 15; mean over seeds). "
              "Generated by `dvc repro stages/retrain/dvc.yaml:archs` (docs/architectures.md).",
              "", f"![accuracy against effective sparsity per architecture]({figure})", "",
-             *table_md(table), "", *sentences(table)]
+             *table_md(aggregate(table)), "", *sentences(table)]
     return "\n".join(lines) + "\n"
+
+
+def mean_curve(curve: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The curve averaged over seeds: per (dataset, arch, arm, k), mean accuracy and mean
+    effective sparsity."""
+    keys = ("dataset", "arch", "granularity", "criterion", "scope", "sparsity")
+    out = []
+    for key in dict.fromkeys(tuple(r[k] for k in keys) for r in curve):
+        rows = [r for r in curve if tuple(r[k] for k in keys) == key]
+        out.append({**dict(zip(keys, key, strict=True)),
+                    "accuracy": stats([_f(r, "accuracy") for r in rows]).mean,
+                    "effective_sparsity": stats([_f(r, "effective_sparsity")
+                                                 for r in rows]).mean})
+    return out
 
 
 def figure(curve: Sequence[Mapping[str, Any]]) -> bytes:
@@ -106,8 +162,10 @@ def figure(curve: Sequence[Mapping[str, Any]]) -> bytes:
 
 
 def draw(curve: Sequence[Mapping[str, Any]]) -> Any:
-    """Accuracy against effective sparsity: one row per dataset, weight (magnitude) and unit
-    (l2) pruning in layer scope, one colour per architecture, the random controls dotted."""
+    """Accuracy against effective sparsity (means over the seeds): one row per dataset, weight
+    (magnitude) and unit (l2) pruning in layer scope, one colour per architecture, the random
+    controls dotted."""
+    curve = mean_curve(curve)
     import matplotlib
 
     matplotlib.use("Agg")

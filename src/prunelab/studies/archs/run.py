@@ -222,22 +222,24 @@ def datasets(stage: Opened, data_dir: Path) -> Iterator[tuple[str, Data, Input]]
 
 
 def study(stage: Opened, data_dir: Path) -> Iterator[tuple[str, str, list[dict], dict]]:
-    """Every (dataset, arch): its curve rows and its table row, one pair at a time."""
-    cfg, seed = stage.cfg, stage.seed
+    """Every (dataset, arch, seed): its curve rows and its table row, one at a time."""
+    cfg = stage.cfg
     widths = archs_study.widths(cfg)
     grid = sorted({0.0, *cfg.prune.sparsities})
     for dataset, data, inp in datasets(stage, data_dir):
         for arch in cfg.archs.archs:
-            net = build(arch, inp, widths, seed, stage.device)
-            epochs = cfg.archs.epochs(dataset)
-            lr = cfg.archs.lr(arch, cfg.train.lr)
-            seconds = fit(net, data, epochs, lr, cfg.train.batch_size, seed)
-            dense = accuracy(net, data.x_test, data.y_test)
-            rows = [{"dataset": dataset, "arch": arch, **r} for r in sweep(net, data, grid, seed)]
-            row = {"dataset": dataset, "arch": arch, "epochs": epochs, "lr": lr,
-                   "train_seconds": round(seconds, 2), "dense_accuracy": dense,
-                   "params": sum(w.numel() for w in net.state().values()),
-                   "widths": "-".join(str(v) for v in net.sizes.values()),
-                   **summary(rows, dense), **compaction(net, data, cfg.archs.compact_sparsity,
-                                                        seed)}
-            yield dataset, arch, rows, row
+            for seed in cfg.archs.seeds:
+                net = build(arch, inp, widths, seed, stage.device)
+                epochs = cfg.archs.epochs(dataset)
+                lr = cfg.archs.lr(arch, cfg.train.lr)
+                seconds = fit(net, data, epochs, lr, cfg.train.batch_size, seed)
+                dense = accuracy(net, data.x_test, data.y_test)
+                key = {"dataset": dataset, "arch": arch, "seed": seed}
+                rows = [{**key, **r} for r in sweep(net, data, grid, seed)]
+                row = {**key, "epochs": epochs, "lr": lr, "train_seconds": round(seconds, 2),
+                       "dense_accuracy": dense,
+                       "params": sum(w.numel() for w in net.state().values()),
+                       "widths": "-".join(str(v) for v in net.sizes.values()),
+                       **summary(rows, dense),
+                       **compaction(net, data, cfg.archs.compact_sparsity, seed)}
+                yield dataset, arch, rows, row

@@ -31,7 +31,8 @@ SECTION = paths.report_section("archs")
 
 @dataclass(frozen=True)
 class ArchsConfig:
-    """params.yaml `archs`: which ``archs`` on which ``datasets``; epochs per dataset (MNIST-1D
+    """params.yaml `archs`: which ``archs`` on which ``datasets``, one training per seed of
+    ``seeds`` (its init and data order; intervals across them); epochs per dataset (MNIST-1D
     has 40 batches an epoch: 3 epochs are 120 steps); the ResNet's stage widths and blocks per
     stage and the LSTM's hidden units (the MLP's and LeNet-5's widths are ``model``'s); the
     unit sparsity at which each net is compacted and timed. Learning rates: the study's
@@ -40,6 +41,7 @@ class ArchsConfig:
 
     archs: tuple[str, ...] = tuple(ARCHS)
     datasets: tuple[str, ...] = DATASETS
+    seeds: tuple[int, ...] = (0, 1, 2)
     mnist_epochs: int = 3
     mnist1d_epochs: int = 100
     resnet_widths: tuple[int, ...] = (16, 32, 64)
@@ -57,8 +59,8 @@ class ArchsConfig:
         return {"resnet": self.resnet_lr, "lstm": self.lstm_lr}.get(arch, study_lr)
 
 
-KEYS = ("archs", "datasets", "mnist_epochs", "mnist1d_epochs", "resnet_widths", "resnet_blocks",
-        "lstm_hidden", "resnet_lr", "lstm_lr", "compact_sparsity")
+KEYS = ("archs", "datasets", "seeds", "mnist_epochs", "mnist1d_epochs", "resnet_widths",
+        "resnet_blocks", "lstm_hidden", "resnet_lr", "lstm_lr", "compact_sparsity")
 
 
 def parse(raw: Any, core: Params) -> ArchsConfig:
@@ -76,12 +78,18 @@ def parse(raw: Any, core: Params) -> ArchsConfig:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
             raise fail(f"archs.{key}", v, "a learning rate in (0, 1]")
         lrs[key] = float(v)
+    seeds, allowed = raw["seeds"], "a list of 1 to 10 distinct seeds from 0 to 2**32 - 1"
+    if not isinstance(seeds, list) or not 1 <= len(seeds) <= 10:
+        raise fail("archs.seeds", seeds, allowed)
+    for i, v in enumerate(seeds):
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**32 or v in seeds[:i]:
+            raise fail(f"archs.seeds[{i}]", v, allowed)
     k = raw["compact_sparsity"]
     if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k < 1:
         raise fail("archs.compact_sparsity", k, "a number in (0, 1)")
     return ArchsConfig(
         archs=names(raw, "archs", tuple(ARCHS), "archs"),
-        datasets=names(raw, "datasets", DATASETS, "archs"),
+        datasets=names(raw, "datasets", DATASETS, "archs"), seeds=tuple(seeds),
         mnist_epochs=integer(raw, "archs", "mnist_epochs", 1, 1000),
         mnist1d_epochs=integer(raw, "archs", "mnist1d_epochs", 1, 10000),
         resnet_widths=tuple(widths),
@@ -120,7 +128,7 @@ STUDY = Study(
               "pruned over the grid by every criterion and scope its graph supports, compacted "
               "at archs.compact_sparsity and timed", "stages/archs.py",
               params=("data.train_size", "data.test_size", "model.mlp.hidden",
-                      "model.lenet5.channels", "model.lenet5.fc", "train.seeds", "train.lr",
+                      "model.lenet5.channels", "model.lenet5.fc", "train.lr",
                       "train.batch_size", "train.device", "prune.sparsities",
                       *(f"archs.{k}" for k in KEYS)),
               reads=(paths.PARAMS_CHECKED, paths.DATA_DIR, DATA),
