@@ -504,9 +504,13 @@ GOOD = (MAIN / "params.yaml").read_text(encoding="utf-8") if (MAIN / "params.yam
 
 def with_seed(text: str) -> str:
     """GOOD with ``text`` as the one seed of train.seeds (flow style: ``seeds: [text]``)."""
-    changed, n = re.subn(r"(?m)^(\s*seeds:).*$", lambda m: f"{m.group(1)} [{text}]", GOOD)
+    start = GOOD.index("\ntrain:")  # the train section: archs has a seeds key of its own
+    end = re.compile(r"(?m)^\S").search(GOOD, start + len("\ntrain:"))
+    stop = end.start() if end else len(GOOD)
+    section, n = re.subn(r"(?m)^(\s*seeds:).*$", lambda m: f"{m.group(1)} [{text}]",
+                         GOOD[start:stop])
     assert n == 1, "no train.seeds line in params.yaml"
-    return changed
+    return GOOD[:start] + section + GOOD[stop:]
 
 
 def alias_bomb(levels: int) -> str:

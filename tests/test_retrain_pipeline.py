@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 PIPELINE = "stages/retrain/dvc.yaml"
 RETRAIN_STAGES = {"finetune_weight", "finetune_unit", "finetune_plot", "imp", "atinit@0",
-                  "atinit_compare", "during", "during_compare", "l0", "archs"}
+                  "atinit_compare", "during", "during_compare", "l0", "mnist1d", "archs"}
 GRID = [0.0, 0.5, 0.9]
 STEPS = 15  # 1,500 images in batches of 100, one epoch
 PARAMS: dict[str, Any] = {
