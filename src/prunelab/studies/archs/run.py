@@ -34,12 +34,6 @@ from prunelab.studies.opening import Opened
 EVAL_BATCH = 1000
 SCOPES = ("layer", "global")
 CRITERIA = {"weight": ("magnitude", "random"), "unit": ("l2", "random")}
-# Criteria of the MLP study that need a chain (calibration through layer inputs, OBS's patches,
-# a least-squares refit layer by layer): refused on graph nets, with this reason.
-NOT_ON_GRAPHS = {
-    "weight": ("largest", "wanda", "obd", "obs"),
-    "unit": ("largest", "activation", "l2_refit"),
-}
 
 
 @dataclass(frozen=True)
@@ -190,7 +184,6 @@ def highest_within(rows: Sequence[Mapping[str, object]], dense: float,
     if best is None:
         return 0.0, 0.0
     return float(best["sparsity"]), float(best["effective_sparsity"])  # type: ignore[arg-type]
-
 
 
 ARMS = tuple((gr, c, s) for gr, cs in CRITERIA.items() for c in cs for s in SCOPES)
