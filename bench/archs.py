@@ -8,8 +8,9 @@ four on MNIST-1D <= 5 min.
 
 `--tune` instead reruns the recipe choices on validation splits carved from the TRAINING sets
 (never the test sets): the ResNet's and the LSTM's learning rate (the study's 0.001 against
-0.003; MNIST, 3 epochs, validated on the last 6,000 training images) and the MNIST-1D epochs
-(validated on the last 400 training signals). Writes bench/results/archs[_tune].json; with
+0.003) and schedule (constant, cosine, one-cycle; MNIST, 3 epochs, validated on the last 6,000
+training images), the MNIST-1D epochs (constant lr, continued) and params.yaml's schedule on
+MNIST-1D (validated on the last 400 training signals). Writes bench/results/archs[_tune].json; with
 --readme README.md, the `archs-bench` (or `archs-tune`) block of docs/architectures.md.
 """
 
@@ -93,12 +94,15 @@ def tune() -> dict[str, Any]:
     widths, batch, rows = archs.widths(cfg), cfg.train.batch_size, []
     val = mnist(validation=6000)
     deeper = dataclasses.replace(widths, resnet_blocks=widths.resnet_blocks + 1)
-    for arch, w, lr in [(a, widths, lr) for a in ("cnn", "resnet", "lstm") for lr in (0.001, 0.003)
-                        ] + [("resnet", deeper, 0.003)]:
+    runs = [(a, widths, lr, "constant") for a in ("cnn", "resnet", "lstm") for lr in (0.001, 0.003)
+            ] + [("resnet", deeper, 0.003, "constant")] + [
+        (a, widths, lr, sched) for a in ("resnet", "lstm")
+        for lr, sched in ((0.003, "cosine"), (0.003, "onecycle"), (0.006, "onecycle"))]
+    for arch, w, lr, sched in runs:
         net = build(arch, IMAGE, w, 0)
-        fit(net, val, 3, lr, batch, 0)
+        fit(net, val, 3, lr, batch, 0, sched)
         rows.append({"dataset": "mnist", "arch": arch, "blocks": w.resnet_blocks if arch ==
-                     "resnet" else "", "lr": lr, "epochs": 3,
+                     "resnet" else "", "lr": lr, "schedule": sched, "epochs": 3,
                      "validation_accuracy": accuracy(net, val.x_test, val.y_test)})
     val1 = signals(validation=400)
     for arch in cfg.archs.archs:
@@ -107,8 +111,17 @@ def tune() -> dict[str, Any]:
             fit(net, val1, epochs - done, lr, batch, done)  # continues; each leg reshuffled
             done = epochs
             rows.append({"dataset": "mnist1d", "arch": arch, "blocks": widths.resnet_blocks if
-                         arch == "resnet" else "", "lr": lr, "epochs": epochs,
+                         arch == "resnet" else "", "lr": lr, "schedule": "constant",
+                         "epochs": epochs,
                          "validation_accuracy": accuracy(net, val1.x_test, val1.y_test)})
+    for arch in ("resnet", "lstm"):  # params.yaml's schedule at params.yaml's epochs
+        lr, sched = cfg.archs.lr(arch, cfg.train.lr), cfg.archs.schedule_of(arch)
+        net = build(arch, SIGNAL, widths, 0)
+        fit(net, val1, cfg.archs.mnist1d_epochs, lr, batch, 0, sched)
+        rows.append({"dataset": "mnist1d", "arch": arch, "blocks": widths.resnet_blocks if
+                     arch == "resnet" else "", "lr": lr, "schedule": sched,
+                     "epochs": cfg.archs.mnist1d_epochs,
+                     "validation_accuracy": accuracy(net, val1.x_test, val1.y_test)})
     return {"machine": describe().as_dict(), "rows": rows}
 
 
@@ -132,9 +145,10 @@ def timing_md(r: dict[str, Any]) -> str:
 def tune_md(r: dict[str, Any]) -> str:
     lines = ["Validation accuracy (%) on splits carved from the training sets, `python "
              "bench/archs.py --tune` (seed 0, one run each):", "",
-             "| dataset | arch | ResNet blocks per stage | lr | epochs | validation accuracy |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {x['dataset']} | {x['arch']} | {x['blocks']} | {x['lr']:g} | {x['epochs']} | "
+             "| dataset | arch | ResNet blocks per stage | lr | schedule | epochs | validation "
+             "accuracy |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {x['dataset']} | {x['arch']} | {x['blocks']} | {x['lr']:g} | "
+              f"{x.get('schedule', 'constant')} | {x['epochs']} | "
               f"{x['validation_accuracy']:.2f} |" for x in r["rows"]]
     return "\n".join(lines)
 

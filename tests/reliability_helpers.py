@@ -65,8 +65,9 @@ SMALL_PARAMS: dict[str, Any] = {
     "l0": {"lambdas": []},
     "archs": {"archs": ["mlp"], "datasets": ["mnist1d"], "seeds": [0], "mnist_epochs": 1,
               "mnist1d_epochs": 1, "resnet_widths": [4, 8, 8], "resnet_blocks": 1,
-              "lstm_hidden": 8, "resnet_lr": 0.003, "lstm_lr": 0.003,
-              "compact_sparsity": 0.5},
+              "lstm_hidden": 8, "resnet_lr": 0.003, "lstm_lr": 0.003, "schedule": "onecycle",
+              "compact_sparsity": 0.5,
+              "weight_criteria": ["magnitude"], "unit_criteria": ["l2"]},
 }
 # A few seconds to tens of seconds of training (600 steps), depending on the machine's load.
 SLOW_PARAMS: dict[str, Any] = {

@@ -17,20 +17,30 @@ from prunelab.studies.archs.study import KEYS, parse
 
 GOOD = {"archs": ["mlp", "lstm"], "datasets": ["mnist1d"], "seeds": [0, 1], "mnist_epochs": 3,
         "mnist1d_epochs": 100, "resnet_widths": [16, 32, 64], "resnet_blocks": 1,
-        "lstm_hidden": 128, "resnet_lr": 0.003, "lstm_lr": 0.003, "compact_sparsity": 0.5}
+        "lstm_hidden": 128, "resnet_lr": 0.003, "lstm_lr": 0.003, "schedule": "onecycle",
+        "compact_sparsity": 0.5, "weight_criteria": ["magnitude", "random", "wanda", "obd"],
+        "unit_criteria": ["l2", "random", "activation"]}
+CRITERIA = {"weight": ("magnitude", "random", "wanda", "obd"),
+            "unit": ("l2", "random", "activation")}
 
 
 def test_the_section_parses_and_names_each_bad_value() -> None:
     cfg = parse(dict(GOOD), Params.__new__(Params))
     assert cfg.archs == ("mlp", "lstm") and cfg.lr("resnet", 0.001) == 0.003
     assert cfg.lr("mlp", 0.001) == 0.001 and cfg.epochs("mnist1d") == 100
+    assert cfg.schedule_of("lstm") == "onecycle" and cfg.schedule_of("mlp") == "constant"
+    assert cfg.criteria == CRITERIA
     assert set(KEYS) == set(GOOD)
     for key, bad, said in [("archs", ["vgg"], "archs.archs[0] = 'vgg'"),
                            ("datasets", [], "archs.datasets = []"),
                            ("seeds", [0, 0], "archs.seeds[1] = 0"),
                            ("resnet_widths", [16, 0], "archs.resnet_widths[1] = 0"),
                            ("lstm_lr", 0, "archs.lstm_lr = 0"),
-                           ("compact_sparsity", 1.0, "archs.compact_sparsity = 1.0")]:
+                           ("compact_sparsity", 1.0, "archs.compact_sparsity = 1.0"),
+                           ("schedule", "step", "archs.schedule = 'step'"),
+                           ("weight_criteria", ["magnitude", "l2"],
+                            "archs.weight_criteria[1] = 'l2'"),
+                           ("unit_criteria", [], "archs.unit_criteria = []")]:
         with pytest.raises(ParamsError, match=re.escape(f"params.yaml: {said} is not allowed")):
             parse({**GOOD, key: bad}, Params.__new__(Params))
 
@@ -48,7 +58,8 @@ def swept() -> tuple[list[dict], list[dict]]:
             seconds = run.fit(net, data, 1, 0.003, 50, seed)
             dense = run.accuracy(net, data.x_test, data.y_test)
             key = {"dataset": "mnist1d", "arch": arch, "seed": seed}
-            rows = [{**key, **r} for r in run.sweep(net, data, [0.0, 0.5, 0.9], seed)]
+            context = run.gc.GraphContext(net, *run.calibration(data, 64, seed), seed)
+            rows = [{**key, **r} for r in run.sweep(context, data, [0.0, 0.5, 0.9], CRITERIA)]
             curve += rows
             table.append({**key, "epochs": 1, "train_seconds": seconds, "dense_accuracy": dense,
                           **run.summary(rows, dense),
@@ -59,7 +70,7 @@ def swept() -> tuple[list[dict], list[dict]]:
 def test_the_sweep_covers_every_arm_and_starts_dense(swept) -> None:
     curve, table = swept
     arms = {(r["granularity"], r["criterion"], r["scope"]) for r in curve}
-    assert arms == set(run.ARMS)
+    assert arms == set(run.arms(CRITERIA)) and len(arms) == 14
     for r in curve:
         if r["sparsity"] == 0.0:
             dense = next(t for t in table if (t["arch"], t["seed"]) == (r["arch"], r["seed"])
@@ -101,3 +112,25 @@ def test_the_section_says_what_the_table_shows(swept) -> None:
     diff = ((k["lstm", 0] - k["mlp", 0]) + (k["lstm", 1] - k["mlp", 1])) / 2
     assert f"weight pruning holds to k = {(k['lstm', 0] + k['lstm', 1]) / 2:.2f} (minus the " \
            f"MLP's: {diff:+.2f}, " in text
+
+
+def test_refitting_criteria_are_refused_with_the_reason_in_one_line() -> None:
+    for key, name in (("weight_criteria", "obs"), ("unit_criteria", "l2_refit")):
+        with pytest.raises(ParamsError) as err:
+            parse({**GOOD, key: ["random", name]}, Params.__new__(Params))
+        line = str(err.value)
+        assert "\n" not in line and f"archs.{key}[1] = {name!r} is not allowed" in line
+        assert "re-fits each layer of a chain" in line and "allowed: " in line
+
+
+def test_the_section_tables_every_criterion_against_its_control(swept) -> None:
+    _, table = swept
+    text = compare.section(table, "../plots/archs.png")
+    assert "| dataset | arch | weight: magnitude | weight: random | weight: wanda | " \
+           "weight: obd | unit: l2 | unit: random | unit: activation |" in text
+    k = [t["weight.obd.global.k_within_1pt"] for t in table
+         if (t["arch"], t["dataset"]) == ("lstm", "mnist1d")]
+    row = [line for line in text.splitlines() if line.startswith("| MNIST-1D | LSTM | ")][-1]
+    cells = row.split(" | ")
+    assert cells[5].split(" / ")[1].startswith(f"{sum(k) / 2:.2f}")  # obd, global scope
+    assert "- MNIST-1D, LSTM: the furthest-holding criterion, weight: " in text

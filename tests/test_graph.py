@@ -14,6 +14,7 @@ from prunelab.models.archs import ARCHS, build
 from prunelab.models.archs.base import Input, Widths, compacted, masked
 from prunelab.models.layers import forward as chain_forward
 from prunelab.models.networks import init_weight, lenet5_geometry, mlp_geometry
+from prunelab.pruning.graph_criteria import GraphContext
 from prunelab.pruning.masks import Pruner, live_masks, unit_scores
 from prunelab.studies.archs.run import Sweep
 
@@ -161,7 +162,7 @@ def test_graph_masks_and_liveness_equal_the_chain_codes(arch: str, granularity: 
                                                         criterion: str, scope: str) -> None:
     chain, net = chain_and_graph(arch, 1)
     pruner = Pruner(chain, granularity, scope)
-    sweep = Sweep(net, granularity, criterion, scope, 0)
+    sweep = Sweep(GraphContext(net, seed=0), granularity, criterion, scope)
     for k in (0.25, 0.7, 0.95):
         want = pruner.masks(k)
         got = list(sweep.masks(k).values())

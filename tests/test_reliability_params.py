@@ -176,7 +176,13 @@ def valid_docs(draw: st.DrawFn) -> dict[str, Any]:
                     "resnet_blocks": draw(st.integers(1, 8)),
                     "lstm_hidden": draw(st.integers(1, 4096)),
                     "resnet_lr": draw(st.floats(1e-6, 1.0)), "lstm_lr": draw(st.floats(1e-6, 1.0)),
-                    "compact_sparsity": draw(st.floats(0.01, 0.99))}
+                    "schedule": draw(st.sampled_from(["constant", "cosine", "onecycle"])),
+                    "compact_sparsity": draw(st.floats(0.01, 0.99)),
+                    "weight_criteria": draw(st.lists(st.sampled_from(
+                        ["magnitude", "random", "largest", "wanda", "obd"]), min_size=1,
+                        unique=True)),
+                    "unit_criteria": draw(st.lists(st.sampled_from(
+                        ["l2", "random", "largest", "activation"]), min_size=1, unique=True))}
     return doc
 
 

@@ -68,7 +68,10 @@ PARAMS: dict[str, Any] = {
     "archs": {"archs": ["mlp", "lstm"], "datasets": ["mnist1d"], "seeds": [0, 1],
               "mnist_epochs": 1,
               "mnist1d_epochs": 1, "resnet_widths": [4, 8, 8], "resnet_blocks": 1,
-              "lstm_hidden": 8, "resnet_lr": 0.003, "lstm_lr": 0.003, "compact_sparsity": 0.5},
+              "lstm_hidden": 8, "resnet_lr": 0.003, "lstm_lr": 0.003, "schedule": "onecycle",
+              "compact_sparsity": 0.5,
+              "weight_criteria": ["magnitude", "random", "wanda", "obd"],
+              "unit_criteria": ["l2", "random", "activation"]},
 }
 RETRAIN_OUTPUTS = ("plots/finetune_weight.csv", "plots/finetune_unit.csv", "plots/finetune.png",
                    "plots/imp.csv", "metrics/imp.json", "metrics/imp_timing.json",
@@ -256,9 +259,12 @@ def test_the_during_study_trains_every_arm_and_compares_them(built: Built) -> No
         assert 0 <= float(r["compact_accuracy"]) <= 100 and float(r["speedup_b100"]) > 0
     assert next(r for r in table if r["arch"] == "lstm")["compact_widths"] == "4"
     curve = read_rows(root / "plots/archs.csv")
-    assert len(curve) == 2 * 2 * 8 * len(GRID)  # archs x seeds x (granularities, criteria, scopes)
+    assert len(curve) == 2 * 2 * 14 * len(GRID)  # archs x seeds x (7 criteria x 2 scopes)
     assert {r["scope"] for r in curve} == {"layer", "global"}
-    assert "| MNIST-1D | LSTM | 2 |" in (root / "reports/sections/archs.md").read_text()
+    assert {r["criterion"] for r in curve} == {"magnitude", "random", "wanda", "obd", "l2",
+                                               "activation"}
+    archs_md = (root / "reports/sections/archs.md").read_text()
+    assert "| MNIST-1D | LSTM | 2 |" in archs_md and "| weight: wanda |" in archs_md
 
 
 def test_second_retrain_repro_runs_nothing(built: Built) -> None:

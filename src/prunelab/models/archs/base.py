@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from prunelab.models import graph as g
@@ -56,12 +57,80 @@ class Widths:
     lstm_hidden: int = 128
 
 
+@dataclass
+class Probe:
+    """What inputs show of a net's parts, summed over samples (and positions, steps): per
+    part, the squared norm of each input column its weight matrix multiplies; per group, the
+    summed |activation| of each unit and how many values were summed."""
+
+    column_sq: dict[str, Tensor] = field(default_factory=dict)
+    activity: dict[str, Tensor] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def column_norms(self, part: str) -> Tensor:
+        """||x_j||_2 of each input column of ``part``: (fan_in,)."""
+        return self.column_sq[part].sqrt()
+
+    def mean_activity(self, group: str) -> Tensor:
+        """Mean |activation| of each unit of ``group`` (over every node it is written at)."""
+        return self.activity[group] / self.counts[group]
+
+
+def unfolded(x: Tensor, kernel: int, stride: int = 1, padding: int = 0) -> Tensor:
+    """What a conv's weight matrix (out, in * kernel**d) multiplies: one row per sample and
+    output position, columns in the weight's (in, *kernel) order; 1-D and 2-D inputs."""
+    if x.dim() == 3:  # a signal as a 1 x L image
+        cols = F.unfold(x.unsqueeze(2), (1, kernel), padding=(0, padding), stride=(1, stride))
+    else:
+        cols = F.unfold(x, kernel, padding=padding, stride=stride)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
 class GraphNet(nn.Module):
-    """A net whose weights are named parts of its graph; ``sizes`` are its groups' widths."""
+    """A net whose weights are named parts of its graph; ``sizes`` are its groups' widths.
+
+    ``forward`` reports what each part's weight multiplies (:meth:`reads`, :meth:`reads_conv`)
+    and each group's activations (:meth:`fires`); both are no-ops unless :meth:`probe` runs.
+    """
+
+    _probe: Probe | None = None
 
     def __init__(self, inp: Input, widths: Widths, sizes: Mapping[str, int]) -> None:
         super().__init__()
         self.inp, self.widths, self.sizes = inp, widths, dict(sizes)
+
+    def reads(self, part: str, x: Tensor) -> None:
+        """``part``'s weight multiplies the rows of ``x``: (rows, fan_in)."""
+        if self._probe is not None:
+            sq = x.detach().square().sum(dim=0)
+            old = self._probe.column_sq.get(part)
+            self._probe.column_sq[part] = sq if old is None else old + sq
+
+    def reads_conv(self, part: str, x: Tensor, kernel: int, stride: int = 1,
+                   padding: int = 0) -> None:
+        """``part`` is a conv over ``x`` (N, C, *spatial)."""
+        if self._probe is not None:
+            self.reads(part, unfolded(x.detach(), kernel, stride, padding))
+
+    def fires(self, group: str, a: Tensor) -> None:
+        """``a`` holds activations of ``group``'s units: (N, units, *spatial) or (rows, units)."""
+        if self._probe is not None:
+            rows = a.detach().movedim(1, -1).reshape(-1, a.shape[1]) if a.dim() > 2 else a
+            total = rows.abs().sum(dim=0)
+            p = self._probe
+            p.activity[group] = total + p.activity[group] if group in p.activity else total
+            p.counts[group] = p.counts.get(group, 0) + rows.shape[0]
+
+    @torch.no_grad()
+    def probe(self, x: Tensor, batch: int = 256) -> Probe:
+        """Run ``x`` (N, features) through the net and collect what its parts see."""
+        self._probe = Probe()
+        try:
+            for i in range(0, len(x), batch):
+                self(x[i : i + batch])
+            return self._probe
+        finally:
+            self._probe = None
 
     def graph(self) -> g.Graph:  # pragma: no cover - every subclass declares its own
         raise NotImplementedError

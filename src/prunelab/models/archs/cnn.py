@@ -65,11 +65,16 @@ class CNN(GraphNet):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.reshape(len(x), *self.inp.shape)
-        for w, pad in zip(self.convs, PADDING):
+        for i, (w, pad) in enumerate(zip(self.convs, PADDING)):
+            self.reads_conv(f"conv{i}", x, KERNEL, padding=pad)
             x = pool(torch.relu(conv(x, w, padding=pad)), POOL)
+            self.fires(f"c{i}", x)  # a channel's activity: its pooled positions
         x = x.flatten(1)
-        for w in self.fc[:-1]:
+        for i, w in enumerate(self.fc[:-1]):
+            self.reads(f"fc{i}", x)
             x = torch.relu(x @ w.T)
+            self.fires(f"f{i}", x)
+        self.reads(f"fc{len(self.fc) - 1}", x)
         return x @ self.fc[-1].T
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor, nn
 
 from prunelab.models import graph as g
@@ -47,4 +48,10 @@ class LSTM(GraphNet):
     def forward(self, x: Tensor) -> Tensor:
         seq = x.reshape(len(x), *self.inp.steps)
         out, _ = self.lstm(seq)
+        if self._probe is not None:  # ih reads every step's input, hh the state before it
+            self.reads("ih", seq.reshape(-1, seq.shape[2]))
+            before = torch.cat([torch.zeros_like(out[:, :1]), out[:, :-1]], dim=1)
+            self.reads("hh", before.reshape(-1, out.shape[2]))
+            self.fires("h", out.reshape(-1, out.shape[2]))
+        self.reads("fc", out[:, -1])
         return out[:, -1] @ self.fc.T

@@ -33,6 +33,9 @@ class MLP(GraphNet):
                                g.OUTPUT: self.inp.classes}, parts[-1].name)
 
     def forward(self, x: Tensor) -> Tensor:
-        for w in self.fc[:-1]:
+        for i, w in enumerate(self.fc[:-1]):
+            self.reads(f"fc{i}", x)
             x = torch.relu(x @ w.T)
+            self.fires(f"h{i}", x)
+        self.reads(f"fc{len(self.fc) - 1}", x)
         return x @ self.fc[-1].T

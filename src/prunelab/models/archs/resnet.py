@@ -91,11 +91,22 @@ class ResNet(GraphNet):
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.w
-        x = torch.relu(conv(x.reshape(len(x), *self.inp.shape), w["stem"], padding=1))
+        x = x.reshape(len(x), *self.inp.shape)
+        self.reads_conv("stem", x, 3, padding=1)
+        x = torch.relu(conv(x, w["stem"], padding=1))
+        self.fires("stem", x)
         for i in range(len(self.widths.resnet_widths)):
             for j in range(self.widths.resnet_blocks):
                 mid, stride = f"s{i}b{j}", 2 if j == 0 else 1
+                self.reads_conv(f"{mid}c1", x, 3, stride, 1)
                 h = torch.relu(conv(x, w[f"{mid}c1"], stride, 1))
+                self.fires(mid, h)
+                self.reads_conv(f"{mid}c2", h, 3, 1, 1)
                 h = conv(h, w[f"{mid}c2"], 1, 1)
+                if j == 0:
+                    self.reads_conv(f"s{i}proj", x, 1, stride)
                 x = torch.relu(h + (conv(x, w[f"s{i}proj"], stride) if j == 0 else x))
-        return x.flatten(2).mean(dim=2) @ w["fc"].T
+                self.fires(f"s{i}", x)  # the stage's stream, at every block's output
+        x = x.flatten(2).mean(dim=2)
+        self.reads("fc", x)
+        return x @ w["fc"].T

@@ -1,12 +1,14 @@
 """One architecture on one dataset: train it, sweep the grid with every criterion and scope that
 reads its graph, and time its compacted net -- what a row of the comparison is made of.
 
-Every step reads the net's :class:`~prunelab.models.graph.Graph` only: weight pruning ranks each
-part's |w| (``layer``) or all parts' together (``global``); unit pruning ranks each coupling
-group's units by the L2 norm of everything writing into them (``layer``), or by its RMS across
-groups with each group's best unit protected (``global``); ``random`` draws the same counts at
-random (the controls). The output layer stays dense. Effective sparsity counts what the graph's
-liveness says can still affect the output.
+Every step reads the net's :class:`~prunelab.models.graph.Graph` and the graph criteria
+(:mod:`prunelab.pruning.graph_criteria`: ``archs.weight_criteria`` and ``archs.unit_criteria``):
+weight pruning ranks each part's weights (``layer``) or all parts' together (``global``); unit
+pruning ranks each coupling group's units (``layer``), or all groups' together with each
+group's best unit protected (``global``); ``random`` draws the same counts at random (the
+controls). The output layer stays dense. Effective sparsity counts what the graph's liveness
+says can still affect the output. Calibration inputs (for wanda, obd, activation) are
+``prune.calibration_size`` training samples drawn with the seed.
 """
 
 from __future__ import annotations
@@ -23,17 +25,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from prunelab.data import mnist1d
+from prunelab.data.mnist import calibration_indices
 from prunelab.models import graph as g
 from prunelab.models.archs import build
 from prunelab.models.archs.base import GraphNet, Input, compacted, masked
+from prunelab.pruning import graph_criteria as gc
 from prunelab.pruning.masks import rank
-from prunelab.runtime.rng import RANDOM_CRITERION, derived_seed
 from prunelab.studies.archs import study as archs_study
 from prunelab.studies.opening import Opened
 
 EVAL_BATCH = 1000
 SCOPES = ("layer", "global")
-CRITERIA = {"weight": ("magnitude", "random"), "unit": ("l2", "random")}
+Arm = tuple[str, str, str]  # (granularity, criterion, scope)
 
 
 @dataclass(frozen=True)
@@ -46,10 +49,24 @@ class Data:
     y_test: Tensor
 
 
-def fit(net: GraphNet, data: Data, epochs: int, lr: float, batch: int, seed: int) -> float:
+def scheduler(opt: torch.optim.Optimizer, schedule: str, lr: float,
+              steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """``constant`` (none); ``cosine``: lr decayed to 0 over ``steps``; ``onecycle``: warm-up
+    to lr over the first 30% of steps, then annealed (PyTorch's OneCycleLR defaults)."""
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    if schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    return None
+
+
+def fit(net: GraphNet, data: Data, epochs: int, lr: float, batch: int, seed: int,
+        schedule: str = "constant") -> float:
     """The study's recipe on any graph net (Adam, cross-entropy, shuffled mini-batches drawn
-    from ``seed``); the seconds of optimisation."""
+    from ``seed``), the learning rate on ``schedule``; the seconds of optimisation."""
     opt = torch.optim.Adam(net.parameters(), lr=lr, fused=True)
+    steps = epochs * -(-len(data.x) // batch)
+    sched = scheduler(opt, schedule, lr, steps)
     shuffle = torch.Generator().manual_seed(seed)
     net.train()
     start = time.perf_counter()
@@ -60,6 +77,8 @@ def fit(net: GraphNet, data: Data, epochs: int, lr: float, batch: int, seed: int
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(net(data.x[idx]), data.y[idx]).backward()
             opt.step()
+            if sched is not None:
+                sched.step()
     seconds = time.perf_counter() - start
     net.eval()
     return seconds
@@ -73,27 +92,25 @@ def accuracy(net: GraphNet, x: Tensor, y: Tensor) -> float:
     return round(100.0 * correct / len(x), 4)
 
 
-def _random(shape: torch.Size, seed: int, i: int) -> Tensor:
-    gen = torch.Generator().manual_seed(derived_seed(seed, RANDOM_CRITERION, i))
-    return torch.rand(shape, generator=gen)
+def calibration(data: Data, size: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``size`` training samples (at most all of them) and their labels, drawn with ``seed``;
+    never a test sample."""
+    idx = torch.from_numpy(calibration_indices(len(data.x), min(size, len(data.x)), seed))
+    idx = idx.to(data.x.device)
+    return data.x[idx], data.y[idx]
 
 
 class Sweep:
     """All keep-masks of one (granularity, criterion, scope) for one net, ranked once."""
 
-    def __init__(self, net: GraphNet, granularity: str, criterion: str, scope: str,
-                 seed: int) -> None:
-        self.graph, self.state, self.granularity = net.graph(), net.state(), granularity
-        if granularity == "weight":
-            self.keys = [p.name for p in self.graph.prunable]
-            scores = [self.state[k].detach().abs() if criterion == "magnitude"
-                      else _random(self.state[k].shape, seed, i) for i, k in enumerate(self.keys)]
-        else:
-            self.keys = list(self.graph.groups)
-            scores = [g.l2_scores(self.graph, self.state, k, rms=scope == "global").detach()
-                      if criterion == "l2" else _random(torch.Size([self.graph.sizes[k]]), seed, i)
-                      for i, k in enumerate(self.keys)]
-        scores = [s.cpu() for s in scores]
+    def __init__(self, context: gc.GraphContext, granularity: str, criterion: str,
+                 scope: str) -> None:
+        net = context.net
+        self.graph, self.state, self.granularity = context.graph, net.state(), granularity
+        self.keys = ([p.name for p in self.graph.prunable] if granularity == "weight"
+                     else list(self.graph.groups))
+        scores = gc.scores(gc.CRITERIA[granularity][criterion], context, self.keys,
+                           scope == "global")
         self.rankings = ([rank([s]) for s in scores] if scope == "layer"
                          else [rank(scores, protect_best=granularity == "unit")])
 
@@ -124,16 +141,20 @@ def point(net: GraphNet, masks: Mapping[str, Tensor], data: Data) -> dict[str, f
             "effective_sparsity": round(1 - live / total, 6)}
 
 
-def sweep(net: GraphNet, data: Data, grid: Sequence[float], seed: int) -> list[dict[str, object]]:
+def arms(criteria: Mapping[str, Sequence[str]]) -> tuple[Arm, ...]:
+    """Every (granularity, criterion, scope) of the configured criteria."""
+    return tuple((gr, c, s) for gr, cs in criteria.items() for c in cs for s in SCOPES)
+
+
+def sweep(context: gc.GraphContext, data: Data, grid: Sequence[float],
+          criteria: Mapping[str, Sequence[str]]) -> list[dict[str, object]]:
     """Every criterion and scope over the grid: one row per (granularity, criterion, scope, k)."""
     rows = []
-    for granularity, criteria in CRITERIA.items():
-        for criterion in criteria:
-            for scope in SCOPES:
-                s = Sweep(net, granularity, criterion, scope, seed)
-                for k in grid:
-                    rows.append({"granularity": granularity, "criterion": criterion,
-                                 "scope": scope, "sparsity": k, **point(net, s.masks(k), data)})
+    for granularity, criterion, scope in arms(criteria):
+        s = Sweep(context, granularity, criterion, scope)
+        for k in grid:
+            rows.append({"granularity": granularity, "criterion": criterion, "scope": scope,
+                         "sparsity": k, **point(context.net, s.masks(k), data)})
     return rows
 
 
@@ -156,7 +177,7 @@ def compaction(net: GraphNet, data: Data, sparsity: float, seed: int, batch: int
     """Unit pruning (l2, layer scope) at ``sparsity``, realised as a smaller dense net: its
     accuracy (checked equal to the masked net's), widths, MACs and speed-up at ``batch`` (the
     stage's threads, median of ``repeats``)."""
-    s = Sweep(net, "unit", "l2", "layer", seed)
+    s = Sweep(gc.GraphContext(net, seed=seed), "unit", "l2", "layer")
     keep = s.keep(sparsity)
     pruned = masked(net, s.masks(sparsity))
     small = compacted(pruned, keep)
@@ -186,13 +207,11 @@ def highest_within(rows: Sequence[Mapping[str, object]], dense: float,
     return float(best["sparsity"]), float(best["effective_sparsity"])  # type: ignore[arg-type]
 
 
-ARMS = tuple((gr, c, s) for gr, cs in CRITERIA.items() for c in cs for s in SCOPES)
-
-
 def summary(curve: Sequence[Mapping[str, Any]], dense: float) -> dict[str, float]:
-    """Per arm: the highest k within 1 point of dense and the effective sparsity there."""
+    """Per arm of the curve: the highest k within 1 point of dense and the effective sparsity
+    there."""
     out = {}
-    for gr, c, s in ARMS:
+    for gr, c, s in dict.fromkeys((r["granularity"], r["criterion"], r["scope"]) for r in curve):
         rows = [r for r in curve if (r["granularity"], r["criterion"], r["scope"]) == (gr, c, s)]
         k, eff = highest_within(rows, dense)
         out[f"{gr}.{c}.{s}.k_within_1pt"] = k
@@ -225,11 +244,15 @@ def study(stage: Opened, data_dir: Path) -> Iterator[tuple[str, str, list[dict],
                 net = build(arch, inp, widths, seed, stage.device)
                 epochs = cfg.archs.epochs(dataset)
                 lr = cfg.archs.lr(arch, cfg.train.lr)
-                seconds = fit(net, data, epochs, lr, cfg.train.batch_size, seed)
+                seconds = fit(net, data, epochs, lr, cfg.train.batch_size, seed,
+                              cfg.archs.schedule_of(arch))
                 dense = accuracy(net, data.x_test, data.y_test)
                 key = {"dataset": dataset, "arch": arch, "seed": seed}
-                rows = [{**key, **r} for r in sweep(net, data, grid, seed)]
-                row = {**key, "epochs": epochs, "lr": lr, "train_seconds": round(seconds, 2),
+                context = gc.GraphContext(net, *calibration(data, cfg.prune.calibration_size,
+                                                            seed), seed)
+                rows = [{**key, **r} for r in sweep(context, data, grid, cfg.archs.criteria)]
+                row = {**key, "epochs": epochs, "lr": lr, "schedule": cfg.archs.schedule_of(arch),
+                       "train_seconds": round(seconds, 2),
                        "dense_accuracy": dense,
                        "params": sum(w.numel() for w in net.state().values()),
                        "widths": "-".join(str(v) for v in net.sizes.values()),

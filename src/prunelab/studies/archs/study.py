@@ -18,9 +18,11 @@ from prunelab.config import Params, Section, check_keys, fail, integer, names
 from prunelab.data import mnist1d
 from prunelab.models.archs import ARCHS
 from prunelab.models.archs.base import Widths
+from prunelab.pruning import graph_criteria
 from prunelab.runtime.declare import Plot, Stage, Study
 
 DATASETS: tuple[str, ...] = ("mnist", "mnist1d")
+SCHEDULES: tuple[str, ...] = ("constant", "cosine", "onecycle")
 DATA = mnist1d.DIR  # data/mnist1d: the generated arrays (working state, see the stage's note)
 CURVES = paths.PLOTS_DIR / "archs.csv"  # every (dataset, arch, criterion, scope, k)
 TABLE = paths.PLOTS_DIR / "archs_table.csv"  # one row per (dataset, arch)
@@ -36,8 +38,10 @@ class ArchsConfig:
     has 40 batches an epoch: 3 epochs are 120 steps); the ResNet's stage widths and blocks per
     stage and the LSTM's hidden units (the MLP's and LeNet-5's widths are ``model``'s); the
     unit sparsity at which each net is compacted and timed. Learning rates: the study's
-    (train.lr) for the MLP and LeNet-5; ``resnet_lr`` and ``lstm_lr`` for the others (chosen
-    on a validation split carved from the training set: docs/architectures.md)."""
+    (train.lr, constant) for the MLP and LeNet-5; ``resnet_lr`` and ``lstm_lr`` on
+    ``schedule`` for the others (chosen on a validation split carved from the training set:
+    docs/architectures.md). ``weight_criteria`` and ``unit_criteria``: the graph criteria
+    (:mod:`prunelab.pruning.graph_criteria`) each net is pruned by, in both scopes."""
 
     archs: tuple[str, ...] = tuple(ARCHS)
     datasets: tuple[str, ...] = DATASETS
@@ -49,7 +53,10 @@ class ArchsConfig:
     lstm_hidden: int = 128
     resnet_lr: float = 0.003
     lstm_lr: float = 0.003
+    schedule: str = "onecycle"
     compact_sparsity: float = 0.5
+    weight_criteria: tuple[str, ...] = ("magnitude", "random", "wanda", "obd")
+    unit_criteria: tuple[str, ...] = ("l2", "random", "activation")
 
     def epochs(self, dataset: str) -> int:
         return self.mnist_epochs if dataset == "mnist" else self.mnist1d_epochs
@@ -58,9 +65,29 @@ class ArchsConfig:
         """The ResNet's and the LSTM's own learning rates; the study's for the others."""
         return {"resnet": self.resnet_lr, "lstm": self.lstm_lr}.get(arch, study_lr)
 
+    def schedule_of(self, arch: str) -> str:
+        """``schedule`` for the ResNet and the LSTM; the study's constant lr for the others."""
+        return self.schedule if arch in ("resnet", "lstm") else "constant"
+
+    @property
+    def criteria(self) -> dict[str, tuple[str, ...]]:
+        return {"weight": self.weight_criteria, "unit": self.unit_criteria}
+
 
 KEYS = ("archs", "datasets", "seeds", "mnist_epochs", "mnist1d_epochs", "resnet_widths",
-        "resnet_blocks", "lstm_hidden", "resnet_lr", "lstm_lr", "compact_sparsity")
+        "resnet_blocks", "lstm_hidden", "resnet_lr", "lstm_lr", "schedule", "compact_sparsity",
+        "weight_criteria", "unit_criteria")
+
+
+def criteria(raw: Any, granularity: str) -> tuple[str, ...]:
+    """A criteria list of the graph criteria; a criterion the graph nets cannot run is named
+    with the reason (one line)."""
+    key = f"{granularity}_criteria"
+    for i, name in enumerate(raw[key] if isinstance(raw[key], list) else []):
+        if name in graph_criteria.REFUSED:
+            raise fail(f"archs.{key}[{i}]", name, graph_criteria.REFUSED[name] + "; allowed: "
+                       + ", ".join(graph_criteria.CRITERIA[granularity]))
+    return names(raw, key, tuple(graph_criteria.CRITERIA[granularity]), "archs")
 
 
 def parse(raw: Any, core: Params) -> ArchsConfig:
@@ -84,6 +111,8 @@ def parse(raw: Any, core: Params) -> ArchsConfig:
     for i, v in enumerate(seeds):
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**32 or v in seeds[:i]:
             raise fail(f"archs.seeds[{i}]", v, allowed)
+    if raw["schedule"] not in SCHEDULES:
+        raise fail("archs.schedule", raw["schedule"], "one of " + ", ".join(SCHEDULES))
     k = raw["compact_sparsity"]
     if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k < 1:
         raise fail("archs.compact_sparsity", k, "a number in (0, 1)")
@@ -95,7 +124,8 @@ def parse(raw: Any, core: Params) -> ArchsConfig:
         resnet_widths=tuple(widths),
         resnet_blocks=integer(raw, "archs", "resnet_blocks", 1, 8),
         lstm_hidden=integer(raw, "archs", "lstm_hidden", 1, 4096), **lrs,
-        compact_sparsity=float(k))
+        schedule=raw["schedule"], compact_sparsity=float(k),
+        weight_criteria=criteria(raw, "weight"), unit_criteria=criteria(raw, "unit"))
 
 
 def widths(cfg: Params) -> Widths:
@@ -130,7 +160,7 @@ STUDY = Study(
               params=("data.train_size", "data.test_size", "model.mlp.hidden",
                       "model.lenet5.channels", "model.lenet5.fc", "train.lr",
                       "train.batch_size", "train.device", "prune.sparsities",
-                      *(f"archs.{k}" for k in KEYS)),
+                      "prune.calibration_size", *(f"archs.{k}" for k in KEYS)),
               reads=(paths.PARAMS_CHECKED, paths.DATA_DIR, DATA),
               in_git=(CURVES, TABLE, METRICS, FIGURE, SECTION)),
     ),
