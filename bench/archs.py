@@ -114,9 +114,9 @@ def tune() -> dict[str, Any]:
                          arch == "resnet" else "", "lr": lr, "schedule": "constant",
                          "epochs": epochs,
                          "validation_accuracy": accuracy(net, val1.x_test, val1.y_test)})
-    for arch in ("resnet", "lstm"):  # params.yaml's schedule at params.yaml's epochs
-        lr, sched = cfg.archs.lr(arch, cfg.train.lr), cfg.archs.schedule_of(arch)
-        net = build(arch, SIGNAL, widths, 0)
+    for arch, lr, sched in [(a, lr, s) for a in ("resnet", "lstm") for lr, s in (
+            (0.003, "constant"), (cfg.archs.lr(a, cfg.train.lr), cfg.archs.schedule_of(a)))]:
+        net = build(arch, SIGNAL, widths, 0)  # fresh, at params.yaml's epochs
         fit(net, val1, cfg.archs.mnist1d_epochs, lr, batch, 0, sched)
         rows.append({"dataset": "mnist1d", "arch": arch, "blocks": widths.resnet_blocks if
                      arch == "resnet" else "", "lr": lr, "schedule": sched,

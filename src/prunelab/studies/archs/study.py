@@ -51,8 +51,8 @@ class ArchsConfig:
     resnet_widths: tuple[int, ...] = (16, 32, 64)
     resnet_blocks: int = 1
     lstm_hidden: int = 128
-    resnet_lr: float = 0.003
-    lstm_lr: float = 0.003
+    resnet_lr: float = 0.006
+    lstm_lr: float = 0.006
     schedule: str = "onecycle"
     compact_sparsity: float = 0.5
     weight_criteria: tuple[str, ...] = ("magnitude", "random", "wanda", "obd")
