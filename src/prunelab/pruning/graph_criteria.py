@@ -8,8 +8,8 @@ definitions are the chain criteria's (:mod:`prunelab.pruning.criteria`), on the 
 
 * ``magnitude`` |w|; ``largest`` its reverse; ``random`` a seeded draw (the control).
 * ``wanda`` the within-row rank of |w_ij| * ||x_j|| (x: what the part's weight matrix
-  multiplies -- a conv's unfolded patches, an LSTM's inputs and its previous states), over the
-  fan-in across parts.
+  multiplies -- a conv's unfolded patches, an LSTM's inputs and its previous states), ties
+  between rows broken by that product (not by position), over the fan-in across parts.
 * ``obd`` 1/2 F_ii w_i^2 with the diagonal empirical Fisher F: per-sample gradients of the
   cross-entropy, one sample at a time (any architecture, recurrent ones included).
 * ``l2`` a unit's norm over every weight writing into its group (RMS across groups);
@@ -105,10 +105,19 @@ def _magnitude(c: GraphContext, part: str, i: int, across: bool) -> Tensor:
 
 
 def _wanda(c: GraphContext, part: str, i: int, across: bool) -> Tensor:
+    """The within-row rank of |w_ij| * ||x_j||, ties between rows broken by the product itself.
+
+    The chain's wanda breaks those ties by position, harmless at its fan-ins (784, 1000, ...);
+    with a fan-in of 1 (an LSTM reading one value per step) every weight has rank 0 and
+    position would drop whole leading rows -- all input gates first. Adding the product scaled
+    into [0, 1) keeps every row's order and drops the smaller products first.
+    """
     w = c.weight(part)
     matrix = w.flatten(1)  # (out, fan_in): a conv's row is one output channel's kernel stack
-    ranks = row_ranks(matrix.abs() * c.probe().column_norms(part)[None, :].to(w.device))
-    return (ranks / matrix.shape[1] if across else ranks).view_as(w)
+    product = matrix.abs() * c.probe().column_norms(part)[None, :].to(w.device)
+    tie = product / (product.max() * 2).clamp_min(torch.finfo(product.dtype).tiny)  # [0, 0.5]
+    score = row_ranks(product) + tie
+    return (score / matrix.shape[1] if across else score).view_as(w)
 
 
 def _obd(c: GraphContext, part: str, i: int, across: bool) -> Tensor:
