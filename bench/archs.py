@@ -74,7 +74,8 @@ def timing(steps: int, repeats: int) -> dict[str, Any]:
     for r in range(repeats):  # interleaved: drifts of the machine hit every arch alike
         for arch in cfg.archs.archs:
             net = build(arch, IMAGE, widths, r)
-            seconds[arch].append(fit(net, sub, 1, cfg.archs.lr(arch, cfg.train.lr), batch, r))
+            seconds[arch].append(fit(net, sub, 1, cfg.archs.lr(arch, cfg.train.lr), batch, r,
+                                     cfg.archs.schedule_of(arch)))
     med = {a: statistics.median(s) for a, s in seconds.items()}
     start = time.perf_counter()
     d1 = signals()
@@ -82,7 +83,8 @@ def timing(steps: int, repeats: int) -> dict[str, Any]:
     for arch in cfg.archs.archs:
         net = build(arch, SIGNAL, widths, 0)
         per_arch[arch] = fit(net, d1, cfg.archs.mnist1d_epochs,
-                             cfg.archs.lr(arch, cfg.train.lr), batch, 0)
+                             cfg.archs.lr(arch, cfg.train.lr), batch, 0,
+                             cfg.archs.schedule_of(arch))
     return {"machine": describe().as_dict(), "steps": steps, "repeats": repeats,
             "mnist_seconds": med,
             "mnist1d_seconds": per_arch, "mnist1d_epochs": cfg.archs.mnist1d_epochs,
