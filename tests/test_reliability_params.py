@@ -395,7 +395,9 @@ def test_valid_documents_are_accepted_and_normalised(doc: dict[str, Any]) -> Non
     assert list(params.train.seeds) == doc["train"]["seeds"]
     assert params.train.seed == doc["train"]["seeds"][0]
     flat = params.flat()
-    assert len(flat) == 37 + 19 + 1 + 11  # during's 19 keys, l0's one, archs' 11
+    assert len(flat) == 37 + 19 + 1 + 14  # during's 19 keys, l0's one, archs' 14
+    assert flat["archs.weight_criteria"] == doc["archs"]["weight_criteria"]
+    assert flat["archs.schedule"] == doc["archs"]["schedule"]
     assert list(params.during.shapes) == doc["during"]["shapes"]
     assert list(params.during.sparsities) == sorted(doc["during"]["sparsities"])
     assert flat["train.seeds"] == doc["train"]["seeds"]
