@@ -41,11 +41,15 @@ def aggregate(table: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _pm(row: Mapping[str, Any], key: str, spec: str) -> str:
+def _plus_minus(mean: float, lo: float | None, hi: float | None, spec: str) -> str:
     """mean ± half the 95% interval (the mean alone for one seed)."""
-    lo, hi = row.get(f"{key}.ci_low"), row.get(f"{key}.ci_high")
-    text = format(_f(row, key), spec)
+    text = format(mean, spec)
     return text if lo is None or hi is None else f"{text} ± {format((hi - lo) / 2, spec)}"
+
+
+def _pm(row: Mapping[str, Any], key: str, spec: str) -> str:
+    """An aggregated row's field as mean ± half its 95% interval."""
+    return _plus_minus(_f(row, key), row.get(f"{key}.ci_low"), row.get(f"{key}.ci_high"), spec)
 
 
 def table_md(agg: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -66,13 +70,15 @@ def table_md(agg: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def _paired_k(table: Sequence[Mapping[str, Any]], ds: str, arch: str, key: str) -> dict[str, Any]:
-    """The arch's k minus the MLP's, seed by seed, and what its interval says."""
-    mlp = {r["seed"]: _f(r, key) for r in table if (r["dataset"], r["arch"]) == (ds, "mlp")}
-    diffs = [_f(r, key) - mlp[r["seed"]] for r in table
-             if (r["dataset"], r["arch"]) == (ds, arch) and r["seed"] in mlp]
-    return paired(diffs, "higher, beyond the 95% interval", "lower, beyond the 95% interval",
-                  "no difference beyond the 95% interval")
+def _k(table: Sequence[Mapping[str, Any]], ds: str, arch: str, key: str) -> dict[int, float]:
+    """``key`` of (ds, arch) by seed."""
+    return {int(r["seed"]): _f(r, key) for r in table if (r["dataset"], r["arch"]) == (ds, arch)}
+
+
+def _paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, Any]:
+    """``a`` minus ``b``, seed by seed (the seeds both have), and what its interval says."""
+    return paired([v - b[s] for s, v in a.items() if s in b], "higher, beyond the 95% interval",
+                  "lower, beyond the 95% interval", "no difference beyond the 95% interval")
 
 
 def criteria_of(table: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
@@ -84,10 +90,6 @@ def criteria_of(table: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
                 parts[0], []):
             out.setdefault(parts[0], []).append(parts[1])
     return out
-
-
-def _k(table: Sequence[Mapping[str, Any]], ds: str, arch: str, key: str) -> dict[int, float]:
-    return {int(r["seed"]): _f(r, key) for r in table if (r["dataset"], r["arch"]) == (ds, arch)}
 
 
 def criteria_md(table: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -104,8 +106,7 @@ def criteria_md(table: Sequence[Mapping[str, Any]]) -> list[str]:
             pair = []
             for scope in ("layer", "global"):
                 st = stats(list(_k(table, ds, arch, f"{gr}.{c}.{scope}.k_within_1pt").values()))
-                pair.append(f"{st.mean:.2f}" if st.ci_low is None or st.ci_high is None
-                            else f"{st.mean:.2f} ± {(st.ci_high - st.ci_low) / 2:.2f}")
+                pair.append(_plus_minus(st.mean, st.ci_low, st.ci_high, ".2f"))
             cells.append(" / ".join(pair))
         lines.append(f"| {DATA_TITLES[ds]} | {TITLES[arch]} | " + " | ".join(cells) + " |")
     return lines
@@ -122,13 +123,11 @@ def criteria_sentences(table: Sequence[Mapping[str, Any]]) -> list[str]:
             if not methods:
                 continue
             ks = {c: _k(table, ds, arch, f"{gr}.{c}.layer.k_within_1pt") for c in methods}
-            best = max(methods, key=lambda c: stats(list(ks[c].values())).mean)
-            text = f"{gr}: {best} (k = {stats(list(ks[best].values())).mean:.2f})"
+            means = {c: stats(list(ks[c].values())).mean for c in methods}
+            best = max(methods, key=means.__getitem__)
+            text = f"{gr}: {best} (k = {means[best]:.2f})"
             if "random" in cs:
-                rand = _k(table, ds, arch, f"{gr}.random.layer.k_within_1pt")
-                v = paired([ks[best][s] - rand[s] for s in ks[best] if s in rand],
-                           "higher, beyond the 95% interval", "lower, beyond the 95% interval",
-                           "no difference beyond the 95% interval")
+                v = _paired(ks[best], _k(table, ds, arch, f"{gr}.random.layer.k_within_1pt"))
                 text += f", minus random's {v['difference']:+.2f} ({v['verdict']})"
             said.append(text)
         if said:
@@ -152,8 +151,9 @@ def sentences(table: Sequence[Mapping[str, Any]]) -> list[str]:
             for r in rows:
                 if r["arch"] == "mlp":
                     continue
-                w = _paired_k(table, ds, r["arch"], "weight.magnitude.layer.k_within_1pt")
-                u = _paired_k(table, ds, r["arch"], "unit.l2.layer.k_within_1pt")
+                w, u = (_paired(_k(table, ds, r["arch"], key), _k(table, ds, "mlp", key))
+                        for key in ("weight.magnitude.layer.k_within_1pt",
+                                    "unit.l2.layer.k_within_1pt"))
                 out.append(f"  - {TITLES[r['arch']]}: weight pruning holds to k = "
                            f"{_f(r, 'weight.magnitude.layer.k_within_1pt'):.2f} (minus the "
                            f"MLP's: {w['difference']:+.2f}, {w['verdict']}); unit pruning to k = "
