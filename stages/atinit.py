@@ -10,7 +10,7 @@ import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths
-from prunelab.models.networks import load_net
+from prunelab.models.networks import build_model, weights_blob
 from prunelab.runtime.files import Outputs, read_json, read_rows
 from prunelab.runtime.stage import stage_help
 from prunelab.studies.atinit import arms, compare
@@ -31,7 +31,10 @@ def main() -> None:
 def train(seed: int) -> None:
     kept = f"finished arms stay in {atinit.seed_store(seed)}/ and the next run resumes"
     with open_stage(STUDY.stage("atinit"), seed, kept=kept) as stage:
-        key = arms.fingerprint(stage.cfg, stage.initial_blob(), stage.device.type)
+        # train's init for this seed, drawn again (bit-equal to models/seeds/<seed>/init.pt)
+        init = build_model(stage.cfg.model, seed, stage.device).layers()
+        blob = weights_blob(init, stage.cfg.model.arch)
+        key = arms.fingerprint(stage.cfg, blob, stage.device.type)
         store = arms.ArmStore(atinit.seed_store(seed), key)
 
         def report(row: dict, resumed: bool) -> None:
@@ -43,9 +46,9 @@ def train(seed: int) -> None:
                                 {"loss": row["loss"], "accuracy": row["evals"]},
                                 {"method": row["method"], "control": row["control"]})
 
-        init = load_net(paths.init_model(seed), stage.device)
+        frozen = tuple(layer.with_weight(layer.weight.detach()) for layer in init)
         rows = [{k: r[k] for k in arms.COLUMNS}
-                for r in arms.run(stage.cfg, init, stage.split, store, report)]
+                for r in arms.run(stage.cfg, frozen, stage.split, store, report)]
         out = Outputs()
         out.add_csv(atinit.seed_curve(seed), rows)
         out.commit()
@@ -55,7 +58,7 @@ def train(seed: int) -> None:
 def compare_seeds() -> None:
     with open_stage(STUDY.stage("atinit_compare")) as stage:
         cfg, imp_rows = stage.cfg, read_rows(paths.IMP_CURVE)
-        per_seed = {s: read_rows(atinit.seed_curve(s)) for s in cfg.train.seeds}
+        per_seed = {s: read_rows(atinit.seed_curve(s)) for s in cfg.atinit.seeds}
         rows = compare.aggregate(per_seed)
         dense = read_json(paths.IMP_METRICS).get("dense_accuracy")
         result = compare.summary(rows, compare.verdicts(per_seed), imp_rows, dense)

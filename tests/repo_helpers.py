@@ -43,7 +43,7 @@ SMALL_PARAMS: dict[str, Any] = {
                  "unit_criteria": ["l2"]},
     "imp": {"rounds": 2, "rate": 0.2, "output_rate": 0.1, "rewind": "init",
             "controls": ["reinit", "random_mask"], "eval_every": 5},
-    "atinit": {"methods": ["random", "snip"], "rounds": [1, 2], "control_rounds": [2],
+    "atinit": {"seeds": [0], "methods": ["random", "snip"], "rounds": [1, 2], "control_rounds": [2],
                "controls": ["shuffled"], "batches": 2, "eval_every": 5,
                "supermask_inits": ["signed_constant"], "supermask_keep": [0.5],
                "supermask_epochs": 1, "supermask_lr": 0.001},

@@ -5,6 +5,7 @@ from the training split only, the IMP counts, the supermask's top-k, params erro
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +251,9 @@ def raw_params() -> dict[str, Any]:
     ("supermask_lr", float("nan"), "atinit.supermask_lr = nan is not allowed"),
     ("control_rounds", [7, 8], "atinit.control_rounds[1] = 8 is not allowed: one of atinit.rounds"),
     ("supermask_keep", [0.1, 0.1000001], "atinit.supermask_keep[1] = 0.1000001 is not allowed"),
+    ("seeds", [], "atinit.seeds = [] is not allowed"),
+    ("seeds", [0, 1, 1], "atinit.seeds[2] = 1 is not allowed"),
+    ("seeds", [0, -1], "atinit.seeds[1] = -1 is not allowed"),
 ])
 def test_bad_atinit_params_are_one_line_naming_the_key(key: str, value: Any,
                                                        message: str) -> None:
@@ -262,6 +266,37 @@ def test_bad_atinit_params_are_one_line_naming_the_key(key: str, value: Any,
 
 def test_params_yaml_atinit_section_is_the_default() -> None:
     assert parse_params(raw_params()).atinit == atinit.AtInitConfig()
+
+
+def test_a_seed_of_the_study_need_not_be_a_seed_of_train() -> None:
+    """atinit@<seed> runs for every seed of atinit.seeds, trained net or not: its params are
+    train's recipe with that seed; a seed of neither list is refused in one line."""
+    raw = copy.deepcopy(raw_params())
+    raw["train"]["seeds"], raw["atinit"]["seeds"] = [0], [0, 7]
+    cfg = parse_params(raw)
+    assert cfg.for_seed(7, "atinit.seeds").train.seed == 7
+    with pytest.raises(ParamsError, match=r"atinit\.seeds = \[0, 7\].*\(3\)"):
+        cfg.for_seed(3, "atinit.seeds")
+    assert atinit.STUDY.stage("atinit").seeds == "atinit.seeds"
+    assert "atinit.seeds" not in atinit.STUDY.stage("atinit").params  # adding one: that one runs
+    assert "atinit.seeds" in atinit.STUDY.stage("atinit_compare").params
+
+
+def test_the_init_drawn_again_is_the_one_train_saves() -> None:
+    """The stage's init is build_model(model, seed): the weights train@<seed> starts from
+    (and saves as init.pt), byte for byte; another seed draws other weights."""
+    from prunelab.models.networks import build_model, weights_blob
+    from prunelab.training.loop import train
+
+    cfg = params()
+    cpu = torch.device("cpu")
+    first = weights_blob(build_model(cfg.model, 3, cpu).layers(), "mlp")
+    model = build_model(cfg.model, 3, cpu)
+    saved = weights_blob(model.layers(), "mlp")  # as stages/train.py saves it, then trains
+    x, y = small_split().x[:20], small_split().y[:20]
+    train(model, x, y, x, y, replace(cfg.train, epochs=1, batch_size=10))
+    assert first == saved != weights_blob(model.layers(), "mlp")
+    assert weights_blob(build_model(cfg.model, 4, cpu).layers(), "mlp") != first
 
 
 def test_verdicts_follow_the_paired_interval() -> None:

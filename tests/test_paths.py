@@ -159,17 +159,19 @@ def test_retraining_is_a_second_pipeline_run_from_the_root() -> None:
 
 
 def test_the_per_seed_stages_run_once_per_seed() -> None:
-    """train and both prune stages are DVC foreach stages over train.seeds; the seed reaches
-    the script through its command (so adding a seed adds stages and reruns none), never
-    through `params:`; every other stage reads the first seed's net or all seeds' folders."""
+    """train and both prune stages are DVC foreach stages over train.seeds (atinit over its own
+    atinit.seeds); the seed reaches the script through its command (so adding a seed adds
+    stages and reruns none), never through `params:`; every other stage reads the first
+    seed's net or all seeds' folders."""
     both = {**ROOT_YAML["stages"], **RETRAIN_YAML["stages"]}
     per_seed = {n for n, s in both.items() if "foreach" in s}
     assert per_seed == {name for name, s in DECLARED.items() if s.per_seed}
     for name in per_seed:
         stage = both[name]
-        assert stage["foreach"] == "${train.seeds}"
+        key = DECLARED[name].seeds
+        assert stage["foreach"] == f"${{{key}}}" and key in ("train.seeds", "atinit.seeds")
         assert stage["do"]["cmd"].endswith(" ${item}")
-        assert not {"train.seed", "train.seeds"} & set(stage["do"].get("params", []))
+        assert not {"train.seed", "train.seeds", key} & set(stage["do"].get("params", []))
     for name, stage in DVC_YAML["stages"].items():
         if name not in per_seed:
             assert "train.seed" not in stage.get("params", []), name

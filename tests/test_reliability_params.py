@@ -125,6 +125,7 @@ def valid_docs(draw: st.DrawFn) -> dict[str, Any]:
     }))
     rounds = draw(st.lists(st.integers(1, 100), min_size=1, max_size=5, unique=True))
     doc["atinit"] = draw(st.fixed_dictionaries({
+        "seeds": st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=3, unique=True),
         "methods": st.lists(st.sampled_from(["random", "magnitude", "snip", "grasp", "synflow"]),
                             min_size=1, unique=True),
         "rounds": st.just(rounds),
@@ -395,7 +396,7 @@ def test_valid_documents_are_accepted_and_normalised(doc: dict[str, Any]) -> Non
     assert list(params.train.seeds) == doc["train"]["seeds"]
     assert params.train.seed == doc["train"]["seeds"][0]
     flat = params.flat()
-    assert len(flat) == 37 + 19 + 1 + 14  # during's 19 keys, l0's one, archs' 14
+    assert len(flat) == 38 + 19 + 1 + 14  # during's 19 keys, l0's one, archs' 14
     assert flat["archs.weight_criteria"] == doc["archs"]["weight_criteria"]
     assert flat["archs.schedule"] == doc["archs"]["schedule"]
     assert list(params.during.shapes) == doc["during"]["shapes"]
@@ -494,7 +495,7 @@ GOOD = (MAIN / "params.yaml").read_text(encoding="utf-8") if (MAIN / "params.yam
                                       "weight_criteria": ["magnitude"], "unit_criteria": ["l2"]},
                          "imp": {"rounds": 1, "rate": 0.2, "output_rate": 0.1,
                                  "rewind": "init", "controls": [], "eval_every": 100},
-                         "atinit": {"methods": ["random"], "rounds": [1],
+                         "atinit": {"seeds": [0], "methods": ["random"], "rounds": [1],
                                     "control_rounds": [], "controls": [], "batches": 1,
                                     "eval_every": 100, "supermask_inits": [],
                                     "supermask_keep": [], "supermask_epochs": 1,

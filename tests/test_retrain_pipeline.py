@@ -40,6 +40,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 PIPELINE = "stages/retrain/dvc.yaml"
 RETRAIN_STAGES = {"finetune_weight", "finetune_unit", "finetune_plot", "imp", "atinit@0",
+                  "atinit@2",
                   "atinit_compare", "during", "during_compare", "l0", "mnist1d", "archs"}
 GRID = [0.0, 0.5, 0.9]
 STEPS = 15  # 1,500 images in batches of 100, one epoch
@@ -54,7 +55,9 @@ PARAMS: dict[str, Any] = {
                  "unit_criteria": ["l2", "random"]},
     "imp": {"rounds": 3, "rate": 0.2, "output_rate": 0.1, "rewind": "init",
             "controls": ["reinit", "random_mask"], "eval_every": 5},
-    "atinit": {"methods": ["random", "snip"], "rounds": [1, 2], "control_rounds": [2],
+    # atinit's seed 2 is not a seed of train: the study draws the init, needs no trained net
+    "atinit": {"seeds": [0, 2], "methods": ["random", "snip"], "rounds": [1, 2],
+               "control_rounds": [2],
                "controls": ["shuffled"], "batches": 2, "eval_every": 5,
                "supermask_inits": ["signed_constant"], "supermask_keep": [0.5],
                "supermask_epochs": 1, "supermask_lr": 0.001},
@@ -79,7 +82,8 @@ RETRAIN_OUTPUTS = ("plots/finetune_weight.csv", "plots/finetune_unit.csv", "plot
                    "metrics/finetune_unit.json", "plots/during_arms.csv", "plots/during.csv",
                    "metrics/during.json", "plots/during.png", "plots/l0.csv", "metrics/l0.json",
                    "plots/archs.csv", "plots/archs_table.csv", "metrics/archs.json",
-                   "plots/archs.png")
+                   "plots/archs.png", "plots/atinit/0.csv", "plots/atinit/2.csv",
+                   "plots/atinit.csv", "metrics/atinit.json")
 ROUNDS = [f"round_{i:02d}.pt" for i in range(4)]
 
 

@@ -144,12 +144,14 @@ class Params:
         retraining) use, and the seed whose runs carry the parent's headline tags."""
         return self.train.seeds[0]
 
-    def for_seed(self, seed: int) -> Params:
-        """These params for replicate ``seed`` (one of train.seeds): what its per-seed stages
-        see as ``train.seed``."""
-        if seed not in self.train.seeds:
-            raise fail("train.seeds", list(self.train.seeds),
-                    f"a list that includes the seed asked for ({seed})")
+    def for_seed(self, seed: int, key: str = "train.seeds") -> Params:
+        """These params for replicate ``seed`` (one of the seeds at ``key``: train.seeds, or a
+        study's own list such as atinit.seeds): what its per-seed stages see as ``train.seed``
+        (the init and data order train draws from that seed)."""
+        section, name = key.split(".")
+        seeds = getattr(getattr(self, section), name)
+        if seed not in seeds:
+            raise fail(key, list(seeds), f"a list that includes the seed asked for ({seed})")
         return replace(self, train=replace(self.train, seed=seed))
 
     def with_section(self, name: str, **changes: Any) -> Params:
@@ -291,7 +293,7 @@ def _train(raw: Any) -> TrainConfig:
         or (device.startswith("cuda:") and device[5:].isascii() and device[5:].isdigit())
     ):
         raise fail("train.device", device, "auto, cpu, cuda or cuda:N")
-    seeds = _seeds(raw["seeds"])
+    seeds = seeds_of(raw["seeds"])
     return TrainConfig(
         epochs=integer(raw, "train", "epochs", 1, MAX_EPOCHS),
         lr=float(lr),
@@ -302,16 +304,17 @@ def _train(raw: Any) -> TrainConfig:
     )
 
 
-def _seeds(seeds: Any) -> tuple[int, ...]:
-    """train.seeds: 1 to MAX_SEEDS distinct seeds. Order is kept: the first is the single-net
-    studies' seed, and each seed names its own DVC stages (train@0, prune_weight@0, ...)."""
+def seeds_of(seeds: Any, key: str = "train.seeds") -> tuple[int, ...]:
+    """A list of seeds (train.seeds, or a study's own per-seed stages'): 1 to MAX_SEEDS distinct
+    seeds. Order is kept: train.seeds' first is the single-net studies' seed, and each seed
+    names its own DVC stages (train@0, prune_weight@0, ...)."""
     allowed = f"a list of 1 to {MAX_SEEDS} distinct integers from 0 to {2**32 - 1}"
     if not isinstance(seeds, list) or not 1 <= len(seeds) <= MAX_SEEDS:
-        raise fail("train.seeds", seeds, allowed)
+        raise fail(key, seeds, allowed)
     for i, seed in enumerate(seeds):
         if (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32
                 or seed in seeds[:i]):
-            raise fail(f"train.seeds[{i}]", seed, allowed)
+            raise fail(f"{key}[{i}]", seed, allowed)
     return tuple(seeds)
 
 

@@ -35,7 +35,8 @@ class Stage:
     in_git: tuple[Path, ...] = ()  # plain outputs kept in git, not cached (a stamp, the report):
     #                                never restored from DVC's run-cache, so such a stage reruns
     persist: tuple[Path, ...] = ()  # outputs DVC keeps across runs (resumable or ordering)
-    per_seed: bool = False  # one stage per seed of train.seeds (`foreach`, ${item})
+    per_seed: bool = False  # one stage per seed (`foreach`, ${item}) ...
+    seeds: str = "train.seeds"  # ... of this params key (a study may replicate on its own list)
     note: str = ""  # why it is declared the way it is: a comment above it in dvc.yaml
     sections: tuple[Section, ...] = ()  # other studies' params sections it loads (its own
     #                                      study's is added by the Study)

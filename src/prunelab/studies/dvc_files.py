@@ -60,7 +60,7 @@ def stage_yaml(stage: Stage, pipeline: Path) -> list[str]:
     pad = "      " if stage.per_seed else "    "
     lines = [f"  {stage.name}:"]
     if stage.per_seed:
-        lines += ["    foreach: ${train.seeds}", "    do:"]
+        lines += [f"    foreach: ${{{stage.seeds}}}", "    do:"]
     if pipeline != MAIN:
         lines.append(f"{pad}wdir: {'/'.join(['..'] * len(pipeline.parent.parts))}")
     lines.append(f"{pad}cmd: {stage.cmd}")
@@ -116,9 +116,11 @@ def render(studies: Iterable[Study], pipeline: Path, header: str) -> str:
     mine = [s for s in studies if s.pipeline == pipeline]
     listed = "\n".join(f"  - {s.name}: {s.description}" for s in mine)
     lines = _comment(header.format(studies=listed), "")
-    if pipeline != MAIN:  # the first seed's folder: DVC reads train.seeds from the root file
-        lines += ["vars:", f"  - {'/'.join(['..'] * len(pipeline.parent.parts))}/"
-                  f"{paths.PARAMS}:train"]
+    if pipeline != MAIN:  # DVC reads the foreach seeds (train.seeds, ...) from the root file
+        root = f"{'/'.join(['..'] * len(pipeline.parent.parts))}/{paths.PARAMS}"
+        sections = dict.fromkeys(["train", *(stage.seeds.split(".")[0] for s in mine
+                                             for stage in s.stages if stage.per_seed)])
+        lines += ["vars:", *(f"  - {root}:{section}" for section in sections)]
     lines.append("stages:")
     for study in mine:
         lines += ["", *_comment(f"=== {study.name}: {study.description}")]

@@ -33,7 +33,7 @@ def open_run(stage: Stage, seed: int | None = None, *,
     with stage_errors(kept):
         document = parse_yaml(read_bounded(params), params)  # read once: validated, then
         cfg = parse_params(document, stage.sections)  # logged whole to MLflow
-        cfg = cfg.for_seed(seed) if seed is not None else cfg
+        cfg = cfg.for_seed(seed, stage.seeds) if seed is not None else cfg
         with track(run_name(stage, seed), cfg, document) as run:
             probe(stage)
             yield cfg, run

@@ -143,8 +143,8 @@ def fingerprint(cfg: Params, init_blob: bytes, device: str) -> str:
     flat = cfg.flat()
     keys = [k for k in flat if k.split(".")[0] in ("data", "train", "atinit")
             and k not in ("train.device", "train.seeds") and k not in (
-                "atinit.methods", "atinit.rounds", "atinit.control_rounds", "atinit.controls",
-                "atinit.supermask_inits", "atinit.supermask_keep")]
+                "atinit.seeds", "atinit.methods", "atinit.rounds", "atinit.control_rounds",
+                "atinit.controls", "atinit.supermask_inits", "atinit.supermask_keep")]
     doc = {"params": {k: flat[k] for k in [*keys, "model.arch", "imp.rate", "imp.output_rate"]},
            "init": hashlib.sha256(init_blob).hexdigest(),
            "code": code_digest(shaping(__name__, NOT_SHAPING)),

@@ -24,6 +24,7 @@ from prunelab.config import (
     fail,
     integer,
     names,
+    seeds_of,
 )
 from prunelab.runtime.declare import Plot, Stage, Study
 from prunelab.studies.atinit.scores import METHODS
@@ -53,11 +54,14 @@ def seed_store(seed: int | str) -> Path:
 
 @dataclass(frozen=True)
 class AtInitConfig:
-    """params.yaml `atinit`: which at-init ``methods`` to train at the weight counts of which
-    IMP ``rounds``; the sanity ``controls`` at ``control_rounds``; ``batches`` training
-    mini-batches for the data-dependent scores; the supermasks' frozen ``supermask_inits``,
-    kept shares, score-training epochs and learning rate."""
+    """params.yaml `atinit`: the replicates' ``seeds`` (each seed's init and data order are
+    train's for that seed, drawn again: no trained net needed); which at-init ``methods`` to
+    train at the weight counts of which IMP ``rounds``; the sanity ``controls`` at
+    ``control_rounds``; ``batches`` training mini-batches for the data-dependent scores; the
+    supermasks' frozen ``supermask_inits``, kept shares, score-training epochs and learning
+    rate."""
 
+    seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = tuple(METHODS)
     rounds: tuple[int, ...] = (3, 7, 10, 13, 15)
     control_rounds: tuple[int, ...] = (7, 13)
@@ -70,7 +74,7 @@ class AtInitConfig:
     supermask_lr: float = 0.001
 
 
-KEYS = ("methods", "rounds", "control_rounds", "controls", "batches", "eval_every",
+KEYS = ("seeds", "methods", "rounds", "control_rounds", "controls", "batches", "eval_every",
         "supermask_inits", "supermask_keep", "supermask_epochs", "supermask_lr")
 
 
@@ -112,6 +116,7 @@ def parse(raw: Any, core: Params) -> AtInitConfig:
             raise fail(f"atinit.control_rounds[{i}]", r, "one of atinit.rounds: "
                        + ", ".join(map(str, rounds)))
     return AtInitConfig(
+        seeds=seeds_of(raw["seeds"], "atinit.seeds"),
         methods=names(raw, "methods", tuple(METHODS), "atinit"),
         rounds=rounds,
         control_rounds=checked,
@@ -126,9 +131,10 @@ def parse(raw: Any, core: Params) -> AtInitConfig:
     )
 
 
+# A seed's stage does not read atinit.seeds: adding a seed runs only that seed's arms.
 PARAMS = ("data.train_size", "data.test_size", "model.arch", "train.epochs", "train.lr",
           "train.batch_size", "train.device", "imp.rate", "imp.output_rate",
-          *(f"atinit.{k}" for k in KEYS))
+          *(f"atinit.{k}" for k in KEYS if k != "seeds"))
 
 STUDY = Study(
     name="atinit",
@@ -141,17 +147,18 @@ STUDY = Study(
     stages=(
         Stage("atinit", "masks from the untrained net (each method at the IMP study's weight "
               "counts, with its sanity checks) and supermasks, each trained or scored on the "
-              "seed's init", "stages/atinit.py", args=("train", paths.ITEM), params=PARAMS,
-              reads=(paths.PARAMS_CHECKED, paths.init_model(paths.ITEM), paths.DATA_DIR),
-              in_git=(seed_curve(paths.ITEM),),
+              "seed's init (train's init for that seed, drawn again)", "stages/atinit.py",
+              args=("train", paths.ITEM), params=PARAMS,
+              reads=(paths.PARAMS_CHECKED, paths.DATA_DIR), in_git=(seed_curve(paths.ITEM),),
               sections=(IMP.params,) if IMP.params else (), per_seed=True,
+              seeds="atinit.seeds",
               note="models/atinit/<seed>/ (not an output: the study's working state, ignored "
                    "by git) keeps\nevery finished arm, so a killed run resumes after its last "
                    "finished training."),
         Stage("atinit_compare", "every at-init arm beside dense, the IMP tickets and one-shot "
               "magnitude + fine-tuning; whether each method beats its shuffled control",
               "stages/atinit.py", args=("compare",),
-              params=("train.seeds", "model.arch", *(f"atinit.{k}" for k in KEYS)),
+              params=("model.arch", *(f"atinit.{k}" for k in KEYS)),
               reads=(SEED_CURVES, paths.IMP_CURVE, paths.IMP_METRICS,
                      paths.finetune_curve("weight")),
               metrics=(HEADLINE,), figures=(FIGURE,),
