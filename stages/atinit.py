@@ -6,12 +6,15 @@ every arm beside dense, the IMP tickets and one-shot magnitude + fine-tuning.
 killed run resumes after its last finished training. `compare` reads every seed's curve.
 """
 
+import time
+
 import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths
 from prunelab.models.networks import build_model, weights_blob
 from prunelab.runtime.files import Outputs, read_json, read_rows
+from prunelab.runtime.pool import plan
 from prunelab.runtime.stage import stage_help
 from prunelab.studies.atinit import arms, compare
 from prunelab.studies.atinit import study as atinit
@@ -32,9 +35,11 @@ def train(seed: int) -> None:
     kept = f"finished arms stay in {atinit.seed_store(seed)}/ and the next run resumes"
     with open_stage(STUDY.stage("atinit"), seed, kept=kept) as stage:
         # train's init for this seed, drawn again (bit-equal to models/seeds/<seed>/init.pt)
-        init = build_model(stage.cfg.model, seed, stage.device).layers()
+        drawn = build_model(stage.cfg.model, seed, stage.device).layers()
+        init = tuple(layer.with_weight(layer.weight.detach()) for layer in drawn)
         blob = weights_blob(init, stage.cfg.model.arch)
-        key = arms.fingerprint(stage.cfg, blob, stage.device.type)
+        workers, threads = plan(stage.device)  # CPU: one single-threaded arm per thread
+        key = arms.fingerprint(stage.cfg, blob, stage.device.type, threads)
         store = arms.ArmStore(atinit.seed_store(seed), key)
 
         def report(row: dict, resumed: bool) -> None:
@@ -46,9 +51,13 @@ def train(seed: int) -> None:
                                 {"loss": row["loss"], "accuracy": row["evals"]},
                                 {"method": row["method"], "control": row["control"]})
 
-        frozen = tuple(layer.with_weight(layer.weight.detach()) for layer in init)
-        rows = [{k: r[k] for k in arms.COLUMNS}
-                for r in arms.run(stage.cfg, frozen, stage.split, store, report)]
+        start = time.perf_counter()
+        done = arms.run(stage.cfg, init, stage.split, store, report, workers, threads)
+        rows = [{k: r[k] for k in arms.COLUMNS} for r in done]
+        wall = round(time.perf_counter() - start, 1)
+        stage.run.log_metrics({"wall_seconds": wall, "workers": workers})
+        click.echo(f"atinit@{seed}: {len(rows)} arms in {wall / 60:.1f} min ({workers} "
+                   f"worker{'s' if workers > 1 else ''} of {threads} thread)", err=True)
         out = Outputs()
         out.add_csv(atinit.seed_curve(seed), rows)
         out.commit()

@@ -20,6 +20,7 @@ from prunelab.config import DataConfig, MLPConfig, ModelConfig, Params, PruneCon
 from prunelab.data.split import Split
 from prunelab.errors import ParamsError
 from prunelab.models.layers import Layer, forward, with_weights
+from prunelab.runtime.pool import run_tasks
 from prunelab.studies.atinit import arms, compare, scores, supermask
 from prunelab.studies.atinit import study as atinit
 from prunelab.studies.imp_outputs import ImpConfig
@@ -332,6 +333,41 @@ def test_a_second_run_resumes_every_finished_arm_and_a_new_key_recomputes(
     other = arms.ArmStore(tmp_path / "atinit" / "0", "key-b")  # other settings or code
     list(arms.run(cfg, init, split, other, lambda r, done: seen.append((r["arm"], done))))
     assert not any(done for _, done in seen)
+
+
+def test_arms_in_two_workers_equal_the_arms_run_here(tmp_path: Path) -> None:
+    """Two spawned single-threaded workers give every arm exactly what this process gives it
+    with one thread (each arm seeds its own draws: the order they finish in changes nothing);
+    rows come back in the study's order; the stage's own thread count is restored."""
+    cfg = params(methods=("random", "snip"), rounds=(2,), control_rounds=(2,),
+                 controls=("shuffled", "reinit"), supermask_inits=("kaiming",),
+                 supermask_keep=(0.5,))
+    torch.manual_seed(0)
+    init = tuple(Layer(torch.randn(o, i) * 0.05) for i, o in ((784, 16), (16, 8), (8, 10)))
+    split = Split(small_split().x, small_split().y, small_split().x[:16], small_split().y[:16])
+    before = torch.get_num_threads()
+    here = arms.run(cfg, init, split, arms.ArmStore(tmp_path / "a", "k"), lambda r, d: None,
+                    workers=1, threads=1)
+    assert torch.get_num_threads() == before
+    told: list[str] = []
+    pooled = arms.run(cfg, init, split, arms.ArmStore(tmp_path / "b", "k"),
+                      lambda r, d: told.append(r["arm"]), workers=2, threads=1)
+    assert [r["arm"] for r in pooled] == [a.name for a in arms.arms(cfg)] and sorted(told) == \
+        sorted(r["arm"] for r in pooled)
+    for a, b in zip(here, pooled, strict=True):
+        assert {k: v for k, v in a.items() if k != "seconds"} == \
+            {k: v for k, v in b.items() if k != "seconds"}, a["arm"]
+
+
+def test_a_failing_arm_in_a_worker_stops_the_run_with_its_error() -> None:
+    cfg = params(methods=("random",), rounds=(2,), control_rounds=(), controls=(),
+                 supermask_inits=(), supermask_keep=())
+    init = tuple(Layer(torch.randn(o, i) * 0.05) for i, o in ((784, 16), (16, 8), (8, 10)))
+    split = Split(small_split().x, small_split().y, small_split().x[:16], small_split().y[:16])
+    tasks = [arms.Arm("random", round=2), arms.Arm("no_such_method", round=2)]
+    with pytest.raises(KeyError, match="no_such_method"):
+        list(run_tasks(arms._work, tasks, workers=2, setup=arms._setup,
+                       shared=(cfg, init, split)))
 
 
 def fake_seed_rows(seed: int) -> list[dict[str, str]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from prunelab.data.split import Split
 from prunelab.models.layers import Net
 from prunelab.runtime.files import read_json, write_json, write_text
 from prunelab.runtime.fingerprint import code_digest, shaping
+from prunelab.runtime.pool import run_tasks
 from prunelab.runtime.rng import derived_seed
 from prunelab.studies.atinit import scores, supermask
 from prunelab.studies.retraining import masked_train, random_masks, reinitialised
@@ -40,6 +41,7 @@ ATINIT, BATCHES, SCORES, CONTROL = 3, 1, 2, 3
 # Imported, but not part of what an arm computes (with their sub-modules): editing them keeps
 # the finished arms. The criteria, sweep and savings serve the one-shot study, not these arms.
 NOT_SHAPING = ("prunelab.errors", "prunelab.runtime.files", "prunelab.runtime.fingerprint",
+               "prunelab.runtime.pool",
                "prunelab.pruning.criteria", "prunelab.pruning.sweep", "prunelab.pruning.savings")
 COLUMNS = ("arm", "method", "control", "round", "keep", "weights_remaining", "accuracy",
            "seconds")
@@ -136,10 +138,10 @@ def run_arm(arm: Arm, init: Net, data: Split, cfg: Params,
             "evals": [list(e) for e in result.evals]}
 
 
-def fingerprint(cfg: Params, init_blob: bytes, device: str) -> str:
+def fingerprint(cfg: Params, init_blob: bytes, device: str, threads: int) -> str:
     """What an arm's result depends on besides its own name: the recipe, the IMP rates, the
     study's settings that shape a training, the initial weights, the code that computes it
-    (by module content), the device, the thread count and the CPU's instruction set."""
+    (by module content), the device, the arm's thread count and the CPU's instruction set."""
     flat = cfg.flat()
     keys = [k for k in flat if k.split(".")[0] in ("data", "train", "atinit")
             and k not in ("train.device", "train.seeds") and k not in (
@@ -148,7 +150,7 @@ def fingerprint(cfg: Params, init_blob: bytes, device: str) -> str:
     doc = {"params": {k: flat[k] for k in [*keys, "model.arch", "imp.rate", "imp.output_rate"]},
            "init": hashlib.sha256(init_blob).hexdigest(),
            "code": code_digest(shaping(__name__, NOT_SHAPING)),
-           "torch": torch.__version__, "device": device, "threads": torch.get_num_threads(),
+           "torch": torch.__version__, "device": device, "threads": threads,
            "machine": platform.machine(), "simd": torch.backends.cpu.get_cpu_capability()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -177,14 +179,35 @@ class ArmStore:
         write_json(self._path(arm), {"key": self.key, "arm": asdict(arm), "result": result})
 
 
+_STATE: dict[str, Any] = {}  # a worker's (or this process's) cfg, init, data and batches
+
+
+def _setup(cfg: Params, init: Net, data: Split) -> None:
+    _STATE.update(cfg=cfg, init=init, data=data, batches=calibration_batches(data, cfg))
+
+
+def _work(arm: Arm) -> dict[str, Any]:
+    state = _STATE
+    return run_arm(arm, state["init"], state["data"], state["cfg"], state["batches"])
+
+
 def run(cfg: Params, init: Net, data: Split, store: ArmStore,
-        on_arm: Callable[[dict[str, Any], bool], None]) -> Iterator[dict[str, Any]]:
-    """Every arm's result, from the store when finished before, else computed and stored."""
-    batches = calibration_batches(data, cfg)
-    for arm in arms(cfg):
+        on_arm: Callable[[dict[str, Any], bool], None], workers: int = 1,
+        threads: int = 1) -> list[dict[str, Any]]:
+    """Every arm's result, in :func:`arms` order: from the store when finished before, else
+    computed in ``workers`` processes of ``threads`` threads (:mod:`prunelab.runtime.pool`;
+    the store's key must name that thread count) and stored as each finishes, ``on_arm``
+    told then: a killed run loses only the arms in training."""
+    todo, results = arms(cfg), {}
+    for i, arm in enumerate(todo):
         done = store.get(arm)
-        result = done if done is not None else run_arm(arm, init, data, cfg, batches)
-        if done is None:
-            store.put(arm, result)
-        on_arm(result, done is not None)
-        yield result
+        if done is not None:
+            results[i] = done
+            on_arm(done, True)
+    pending = [i for i in range(len(todo)) if i not in results]
+    for j, result in run_tasks(_work, [todo[i] for i in pending], workers=workers,
+                               threads=threads, setup=_setup, shared=(cfg, init, data)):
+        store.put(todo[pending[j]], result)
+        on_arm(result, False)
+        results[pending[j]] = result
+    return [results[i] for i in range(len(todo))]
