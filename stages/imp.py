@@ -12,6 +12,7 @@ from prunelab import paths
 from prunelab.models.networks import load_net
 from prunelab.reporting.figures import lottery_figure
 from prunelab.runtime.files import Outputs
+from prunelab.runtime.pool import plan
 from prunelab.runtime.stage import stage_help
 from prunelab.studies import imp
 from prunelab.studies import imp_outputs as report
@@ -33,13 +34,16 @@ def main() -> None:
     with open_stage(STUDY.stage("imp"), kept=kept) as stage:
         cfg, device, init_blob = stage.cfg, stage.device, stage.initial_blob()
         init = load_net(paths.init_model(stage.seed), device)
-        store = imp.RoundStore(paths.IMP_DIR, imp.fingerprint(cfg, init_blob, device.type))
+        workers, threads = plan(device)  # CPU: single-threaded trainings side by side
+        store = imp.RoundStore(paths.IMP_DIR,
+                               imp.fingerprint(cfg, init_blob, device.type, threads))
         done, stale = store.resume(device)
         done = done[: cfg.imp.rounds + 1]  # imp.rounds lowered: the first rounds only
         for line in report.resume_lines(done, stale):
             click.echo(line, err=True)
         rounds = imp.run(init, stage.split, cfg, store, done,
-                         on_round=lambda rnd: click.echo(report.round_line(rnd), err=True))
+                         on_round=lambda rnd: click.echo(report.round_line(rnd), err=True),
+                         workers=workers, threads=threads)
         rows, summary, timing = (report.rows(rounds), report.summary(rounds),
                                  report.timing(rounds))
         out = Outputs()

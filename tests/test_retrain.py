@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -506,15 +507,15 @@ def test_run_resumes_and_extends_without_recomputing(tmp_path: Path,
     calls: list[int] = []
     import prunelab.studies.imp as imp_module
 
-    real_next = imp_module.next_round
+    real_ticket = imp_module._ticket
 
-    def counting(previous, *args, **kwargs):  # noqa: ANN001, ANN202
-        calls.append(previous.index + 1)
-        return real_next(previous, *args, **kwargs)
+    def counting(job):  # noqa: ANN001, ANN202
+        calls.append(int(sum(int(m.sum()) for m in job[1])))  # the ticket's kept weights
+        return real_ticket(job)
 
-    monkeypatch.setattr(imp_module, "next_round", counting)
+    monkeypatch.setattr(imp_module, "_ticket", counting)
     three = run(init, data, params(rounds=3, rewind=4), store, done)
-    assert calls == [3]
+    assert calls == [sum(three[3].remaining)]  # only round 3's ticket trained
     assert [r.resumed for r in three] == [True, True, True, False]
     fresh = run(init, data, params(rounds=3, rewind=4), RoundStore(tmp_path / "fresh", "fp"))
     for a, b in zip(three, fresh, strict=True):
@@ -529,6 +530,29 @@ def test_run_resumes_and_extends_without_recomputing(tmp_path: Path,
     assert calls == [] and len(one) == 2
     assert sorted(p.name for p in (tmp_path / "imp").iterdir()) == ["round_00.pt",
                                                                     "round_01.pt"]
+
+
+def test_rounds_in_two_workers_equal_the_rounds_run_here(tmp_path: Path) -> None:
+    """Two spawned single-threaded workers (round r's controls beside round r + 1's ticket)
+    give every round bit for bit what one thread in this process gives; rounds are saved in
+    order and their wall times add up to the run's."""
+    init, data, cfg = initial(), split(), params(rounds=3, rewind=4)
+    here = run(init, data, cfg, RoundStore(tmp_path / "here", "fp"), workers=1, threads=1)
+    store = RoundStore(tmp_path / "pool", "fp")
+    seen: list[int] = []
+    began = time.perf_counter()
+    pooled = run(init, data, cfg, store, workers=2, threads=1,
+                 on_round=lambda r: seen.append(r.index))
+    took = time.perf_counter() - began
+    assert seen == [0, 1, 2, 3]
+    for a, b in zip(here, pooled, strict=True):
+        assert_same(a.masks, b.masks)
+        assert_bits(a.trained, b.trained)
+        assert set(a.outcomes) == set(b.outcomes)
+        assert all(same_outcome(a.outcomes[v], b.outcomes[v]) for v in b.outcomes)
+    assert 0 < sum(r.wall_seconds for r in pooled) <= took
+    assert [r.index for r in store.resume(CPU)[0]] == [0, 1, 2, 3]
+    assert fingerprint(cfg, b"init", "cpu", 1) != fingerprint(cfg, b"init", "cpu", 2)
 
 
 def test_fingerprint_covers_settings_but_not_rounds() -> None:

@@ -16,11 +16,13 @@ the stage's process for one worker) and keeps what ``work(task)`` needs in its m
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Any, TypeVar
 
 import torch
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 THREADS_PER_TASK = 1
 
@@ -38,42 +40,66 @@ def _start(threads: int, setup: Callable[..., None], shared: tuple[Any, ...]) ->
     setup(*shared)
 
 
-def run_tasks(work: Callable[[T], Any], tasks: Sequence[T], *, workers: int,
+class Tasks:
+    """Where a stage's tasks run: ``workers`` spawned processes of ``threads`` threads each, or,
+    with one worker, this process (at ``threads`` threads until the block ends). ``submit``
+    returns a future either way; in this process the task has run when it returns. Leaving
+    the block on an error (a worker's, or an interrupt) stops every worker."""
+
+    def __init__(self, workers: int, threads: int, setup: Callable[..., None],
+                 shared: tuple[Any, ...] = ()) -> None:
+        self.workers, self.threads, self.setup, self.shared = workers, threads, setup, shared
+        self._pool: ProcessPoolExecutor | None = None
+        self._before = 0
+
+    def __enter__(self) -> Tasks:
+        if self.workers > 1:
+            import torch.multiprocessing as mp
+
+            self._pool = ProcessPoolExecutor(self.workers, mp.get_context("spawn"), _start,
+                                             (self.threads, self.setup, self.shared))
+        else:
+            self._before = torch.get_num_threads()
+            _start(self.threads, self.setup, self.shared)
+        return self
+
+    @property
+    def in_process(self) -> bool:
+        return self._pool is None
+
+    def submit(self, work: Callable[[T], R], task: T) -> Future[R]:
+        if self._pool is not None:
+            return self._pool.submit(work, task)
+        done: Future[R] = Future()
+        try:
+            done.set_result(work(task))
+        except Exception as err:  # raised where the caller asks for the result, as a pool does
+            done.set_exception(err)
+        return done
+
+    def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        if self._pool is None:
+            torch.set_num_threads(self._before)
+            return
+        if kind is not None:  # stop now: kill the workers rather than finish their tasks
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=kind is not None)
+
+
+def run_tasks(work: Callable[[T], R], tasks: Sequence[T], *, workers: int,
               setup: Callable[..., None], shared: tuple[Any, ...] = (),
-              threads: int = THREADS_PER_TASK) -> Iterator[tuple[int, Any]]:
+              threads: int = THREADS_PER_TASK) -> Iterator[tuple[int, R]]:
     """``(i, work(tasks[i]))`` for every task, each as soon as it finishes (in order with one
     worker). ``work`` and ``setup`` must be module-level functions (a spawned worker imports
-    them). With one worker the tasks run here, with ``threads`` threads, then the stage's own
-    count is restored. A worker's exception, or an interrupt here, stops every worker."""
+    them). A worker's exception, or an interrupt here, stops every worker."""
     if not tasks:
         return
-    if workers <= 1 or len(tasks) == 1:
-        before = torch.get_num_threads()
-        try:
-            _start(threads, setup, shared)
+    with Tasks(min(workers, len(tasks)), threads, setup, shared) as pool:
+        if pool.in_process:  # each runs as it is submitted: hand it over before the next
             for i, task in enumerate(tasks):
-                yield i, work(task)
-        finally:
-            torch.set_num_threads(before)
-        return
-    import torch.multiprocessing as mp
-
-    pool = mp.get_context("spawn").Pool(min(workers, len(tasks)), _start,
-                                        (threads, setup, shared))
-    try:
-        yield from pool.imap_unordered(_Indexed(work), list(enumerate(tasks)))
-        pool.close()
-    finally:
-        pool.terminate()
-        pool.join()
-
-
-class _Indexed:
-    """``(i, task) -> (i, work(task))``: picklable, so a spawned worker can run it."""
-
-    def __init__(self, work: Callable[[Any], Any]) -> None:
-        self.work = work
-
-    def __call__(self, item: tuple[int, Any]) -> tuple[int, Any]:
-        i, task = item
-        return i, self.work(task)
+                yield i, pool.submit(work, task).result()
+            return
+        futures = {pool.submit(work, task): i for i, task in enumerate(tasks)}
+        for future in as_completed(futures):
+            yield futures[future], future.result()

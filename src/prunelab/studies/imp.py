@@ -20,6 +20,7 @@ import platform
 import re
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from prunelab.config import Params
 from prunelab.models.layers import Net, weights, with_weights
 from prunelab.runtime.files import write_bytes
 from prunelab.runtime.fingerprint import code_digest, imports_of
+from prunelab.runtime.pool import Tasks
 from prunelab.runtime.rng import IMP_CONTROL, derived_seed
 from prunelab.studies.retraining import (
     Split,
@@ -87,7 +89,8 @@ class Round:
 # not, less those below (errors, file writing, and what only the other studies use: a test checks
 # the split); editing a figure, the tracking or a criterion keeps the saved rounds.
 NOT_SHAPING = ("prunelab.errors", "prunelab.runtime.files", "prunelab.runtime.fingerprint",
-               "prunelab.pruning.criteria", "prunelab.pruning.sweep", "prunelab.pruning.savings")
+               "prunelab.runtime.pool", "prunelab.pruning.criteria", "prunelab.pruning.sweep",
+               "prunelab.pruning.savings")
 
 
 def shaping_modules() -> set[str]:
@@ -98,10 +101,10 @@ def shaping_modules() -> set[str]:
     return {m for m in imports_of(__name__) if not excluded(m)}
 
 
-def fingerprint(cfg: Params, init_blob: bytes, device: str = "cpu") -> str:
+def fingerprint(cfg: Params, init_blob: bytes, device: str = "cpu", threads: int = 1) -> str:
     """What a round's results depend on, besides imp.rounds: the settings, the initial weights,
     the code that computes them (:func:`shaping_modules`, by content: see
-    :mod:`prunelab.runtime.fingerprint`), the device type, the thread count and the CPU's
+    :mod:`prunelab.runtime.fingerprint`), the device type, the trainings' thread count and the CPU's
     instruction set (float sums differ between CPU and GPU, 1 and 2 threads, AVX2 and
     AVX-512), so rounds fetched from another machine are recomputed, not mixed in."""
     code = code_digest(shaping_modules())
@@ -115,7 +118,7 @@ def fingerprint(cfg: Params, init_blob: bytes, device: str = "cpu") -> str:
     keys.append("model.arch")
     doc = {"params": {k: flat[k] for k in keys}, "init": hashlib.sha256(init_blob).hexdigest(),
            "code": code, "torch": torch.__version__, "device": device,
-           "threads": torch.get_num_threads(), "machine": platform.machine(),
+           "threads": threads, "machine": platform.machine(),
            "simd": torch.backends.cpu.get_cpu_capability()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -228,42 +231,98 @@ def rewind_step(cfg: Params) -> int:
     return cfg.imp.rewind if isinstance(cfg.imp.rewind, int) else 0
 
 
-def next_round(previous: Round, start: Net, data: Split, cfg: Params) -> Round:
-    """Round r: prune the previous ticket, rewind to ``start`` and retrain to the end of the
-    dense run's schedule (late rewinding: steps s+1..T); the controls likewise, on the same
-    per-layer sizes."""
-    r, imp = previous.index + 1, cfg.imp
+def round_masks(previous: Round, start: Net, cfg: Params) -> list[Tensor]:
+    """Round r's keep-masks: imp.rate of each hidden layer's remaining weights (imp.output_rate
+    of the output layer's) pruned from round r - 1's trained ticket by |w|."""
     trained_prev = with_weights(start, previous.trained)
-    masks = imp_masks(trained_prev, previous.masks, imp.rate, imp.output_rate)
-    hooks = {"eval_every": imp.eval_every, "start_step": rewind_step(cfg)}
-    ticket, result = masked_train(start, masks, data, cfg.train, **hooks)
-    outcomes = {"ticket": Outcome.of(result)}
-    for name in imp.controls:
-        seed = derived_seed(cfg.train.seed, IMP_CONTROL, r, CONTROL_SEEDS[name])
-        net, control_masks = CONTROLS[name](start, masks, seed)
-        _, res = masked_train(net, control_masks, data, cfg.train, **hooks)
-        outcomes[name] = Outcome.of(res)
-    return Round(r, tuple(masks), tuple(weights(ticket)), outcomes)
+    return imp_masks(trained_prev, previous.masks, cfg.imp.rate, cfg.imp.output_rate)
+
+
+# A round's trainings are tasks (prunelab.runtime.pool): round r's ticket and its controls
+# need only round r's masks, so the controls of round r train beside the ticket of round r + 1.
+_STATE: dict[str, Any] = {}  # a worker's (or this process's) data and params
+
+
+def _setup(data: Split, cfg: Params) -> None:
+    _STATE.update(data=data, cfg=cfg)
+
+
+def _hooks(cfg: Params) -> dict[str, int]:
+    return {"eval_every": cfg.imp.eval_every, "start_step": rewind_step(cfg)}
+
+
+def _dense(init: Net) -> Round:
+    return dense_round(init, _STATE["data"], _STATE["cfg"])
+
+
+def _ticket(job: tuple[Net, Sequence[Tensor]]) -> tuple[tuple[Tensor, ...], Outcome]:
+    (start, masks), cfg = job, _STATE["cfg"]
+    ticket, result = masked_train(start, masks, _STATE["data"], cfg.train, **_hooks(cfg))
+    return tuple(weights(ticket)), Outcome.of(result)
+
+
+def _control(job: tuple[str, int, Net, Sequence[Tensor]]) -> Outcome:
+    (name, r, start, masks), cfg = job, _STATE["cfg"]
+    seed = derived_seed(cfg.train.seed, IMP_CONTROL, r, CONTROL_SEEDS[name])
+    net, control_masks = CONTROLS[name](start, masks, seed)
+    _, result = masked_train(net, control_masks, _STATE["data"], cfg.train, **_hooks(cfg))
+    return Outcome.of(result)
+
+
+def next_round(previous: Round, start: Net, data: Split, cfg: Params) -> Round:
+    """Round r in this process, from round r - 1: prune its ticket, rewind to ``start`` and
+    retrain to the end of the dense run's schedule (late rewinding: steps s+1..T); the
+    controls likewise, on the same per-layer sizes (the tasks :func:`run` spreads)."""
+    r, masks = previous.index + 1, round_masks(previous, start, cfg)
+    _setup(data, cfg)
+    trained, ticket = _ticket((start, masks))
+    outcomes = {"ticket": ticket, **{n: _control((n, r, start, masks)) for n in cfg.imp.controls}}
+    return Round(r, tuple(masks), trained, outcomes)
 
 
 def run(init: Net, data: Split, cfg: Params, store: RoundStore,
         done: Sequence[Round] = (),
-        on_round: Callable[[Round], None] = lambda r: None) -> list[Round]:
-    """Rounds 0..imp.rounds, continuing after ``done`` (resumed from ``store``), saving each."""
-    rounds = list(done)
+        on_round: Callable[[Round], None] = lambda r: None,
+        workers: int = 1, threads: int = 1) -> list[Round]:
+    """Rounds 0..imp.rounds, continuing after ``done`` (resumed from ``store``), saving each in
+    order. The trainings run in ``workers`` processes of ``threads`` threads (the fingerprint
+    must name that count): round r + 1's ticket starts as soon as round r's ticket is trained,
+    beside round r's controls. A round's ``wall_seconds`` is the time since the previous round
+    was saved, so the rounds' sum is the run's wall time."""
+    rounds, last = list(done), time.perf_counter()
 
-    def finish(make: Callable[[], Round]) -> None:
-        began = time.perf_counter()
-        rnd = dataclasses.replace(make(), wall_seconds=round(time.perf_counter() - began, 3))
+    def finish(rnd: Round) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        rnd = dataclasses.replace(rnd, wall_seconds=round(now - last, 3))
+        last = now
         store.save(rnd)
         rounds.append(rnd)
         on_round(rnd)
 
-    if not rounds:
-        finish(lambda: dense_round(init, data, cfg))
-    rewind = rounds[0].rewind
-    start = init if rewind is None else with_weights(init, rewind)
-    while len(rounds) <= cfg.imp.rounds:
-        finish(lambda: next_round(rounds[-1], start, data, cfg))
+    with Tasks(workers, threads, _setup, (data, cfg)) as tasks:
+        if not rounds:
+            finish(tasks.submit(_dense, init).result())
+        rewind = rounds[0].rewind
+        start = init if rewind is None else with_weights(init, rewind)
+        launched: dict[int, tuple[list[Tensor], dict[str, Future[Any]]]] = {}
+
+        def launch(r: int, previous: Round) -> None:
+            masks = round_masks(previous, start, cfg)
+            parts: dict[str, Future[Any]] = {"ticket": tasks.submit(_ticket, (start, masks))}
+            for name in cfg.imp.controls:
+                parts[name] = tasks.submit(_control, (name, r, start, masks))
+            launched[r] = (masks, parts)
+
+        if len(rounds) <= cfg.imp.rounds:
+            launch(len(rounds), rounds[-1])
+        while len(rounds) <= cfg.imp.rounds:
+            r = len(rounds)
+            masks, parts = launched.pop(r)
+            trained, ticket = parts["ticket"].result()
+            if r < cfg.imp.rounds:  # the next ticket needs only this one: start it now
+                launch(r + 1, Round(r, tuple(masks), trained, {}))
+            outcomes = {"ticket": ticket, **{n: parts[n].result() for n in cfg.imp.controls}}
+            finish(Round(r, tuple(masks), trained, outcomes))
     store.keep_only(cfg.imp.rounds)
     return rounds[: cfg.imp.rounds + 1]
