@@ -14,6 +14,7 @@ import click
 from prunelab import paths
 from prunelab.config import train_steps
 from prunelab.runtime.files import Outputs, read_rows
+from prunelab.runtime.pool import plan
 from prunelab.runtime.stage import stage_help
 from prunelab.studies.atinit.study import CURVE as ATINIT_CURVE
 from prunelab.studies.during import arms, compare, schedule
@@ -34,7 +35,8 @@ def main() -> None:
 def train() -> None:
     kept = f"finished arms stay in {during.FOLDER}/<seed>/ and the next run resumes"
     with open_stage(STUDY.stage("during"), kept=kept) as stage:
-        key = arms.fingerprint(stage.cfg, stage.device.type)
+        workers, threads = plan(stage.device)  # CPU: single-threaded arms side by side
+        key = arms.fingerprint(stage.cfg, stage.device.type, threads)
 
         def report(row: dict, resumed: bool) -> None:
             click.echo(f"during: seed {row['seed']} {row['arm']}: {row['accuracy']}% at "
@@ -50,7 +52,8 @@ def train() -> None:
                                  "seed": str(row["seed"])})
 
         rows = [{k: r.get(k) for k in (*arms.COLUMNS, *compare.measures([r])[1:])}
-                for r in arms.run(stage.cfg, stage.split, during.FOLDER, key, report)]
+                for r in arms.run(stage.cfg, stage.split, during.FOLDER, key, report,
+                                  workers, threads)]
         out = Outputs()
         out.add_csv(during.ARMS, rows)
         out.commit()

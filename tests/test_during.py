@@ -226,6 +226,23 @@ def test_every_arm_runs_once_and_a_second_run_resumes_all_of_them(tmp_path: Path
     assert not any(d for _, d in seen)
 
 
+def test_arms_in_two_workers_equal_the_arms_run_here(tmp_path: Path) -> None:
+    """Two spawned single-threaded workers (the early-bird arms started once their seed's
+    dense run has drawn the tickets) give every arm exactly what one thread here gives, in the
+    study's order; the tickets are stored either way."""
+    cfg = params(dst_methods=("set",), earlybird_threshold=0.9)
+    here = arms.run(cfg, split(), tmp_path / "here", "k", lambda r, d: None, workers=1)
+    told: list[str] = []
+    pooled = arms.run(cfg, split(), tmp_path / "pool", "k",
+                      lambda r, d: told.append(r["arm"]), workers=2)
+    assert [r["arm"] for r in pooled] == [r["arm"] for r in here] and len(told) == len(here)
+    assert {"earlybird@0.9", "earlybird/late@0.9"} <= {r["arm"] for r in pooled}
+    for a, b in zip(here, pooled, strict=True):
+        assert {k: v for k, v in a.items() if "seconds" not in k} == \
+            {k: v for k, v in b.items() if "seconds" not in k}, a["arm"]
+    assert (tmp_path / "pool" / "0" / "tickets.pt").is_file()
+
+
 def test_the_init_is_the_one_train_draws_for_the_seed() -> None:
     a, b = init(3), build_model(params().model, 3, torch.device("cpu")).layers()
     assert all(torch.equal(x.weight, y.weight) for x, y in zip(a, b, strict=True))

@@ -29,7 +29,8 @@ import io
 import json
 import math
 import platform
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from prunelab.models.layers import Net, with_weights
 from prunelab.models.networks import accuracy, build_model
 from prunelab.runtime.files import write_bytes
 from prunelab.runtime.fingerprint import code_digest, shaping
+from prunelab.runtime.pool import Tasks
 from prunelab.runtime.rng import derived_seed
 from prunelab.studies.atinit.arms import ArmStore
 from prunelab.studies.during import sparse
@@ -52,7 +54,7 @@ from prunelab.studies.during.schedule import ONESHOT, bounds
 # at-init study's (3); one sub-word per purpose.
 DURING, MASK, NOISE, DELETE = 4, 1, 2, 3
 NOT_SHAPING = ("prunelab.errors", "prunelab.runtime.files", "prunelab.runtime.fingerprint",
-               "prunelab.pruning", "prunelab.studies.atinit.arms")
+               "prunelab.runtime.pool", "prunelab.pruning", "prunelab.studies.atinit.arms")
 MEASURES = ("accuracy", "noise", "delete")  # clean; under input noise; after random deletion
 COLUMNS = ("seed", "arm", "method", "shape", "sparsity", "weights_remaining", "accuracy",
            "seconds", "steps", "drawn_at")
@@ -217,10 +219,10 @@ def run_arm(arm: Arm, cfg: Params, data: Split, tickets: Tickets | None = None
     return row, Tickets(None if at is None else method.masks[at], late, at, trained.steps)
 
 
-def fingerprint(cfg: Params, device: str) -> str:
+def fingerprint(cfg: Params, device: str, threads: int) -> str:
     """What an arm's result depends on besides its own name and seed: the recipe, the study's
     settings that shape a training, the code that computes it (by module content), the device,
-    the thread count and the CPU's instruction set."""
+    the arm's thread count and the CPU's instruction set."""
     flat = cfg.flat()
     listing = ("during.method_seeds", "during.schedule_seeds", "during.shapes", "during.sparsities",
                "during.dst_methods", "during.dst_sparsities")
@@ -228,7 +230,7 @@ def fingerprint(cfg: Params, device: str) -> str:
             and k not in ("train.device", "train.seeds", *listing)]
     doc = {"params": {k: flat[k] for k in keys},
            "code": code_digest(shaping(__name__, NOT_SHAPING)),
-           "torch": torch.__version__, "device": device, "threads": torch.get_num_threads(),
+           "torch": torch.__version__, "device": device, "threads": threads,
            "machine": platform.machine(), "simd": torch.backends.cpu.get_cpu_capability()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -251,28 +253,89 @@ class Store(ArmStore):
         write_bytes(self.folder / "tickets.pt", buffer.getvalue())
 
 
-def run(cfg: Params, data: Split, folder: Path, key: str,
-        on_arm: Callable[[dict[str, Any], bool], None]) -> Iterator[dict[str, Any]]:
-    """Every arm's result, from ``folder/<seed>/`` when finished before under the same ``key``,
-    else computed and stored there. The dense run's tickets are stored too, so its early-bird
-    arms resume; with no ticket (the masks never settled) the early-bird arm is left out."""
-    tickets: dict[int, Tickets | None] = {}
-    for arm in arms(cfg):
-        store = Store(folder / str(arm.seed), key)
-        done = store.get(arm)  # type: ignore[arg-type]
-        if arm.method == "dense":
-            tickets[arm.seed] = store.tickets()
-            if tickets[arm.seed] is None:
+_STATE: dict[str, Any] = {}  # a worker's (or this process's) params and data
+
+
+def _setup(cfg: Params, data: Split) -> None:
+    _STATE.update(cfg=cfg, data=data)
+
+
+def _work(job: tuple[Arm, Tickets | None]) -> tuple[dict[str, Any], Tickets | None]:
+    return run_arm(job[0], _STATE["cfg"], _STATE["data"], job[1])
+
+
+class _Run:
+    """One run of the study's arms: resumed from the stores, else trained as tasks; a seed's
+    early-bird arms wait for its dense run (their tickets), every other arm starts at once."""
+
+    def __init__(self, cfg: Params, folder: Path, key: str, tasks: Tasks,
+                 on_arm: Callable[[dict[str, Any], bool], None]) -> None:
+        self.cfg, self.folder, self.key, self.tasks, self.on_arm = cfg, folder, key, tasks, on_arm
+        self.results: dict[Arm, dict[str, Any]] = {}
+        self.tickets: dict[int, Tickets | None] = {}
+        self.waiting: list[Arm] = []  # early-bird arms whose seed's dense run is training
+        self.running: dict[Future[Any], Arm] = {}
+
+    def store(self, arm: Arm) -> Store:
+        return Store(self.folder / str(arm.seed), self.key)
+
+    def start(self, arm: Arm) -> None:
+        """The arm from its store, or skipped (an early-bird arm without a ticket), or
+        submitted (with one worker it has then run: handled at once)."""
+        done = self.store(arm).get(arm)  # type: ignore[arg-type]
+        if arm.method == "dense":  # resumed only with its tickets; else trained again
+            saved = self.store(arm).tickets()
+            if saved is None:
                 done = None
+            else:
+                self.tickets[arm.seed] = saved
         if arm.method == "earlybird":
-            mine = tickets.get(arm.seed)
+            if arm.seed not in self.tickets:  # its dense run is training
+                self.waiting.append(arm)
+                return
+            mine = self.tickets[arm.seed]
             if mine is None or mine.of(arm)[0] is None:
-                continue
-        if done is None:
-            result, drawn = run_arm(arm, cfg, data, tickets.get(arm.seed))
+                return
+        if done is not None:
+            self.results[arm] = done
+            self.on_arm(done, True)
+            return
+        future = self.tasks.submit(_work, (arm, self.tickets.get(arm.seed)))
+        self.running[future] = arm
+        if self.tasks.in_process:
+            self.finish(future)
+
+    def finish(self, future: Future[Any]) -> None:
+        arm = self.running.pop(future)
+        result, drawn = future.result()
+        if arm.method == "dense":
+            self.tickets[arm.seed] = drawn
             if drawn is not None:
-                store.put_tickets(drawn)
-                tickets[arm.seed] = drawn
-            store.put(arm, result)  # type: ignore[arg-type]
-        on_arm(done or result, done is not None)
-        yield done or result
+                self.store(arm).put_tickets(drawn)
+        self.store(arm).put(arm, result)  # type: ignore[arg-type]
+        self.results[arm] = result
+        self.on_arm(result, False)
+        if arm.method == "dense":
+            ready = [a for a in self.waiting if a.seed == arm.seed]
+            self.waiting = [a for a in self.waiting if a.seed != arm.seed]
+            for waiting in ready:
+                self.start(waiting)
+
+
+def run(cfg: Params, data: Split, folder: Path, key: str,
+        on_arm: Callable[[dict[str, Any], bool], None], workers: int = 1,
+        threads: int = 1) -> list[dict[str, Any]]:
+    """Every arm's result in :func:`arms` order, from ``folder/<seed>/`` when finished before
+    under the same ``key``, else computed in ``workers`` processes of ``threads`` threads
+    (:mod:`prunelab.runtime.pool`; ``key`` must name that count) and stored as each finishes.
+    The dense run's tickets are stored too, so its early-bird arms resume; with no ticket (the
+    masks never settled) the early-bird arm is left out."""
+    with Tasks(workers, threads, _setup, (cfg, data)) as tasks:
+        state = _Run(cfg, folder, key, tasks, on_arm)
+        for arm in arms(cfg):
+            state.start(arm)
+        while state.running:
+            finished, _ = wait(list(state.running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                state.finish(future)
+    return [state.results[arm] for arm in arms(cfg) if arm in state.results]
