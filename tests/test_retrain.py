@@ -203,7 +203,9 @@ def test_rounds_start_from_exactly_the_rewind_point(rewind: int | str, tmp_path:
     on the masks of the previous round's trained ticket, gives bit-identical weights and the
     same test passes."""
     init, data, cfg = initial(), split(), params(rewind=rewind, rounds=2)
-    rounds = run(init, data, cfg, RoundStore(tmp_path / "imp", "fp"))
+    # the manual runs below train with this process's threads: so does run() here
+    rounds = run(init, data, cfg, RoundStore(tmp_path / "imp", "fp"),
+                 threads=torch.get_num_threads())
     assert [r.index for r in rounds] == [0, 1, 2]
     if rewind == "init":
         start = init
