@@ -284,6 +284,31 @@ def test_pid_reused_by_another_process_counts_as_gone() -> None:
     assert store.owner_alive(me)
     assert not store.owner_alive({**me, store.STARTED_TAG: "12345.000"})
     assert not store.owner_alive({**me, store.PID_TAG: str(2**22 + 7)})  # above pid_max
+    assert not store.owner_alive({**me, store.STARTED_TAG: "boot elsewhere tick 1"})
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_wall_clock_step_moves_no_owner_and_no_execution(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """A step of the wall clock moves psutil's create_time of every process (boot time read
+    from the clock, plus the offset since boot): a pipeline's execution key and a run owner's
+    liveness must not move with it (a 5 s step once split one `dvc exp run` into two parent
+    runs, and would have closed live runs as KILLED)."""
+    import psutil
+
+    from prunelab.tracking import runs
+
+    me = psutil.Process()
+    tags, key = store.owner_tags(me), runs.execution_key(me)
+    assert tags[store.STARTED_TAG].startswith("boot ")
+    real = psutil.Process.create_time
+    monkeypatch.setattr(psutil.Process, "create_time", lambda self: real(self) + 5.0)
+    assert store.owner_tags(me) == tags
+    assert runs.execution_key(me) == key
+    assert store.owner_alive(tags)
+    # a run tagged by older code (epoch seconds) is still judged, within a second
+    assert store.owner_alive({**tags, store.STARTED_TAG: f"{real(me):.3f}"}) is False
+    assert store.owner_alive({**tags, store.STARTED_TAG: f"{real(me) + 5.0:.3f}"})
 
 
 # --- MLflow's own output -------------------------------------------------------------------------

@@ -126,7 +126,7 @@ def execution_key(proc: psutil.Process | None = None) -> str:
     """Identifies one pipeline execution: the launching dvc process (``proc``, found when not
     given), and the DVC experiment."""
     proc = launcher()[0] if proc is None else proc
-    ident = f"{proc.pid}-{proc.create_time():.3f}-{os.environ.get('DVC_EXP_NAME', '')}"
+    ident = f"{proc.pid}-{store.process_start(proc)}-{os.environ.get('DVC_EXP_NAME', '')}"
     return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 

@@ -124,19 +124,43 @@ def repoint_artifacts(uri: str, root: Path) -> str | None:
 # --- runs left RUNNING by a dead process ------------------------------------------------------
 
 
+def process_start(proc: psutil.Process) -> str:
+    """When ``proc`` started, in a form that a step of the wall clock does not move.
+
+    psutil's ``create_time`` is the boot time plus the start's offset from boot, and the boot
+    time is read from the wall clock: when the clock is stepped (NTP, a laptop resuming, a VM
+    restored or migrated) every process's ``create_time`` moves with it, and a run's owner would
+    look like another process (this happened: a 5 s step in the middle of a `dvc exp run` split
+    it into two parent runs). On Linux the start is the kernel's own count of clock ticks since
+    boot (``/proc/<pid>/stat``, field 22), with the boot's id so that a reboot cannot repeat it;
+    elsewhere, ``create_time`` to the millisecond.
+    """
+    try:
+        stat = Path(f"/proc/{proc.pid}/stat").read_text(encoding="ascii", errors="replace")
+        ticks = stat.rsplit(")", 1)[1].split()[19]  # fields from the 3rd on, after "(comm)"
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        return f"boot {boot} tick {ticks}"
+    except (OSError, IndexError):
+        return f"{proc.create_time():.3f}"
+
+
 def owner_tags(proc: psutil.Process) -> dict[str, str]:
-    """Tags naming the process that owns a run: host, pid and start time (pids are reused)."""
+    """Tags naming the process that owns a run: host, pid and start (pids are reused)."""
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(proc.pid),
-            STARTED_TAG: f"{proc.create_time():.3f}"}
+            STARTED_TAG: process_start(proc)}
 
 
 def owner_alive(tags: dict[str, str]) -> bool:
-    """Whether the process a run's owner tags name still runs (on this host)."""
+    """Whether the process a run's owner tags name still runs (on this host). A start tagged
+    as epoch seconds (older runs, or a system without /proc) is compared within a second."""
     try:
         proc = psutil.Process(int(tags[PID_TAG]))
         if proc.status() == psutil.STATUS_ZOMBIE:  # killed, not yet reaped by its parent
             return False
-        return abs(proc.create_time() - float(tags[STARTED_TAG])) < 1.0
+        started = tags[STARTED_TAG]
+        if started.startswith("boot "):
+            return process_start(proc) == started
+        return abs(proc.create_time() - float(started)) < 1.0
     except (psutil.NoSuchProcess, KeyError, ValueError):
         return False
     except psutil.Error:  # exists but cannot be inspected (another user's): leave it alone
