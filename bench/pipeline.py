@@ -104,6 +104,35 @@ def with_seeds(params: dict[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
     return {**params, "train": {**params["train"], "seeds": list(seeds)}}
 
 
+def arithmetic_floor(params: dict[str, Any]) -> dict[str, Any]:
+    """What one seed's train and weight-sweep arithmetic alone costs on this machine, without
+    a process, a file or a criterion's own work: the training's matrix multiplies and fused
+    Adam steps (`bench/run.py`'s GEMM floor, times the recipe's steps) plus one dense pass over
+    the test set per weight criterion and sparsity (the sweep tests every pruned net on every
+    test image, as a dense matrix). Unit sweeps test compacted nets and are left out, so this
+    is a lower bound for a seed of the study."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import torch
+    from run import gemm_step_floor, median_time  # noqa: PLC0415 (bench/run.py, beside)
+
+    from prunelab.models.layers import mlp_layers
+    from prunelab.models.networks import accuracy, layer_sizes
+
+    data, train, prune = params["data"], params["train"], params["prune"]
+    hidden, batch = tuple(params["model"]["mlp"]["hidden"]), train["batch_size"]
+    steps = train["epochs"] * -(-int(data.get("train_size") or 60000) // batch)
+    step = gemm_step_floor(hidden, batch)
+    sizes = layer_sizes(hidden)
+    net = mlp_layers([torch.randn(o, i) * 0.05 for i, o in zip(sizes, sizes[1:])])
+    n_test = int(data.get("test_size") or 10000)
+    x, y = torch.rand(n_test, sizes[0]), torch.randint(0, sizes[-1], (n_test,))
+    test_pass = median_time(lambda: accuracy(net, x, y), 5, warmup=1)
+    passes = len(prune["weight_criteria"]) * len(prune["sparsities"])
+    return {"train_steps": steps, "train_floor_seconds": round(step * steps, 3),
+            "test_pass_seconds": round(test_pass, 4), "weight_test_passes": passes,
+            "per_seed_seconds": round(step * steps + passes * test_pass, 3)}
+
+
 def bench_study(params: dict[str, Any], seeds: int, report_repeats: int) -> dict[str, Any]:
     """N seeds from cached data: `dvc repro aggregate` (every seed's train and prune stages,
     then the aggregate), the single-net stages untimed, then `dvc repro report`; and the
@@ -118,7 +147,9 @@ def bench_study(params: dict[str, Any], seeds: int, report_repeats: int) -> dict
         alone = [timed([sys.executable, "stages/report.py"], repo, env)
                  for _ in range(report_repeats)]
     total = seeds_s + report_s
-    return {"seeds": seeds, "seeds_and_aggregate_seconds": round(seeds_s, 1),
+    log("the arithmetic floor of one seed")
+    return {"seeds": seeds, "floor": arithmetic_floor(params),
+            "seeds_and_aggregate_seconds": round(seeds_s, 1),
             "report_in_repro_seconds": round(report_s, 1), "total_seconds": round(total, 1),
             "per_seed_seconds": round(seeds_s / seeds, 1),
             "report_stage_seconds": round(statistics.median(alone), 2),
@@ -132,8 +163,9 @@ def bench_default(params: dict[str, Any]) -> dict[str, Any]:
         log("the default dvc repro (one seed, every stage)")
         full = timed(["dvc", "repro", "-q"], repo, env)
         noop = timed(["dvc", "repro", "-q"], repo, env)
+    log("the arithmetic floor of one seed")
     return {"seeds": len(params["train"]["seeds"]), "repro_seconds": round(full, 1),
-            "noop_seconds": round(noop, 2)}
+            "noop_seconds": round(noop, 2), "floor": arithmetic_floor(params)}
 
 
 def wait_for_queue(repo: Path, env: dict[str, str], timeout: float = 3600) -> None:
@@ -210,6 +242,16 @@ def markdown(r: dict[str, Any]) -> str:
                      f"({s['per_seed_seconds']:.0f} s per seed){when(s)} | "
                      f"≤ {STUDY_TARGET_S:.0f} s: "
                      f"{_met(s['total_seconds'] <= STUDY_TARGET_S)} |")
+        f = s.get("floor")
+        if f:
+            floor = s["seeds"] * f["per_seed_seconds"]
+            lines.append(
+                f"| its arithmetic floor: {s['seeds']} × (the training's GEMMs and Adam steps, "
+                f"{f['train_steps']} steps: {f['train_floor_seconds']:.1f} s, + "
+                f"{f['weight_test_passes']} dense test passes of the weight sweeps × "
+                f"{f['test_pass_seconds']:.2f} s) | {floor:.0f} s = "
+                f"{floor / STUDY_TARGET_S:.0%} of the target{when(s)} | leaves "
+                f"{STUDY_TARGET_S - floor:.0f} s for everything else |")
         lines.append(f"| the report stage alone (median of {s['report_repeats']}) | "
                      f"{s['report_stage_seconds']:.1f} s{when(s)} | ≤ {REPORT_TARGET_S:.0f} s: "
                      f"{_met(s['report_stage_seconds'] <= REPORT_TARGET_S)} |")
@@ -219,6 +261,14 @@ def markdown(r: dict[str, Any]) -> str:
                      f"stage), then a no-op rerun | {d['repro_seconds']:.0f} s, "
                      f"{d['noop_seconds']:.1f} s{when(d)} | ≤ {DEFAULT_TARGET_S:.0f} s: "
                      f"{_met(d['repro_seconds'] <= DEFAULT_TARGET_S)} |")
+        f = d.get("floor")
+        if f:
+            floor = d["seeds"] * f["per_seed_seconds"]
+            lines.append(
+                f"| its arithmetic floor: the seed's training ({f['train_floor_seconds']:.1f} s) "
+                f"and weight sweeps ({f['weight_test_passes']} × {f['test_pass_seconds']:.2f} s),"
+                f" before sensitivity and the speed stage's timings | {floor:.0f} s = "
+                f"{floor / DEFAULT_TARGET_S:.0%} of the target{when(d)} | |")
     q = r.get("queue")
     if q:
         lines.append(f"| two one-seed experiments (train, prune, aggregate), `dvc queue start "
