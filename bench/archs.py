@@ -127,6 +127,62 @@ def tune() -> dict[str, Any]:
     return {"machine": describe().as_dict(), "rows": rows}
 
 
+VALIDATION = 6000  # MNIST training images held out for the ResNet's options
+# The ResNet's options against its MNIST target (99.3% dense): (label, widths, blocks per
+# stage, lr, epochs), one-cycle schedule; the first is params.yaml's recipe.
+RESNET_OPTIONS = (("the recipe", None, None, None, 3), ("lr 0.01", None, None, 0.01, 3),
+                  ("2 blocks per stage", None, 2, None, 3),
+                  ("widths 32-64-128", (32, 64, 128), None, None, 3),
+                  ("5 epochs", None, None, None, 5))
+
+
+def resnet_options() -> dict[str, Any]:
+    """Each ResNet option trained on MNIST less its last 6,000 training images and validated on
+    those (the test set is never opened), with its training time against the MLP's at the
+    study's recipe on the same split (seed 0, one run each)."""
+    cfg = load_params()
+    widths, batch, val = archs.widths(cfg), cfg.train.batch_size, mnist(VALIDATION)
+    mlp = build("mlp", IMAGE, widths, 0)
+    mlp_seconds = fit(mlp, val, cfg.train.epochs, cfg.train.lr, batch, 0, "constant")
+    rows = []
+    for label, w, blocks, lr, epochs in RESNET_OPTIONS:
+        option = dataclasses.replace(widths, resnet_widths=w or widths.resnet_widths,
+                                     resnet_blocks=blocks or widths.resnet_blocks)
+        net = build("resnet", IMAGE, option, 0)
+        seconds = fit(net, val, epochs, lr or cfg.archs.resnet_lr, batch, 0,
+                      cfg.archs.schedule_of("resnet"))
+        rows.append({"option": label, "widths": list(option.resnet_widths),
+                     "blocks": option.resnet_blocks, "lr": lr or cfg.archs.resnet_lr,
+                     "epochs": epochs, "seconds": seconds,
+                     "validation_accuracy": accuracy(net, val.x_test, val.y_test)})
+    return {"machine": describe().as_dict(), "mlp_seconds": mlp_seconds,
+            "mlp_epochs": cfg.train.epochs, "rows": rows}
+
+
+def resnet_md(r: dict[str, Any]) -> str:
+    lines = ["The ResNet against its MNIST target (99.3%), `python bench/archs.py --resnet`: "
+             "validation accuracy on the last 6,000 training images (seed 0, one run each), "
+             f"training time against the MLP's {r['mlp_epochs']} epochs on the same split "
+             f"({r['mlp_seconds']:.0f} s; target ≤ 4x).", "",
+             "| option | widths | blocks | lr | epochs | validation accuracy | training time |",
+             "|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        ratio = row["seconds"] / r["mlp_seconds"]
+        lines.append(f"| {row['option']} | {'-'.join(map(str, row['widths']))} | "
+                     f"{row['blocks']} | {row['lr']} | {row['epochs']} | "
+                     f"{row['validation_accuracy']:.2f} | {row['seconds']:.0f} s = "
+                     f"{ratio:.1f}x the MLP |")
+    recipe, best = r["rows"][0], max(r["rows"], key=lambda row: row["validation_accuracy"])
+    p = recipe["validation_accuracy"] / 100
+    half = 196 * (p * (1 - p) / VALIDATION) ** 0.5  # 95% half-width of one run, in points
+    gain = best["validation_accuracy"] - recipe["validation_accuracy"]
+    verdict = ("within" if gain <= half else "beyond")
+    lines += ["", f"Best: {best['option']} ({best['validation_accuracy']:.2f}%), "
+              f"{gain:+.2f} points over the recipe: {verdict} the ±{half:.2f}-point 95% "
+              f"margin of one run's accuracy on {VALIDATION:,} images."]
+    return "\n".join(lines)
+
+
 def timing_md(r: dict[str, Any]) -> str:
     m, base = r["machine"], r["mnist_seconds"]["mlp"]
     lines = [f"Measured on {m['cores']} cores ({m['cpu']}), `python bench/archs.py`: "
@@ -159,23 +215,30 @@ def tune_md(r: dict[str, Any]) -> str:
 @click.option("--steps", default=200, show_default=True)
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--tune", "tuning", is_flag=True, help="the recipe checks on validation splits")
+@click.option("--resnet", is_flag=True, help="the ResNet's options against its MNIST target, "
+              "on the validation split")
 @click.option("--readme", type=click.Path(path_type=Path), default=None)
 @click.option("--saved", is_flag=True, help="write the block from the last saved results "
               "(bench/results/archs[_tune].json) instead of measuring")
-def main(steps: int, repeats: int, tuning: bool, readme: Path | None, saved: bool) -> None:
-    name = "archs_tune" if tuning else "archs"
+def main(steps: int, repeats: int, tuning: bool, resnet: bool, readme: Path | None,
+         saved: bool) -> None:
+    if tuning and resnet:
+        raise click.UsageError("--tune and --resnet: one at a time")
+    name, measure, render, block = (
+        ("archs_tune", tune, tune_md, "archs-tune") if tuning else
+        ("archs_resnet", resnet_options, resnet_md, "archs-resnet") if resnet else
+        ("archs", lambda: timing(steps, repeats), timing_md, "archs-bench"))
     out = ROOT / "bench" / "results" / f"{name}.json"
     if saved:
         result = json.loads(out.read_text(encoding="utf-8"))
     else:
-        result = tune() if tuning else timing(steps, repeats)
+        result = measure()
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
-    text = tune_md(result) if tuning else timing_md(result)
+    text = render(result)
     click.echo(text)
     if readme is not None:
-        for page, new in fill_blocks(readme, {"archs-tune" if tuning else "archs-bench": text}
-                                     ).items():
+        for page, new in fill_blocks(readme, {block: text}).items():
             page.write_text(new, encoding="utf-8")
 
 

@@ -211,7 +211,8 @@ def test_publish_copies_the_pages_and_their_figures(checkout: Path) -> None:
 # writes a block into whichever of README.md and docs/*.md holds its markers.
 WRITTEN_ELSEWHERE = ("architectures", "bench", "pipeline-bench",  # compare, bench, pipeline,
                      "startup-bench", "atinit-bench",  # bench/startup.py, bench/atinit.py
-                     "during-bench")  # bench/during.py
+                     "during-bench",  # bench/during.py
+                     "archs-resnet")  # bench/archs.py --resnet
 
 
 def block(name: str, body: str = "old") -> str:
