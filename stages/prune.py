@@ -10,6 +10,7 @@ import click
 from prunelab import paths
 from prunelab.config import METHODS
 from prunelab.pruning.sweep import (
+    DenseCopies,
     checked_criteria,
     criteria_context,
     curve_rows,
@@ -38,10 +39,11 @@ def main(method: str, seed: int) -> None:
         cfg, net, (x, y) = stage.cfg, stage.net, stage.test
         chosen = checked_criteria(method, cfg.prune.criteria(method), net, cfg.model.arch)
         context = criteria_context(net, chosen, cfg, paths.DATA_DIR, stage.device)
+        dense = DenseCopies(net, x, y)  # every criterion's k = 0 copy: tested once
         curves = {c.name: sweep(net, method, cfg.prune.scope, cfg.prune.sparsities, x, y, c,
-                                context) for c in chosen}
-        dense = dense_accuracy(net, next(iter(curves.values())), x, y)
-        summary = {name: summarise(points, dense) for name, points in curves.items()}
+                                context, dense) for c in chosen}
+        dense_acc = dense_accuracy(net, next(iter(curves.values())), x, y)
+        summary = {name: summarise(points, dense_acc) for name, points in curves.items()}
         out = Outputs()
         out.add_csv(paths.prune_curve(method, seed), [
             row for name, points in curves.items()
@@ -57,7 +59,7 @@ def main(method: str, seed: int) -> None:
             stage.run.log_series(metric_series(points, f"{name}."), parent_prefix=prefix)
             stage.run.log_metrics({f"{name}.{k}": v for k, v in summary[name].items()},
                                   parent_prefix=prefix)
-        stage.run.log_metrics({"dense_accuracy": dense}, parent_prefix=prefix)
+        stage.run.log_metrics({"dense_accuracy": dense_acc}, parent_prefix=prefix)
         stage.run.log_artifacts(out.paths)
     for name, points in curves.items():
         line = ", ".join(f"{p.sparsity:g}: {p.accuracy:.2f}" for p in points)

@@ -11,8 +11,12 @@ import yaml
 
 from prunelab.models.layers import mlp_layers
 from prunelab.models.networks import accuracy, to_inputs
+from prunelab.pruning import sweep as sweep_module
+from prunelab.pruning.criteria.base import Context
+from prunelab.pruning.criteria.registry import criterion
 from prunelab.pruning.sweep import (
     CURVE_COLUMNS,
+    DenseCopies,
     SweepPoint,
     criteria_context,
     curve_rows,
@@ -52,6 +56,37 @@ def test_sweep_prunes_fresh_copies_in_grid_order() -> None:
     assert all(torch.equal(w, b) for w, b in zip(weights, before, strict=True))
     assert dense_accuracy(net, points, x, y) == points[0].accuracy
     assert dense_accuracy(net, points[1:], x, y) == points[0].accuracy  # measured
+
+
+@pytest.mark.parametrize("granularity", ["weight", "unit"])
+def test_sweeps_sharing_dense_copies_test_the_dense_net_once_and_agree_exactly(
+        granularity: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several criteria's sweeps with one DenseCopies: the k = 0 copy (the dense net, also
+    after a reconstructing criterion) is tested once, and every curve is exactly the curve the
+    sweep gives alone; a copy whose weights differ by one value is tested as itself."""
+    g = torch.Generator().manual_seed(3)
+    net = mlp_layers([torch.randn(24, 12, generator=g), torch.randn(16, 24, generator=g),
+                      torch.randn(3, 16, generator=g)])
+    x, y = torch.randn(80, 12, generator=g), torch.randint(0, 3, (80,), generator=g)
+    names = {"weight": ("magnitude", "random", "obs"), "unit": ("l2", "random", "l2_refit")}
+    grid = (0.0, 0.5, 0.9)
+
+    def curves(dense: DenseCopies | None) -> list[list[SweepPoint]]:
+        context = Context(tuple(net), x[:40], y[:40], seed=0)
+        return [sweep(net, granularity, "layer", grid, x, y, criterion(granularity, name),
+                      context, dense) for name in names[granularity]]
+
+    alone = curves(None)
+    tests: list[int] = []
+    real = sweep_module.tested
+    monkeypatch.setattr(sweep_module, "tested", lambda *a: tests.append(1) or real(*a))
+    shared = curves(DenseCopies(net, x, y))
+    assert shared == alone
+    assert len(tests) == len(names[granularity]) * len(grid) - (len(names[granularity]) - 1)
+    dense = DenseCopies(net, x, y)
+    nudged = [net[0].with_weight(net[0].weight.clone()), *net[1:]]
+    nudged[0].weight[0, 0] += 1e-6
+    assert dense.is_dense(net) and not dense.is_dense(nudged)
 
 
 def test_summarise_picks_the_sparsest_point_within_one_point() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +47,57 @@ class SweepPoint:
     live_params: int
 
 
-def prune_point(pruned: Sequence[Layer], sparsity: float, x: Tensor, y: Tensor) -> SweepPoint:
-    """Measure what is left of a pruned net and test it."""
+def tested(pruned: Sequence[Layer], live: Sequence[Tensor], x: Tensor, y: Tensor) -> float:
+    """Test accuracy (%) of a pruned net, run as its cheapest exact stand-in."""
+    return round(accuracy(fast_equivalent(pruned, live), x, y), 4)
+
+
+class DenseCopies:
+    """Tests the dense net at most once for a stage's sweeps: every criterion's k = 0 copy is
+    the dense net itself (nothing masked, nothing re-fitted), the same test on the same
+    weights. A copy is recognised by its weights, compared exactly with the dense net's (and
+    its layers' shapes and kinds), never by its k, so a criterion whose k = 0 copy differed
+    would be tested as itself."""
+
+    def __init__(self, net: Sequence[Layer], x: Tensor, y: Tensor) -> None:
+        self.net, self.x, self.y = tuple(net), x, y
+        self._accuracy: float | None = None
+
+    def is_dense(self, pruned: Sequence[Layer]) -> bool:
+        return len(pruned) == len(self.net) and all(
+            _same_layer(a, b) for a, b in zip(pruned, self.net, strict=True))
+
+    def accuracy(self, pruned: Sequence[Layer], live: Sequence[Tensor], x: Tensor,
+                 y: Tensor) -> float:
+        """``pruned``'s test accuracy on (x, y); the dense net's measured once."""
+        if x is not self.x or y is not self.y or not self.is_dense(pruned):
+            return tested(pruned, live, x, y)
+        if self._accuracy is None:
+            self._accuracy = tested(pruned, live, x, y)
+        return self._accuracy
+
+
+def _same_layer(a: Layer, b: Layer) -> bool:
+    """Equal geometry (every field but the weight) and exactly equal weights (same shape,
+    dtype, layout and device)."""
+    wa, wb = a.weight, b.weight
+    return all(getattr(a, f.name) == getattr(b, f.name) for f in fields(Layer)
+               if f.name != "weight") and (wa is wb or (
+                   (wa.dtype, wa.device, wa.layout) == (wb.dtype, wb.device, wb.layout)
+                   and wa.layout == torch.strided and torch.equal(wa, wb)))
+
+
+def prune_point(pruned: Sequence[Layer], sparsity: float, x: Tensor, y: Tensor,
+                dense: DenseCopies | None = None) -> SweepPoint:
+    """Measure what is left of a pruned net and test it (a copy of ``dense``'s net: once)."""
     total = sum(layer.weight.numel() for layer in pruned)
     nonzero = sum(int(layer.weight.count_nonzero()) for layer in pruned)
     live_per_layer = live_masks(pruned)
     live = sum(int(m.sum()) for m in live_per_layer)
+    test = dense.accuracy if dense is not None else tested
     return SweepPoint(
         sparsity=sparsity,
-        accuracy=round(accuracy(fast_equivalent(pruned, live_per_layer), x, y), 4),
+        accuracy=test(pruned, live_per_layer, x, y),
         nominal_sparsity=round(1 - nonzero / total, 6),
         effective_sparsity=round(1 - live / total, 6),
         nonzero_params=nonzero,
@@ -107,9 +149,11 @@ def pruned_nets(net: Sequence[Layer], granularity: str, scope: str,
 
 def sweep(net: Sequence[Layer], granularity: str, scope: str, sparsities: Iterable[float],
           x: Tensor, y: Tensor, criterion: Criterion | None = None,
-          context: Context | None = None) -> list[SweepPoint]:
-    """Every grid value of one criterion (default: the study's), tested on (x, y)."""
-    return [prune_point(pruned, k, x, y)
+          context: Context | None = None, dense: DenseCopies | None = None
+          ) -> list[SweepPoint]:
+    """Every grid value of one criterion (default: the study's), tested on (x, y); sweeps
+    sharing ``dense`` test the unpruned net once between them."""
+    return [prune_point(pruned, k, x, y, dense)
             for k, pruned in pruned_nets(net, granularity, scope, sparsities, criterion, context)]
 
 
