@@ -87,6 +87,9 @@ def test_sweeps_sharing_dense_copies_test_the_dense_net_once_and_agree_exactly(
     nudged = [net[0].with_weight(net[0].weight.clone()), *net[1:]]
     nudged[0].weight[0, 0] += 1e-6
     assert dense.is_dense(net) and not dense.is_dense(nudged)
+    signed = mlp_layers([torch.zeros(4, 3), torch.ones(2, 4)])
+    flipped = [signed[0].with_weight(-signed[0].weight), signed[1]]  # -0.0: equal, not same
+    assert not DenseCopies(signed, x, y).is_dense(flipped)
 
 
 def test_summarise_picks_the_sparsest_point_within_one_point() -> None:

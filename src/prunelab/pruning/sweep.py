@@ -77,14 +77,22 @@ class DenseCopies:
         return self._accuracy
 
 
+_SAME_SIZE_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
 def _same_layer(a: Layer, b: Layer) -> bool:
-    """Equal geometry (every field but the weight) and exactly equal weights (same shape,
-    dtype, layout and device)."""
+    """Equal geometry (every field but the weight) and bit-identical weights (same shape,
+    dtype, layout and device; -0.0 is not 0.0 here, as it need not be in a product)."""
     wa, wb = a.weight, b.weight
-    return all(getattr(a, f.name) == getattr(b, f.name) for f in fields(Layer)
-               if f.name != "weight") and (wa is wb or (
-                   (wa.dtype, wa.device, wa.layout) == (wb.dtype, wb.device, wb.layout)
-                   and wa.layout == torch.strided and torch.equal(wa, wb)))
+    if any(getattr(a, f.name) != getattr(b, f.name) for f in fields(Layer) if f.name != "weight"):
+        return False
+    if wa is wb:
+        return True
+    if (wa.dtype, wa.device, wa.layout) != (wb.dtype, wb.device, wb.layout) or \
+            wa.layout != torch.strided or wa.shape != wb.shape:
+        return False
+    bits = _SAME_SIZE_INT[wa.element_size()]
+    return torch.equal(wa.view(bits), wb.view(bits))
 
 
 def prune_point(pruned: Sequence[Layer], sparsity: float, x: Tensor, y: Tensor,
