@@ -244,16 +244,7 @@ def markdown(r: dict[str, Any]) -> str:
                      f"({s['per_seed_seconds']:.0f} s per seed){when(s)} | "
                      f"≤ {STUDY_TARGET_S:.0f} s: "
                      f"{_met(s['total_seconds'] <= STUDY_TARGET_S)} |")
-        f = s.get("floor")
-        if f:
-            floor = s["seeds"] * f["per_seed_seconds"]
-            lines.append(
-                f"| its arithmetic floor: {s['seeds']} × (the training's GEMMs and Adam steps, "
-                f"{f['train_steps']} steps: {f['train_floor_seconds']:.1f} s, + "
-                f"{f['weight_test_passes']} dense test passes of the weight sweeps × "
-                f"{f['test_pass_seconds']:.2f} s) | {floor:.0f} s = "
-                f"{floor / STUDY_TARGET_S:.0%} of the target{when(s)} | leaves "
-                f"{STUDY_TARGET_S - floor:.0f} s for everything else |")
+        lines += floor_row(s, STUDY_TARGET_S, when(s), "leaves {left:.0f} s for everything else")
         lines.append(f"| the report stage alone (median of {s['report_repeats']}) | "
                      f"{s['report_stage_seconds']:.1f} s{when(s)} | ≤ {REPORT_TARGET_S:.0f} s: "
                      f"{_met(s['report_stage_seconds'] <= REPORT_TARGET_S)} |")
@@ -263,14 +254,8 @@ def markdown(r: dict[str, Any]) -> str:
                      f"stage), then a no-op rerun | {d['repro_seconds']:.0f} s, "
                      f"{d['noop_seconds']:.1f} s{when(d)} | ≤ {DEFAULT_TARGET_S:.0f} s: "
                      f"{_met(d['repro_seconds'] <= DEFAULT_TARGET_S)} |")
-        f = d.get("floor")
-        if f:
-            floor = d["seeds"] * f["per_seed_seconds"]
-            lines.append(
-                f"| its arithmetic floor: the seed's training ({f['train_floor_seconds']:.1f} s) "
-                f"and weight sweeps ({f['weight_test_passes']} × {f['test_pass_seconds']:.2f} s),"
-                f" before sensitivity and the speed stage's timings | {floor:.0f} s = "
-                f"{floor / DEFAULT_TARGET_S:.0%} of the target{when(d)} | |")
+        lines += floor_row(d, DEFAULT_TARGET_S, when(d),
+                           "the sensitivity sweeps and the speed stage's timings come on top")
     q = r.get("queue")
     if q:
         lines.append(f"| two one-seed experiments (train, prune, aggregate), `dvc queue start "
@@ -278,6 +263,20 @@ def markdown(r: dict[str, Any]) -> str:
                      f"{q['sequential_seconds']:.0f} s = {q['ratio']:.2f}x{when(q)} | ≤ "
                      f"{QUEUE_TARGET_RATIO}x: {_met(q['ratio'] <= QUEUE_TARGET_RATIO)} |")
     return "\n".join(lines)
+
+
+def floor_row(figure: dict[str, Any], target: float, when: str, rest: str) -> list[str]:
+    """The table row of a figure's arithmetic floor (none when it was not measured); ``rest``
+    fills the target column, ``{left}`` being the seconds the floor leaves of the target."""
+    f = figure.get("floor")
+    if not f:
+        return []
+    floor = figure["seeds"] * f["per_seed_seconds"]
+    return [f"| its arithmetic floor: {figure['seeds']} × (the training's GEMMs and Adam steps, "
+            f"{f['train_steps']} steps: {f['train_floor_seconds']:.1f} s, + "
+            f"{f['weight_test_passes']} dense test passes of the weight sweeps × "
+            f"{f['test_pass_seconds']:.2f} s) | {floor:.0f} s = {floor / target:.0%} of the "
+            f"target{when} | {rest.format(left=target - floor)} |"]
 
 
 def _met(ok: bool) -> str:
