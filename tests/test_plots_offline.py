@@ -51,6 +51,14 @@ def vega_plots_section() -> list[object]:
     return [p for p in plots if not (isinstance(p, str) and p.endswith(".png"))]
 
 
+def stage_csv_plots() -> list[dict[str, dict[str, object]]]:
+    """The CSV plots a stage declares on its own output (a timing curve kept in git), with
+    their properties: [{path: {template, x, y, ...}}]."""
+    stages = yaml.safe_load((MAIN / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    return [entry for stage in stages.values() for entry in stage.get("plots", [])
+            if isinstance(entry, dict) and next(iter(entry)).endswith(".csv")]
+
+
 def test_dvc_config_points_at_a_committed_page_and_setup_at_its_own() -> None:
     """DVC resolves plots.html_template against .dvc/: the repository's config names the
     committed copy of DVC's CDN page (every clone has it), and `make setup` points the clone's
@@ -66,8 +74,8 @@ def test_dvc_config_points_at_a_committed_page_and_setup_at_its_own() -> None:
 
 def test_every_plot_template_is_in_dvc_plots() -> None:
     """Each custom template dvc.yaml names is a JSON file where DVC looks (.dvc/plots)."""
-    names = {spec["template"] for plot in vega_plots_section() if isinstance(plot, dict)
-             for spec in plot.values() if "template" in spec}
+    names = {spec["template"] for plot in [*vega_plots_section(), *stage_csv_plots()]
+             if isinstance(plot, dict) for spec in plot.values() if "template" in spec}
     assert names == {"accuracy_curves", "loss_curve", "speedup_tradeoff"}
     for name in names:
         assert (MAIN / plots_html.PLOTS_DIR / f"{name}.json").is_file(), name
@@ -160,7 +168,11 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(MAIN / plots_html.PLOTS_DIR, repo / plots_html.PLOTS_DIR, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("node_modules", "package*.json"))
     dvc(repo, "config", "--local", "plots.html_template", f"plots/{plots_html.PAGE}")  # setup's
-    (repo / "dvc.yaml").write_text(yaml.safe_dump({"plots": vega_plots_section()}))
+    # the top-level plots, and a stage carrying the plots the project declares on a stage's
+    # output (the speed-up curve: in git)
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({
+        "stages": {"curves": {"cmd": "true", "plots": stage_csv_plots()}},
+        "plots": vega_plots_section()}))
     # dvc.yaml names the loss curve's folder by the first seed: ${train.seeds[0]}
     (repo / "params.yaml").write_text(yaml.safe_dump({"train": {"seeds": SEEDS}}))
     for tag, scope, loss in ((REVS[0], "layer", 2.3), (REVS[1], "global", 1.6)):
@@ -278,7 +290,8 @@ def test_curves_are_drawn_offline(show: Rendered, diff: Rendered, cdn_diff: Rend
     assert lines(cdn_diff.dom) == []
     for page in (show, diff):
         assert page.coloured_pixels > 3_000, page.coloured_pixels  # legend symbols: ~600
-        assert set(sections(page.dom)) == {*ACCURACY_PLOTS, "train_loss", "accuracy_vs_speedup"}
+        assert set(sections(page.dom)) == {*ACCURACY_PLOTS, "train_loss",
+                                              "plots_speed_csv"}  # a stage's plot: its path
 
 
 @pytest.mark.server
@@ -305,7 +318,7 @@ def test_diff_draws_one_line_per_method_and_revision(diff: Rendered) -> None:
 @pytest.mark.server
 def test_speedup_separates_methods_and_scopes(diff: Rendered) -> None:
     """The speed-up scatter: colour = method, shape = scope."""
-    shown = legends(sections(diff.dom)["accuracy_vs_speedup"])
+    shown = legends(sections(diff.dom)["plots_speed_csv"])  # its stage's own plot
     assert shown["method"] == list(METHODS)
     assert shown["scope"] == ["global", "layer"]
 

@@ -52,7 +52,13 @@ class Stage:
 
 @dataclass(frozen=True)
 class Plot:
-    """One `dvc plots` entry: a template drawing columns of CSV outputs."""
+    """One `dvc plots` entry: a template drawing columns of CSV outputs.
+
+    ``in_git``: the plot draws one CSV that no rerun reproduces byte for byte (timings), so a
+    clone's DVC cache never holds another revision's copy and `dvc plots diff HEAD <exp>` could
+    not draw HEAD. Such a CSV is kept in git as its stage's own `plots:` output (DVC's
+    run-cache still restores the stage), with the plot declared there; its id is its path.
+    """
 
     name: str
     template: str
@@ -61,6 +67,11 @@ class Plot:
     y: dict[str, str]  # {csv path: column}
     x_label: str
     y_label: str
+    in_git: bool = False
+
+    def __post_init__(self) -> None:
+        if self.in_git and (len(self.y) != 1 or not isinstance(self.x, str)):
+            raise ValueError(f"plot {self.name}: in_git draws one CSV (one y file, x a column)")
 
 
 @dataclass(frozen=True)

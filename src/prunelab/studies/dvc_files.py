@@ -55,8 +55,15 @@ def _relative(pipeline: Path, path: str) -> str:
     return "/".join([".."] * up + [path]) if up else path
 
 
-def stage_yaml(stage: Stage, pipeline: Path) -> list[str]:
-    """The stage's entry in its dvc.yaml, as lines."""
+def own_plots(stage: Stage, plots: Iterable[Plot]) -> dict[Path, Plot]:
+    """The stage's outputs drawn by an ``in_git`` plot: {csv: plot}."""
+    return {Path(next(iter(p.y))): p for p in plots
+            if p.in_git and Path(next(iter(p.y))) in stage.outs}
+
+
+def stage_yaml(stage: Stage, pipeline: Path, plots: Iterable[Plot] = ()) -> list[str]:
+    """The stage's entry in its dvc.yaml, as lines; an ``in_git`` plot of one of its outputs
+    is declared here, on that output (see :class:`Plot`)."""
     pad = "      " if stage.per_seed else "    "
     lines = [f"  {stage.name}:"]
     if stage.per_seed:
@@ -69,10 +76,12 @@ def stage_yaml(stage: Stage, pipeline: Path) -> list[str]:
     if stage.params:
         lines.append(f"{pad}params:")
         lines += [f"{pad}  - {p}" for p in stage.params]
-    groups = {"outs": [(p, ()) for p in stage.outs + stage.details] +
+    drawn = own_plots(stage, plots)
+    groups = {"outs": [(p, ()) for p in stage.outs + stage.details if p not in drawn] +
               [(p, ("cache: false",)) for p in stage.in_git],
               "metrics": [(p, ("cache: false",)) for p in stage.metrics],
-              "plots": [(p, ("cache: false",)) for p in stage.figures]}
+              "plots": [(p, ("cache: false",)) for p in stage.figures] +
+              [(p, ("cache: false", *plot_options(plot))) for p, plot in drawn.items()]}
     for kind, items in groups.items():
         if items:
             lines.append(f"{pad}{kind}:")
@@ -90,6 +99,14 @@ def _scalar(text: str) -> str:
     except yaml.YAMLError:
         plain = False
     return text if plain else json.dumps(text)
+
+
+def plot_options(plot: Plot) -> tuple[str, ...]:
+    """An ``in_git`` plot's properties, as its stage's `plots:` output carries them."""
+    column = next(iter(plot.y.values()))
+    return (f"template: {plot.template}", f"title: {_scalar(plot.title)}", f"x: {plot.x}",
+            f"y: {column}", f"x_label: {_scalar(plot.x_label)}",
+            f"y_label: {_scalar(plot.y_label)}")
 
 
 def plot_yaml(plot: Plot, pipeline: Path) -> list[str]:
@@ -127,8 +144,8 @@ def render(studies: Iterable[Study], pipeline: Path, header: str) -> str:
         for stage in study.stages:
             summary = textwrap.fill(f"{stage.summary[0].upper()}{stage.summary[1:]}.", 96)
             lines += ["", *_comment(summary), *_comment(stage.note)]
-            lines += stage_yaml(stage, pipeline)
-    plots = [p for s in mine for p in s.plots]
+            lines += stage_yaml(stage, pipeline, study.plots)
+    plots = [p for s in mine for p in s.plots if not p.in_git]
     if plots:
         lines += ["", "# The curves (CSV outputs above) drawn with the templates in .dvc/plots/.",
                   "plots:"]
