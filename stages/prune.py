@@ -9,16 +9,8 @@ import click
 
 from prunelab import paths
 from prunelab.config import METHODS
-from prunelab.pruning.sweep import (
-    DenseCopies,
-    checked_criteria,
-    criteria_context,
-    curve_rows,
-    dense_accuracy,
-    metric_series,
-    summarise,
-    sweep,
-)
+from prunelab.pruning.families import prune_curves
+from prunelab.pruning.sweep import curve_rows, metric_series, summarise
 from prunelab.runtime.files import Outputs
 from prunelab.runtime.stage import stage_help
 from prunelab.studies.oneshot import STUDY
@@ -26,7 +18,8 @@ from prunelab.studies.opening import open_stage
 from prunelab.tracking.runs import seed_prefix
 
 DETAILS = ("METHOD is `weight` (single weights) or `unit` (whole units: rows of a linear layer, "
-           "output channels of a conv); the criteria that rank them are prune.weight_criteria / "
+           "output channels of a conv, a residual stage's channels, an LSTM's hidden units); "
+           "the criteria that rank them are prune.weight_criteria / "
            "prune.unit_criteria in params.yaml. Criteria that need calibration draw "
            "prune.calibration_size TRAINING images with the net's seed.")
 
@@ -36,13 +29,10 @@ DETAILS = ("METHOD is `weight` (single weights) or `unit` (whole units: rows of 
 @click.argument("seed", type=click.IntRange(0, 2**32 - 1))
 def main(method: str, seed: int) -> None:
     with open_stage(STUDY.stage(f"prune_{method}"), seed) as stage:
-        cfg, net, (x, y) = stage.cfg, stage.net, stage.test
-        chosen = checked_criteria(method, cfg.prune.criteria(method), net, cfg.model.arch)
-        context = criteria_context(net, chosen, cfg, paths.DATA_DIR, stage.device)
-        dense = DenseCopies(net, x, y)  # every criterion's k = 0 copy: tested once
-        curves = {c.name: sweep(net, method, cfg.prune.scope, cfg.prune.sparsities, x, y, c,
-                                context, dense) for c in chosen}
-        dense_acc = dense_accuracy(net, next(iter(curves.values())), x, y)
+        cfg, net, (x, y) = stage.cfg, stage.model, stage.test
+        curves, dense_acc = prune_curves(
+            net, method, cfg, x, y, paths.DATA_DIR, stage.device,
+            lambda line: click.echo(f"prune_{method}@{seed}: {line}", err=True))
         summary = {name: summarise(points, dense_acc) for name, points in curves.items()}
         out = Outputs()
         out.add_csv(paths.prune_curve(method, seed), [

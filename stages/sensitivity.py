@@ -18,27 +18,26 @@ from prunelab.studies.sensitivity import (
     breaks_first,
     curve_rows,
     headline,
-    layer_names,
-    layer_sweep,
     metric_series,
     scalar_metrics,
     summary,
+    sweep_layers,
 )
 
 DETAILS = ("The first seed's net (train.seeds[0]). For every k of prune.sparsities, one layer "
            "alone is pruned with the study's criterion (weight: the floor(k * n) smallest |w|, "
            "every layer including the output layer; unit: the floor(k * rows) rows or conv "
-           "channels of smallest L2 norm, hidden layers only); prune.scope does not apply to "
-           "one layer.")
+           "channels of smallest L2 norm, hidden layers only; a ResNet's or LSTM's parts and "
+           "coupling groups the same way); prune.scope does not apply to one layer.")
 
 
 @click.command(help=stage_help(STUDY.stage("sensitivity"), details=DETAILS))
 def main() -> None:
     with open_stage(STUDY.stage("sensitivity")) as stage:
-        cfg, net, (x, y), run = stage.cfg, stage.net, stage.test, stage.run
-        points = [p for m in METHODS for p in layer_sweep(net, m, cfg.prune.sparsities, x, y)]
+        cfg, net, (x, y), run = stage.cfg, stage.model, stage.test, stage.run
+        points, output_layer = sweep_layers(net, cfg.prune.sparsities, x, y)
         dense = dense_accuracy(net, x, y)
-        metrics = summary(points, dense, output_layer=layer_names(net)[-1])
+        metrics = summary(points, dense, output_layer=output_layer)
         rows = curve_rows(points)
         out = Outputs()
         out.add_csv(paths.SENSITIVITY_CURVE, rows)

@@ -8,7 +8,7 @@ import _repo  # noqa: F401  (this checkout's src/ first: see stages/_repo.py)
 import click
 
 from prunelab import paths
-from prunelab.models.networks import build_model, weights_blob
+from prunelab.models.networks import build_model, model_blob
 from prunelab.runtime.files import Outputs
 from prunelab.runtime.stage import stage_help
 from prunelab.studies.dense import STUDY
@@ -25,13 +25,13 @@ def main(seed: int) -> None:
         model = build_model(cfg.model, cfg.train.seed, stage.device)
         out = Outputs()  # every file lands together, after training, or none does
         # the initial weights: for rewinding (lottery tickets)
-        out.add_bytes(paths.init_model(seed), weights_blob(model.layers(), cfg.model.arch))
+        out.add_bytes(paths.init_model(seed), model_blob(model, cfg.model.arch))
         result = train(model, data.x, data.y, data.x_test, data.y_test, cfg.train)
         last, history = result.history[-1], [vars(r) for r in result.history]
         summary = {"test_accuracy": last.test_accuracy, "final_loss": last.loss}
         timing = {"train_seconds": round(result.seconds, 3),
                   "samples_per_second": round(result.samples_per_second, 1)}
-        out.add_bytes(paths.model(seed), weights_blob(model.layers(), cfg.model.arch))
+        out.add_bytes(paths.model(seed), model_blob(model, cfg.model.arch))
         out.add_json(paths.train_metrics(seed), {**summary, "history": history})
         out.add_json(paths.train_timing(seed), timing)
         out.add_csv(paths.train_loss(seed), loss_curve(result.step_losses))

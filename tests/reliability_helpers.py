@@ -45,7 +45,8 @@ MNIST_MD5 = {
 SMALL_PARAMS: dict[str, Any] = {
     "data": {"train_size": 2000, "test_size": 500},
     "model": {"arch": "mlp", "mlp": {"hidden": [64, 32]},
-              "lenet5": {"channels": [6, 16], "fc": [120, 84]}},
+              "lenet5": {"channels": [6, 16], "fc": [120, 84]},
+              "resnet": {"widths": [16, 32, 64], "blocks": 1}, "lstm": {"hidden": 128}},
     "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seeds": [0], "device": "cpu"},
     "prune": {"sparsities": [0.0, 0.5, 0.9], "scope": "layer",
               "weight_criteria": ["magnitude"], "unit_criteria": ["l2"], "calibration_size": 256},
@@ -75,7 +76,8 @@ SLOW_PARAMS: dict[str, Any] = {
     **SMALL_PARAMS,
     "data": {"train_size": 20000, "test_size": 500},
     "model": {"arch": "mlp", "mlp": {"hidden": [256, 128]},
-              "lenet5": {"channels": [6, 16], "fc": [120, 84]}},
+              "lenet5": {"channels": [6, 16], "fc": [120, 84]},
+              "resnet": {"widths": [16, 32, 64], "blocks": 1}, "lstm": {"hidden": 128}},
     "train": {**SMALL_PARAMS["train"], "epochs": 3},
 }
 # Far too long to finish (200,000 steps, minutes even on an idle machine: 30 epochs took 12 s

@@ -33,7 +33,8 @@ STAGES = ("validate", "download", "train@0", "prune_weight@0", "prune_unit@0", "
 SMALL_PARAMS: dict[str, Any] = {
     "data": {"train_size": 2000, "test_size": 1000},
     "model": {"arch": "mlp", "mlp": {"hidden": [64, 32]},
-              "lenet5": {"channels": [6, 16], "fc": [120, 84]}},
+              "lenet5": {"channels": [6, 16], "fc": [120, 84]},
+              "resnet": {"widths": [16, 32, 64], "blocks": 1}, "lstm": {"hidden": 128}},
     "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seeds": [0], "device": "auto"},
     "prune": {"sparsities": [0.0, 0.5, 0.9], "scope": "layer",
               "weight_criteria": ["magnitude", "random", "largest", "wanda", "obd", "obs"],

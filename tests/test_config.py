@@ -82,7 +82,8 @@ def test_flat_gives_dotted_keys() -> None:
     flat = load_params(PARAMS_FILE).flat()
     assert set(flat) == {
         "data.train_size", "data.test_size", "model.arch", "model.mlp.hidden",
-        "model.lenet5.channels", "model.lenet5.fc", "train.epochs", "train.lr",
+        "model.lenet5.channels", "model.lenet5.fc", "model.resnet.widths",
+        "model.resnet.blocks", "model.lstm.hidden", "train.epochs", "train.lr",
         "train.batch_size", "train.seed", "train.device", "train.seeds", "prune.sparsities",
         "prune.scope",
         "prune.weight_criteria", "prune.unit_criteria", "prune.calibration_size",
@@ -190,7 +191,7 @@ BAD = [
      "0"),
     ("hidden-empty", nested_setter("model", "mlp", "hidden", []), "model.mlp.hidden", "[]"),
     ("hidden-old-place", setter("model", "hidden", [64, 32]), "'model.hidden'", None),
-    ("arch", setter("model", "arch", "resnet"), "model.arch", "resnet"),
+    ("arch", setter("model", "arch", "vgg"), "model.arch", "vgg"),
     ("channels-3", nested_setter("model", "lenet5", "channels", [6, 16, 32]),
      "model.lenet5.channels", "[6, 16, 32]"),
     ("channels-0", nested_setter("model", "lenet5", "channels", [6, 0]),

@@ -15,8 +15,8 @@ from prunelab.models.archs.base import Input, Widths, compacted, masked
 from prunelab.models.layers import forward as chain_forward
 from prunelab.models.networks import init_weight, lenet5_geometry, mlp_geometry
 from prunelab.pruning.graph_criteria import GraphContext
+from prunelab.pruning.graph_sweep import Sweep
 from prunelab.pruning.masks import Pruner, live_masks, unit_scores
-from prunelab.studies.archs.run import Sweep
 
 INPUTS = {"image": Input((1, 28, 28)), "signal": Input((1, 40))}
 SMALL = Widths(mlp_hidden=(24, 12), cnn_channels=(4, 6), cnn_fc=(10, 8),

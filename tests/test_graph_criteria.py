@@ -17,8 +17,8 @@ from prunelab.models.archs.base import Input, Widths, conv, unfolded
 from prunelab.pruning import graph_criteria as gc
 from prunelab.pruning.criteria.base import Context
 from prunelab.pruning.criteria.registry import CRITERIA as CHAIN
+from prunelab.pruning.graph_sweep import Sweep
 from prunelab.pruning.masks import Pruner
-from prunelab.studies.archs.run import Sweep
 
 CASES = [(gr, name) for gr, cs in gc.CRITERIA.items() for name in cs]
 EXACT = {"magnitude", "random", "largest", "l2"}  # weights only: bit-identical masks

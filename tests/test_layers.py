@@ -687,6 +687,6 @@ def test_config_key_of_another_architecture_is_named() -> None:
 
 
 def test_config_unknown_architecture_lists_the_known_ones() -> None:
-    """model.arch: resnet names the key, the value and mlp, lenet5."""
-    message = params_error(params_doc(arch="resnet"))
-    assert "model.arch" in message and "resnet" in message and "mlp, lenet5" in message
+    """model.arch: vgg names the key, the value and mlp, lenet5, resnet, lstm."""
+    message = params_error(params_doc(arch="vgg"))
+    assert "model.arch" in message and "vgg" in message and "mlp, lenet5, resnet, lstm" in message

@@ -50,14 +50,15 @@ COMMON = dict(deadline=None, database=None, suppress_health_check=list(HealthChe
 
 SECTIONS: dict[str, tuple[str, ...]] = {
     "data": ("train_size", "test_size"),
-    "model": ("arch", "mlp", "lenet5"),
+    "model": ("arch", "mlp", "lenet5", "resnet", "lstm"),
     "train": ("epochs", "lr", "batch_size", "seeds", "device"),
     "prune": ("sparsities", "scope", "weight_criteria", "unit_criteria", "calibration_size"),
     "finetune": ("epochs", "lr", "weight_criteria", "unit_criteria"),
     "imp": ("rounds", "rate", "output_rate", "rewind", "controls", "eval_every"),
 }
 # The architectures' own sections inside `model` and their keys.
-SUBSECTIONS: dict[str, tuple[str, ...]] = {"mlp": ("hidden",), "lenet5": ("channels", "fc")}
+SUBSECTIONS: dict[str, tuple[str, ...]] = {"mlp": ("hidden",), "lenet5": ("channels", "fc"),
+                                           "resnet": ("widths",)}
 # The criteria names params.yaml accepts per granularity (README: Criteria).
 WEIGHT_CRITERIA = ("magnitude", "random", "largest", "wanda", "obd", "obs")
 UNIT_CRITERIA = ("l2", "random", "largest", "activation", "l2_refit")
@@ -74,12 +75,16 @@ def valid_docs(draw: st.DrawFn) -> dict[str, Any]:
             "test_size": st.none() | st.integers(1, 10000),
         }),
         "model": st.fixed_dictionaries({
-            "arch": st.sampled_from(["mlp", "lenet5"]),
+            "arch": st.sampled_from(["mlp", "lenet5", "resnet", "lstm"]),
             "mlp": st.fixed_dictionaries({
                 "hidden": st.lists(st.integers(1, 16384), min_size=1, max_size=32)}),
             "lenet5": st.fixed_dictionaries({
                 "channels": st.lists(st.integers(1, 1024), min_size=2, max_size=2),
                 "fc": st.lists(st.integers(1, 16384), max_size=32)}),
+            "resnet": st.fixed_dictionaries({
+                "widths": st.lists(st.integers(1, 1024), min_size=1, max_size=4),
+                "blocks": st.integers(1, 16)}),
+            "lstm": st.fixed_dictionaries({"hidden": st.integers(1, 16384)}),
         }),
         "train": st.fixed_dictionaries({
             "epochs": st.integers(1, 1000),
@@ -288,7 +293,8 @@ def hostile_docs(draw: st.DrawFn, extreme: bool = False) -> Any:
             elif isinstance(doc["model"].get(sub), dict):
                 doc["model"][sub][draw(st.sampled_from(SUBSECTIONS[sub]))] = draw(widths)
         elif edit == "arch" and isinstance(doc.get("model"), dict):
-            doc["model"]["arch"] = draw(st.sampled_from(["mlp", "lenet5", "resnet", "MLP", ""])
+            doc["model"]["arch"] = draw(st.sampled_from(["mlp", "lenet5", "resnet", "vgg", "MLP",
+                                                         ""])
                                         | values)
     return doc
 
@@ -390,13 +396,17 @@ def test_valid_documents_are_accepted_and_normalised(doc: dict[str, Any]) -> Non
     assert list(params.model.mlp.hidden) == model["mlp"]["hidden"]
     assert list(params.model.lenet5.channels) == model["lenet5"]["channels"]
     assert list(params.model.lenet5.fc) == model["lenet5"]["fc"]
+    assert list(params.model.resnet.widths) == model["resnet"]["widths"]
+    assert params.model.resnet.blocks == model["resnet"]["blocks"]
+    assert params.model.lstm.hidden == model["lstm"]["hidden"]
+    assert params.model.graph == (model["arch"] in ("resnet", "lstm"))
     assert list(params.finetune.weight_criteria) == doc["finetune"]["weight_criteria"]
     assert params.imp.rewind == doc["imp"]["rewind"]
     assert list(params.imp.controls) == doc["imp"]["controls"]
     assert list(params.train.seeds) == doc["train"]["seeds"]
     assert params.train.seed == doc["train"]["seeds"][0]
     flat = params.flat()
-    assert len(flat) == 38 + 19 + 1 + 14  # during's 19 keys, l0's one, archs' 14
+    assert len(flat) == 41 + 19 + 1 + 14  # during's 19 keys, l0's one, archs' 14
     assert flat["archs.weight_criteria"] == doc["archs"]["weight_criteria"]
     assert flat["archs.schedule"] == doc["archs"]["schedule"]
     assert list(params.during.shapes) == doc["during"]["shapes"]
@@ -485,7 +495,9 @@ def test_cli_control_valid_params_fail_only_on_missing_curves() -> None:
 GOOD = (MAIN / "params.yaml").read_text(encoding="utf-8") if (MAIN / "params.yaml").exists() \
     else yaml.safe_dump({"data": {"train_size": None, "test_size": None},
                          "model": {"arch": "mlp", "mlp": {"hidden": [8]},
-                                   "lenet5": {"channels": [6, 16], "fc": [120, 84]}},
+                                   "lenet5": {"channels": [6, 16], "fc": [120, 84]},
+                                   "resnet": {"widths": [16, 32, 64], "blocks": 1},
+                                   "lstm": {"hidden": 128}},
                          "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seeds": [0],
                                    "device": "auto"},
                          "prune": {"sparsities": [0.0], "scope": "layer",

@@ -47,7 +47,8 @@ STEPS = 15  # 1,500 images in batches of 100, one epoch
 PARAMS: dict[str, Any] = {
     "data": {"train_size": 1500, "test_size": 300},
     "model": {"arch": "mlp", "mlp": {"hidden": [32, 16]},
-              "lenet5": {"channels": [6, 16], "fc": [120, 84]}},
+              "lenet5": {"channels": [6, 16], "fc": [120, 84]},
+              "resnet": {"widths": [16, 32, 64], "blocks": 1}, "lstm": {"hidden": 128}},
     "train": {"epochs": 1, "lr": 0.001, "batch_size": 100, "seeds": [0], "device": "cpu"},
     "prune": {"sparsities": GRID, "scope": "layer", "weight_criteria": ["magnitude"],
               "unit_criteria": ["l2"], "calibration_size": 256},

@@ -23,7 +23,11 @@ METHODS: tuple[str, ...] = ("weight", "unit")  # the granularities: what is prun
 # The study's criterion per granularity (the notebook's): the one defined here, named as in the
 # criteria registry, params.yaml, metrics and plots.
 STUDY_CRITERIA: dict[str, str] = {"weight": "magnitude", "unit": "l2"}
-ARCHS: tuple[str, ...] = ("mlp", "lenet5")
+# The graph-family nets (prunelab.models.archs) the main pipeline also trains and prunes; the
+# chain nets (mlp, lenet5) run every criterion and the retraining studies too.
+GRAPH_ARCHS: tuple[str, ...] = ("resnet", "lstm")
+ARCHS: tuple[str, ...] = ("mlp", "lenet5", *GRAPH_ARCHS)
+MAX_BLOCKS = 16
 MAX_CALIBRATION = 60000
 MAX_SEEDS = 100  # replicates: each seed trains and prunes its own net (README: Replicates)
 
@@ -62,6 +66,24 @@ class LeNet5Config:
 
 
 @dataclass(frozen=True)
+class ResNetConfig:
+    """A bias-free ResNet without BatchNorm (models/archs/resnet.py): a 3x3 stem, one stage of
+    ``blocks`` basic blocks per width (each stage after the stem halves the resolution), a
+    global average and the output layer."""
+
+    widths: tuple[int, ...] = (16, 32, 64)
+    blocks: int = 1
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    """One bias-free LSTM layer reading an image row by row (28 steps of 28 pixels), its last
+    hidden state into the output layer (models/archs/lstm.py)."""
+
+    hidden: int = 128
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Which architecture to train (``arch``) and every architecture's own settings; only the
     chosen one's are used."""
@@ -69,6 +91,13 @@ class ModelConfig:
     arch: str = "mlp"
     mlp: MLPConfig = MLPConfig()
     lenet5: LeNet5Config = LeNet5Config()
+    resnet: ResNetConfig = ResNetConfig()
+    lstm: LSTMConfig = LSTMConfig()
+
+    @property
+    def graph(self) -> bool:
+        """A graph-family net (resnet, lstm): pruned through its coupling groups."""
+        return self.arch in GRAPH_ARCHS
 
 
 @dataclass(frozen=True)
@@ -270,11 +299,16 @@ def _model(raw: Any) -> ModelConfig:
     arch = choice(raw, "model", "arch", ARCHS)
     mlp = check_keys(raw["mlp"], "model.mlp", ("hidden",))
     lenet = check_keys(raw["lenet5"], "model.lenet5", ("channels", "fc"))
+    resnet = check_keys(raw["resnet"], "model.resnet", ("widths", "blocks"))
+    lstm = check_keys(raw["lstm"], "model.lstm", ("hidden",))
     return ModelConfig(
         arch=arch,
         mlp=MLPConfig(hidden=_widths(mlp, "mlp.hidden", (1, MAX_LAYERS), MAX_HIDDEN)),
         lenet5=LeNet5Config(channels=_widths(lenet, "lenet5.channels", (2, 2), MAX_CHANNELS),
                             fc=_widths(lenet, "lenet5.fc", (0, MAX_LAYERS), MAX_HIDDEN)),
+        resnet=ResNetConfig(widths=_widths(resnet, "resnet.widths", (1, 4), MAX_CHANNELS),
+                            blocks=integer(resnet, "model.resnet", "blocks", 1, MAX_BLOCKS)),
+        lstm=LSTMConfig(hidden=integer(lstm, "model.lstm", "hidden", 1, MAX_HIDDEN)),
     )
 
 

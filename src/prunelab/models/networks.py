@@ -16,6 +16,8 @@ from torch import Tensor, nn
 
 from prunelab.config import ModelConfig
 from prunelab.errors import DataError, PrunelabError
+from prunelab.models import archs
+from prunelab.models.archs.base import GraphNet, Input, Widths
 from prunelab.models.layers import KINDS, Layer, Net, forward
 
 IMAGE_SIDE = 28
@@ -23,6 +25,9 @@ IN_FEATURES = IMAGE_SIDE * IMAGE_SIDE
 N_CLASSES = 10
 EVAL_BATCH = 10000  # the whole MNIST test set in one pass per layer
 FORMAT = "prunelab-net-v2"  # layers with their geometry
+GRAPH_FORMAT = "prunelab-graph-v1"  # a graph-family net: its class, widths and named weights
+MNIST_INPUT = Input((1, IMAGE_SIDE, IMAGE_SIDE), N_CLASSES)
+GRAPH_EVAL_BATCH = 1000  # a conv net's activations for 10,000 images at once would be ~0.5 GB
 OLD_FORMATS = {"prunelab-mlp-v1"}  # (out, in) matrices of an MLP: still loads
 LENET_KERNEL = 5
 LENET_PADDING = (2, 0)  # LeNet-5 on 28x28 MNIST: the first conv pads to keep 28x28
@@ -105,9 +110,21 @@ class MLP(nn.Module):
         return forward(tuple(Layer(layer.weight) for layer in self.layers), x)
 
 
-def build_model(cfg: ModelConfig, seed: int, device: torch.device) -> Network:
+Model = Network | GraphNet  # what train fits: a chain of layers, or a graph-family net
+
+
+def graph_widths(cfg: ModelConfig) -> Widths:
+    """The graph-family architectures' widths from params.yaml ``model``."""
+    return Widths(resnet_widths=cfg.resnet.widths, resnet_blocks=cfg.resnet.blocks,
+                  lstm_hidden=cfg.lstm.hidden)
+
+
+def build_model(cfg: ModelConfig, seed: int, device: torch.device) -> Model:
     """The configured architecture with PyTorch's default init drawn from ``seed`` (same seed,
-    same weights; the MLP's draws are those of the study's nn.Linear chain)."""
+    same weights; the MLP's draws are those of the study's nn.Linear chain). ResNet and LSTM
+    are graph-family nets (:mod:`prunelab.models.archs`) on 1x28x28 images."""
+    if cfg.graph:
+        return archs.build(cfg.arch, MNIST_INPUT, graph_widths(cfg), seed, device)
     torch.manual_seed(seed)
     net = [layer.with_weight(init_weight(layer, shape)) for layer, shape in geometry(cfg)]
     return Network(net).to(device)
@@ -123,10 +140,22 @@ def accuracy(net: Sequence[Layer], x: Tensor, y: Tensor, batch: int = EVAL_BATCH
     return 100.0 * correct / len(x)
 
 
-def dense_accuracy(net: Sequence[Layer], x: Tensor, y: Tensor) -> float:
+@torch.no_grad()
+def model_accuracy(model: Model | Sequence[Layer], x: Tensor, y: Tensor) -> float:
+    """Test accuracy in percent of a chain net (its layers, as :func:`accuracy`) or a graph
+    net (its forward, in batches of GRAPH_EVAL_BATCH)."""
+    if not isinstance(model, GraphNet):
+        return accuracy(model.layers() if isinstance(model, Network) else model, x, y)
+    correct = sum(int((model(x[i : i + GRAPH_EVAL_BATCH]).argmax(1)
+                       == y[i : i + GRAPH_EVAL_BATCH]).sum())
+                  for i in range(0, len(x), GRAPH_EVAL_BATCH))
+    return 100.0 * correct / len(x)
+
+
+def dense_accuracy(net: Sequence[Layer] | GraphNet, x: Tensor, y: Tensor) -> float:
     """The unpruned net's test accuracy as every output reports it: percent, 4 decimals (the
     one rounding of the project's dense accuracy)."""
-    return round(accuracy(net, x, y), 4)
+    return round(model_accuracy(net, x, y), 4)
 
 
 def to_inputs(images: np.ndarray, device: torch.device) -> Tensor:
@@ -166,6 +195,42 @@ def weights_blob(net: Sequence[Layer], arch: str = "mlp") -> bytes:
     buf = io.BytesIO()
     torch.save(payload, buf)
     return buf.getvalue()
+
+
+def graph_blob(net: GraphNet, arch: str) -> bytes:
+    """A graph net's model file: format, architecture, input, widths, group sizes and each
+    part's weight (CPU copies); loadable with ``torch.load(weights_only=True)``."""
+    widths = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(net.widths).items()}
+    payload = {"format": GRAPH_FORMAT, "arch": arch, "input": list(net.inp.shape),
+               "classes": net.inp.classes, "widths": widths, "sizes": dict(net.sizes),
+               "state": {k: w.detach().to("cpu", copy=True).contiguous()
+                         for k, w in net.state().items()}}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return buf.getvalue()
+
+
+def model_blob(model: Model, arch: str) -> bytes:
+    """The model file of what train fits (see :func:`weights_blob`, :func:`graph_blob`)."""
+    if isinstance(model, GraphNet):
+        return graph_blob(model, arch)
+    return weights_blob(model.layers(), arch)
+
+
+def _from_graph(payload: dict) -> GraphNet | None:
+    """A graph file's net, or None when its architecture, widths or weights do not fit."""
+    cls = archs.ARCHS.get(payload["arch"]) if isinstance(payload["arch"], str) else None
+    state = payload["state"]
+    if cls is None or not isinstance(state, dict) or \
+            not all(isinstance(w, Tensor) and w.is_floating_point() for w in state.values()):
+        return None
+    widths = Widths(**{k: tuple(v) if isinstance(v, list) else v
+                       for k, v in payload["widths"].items()})
+    inp = Input(tuple(payload["input"]), payload["classes"])
+    net = cls(inp, widths, payload["sizes"])
+    if set(state) != set(net.state()):
+        return None
+    return net.with_state(state)
 
 
 def save_net(net: Sequence[Layer], path: Path, arch: str = "mlp") -> None:
@@ -229,8 +294,18 @@ def _from_v2(payload: dict) -> Net | None:
 
 
 def load_net(path: Path, device: torch.device | str = "cpu") -> Net:
-    """Load a net saved by :func:`save_net` (or an MLP of the previous format); a missing,
-    damaged or foreign file is one DataError line saying what to rerun."""
+    """A chain net's model file (see :func:`load_model`); a graph net's is an error line."""
+    net = load_model(path, device)
+    if isinstance(net, GraphNet):
+        raise PrunelabError(f"{path}: a {type(net).__name__} (graph-family) net; this step "
+                            "runs on chain nets only (model.arch mlp or lenet5)")
+    return net
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> Net | GraphNet:
+    """Load a net saved by :func:`save_net` (or an MLP of the previous format) or a graph net
+    saved by :func:`graph_blob`; a missing, damaged or foreign file is one DataError line
+    saying what to rerun."""
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
@@ -242,11 +317,12 @@ def load_net(path: Path, device: torch.device | str = "cpu") -> Net:
     fmt = payload.get("format") if isinstance(payload, dict) else None
     try:
         net = (_from_v2(payload) if fmt == FORMAT else
+               _from_graph(payload) if fmt == GRAPH_FORMAT else
                _from_v1(payload) if fmt in OLD_FORMATS else None)
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, RuntimeError):
         net = None
     if net is None:
-        known = fmt == FORMAT or fmt in OLD_FORMATS
+        known = fmt in (FORMAT, GRAPH_FORMAT) or fmt in OLD_FORMATS
         what = "unexpected content" if known else f"unknown format {str(fmt)[:40]!r}"
         raise DataError(f"{path}: not a prunelab model file ({what}); run: dvc repro -f train")
-    return net
+    return net.to(device) if isinstance(net, GraphNet) else net

@@ -66,7 +66,7 @@ def by_criterion(rows: Sequence[Mapping[str, str]], method: str,
     return grouped
 
 
-ARCH_TITLES = {"mlp": "MLP", "lenet5": "LeNet-5"}
+ARCH_TITLES = {"mlp": "MLP", "lenet5": "LeNet-5", "resnet": "ResNet", "lstm": "LSTM"}
 
 
 # -- replicates: mean curves with 95% bands (the aggregate stage's CSVs) ------------------------

@@ -40,6 +40,8 @@ class Stage:
     note: str = ""  # why it is declared the way it is: a comment above it in dvc.yaml
     sections: tuple[Section, ...] = ()  # other studies' params sections it loads (its own
     #                                      study's is added by the Study)
+    chain_only: bool = False  # trains or prunes chain nets only (model.arch mlp, lenet5): a
+    #                           graph-family arch is one error line before any work
 
     @property
     def writes(self) -> tuple[Path, ...]:

@@ -9,7 +9,8 @@ ITEM = paths.ITEM
 # An architecture's settings rerun training even when the other one is chosen: DVC tracks
 # keys, not which one is used.
 TRAIN_PARAMS = ("data.train_size", "data.test_size", "model.arch", "model.mlp.hidden",
-                "model.lenet5.channels", "model.lenet5.fc", "train.epochs", "train.lr",
+                "model.lenet5.channels", "model.lenet5.fc", "model.resnet.widths",
+                "model.resnet.blocks", "model.lstm.hidden", "train.epochs", "train.lr",
                 "train.batch_size", "train.device")
 
 STUDY = Study(
@@ -24,7 +25,8 @@ STUDY = Study(
                    "output is constant and persist, so it orders the pipeline, never reruns it."),
         Stage("download", "MNIST's four IDX files, verified against the official MD5s",
               "stages/download.py", reads=(paths.PARAMS_CHECKED,), outs=(paths.DATA_DIR,)),
-        Stage("train", "train one seed's net (model.arch: the study's MLP or LeNet-5)",
+        Stage("train", "train one seed's net (model.arch: the study's MLP, LeNet-5, a ResNet or an "
+              "LSTM)",
               "stages/train.py", args=(ITEM,), params=TRAIN_PARAMS, reads=(paths.DATA_DIR,),
               outs=(paths.model(ITEM), paths.init_model(ITEM), paths.train_run(ITEM),
                     paths.train_loss(ITEM)),

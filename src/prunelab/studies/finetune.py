@@ -69,7 +69,7 @@ def finetune_stage(method: str) -> Stage:
         reads=(paths.PARAMS_CHECKED, paths.model(paths.FIRST_SEED), paths.DATA_DIR),
         metrics=(paths.finetune_headline(method),),
         in_git=(paths.finetune_curve(method), paths.finetune_metrics(method),
-                paths.finetune_timing(method)))
+                paths.finetune_timing(method)), chain_only=True)
 
 
 CURVES = tuple(paths.finetune_curve(m) for m in ("weight", "unit"))

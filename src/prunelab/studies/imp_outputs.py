@@ -157,7 +157,7 @@ STUDY = Study(
                 "train.batch_size", "train.device", "imp.rounds", "imp.rate",
                 "imp.output_rate", "imp.rewind", "imp.controls", "imp.eval_every"),
         reads=(paths.PARAMS_CHECKED, paths.init_model(paths.FIRST_SEED), paths.DATA_DIR),
-        metrics=(paths.IMP_HEADLINE,), figures=(paths.LOTTERY_FIGURE,),
+        metrics=(paths.IMP_HEADLINE,), figures=(paths.LOTTERY_FIGURE,), chain_only=True,
         in_git=(paths.IMP_DIR, paths.IMP_CURVE, paths.IMP_METRICS, paths.IMP_TIMING),
         persist=(paths.IMP_DIR,),
         note="models/imp/ (the round checkpoints, ignored by git) is persistent: each finished\n"

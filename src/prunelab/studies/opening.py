@@ -28,8 +28,9 @@ from prunelab.config import Params
 from prunelab.data.mnist import load_split
 from prunelab.data.split import Split
 from prunelab.errors import DataError
+from prunelab.models.archs.base import GraphNet
 from prunelab.models.layers import Net
-from prunelab.models.networks import load_net, resolve_device, to_inputs, to_targets
+from prunelab.models.networks import load_model, load_net, resolve_device, to_inputs, to_targets
 from prunelab.runtime.declare import Stage
 from prunelab.runtime.files import read_json
 from prunelab.tracking.runs import StageRun
@@ -52,8 +53,13 @@ class Opened:
 
     @cached_property
     def net(self) -> Net:
-        """The seed's trained net."""
+        """The seed's trained chain net (a graph-family net's file: one error line)."""
         return load_net(paths.model(self.seed), self.device)
+
+    @cached_property
+    def model(self) -> Net | GraphNet:
+        """The seed's trained net of either family (model.arch: chain or graph)."""
+        return load_model(paths.model(self.seed), self.device)
 
     @cached_property
     def test(self) -> tuple[Tensor, Tensor]:

@@ -54,8 +54,14 @@ def _seeds_phrase(metrics: Mapping[str, Any]) -> str:
 
 
 def header(cfg: Params, metrics: Mapping[str, Any]) -> str:
-    arch = {"mlp": "The study's MLP 784-" + "-".join(map(str, cfg.model.mlp.hidden)) + "-10",
-            "lenet5": "LeNet-5"}[cfg.model.arch]
+    m = cfg.model
+    arch = {"mlp": "The study's MLP 784-" + "-".join(map(str, m.mlp.hidden)) + "-10",
+            "lenet5": "LeNet-5",
+            "resnet": f"A ResNet (stage widths {'-'.join(map(str, m.resnet.widths))}, "
+                      f"{m.resnet.blocks} basic block{'s' if m.resnet.blocks != 1 else ''} per "
+                      "stage, bias-free, no BatchNorm)",
+            "lstm": f"An LSTM ({m.lstm.hidden} hidden units, bias-free) reading each image's 28 "
+                    "rows"}[m.arch]
     lines = [f"# {TITLE}", "",
              f"{arch}, trained {cfg.train.epochs} epochs (Adam, lr {cfg.train.lr:g}, batch "
              f"{cfg.train.batch_size}) on MNIST, then pruned without retraining at k = "
@@ -469,8 +475,9 @@ STUDY = Study(
     stages=(Stage(
         "report", "reports/study.md: every figure, table and computed conclusion",
         "stages/report.py",
-        params=("model.arch", "model.mlp.hidden", "train.epochs", "train.lr",
-                "train.batch_size", "prune.sparsities", "prune.scope", "data.train_size",
+        params=("model.arch", "model.mlp.hidden", "model.resnet.widths", "model.resnet.blocks",
+                "model.lstm.hidden", "train.epochs", "train.lr", "train.batch_size",
+                "prune.sparsities", "prune.scope", "data.train_size",
                 "data.test_size"),
         reads=(paths.AGGREGATE_METRICS, paths.aggregate_curve("weight"),
                paths.aggregate_curve("unit"), paths.FIGURE, paths.SENSITIVITY_METRICS,

@@ -11,6 +11,12 @@ but how much it tolerates is informative); unit granularity covers hidden layers
 (removing an output unit deletes a class). ``prune.scope`` does not apply: with one layer
 pruned, global and layer scope rank the same candidates (global ranks a layer's units by RMS,
 its L2 norm over a constant, so the order is the same), and the count is floor(k * n) either way.
+
+A graph-family net (model.arch resnet, lstm) is swept the same way over its graph: weight
+granularity one part (weight tensor) at a time, the output layer included; unit granularity one
+coupling group at a time (a residual stage's channels across every block and the projection,
+an LSTM's hidden units with their four gate rows), each unit's incoming weights in every writer
+of the group.
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ import torch
 from torch import Tensor
 
 from prunelab import paths
-from prunelab.config import grid_step
+from prunelab.config import METHODS, grid_step
+from prunelab.models import graph as g
+from prunelab.models.archs.base import GraphNet, masked
 from prunelab.models.layers import Layer, Net
-from prunelab.models.networks import accuracy
+from prunelab.models.networks import accuracy, dense_accuracy
 from prunelab.pruning.compaction import fast_equivalent
 from prunelab.pruning.criteria.base import Context, Criterion
 from prunelab.pruning.masks import DEFAULT_CRITERIA, apply_masks, check_support, live_masks, rank
@@ -152,6 +160,49 @@ def layer_sweep(net: Sequence[Layer], granularity: str, grid: Sequence[float],
         accuracy=round(dense if acc is None else acc, 4),
         removed_share_of_all=round(removed / total, 6),
     ) for i, k, removed, acc in measured]
+
+
+def graph_layer_sweep(net: GraphNet, granularity: str, grid: Sequence[float], x: Tensor,
+                      y: Tensor) -> list[SensitivityPoint]:
+    """Every (part, k) for weights (the output layer too) or (coupling group, k) for units of a
+    graph net: that part or group alone pruned by the study's criterion (|w|; a unit's L2 norm
+    over its whole group), tested on (x, y); a copy that drops nothing gets the dense accuracy."""
+    graph, state = net.graph(), net.state()
+    total = sum(w.numel() for w in state.values())
+    dense = dense_accuracy(net, x, y)
+    keys = [p.name for p in graph.parts] if granularity == "weight" else list(graph.groups)
+    points = []
+    for i, key in enumerate(keys):
+        if granularity == "weight":
+            ranking = rank([state[key].detach().abs().float().cpu()])
+            writers = (next(p for p in graph.parts if p.name == key),)
+        else:
+            ranking = rank([g.l2_scores(graph, state, key).detach().float().cpu()])
+            writers = graph.writers(key)
+        for k in grid:
+            keep = ranking.keep(k)[0]
+            masks = (g.unit_keep_masks(graph, state, {key: keep}) if granularity == "unit" else
+                     {n: keep.to(w.device) if n == key else torch.ones_like(w, dtype=torch.bool)
+                      for n, w in state.items()})
+            removed = sum(int((~masks[p.name]).sum()) for p in writers)
+            acc = dense_accuracy(masked(net, masks), x, y) if removed else dense
+            points.append(SensitivityPoint(
+                method=granularity, layer=i, name=key,
+                shape="+".join(shape_text(state[p.name]) for p in writers),
+                weights=sum(state[p.name].numel() for p in writers), sparsity=k, accuracy=acc,
+                removed_share_of_all=round(removed / total, 6)))
+    return points
+
+
+def sweep_layers(net: Net | GraphNet, grid: Sequence[float], x: Tensor,
+                 y: Tensor) -> tuple[list[SensitivityPoint], str]:
+    """Both granularities' one-layer sweeps of a net of either family, and the name of its
+    output layer."""
+    if isinstance(net, GraphNet):
+        return ([p for m in METHODS for p in graph_layer_sweep(net, m, grid, x, y)],
+                net.graph().output)
+    return ([p for m in METHODS for p in layer_sweep(net, m, grid, x, y)],
+            layer_names(net)[-1])
 
 
 def shape_text(w: Tensor) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from prunelab import paths
 from prunelab.config import Params, parse_params, parse_yaml, read_bounded
+from prunelab.errors import PrunelabError
 from prunelab.runtime.declare import Stage
 from prunelab.runtime.stage import stage_errors
 from prunelab.tracking.runs import StageRun, track
@@ -34,6 +35,11 @@ def open_run(stage: Stage, seed: int | None = None, *,
         document = parse_yaml(read_bounded(params), params)  # read once: validated, then
         cfg = parse_params(document, stage.sections)  # logged whole to MLflow
         cfg = cfg.for_seed(seed, stage.seeds) if seed is not None else cfg
+        if stage.chain_only and cfg.model.graph:
+            raise PrunelabError(
+                f"params.yaml: model.arch = {cfg.model.arch} is not allowed for stage "
+                f"{stage.name}: it runs chain nets only (mlp, lenet5); resnet and lstm run in "
+                "the one-shot study (train, prune, sensitivity, speed) and the archs study")
         with track(run_name(stage, seed), cfg, document) as run:
             probe(stage)
             yield cfg, run

@@ -20,7 +20,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from prunelab.config import TrainConfig
-from prunelab.models.networks import Network, accuracy
+from prunelab.models.networks import Model, model_accuracy
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class TrainResult:
 
 
 def train(
-    model: Network,
+    model: Model,
     x: Tensor,
     y: Tensor,
     x_test: Tensor,
@@ -111,7 +111,7 @@ class _Run:
     """One call of :func:`train` under way: what it trains and when it stops, snapshots and
     tests (fixed), and what it has gathered so far (advanced by :func:`_train_epoch`)."""
 
-    model: Network
+    model: Model
     optimizer: torch.optim.Optimizer
     params: list[Tensor]  # model.parameters(), in order
     keep: list[Tensor] | None  # keep-masks multiplied into the gradients, one per weight
@@ -182,7 +182,7 @@ def _train_epoch(run: _Run, x: Tensor, y: Tensor, batches: Iterable[Tensor], epo
     run.step_losses.extend(epoch_losses.tolist())
     run.model.eval()
     run.history.append(EpochRecord(epoch, round(float(epoch_losses.mean()), 6),
-                                   round(accuracy(run.model.layers(), run.x_test, run.y_test), 4)))
+                                   round(model_accuracy(run.model, run.x_test, run.y_test), 4)))
 
 
 def _step(run: _Run, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
@@ -208,14 +208,14 @@ def _hold(params: Sequence[Tensor], masks: Sequence[Tensor] | None) -> list[Tens
     return keep
 
 
-def _timed_eval(model: Network, x: Tensor, y: Tensor, step: int,
+def _timed_eval(model: Model, x: Tensor, y: Tensor, step: int,
                 evals: list[tuple[int, float]]) -> float:
     """Test the net mid-training (appending (step, accuracy) to ``evals``); its seconds."""
     if x.is_cuda:  # the queued training kernels are training time, not the test's
         torch.cuda.synchronize(x.device)
     start = time.perf_counter()
     model.eval()
-    evals.append((step, round(accuracy(model.layers(), x, y), 4)))
+    evals.append((step, round(model_accuracy(model, x, y), 4)))
     model.train()
     return time.perf_counter() - start
 

@@ -13,7 +13,6 @@ says can still affect the output. Calibration inputs (for wanda, obd, activation
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,8 @@ from prunelab.models import graph as g
 from prunelab.models.archs import build
 from prunelab.models.archs.base import GraphNet, Input, compacted, masked
 from prunelab.pruning import graph_criteria as gc
-from prunelab.pruning.masks import rank
+from prunelab.pruning import graph_sweep
+from prunelab.pruning.graph_sweep import Sweep, timed_pair
 from prunelab.studies.archs import study as archs_study
 from prunelab.studies.opening import Opened
 
@@ -100,45 +100,11 @@ def calibration(data: Data, size: int, seed: int) -> tuple[Tensor, Tensor]:
     return data.x[idx], data.y[idx]
 
 
-class Sweep:
-    """All keep-masks of one (granularity, criterion, scope) for one net, ranked once."""
-
-    def __init__(self, context: gc.GraphContext, granularity: str, criterion: str,
-                 scope: str) -> None:
-        net = context.net
-        self.graph, self.state, self.granularity = context.graph, net.state(), granularity
-        self.keys = ([p.name for p in self.graph.prunable] if granularity == "weight"
-                     else list(self.graph.groups))
-        scores = gc.scores(gc.CRITERIA[granularity][criterion], context, self.keys,
-                           scope == "global")
-        self.rankings = ([rank([s]) for s in scores] if scope == "layer"
-                         else [rank(scores, protect_best=granularity == "unit")])
-
-    def keep(self, sparsity: float) -> dict[str, Tensor]:
-        """Per part (weight) or per group (unit): the keep-masks at ``sparsity``."""
-        flat = [m for r in self.rankings for m in r.keep(sparsity)]
-        return dict(zip(self.keys, flat, strict=True))
-
-    def masks(self, sparsity: float) -> dict[str, Tensor]:
-        """Keep-masks of every part (the output layer's all True)."""
-        keep = self.keep(sparsity)
-        if self.granularity == "unit":
-            return g.unit_keep_masks(self.graph, self.state, keep)
-        return {p.name: keep[p.name].to(self.state[p.name].device) if p.name in keep
-                else torch.ones_like(self.state[p.name], dtype=torch.bool)
-                for p in self.graph.parts}
-
-
 def point(net: GraphNet, masks: Mapping[str, Tensor], data: Data) -> dict[str, float]:
     """Accuracy and what is left of a pruned copy of ``net``."""
-    pruned = masked(net, masks)
-    graph, state = pruned.graph(), pruned.state()
-    total = sum(w.numel() for w in state.values())
-    nonzero = sum(int(w.count_nonzero()) for w in state.values())
-    live = sum(int(m.sum()) for m in g.live_masks(graph, state).values())
-    return {"accuracy": accuracy(pruned, data.x_test, data.y_test),
-            "nominal_sparsity": round(1 - nonzero / total, 6),
-            "effective_sparsity": round(1 - live / total, 6)}
+    p = graph_sweep.point(net, masks, 0.0, data.x_test, data.y_test)
+    return {"accuracy": p.accuracy, "nominal_sparsity": p.nominal_sparsity,
+            "effective_sparsity": p.effective_sparsity}
 
 
 def arms(criteria: Mapping[str, Sequence[str]]) -> tuple[Arm, ...]:
@@ -158,20 +124,6 @@ def sweep(context: gc.GraphContext, data: Data, grid: Sequence[float],
     return rows
 
 
-def median_pair(a: GraphNet, b: GraphNet, x: Tensor, repeats: int) -> tuple[float, float]:
-    """Median seconds of a forward pass of ``a`` and of ``b``, timed alternately (drifts of the
-    machine stay out of their ratio), after 3 warm-up rounds."""
-    times: tuple[list[float], list[float]] = ([], [])
-    with torch.no_grad():
-        for i in range(repeats + 3):
-            for net, out in ((a, times[0]), (b, times[1])):
-                start = time.perf_counter()
-                net(x)
-                if i >= 3:
-                    out.append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
-
-
 def compaction(net: GraphNet, data: Data, sparsity: float, seed: int, batch: int = 100,
                repeats: int = 15) -> dict[str, object]:
     """Unit pruning (l2, layer scope) at ``sparsity``, realised as a smaller dense net: its
@@ -187,7 +139,7 @@ def compaction(net: GraphNet, data: Data, sparsity: float, seed: int, batch: int
         raise AssertionError(f"compacted net {acc_small}% vs masked {acc_masked}%")
     # timed with the stage's threads: switching torch's thread count mid-process left the
     # next convolutions of this process many times slower (libgomp), so it is not switched
-    t_small, t_dense = median_pair(small, net, data.x_test[:batch], repeats)
+    t_small, t_dense = timed_pair(small, net, data.x_test[:batch], repeats)
     return {"compact_sparsity": sparsity, "compact_accuracy": acc_small,
             "compact_widths": "-".join(str(v) for v in g.sizes_of(small.graph()).values()),
             "compact_macs": g.macs(small.graph(), small.state()),

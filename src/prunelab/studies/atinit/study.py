@@ -151,7 +151,7 @@ STUDY = Study(
               args=("train", paths.ITEM), params=PARAMS,
               reads=(paths.PARAMS_CHECKED, paths.DATA_DIR), in_git=(seed_curve(paths.ITEM),),
               sections=(IMP.params,) if IMP.params else (), per_seed=True,
-              seeds="atinit.seeds",
+              seeds="atinit.seeds", chain_only=True,
               note="models/atinit/<seed>/ (not an output: the study's working state, ignored "
                    "by git) keeps\nevery finished arm, so a killed run resumes after its last "
                    "finished training."),

@@ -172,7 +172,7 @@ STUDY = Study(
               "rate shapes, one-shot + fine-tuning in the same steps, early-bird tickets, SET, "
               "RigL and their static mask; each tested clean, under input noise and after "
               "random deletion", "stages/during.py", args=("train",), params=PARAMS,
-              reads=(paths.PARAMS_CHECKED, paths.DATA_DIR), in_git=(ARMS,),
+              reads=(paths.PARAMS_CHECKED, paths.DATA_DIR), in_git=(ARMS,), chain_only=True,
               note="models/during/<seed>/ (not an output: the study's working state, ignored "
                    "by git) keeps\nevery finished arm, so a killed run resumes after its last "
                    "finished training\nand adding a seed trains only that seed's arms."),

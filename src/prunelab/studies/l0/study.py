@@ -91,7 +91,7 @@ STUDY = Study(
                       "train.batch_size", "train.device", "prune.calibration_size",
                       "l0.lambdas"),
               reads=(paths.PARAMS_CHECKED, paths.model(paths.FIRST_SEED), paths.DATA_DIR),
-              in_git=(CURVE, METRICS, SECTION),
+              in_git=(CURVE, METRICS, SECTION), chain_only=True,
               note="models/l0/ (not an output: the study's working state, ignored by git) "
                    "keeps every\nfinished lambda, so a killed run resumes after its last "
                    "finished training."),
