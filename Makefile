@@ -68,16 +68,19 @@ bench-readme: setup                  ## the benchmark, its table into docs/bench
 report: setup                        ## the generated blocks from the metrics, into README and docs/
 	python -m prunelab report --readme README.md
 
-# LeNet-5 as a DVC experiment named lenet5 (in a temporary copy: the workspace stays the MLP's),
-# then both side by side: plots/compare_arch.png and the architectures block (docs/architectures.md);
+# LeNet-5, a ResNet and an LSTM as DVC experiments named lenet5, resnet, lstm (each in a temporary
+# copy: the workspace stays the MLP's), then all four side by side: plots/compare_arch.png and the
+# architectures block (docs/architectures.md);
 # and the four graph architectures (MLP, LeNet-5, ResNet, LSTM) on MNIST and MNIST-1D: the archs
 # stage's table, figure and section (reports/sections/archs.md).
-compare: setup                       ## LeNet-5 against the MLP; MLP, LeNet-5, ResNet, LSTM on two datasets
+compare: setup                       ## the one-shot study on LeNet-5, ResNet, LSTM beside the MLP; the archs study
 	dvc repro
 	dvc repro stages/retrain/dvc.yaml:archs
-	-dvc exp remove lenet5 >/dev/null 2>&1
-	dvc exp run --temp -n lenet5 -S model.arch=lenet5
-	python -m prunelab compare workspace lenet5 --readme README.md
+	for arch in lenet5 resnet lstm; do \
+		dvc exp remove $$arch >/dev/null 2>&1; \
+		dvc exp run --temp -n $$arch -S model.arch=$$arch || exit 1; \
+	done
+	python -m prunelab compare workspace lenet5 resnet lstm --readme README.md
 	dvc repro --force --single-item report   # reports/study.md gains the architectures section
 
 # MLflow 3 opens an experiment in its GenAI view; workflowType=machine_learning opens the runs.

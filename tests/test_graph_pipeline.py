@@ -220,3 +220,32 @@ def test_dvc_repro_runs_the_study_on_an_lstm(session_baseline: SessionBaseline,
     speed = (repo / paths.SPEED_CURVE).read_text(encoding="utf-8")
     assert "compact" in speed
     assert "lstm" in (repo / "reports" / "study.md").read_text(encoding="utf-8").lower()
+
+
+def test_compare_figure_of_more_than_two_runs_draws_the_study_criteria(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four architectures x eleven criteria would be 44 lines a panel: beyond two runs the
+    figure draws the study's criteria (magnitude, l2), one line style per run."""
+    from prunelab.reporting import figures
+
+    drawn: list = []
+    monkeypatch.setattr(figures, "png", lambda fig: drawn.append(fig) or b"")
+
+    def curve(accs: list[float]) -> list[dict[str, float]]:
+        return [{"sparsity": k, "accuracy": a, "effective_sparsity": k, "nominal_sparsity": k}
+                for k, a in zip((0.0, 0.5), accs, strict=True)]
+
+    runs = [(label, {"weight": {"magnitude": curve([97, 96]), "random": curve([97, 90])},
+                     "unit": {"l2": curve([97, 80]), "random": curve([97, 70])}})
+            for label in ("MLP", "ResNet", "LSTM")]
+    figures.arch_figure(runs)
+    figures.arch_figure(runs[:2])
+    three, two = ({line.get_label(): line for ax in fig.axes for line in ax.get_lines()}
+                  for fig in drawn)
+    assert set(three) == {f"{r}: {c}" for r in ("MLP", "ResNet", "LSTM")
+                          for c in ("magnitude", "l2")}
+    assert len({line.get_linestyle() for line in three.values()}) == 3
+    assert list(three["ResNet: l2"].get_ydata()) == [97, 80]
+    assert "MLP: random" in two and "ResNet: random" in two
+    for fig in drawn:
+        figures.pyplot().close(fig)

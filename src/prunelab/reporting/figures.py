@@ -231,9 +231,13 @@ ARCH_STYLES = ("-", "--", ":", "-.")
 def arch_figure(runs: Sequence[tuple[str, Mapping[str, Mapping[str, Curve]]]]) -> bytes:
     """Several architectures' curves side by side: one row per granularity, accuracy against
     nominal sparsity (left; share of weights that are zero) and effective sparsity (right;
-    zero or cut off), colour = criterion, line style = run (``label``, curves). PNG bytes."""
+    zero or cut off), colour = criterion, line style = run (``label``, curves). More than two
+    runs: the study's criteria only (every criterion is in the comparison's table). PNG bytes."""
     plt = pyplot()
     methods = list(dict.fromkeys(m for _, curves in runs for m in curves))
+    if len(runs) > 2:
+        runs = [(label, {m: {n: c for n, c in cs.items() if n == STUDY_CRITERIA.get(m)}
+                         for m, cs in curves.items()}) for label, curves in runs]
     fig, axes = plt.subplots(len(methods), 2, figsize=(11, 4.2 * len(methods)), sharey=True,
                              squeeze=False)
     for method, (left, right) in zip(methods, axes, strict=True):
