@@ -245,6 +245,7 @@ def test_compare_figure_of_more_than_two_runs_draws_the_study_criteria(
     assert set(three) == {f"{r}: {c}" for r in ("MLP", "ResNet", "LSTM")
                           for c in ("magnitude", "l2")}
     assert len({line.get_linestyle() for line in three.values()}) == 3
+    assert len({line.get_color() for line in three.values()}) == 3  # a colour per run
     assert list(three["ResNet: l2"].get_ydata()) == [97, 80]
     assert "MLP: random" in two and "ResNet: random" in two
     for fig in drawn:

@@ -232,19 +232,22 @@ def arch_figure(runs: Sequence[tuple[str, Mapping[str, Mapping[str, Curve]]]]) -
     """Several architectures' curves side by side: one row per granularity, accuracy against
     nominal sparsity (left; share of weights that are zero) and effective sparsity (right;
     zero or cut off), colour = criterion, line style = run (``label``, curves). More than two
-    runs: the study's criteria only (every criterion is in the comparison's table). PNG bytes."""
+    runs: the study's criteria only (every criterion is in the comparison's table), colour =
+    run. PNG bytes."""
     plt = pyplot()
     methods = list(dict.fromkeys(m for _, curves in runs for m in curves))
-    if len(runs) > 2:
+    by_run = len(runs) > 2  # then one colour per run too
+    if by_run:
         runs = [(label, {m: {n: c for n, c in cs.items() if n == STUDY_CRITERIA.get(m)}
                          for m, cs in curves.items()}) for label, curves in runs]
     fig, axes = plt.subplots(len(methods), 2, figsize=(11, 4.2 * len(methods)), sharey=True,
                              squeeze=False)
     for method, (left, right) in zip(methods, axes, strict=True):
-        for (label, curves), dash in zip(runs, ARCH_STYLES * len(runs)):
+        for i, ((label, curves), dash) in enumerate(zip(runs, ARCH_STYLES * len(runs))):
             for name, rows in curves.get(method, {}).items():
                 study = name == STUDY_CRITERIA.get(method)
-                style = dict(color=CRITERION_COLOURS.get(name), ls=dash, marker="o", ms=2.5,
+                colour = f"C{i}" if by_run else CRITERION_COLOURS.get(name)
+                style = dict(color=colour, ls=dash, marker="o", ms=2.5,
                              lw=2.2 if study else 1.0, alpha=1.0 if study else 0.55,
                              label=f"{label}: {name}")
                 acc = [r["accuracy"] for r in rows]
