@@ -127,14 +127,14 @@ def test_training_a_graph_net_is_seeded_and_learns() -> None:
 
 
 def test_prune_curves_of_a_graph_net_skip_chain_refits_with_a_line(
-        net: tuple[str, GraphNet]) -> None:
+        net: tuple[str, GraphNet], mnist_dir: Path) -> None:
     arch, model = net
     x, y = data(200, seed=2)
     notes: list[str] = []
     for method, names in (("weight", ["magnitude", "random", "wanda", "obs"]),
                           ("unit", ["l2", "activation", "l2_refit"])):
         cfg = cfg_of(arch, **{f"{method}_criteria": names})
-        curves, dense = prune_curves(model, method, cfg, x, y, paths.DATA_DIR,
+        curves, dense = prune_curves(model, method, cfg, x, y, mnist_dir,  # calibration
                                      torch.device("cpu"), notes.append)
         assert list(curves) == names[:-1]
         assert dense == round(model_accuracy(model, x, y), 4)
@@ -148,7 +148,7 @@ def test_prune_curves_of_a_graph_net_skip_chain_refits_with_a_line(
     assert all(f"model.arch = {arch}" in n and "\n" not in n for n in notes)
     with pytest.raises(PrunelabError, match="prune.weight_criteria has no criterion"):
         prune_curves(model, "weight", cfg_of(arch, weight_criteria=["obs"]), x, y,
-                     paths.DATA_DIR, torch.device("cpu"))
+                     mnist_dir, torch.device("cpu"))
 
 
 def test_speed_rows_compact_units_and_match_the_masked_net(net: tuple[str, GraphNet]) -> None:

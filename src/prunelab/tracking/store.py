@@ -20,6 +20,7 @@ of the project lives in these two modules. The store functions run under the sto
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
@@ -221,6 +222,15 @@ def quiet_mlflow() -> None:
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     if not sys.stderr.isatty():  # tqdm bars are noise in DVC's and CI's captured logs
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # requests (under MLflow) tries urllib3's SOCKS module, which warns when PySocks is
+    # missing. Whether that warning shows depends on the warning filters of the moment: this
+    # runs in the stage's opening thread, and a `catch_warnings` block of the main thread (torch
+    # has many) restores the filter list it saved, dropping urllib3's own filter if it was added
+    # meanwhile -- a warning line in a stage's log, now and then. Without PySocks, requests falls
+    # back to its stub (SOCKS proxies unsupported) either way; take that fallback without the
+    # module's import and its warning.
+    if importlib.util.find_spec("socks") is None:
+        sys.modules.setdefault("urllib3.contrib.socks", None)  # type: ignore[arg-type]
     import mlflow  # noqa: F401  (configures the "mlflow" logger and its handler)
 
     # A handler's filters see the records of every child logger (mlflow.tracking, ...); a
