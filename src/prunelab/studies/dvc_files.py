@@ -61,24 +61,9 @@ def own_plots(stage: Stage, plots: Iterable[Plot]) -> dict[Path, Plot]:
             if p.in_git and Path(next(iter(p.y))) in stage.outs}
 
 
-def plotted(plots: Iterable[Plot]) -> frozenset[str]:
-    """The CSVs the pipeline file's top-level plots draw."""
-    return frozenset(path for p in plots if not p.in_git
-                     for path in [*p.y, *(p.x if isinstance(p.x, dict) else ())])
-
-
-def drawn_by_plot(path: Path, drawn: frozenset[str]) -> bool:
-    """``path`` is drawn by a top-level plot (a per-seed output: its first seed's file)."""
-    return str(path) in drawn or str(path).replace(paths.ITEM, paths.FIRST_SEED) in drawn
-
-
-def stage_yaml(stage: Stage, pipeline: Path, plots: Iterable[Plot] = (),
-               drawn: frozenset[str] = frozenset()) -> list[str]:
+def stage_yaml(stage: Stage, pipeline: Path, plots: Iterable[Plot] = ()) -> list[str]:
     """The stage's entry in its dvc.yaml, as lines; an ``in_git`` plot of one of its outputs
-    is declared here, on that output (see :class:`Plot`). An output that a top-level plot
-    draws (``drawn``) is kept in git (``cache: false``): a clone's DVC cache holds no other
-    revision's copy, and one written on another CPU type has other bytes, so `dvc plots diff
-    HEAD` could draw HEAD only from git; DVC's run-cache still restores the stage."""
+    is declared here, on that output (see :class:`Plot`)."""
     pad = "      " if stage.per_seed else "    "
     lines = [f"  {stage.name}:"]
     if stage.per_seed:
@@ -91,13 +76,12 @@ def stage_yaml(stage: Stage, pipeline: Path, plots: Iterable[Plot] = (),
     if stage.params:
         lines.append(f"{pad}params:")
         lines += [f"{pad}  - {p}" for p in stage.params]
-    own = own_plots(stage, plots)
-    groups = {"outs": [(p, ("cache: false",) if drawn_by_plot(p, drawn) else ())
-                       for p in stage.outs + stage.details if p not in own] +
+    drawn = own_plots(stage, plots)
+    groups = {"outs": [(p, ()) for p in stage.outs + stage.details if p not in drawn] +
               [(p, ("cache: false",)) for p in stage.in_git],
               "metrics": [(p, ("cache: false",)) for p in stage.metrics],
               "plots": [(p, ("cache: false",)) for p in stage.figures] +
-              [(p, ("cache: false", *plot_options(plot))) for p, plot in own.items()]}
+              [(p, ("cache: false", *plot_options(plot))) for p, plot in drawn.items()]}
     for kind, items in groups.items():
         if items:
             lines.append(f"{pad}{kind}:")
@@ -155,13 +139,12 @@ def render(studies: Iterable[Study], pipeline: Path, header: str) -> str:
                                              for stage in s.stages if stage.per_seed)])
         lines += ["vars:", *(f"  - {root}:{section}" for section in sections)]
     lines.append("stages:")
-    drawn = plotted(p for s in mine for p in s.plots)
     for study in mine:
         lines += ["", *_comment(f"=== {study.name}: {study.description}")]
         for stage in study.stages:
             summary = textwrap.fill(f"{stage.summary[0].upper()}{stage.summary[1:]}.", 96)
             lines += ["", *_comment(summary), *_comment(stage.note)]
-            lines += stage_yaml(stage, pipeline, study.plots, drawn)
+            lines += stage_yaml(stage, pipeline, study.plots)
     plots = [p for s in mine for p in s.plots if not p.in_git]
     if plots:
         lines += ["", "# The curves (CSV outputs above) drawn with the templates in .dvc/plots/.",
@@ -182,8 +165,7 @@ and every prunelab module it imports), so `dvc repro` reruns exactly what change
 
 Headline numbers are `metrics:` in git (the `dvc exp show` columns); per-k, per-seed and timing
 numbers (JSON), curves (CSV) and models are in the DVC cache, so every stage can be restored
-from DVC's run-cache; figures (PNG) are `plots:` in git, and so are the curves the plots below
-draw (`cache: false`: `dvc plots diff HEAD` draws HEAD in any clone, from any CPU type)."""
+from DVC's run-cache; figures (PNG) are `plots:` in git."""
 
 RETRAIN_HEADER = """\
 The studies that train pruned nets:
