@@ -6,17 +6,17 @@ stages call these and never ask which family a net is."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from prunelab.config import METHODS, SCOPES, STUDY_CRITERIA, Params
-from prunelab.data.mnist import calibration_set
 from prunelab.errors import PrunelabError
 from prunelab.models.archs.base import GraphNet
 from prunelab.models.layers import Net
-from prunelab.models.networks import dense_accuracy, to_inputs, to_targets
+from prunelab.models.networks import dense_accuracy
 from prunelab.pruning import graph_sweep, savings
 from prunelab.pruning import sweep as chain
 from prunelab.pruning.criteria.registry import criterion
@@ -46,18 +46,12 @@ def prune_curves(net: Net | GraphNet, method: str, cfg: Params, x: Tensor, y: Te
         raise PrunelabError(f"params.yaml: prune.{method}_criteria has no criterion that applies "
                             f"to model.arch = {cfg.model.arch}; allowed: "
                             + ", ".join(graph_sweep.gc.CRITERIA[method]))
-    context = graph_sweep.graph_context(net, names, method, _calibration(cfg, data_dir, device),
+    context = graph_sweep.graph_context(net, names, method,
+                                        partial(chain.calibration, cfg, data_dir, device),
                                         cfg.train.seed)
     curves = {n: graph_sweep.sweep(context, method, cfg.prune.scope, cfg.prune.sparsities, x, y,
                                    n) for n in names}
     return curves, chain.dense_accuracy(net, next(iter(curves.values())), x, y)  # type: ignore[arg-type]
-
-
-def _calibration(cfg: Params, data_dir: Path, device: torch.device) -> tuple[Tensor, Tensor]:
-    """``prune.calibration_size`` TRAINING images drawn with the net's seed, on the device."""
-    images, labels = calibration_set(data_dir, cfg.data.train_size, cfg.prune.calibration_size,
-                                     cfg.train.seed)
-    return to_inputs(images, device), to_targets(labels, device)
 
 
 def timed_sets(cfg: Params) -> list[tuple[str, str, str]]:

@@ -17,7 +17,7 @@ import io
 import statistics
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -82,11 +82,12 @@ def usable(granularity: str, names: Sequence[str]) -> tuple[list[str], dict[str,
 
 
 def graph_context(net: GraphNet, names: Sequence[str], granularity: str,
-                  calibration: tuple[Tensor, Tensor] | None, seed: int) -> gc.GraphContext:
+                  calibration: Callable[[], tuple[Tensor, Tensor]] | None, seed: int
+                  ) -> gc.GraphContext:
     """What the criteria may look at: the net, the seed, and the calibration inputs (training
-    split only) when one of them needs them."""
+    split only), loaded by ``calibration()`` only when one of them needs them."""
     needs = any(gc.CRITERIA[granularity][n].needs_calibration for n in names)
-    x, y = calibration if needs and calibration is not None else (None, None)
+    x, y = calibration() if needs and calibration is not None else (None, None)
     return gc.GraphContext(net, x, y, seed)
 
 

@@ -120,10 +120,15 @@ def criteria_context(net: Sequence[Layer], criteria: Sequence[Criterion], cfg: P
     them needs them."""
     if not any(c.needs_calibration for c in criteria):
         return Context(tuple(net), seed=cfg.train.seed)
+    return Context(tuple(net), *calibration(cfg, data_dir, device), seed=cfg.train.seed)
+
+
+def calibration(cfg: Params, data_dir: Path, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``prune.calibration_size`` TRAINING images and labels drawn with ``train.seed``, on the
+    device: what calibrated criteria (either net family) look at."""
     images, labels = calibration_set(data_dir, cfg.data.train_size, cfg.prune.calibration_size,
                                      cfg.train.seed)
-    return Context(tuple(net), to_inputs(images, device), to_targets(labels, device),
-                   seed=cfg.train.seed)
+    return to_inputs(images, device), to_targets(labels, device)
 
 
 def pruned_with_masks(net: Sequence[Layer], granularity: str, scope: str,
