@@ -188,22 +188,22 @@ def test_first_repro_runs_every_stage_and_writes_every_output(repo: Repo) -> Non
 
 
 def test_headline_metrics_and_figures_are_in_git_the_rest_in_the_dvc_cache(repo: Repo) -> None:
-    """The committed baseline tracks the headline metrics, the PNG figures and the timing
-    curve (no rerun reproduces it: `dvc plots diff HEAD` needs HEAD's copy in every clone) in
-    git; the per-seed and per-k JSON, the other curve CSVs and the models are DVC-cached
-    outputs that git ignores."""
+    """The committed baseline tracks the headline metrics, the PNG figures and the curves
+    `dvc plots` draws (the timing curve, the study's and every criterion's mean curves, the
+    loss: `dvc plots diff HEAD` needs HEAD's copy in every clone, whatever CPU wrote it) in
+    git; the per-seed and per-k JSON, the per-seed accuracy curves and the models are
+    DVC-cached outputs that git ignores."""
     in_git = set(repo.run("git", "ls-files").split())
     assert {"metrics/headline.json", "plots/accuracy_vs_sparsity.png", "plots/sensitivity.png",
-            "plots/tradeoff.png", "plots/speed.csv", "reports/study.md", "reports/study.html",
+            "plots/tradeoff.png", "plots/speed.csv", "plots/study.csv",
+            "plots/aggregate_weight.csv", "plots/aggregate_unit.csv",
+            f"plots/{SEED}/train_loss.csv", "reports/study.md", "reports/study.html",
             "data/params.checked"} <= in_git
     cached = (f"metrics/{SEED}/train.json", f"metrics/{SEED}/train_timing.json",
               f"metrics/{SEED}/prune_weight.json", f"metrics/{SEED}/prune_unit.json",
               "metrics/aggregate.json", "metrics/sensitivity.json", "metrics/speed.json",
-              "plots/study.csv",
-              f"plots/{SEED}/train_loss.csv", f"plots/{SEED}/prune_weight.csv",
-              f"plots/{SEED}/prune_unit.csv", "plots/aggregate_weight.csv",
-              "plots/aggregate_unit.csv", "plots/sensitivity.csv",
-              f"models/{SEED}/model.pt", f"models/{SEED}/init.pt")
+              f"plots/{SEED}/prune_weight.csv", f"plots/{SEED}/prune_unit.csv",
+              "plots/sensitivity.csv", f"models/{SEED}/model.pt", f"models/{SEED}/init.pt")
     assert not in_git & set(cached), in_git & set(cached)
     for rel in cached:
         assert (repo.root / rel).is_file(), rel

@@ -35,8 +35,12 @@ STUDY = {"weight": "magnitude", "unit": "l2"}  # the criterion each aggregate cu
 # An accuracy curve's colour: its method column and, the aggregate having one, its criterion.
 CURVES = tuple(f"{m} · {STUDY[m]}" for m in METHODS)
 REVS = ("exp-a", "exp-b")  # the tags of the two commits
-# The study's criteria (plots/study.csv), then every criterion (here the same two curves).
-ACCURACY_PLOTS = ("accuracy_vs_sparsity", "all_criteria", "accuracy_vs_effective_sparsity")
+# Each accuracy plot (by the id vega-embed's container has: a stage's plot is its path) and
+# the curves it draws: the study's criteria (plots/study.csv), every criterion of one method
+# (here its study criterion only), every criterion against effective sparsity.
+ACCURACY_PLOTS = {"plots_study_csv": CURVES, "plots_aggregate_weight_csv": CURVES[:1],
+                  "plots_aggregate_unit_csv": CURVES[1:], "accuracy_vs_effective_sparsity": CURVES}
+LOSS_PLOT = "plots_seeds_0_train_loss_csv"  # the train stage's plot of the first seed's loss
 SPARSITIES = (0.0, 0.25, 0.5, 0.7, 0.9, 0.99)
 # Every host unresolvable and every proxy connection refused: nothing loads from outside.
 NO_NETWORK = ("--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9")
@@ -51,12 +55,13 @@ def vega_plots_section() -> list[object]:
     return [p for p in plots if not (isinstance(p, str) and p.endswith(".png"))]
 
 
-def stage_csv_plots() -> list[dict[str, dict[str, object]]]:
-    """The CSV plots a stage declares on its own output (a timing curve kept in git), with
-    their properties: [{path: {template, x, y, ...}}]."""
+def stage_csv_plots(seed: int = 0) -> list[dict[str, dict[str, object]]]:
+    """The CSV plots a stage declares on its own output (kept in git), with their properties:
+    [{path: {template, x, y, ...}}]; a per-seed stage's for ``seed``."""
     stages = yaml.safe_load((MAIN / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-    return [entry for stage in stages.values() for entry in stage.get("plots", [])
-            if isinstance(entry, dict) and next(iter(entry)).endswith(".csv")]
+    entries = [entry for stage in stages.values() for entry in stage.get("do", stage).get(
+        "plots", []) if isinstance(entry, dict) and next(iter(entry)).endswith(".csv")]
+    return yaml.safe_load(yaml.safe_dump(entries).replace("${item}", str(seed)))
 
 
 def test_dvc_config_points_at_a_committed_page_and_setup_at_its_own() -> None:
@@ -168,10 +173,10 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(MAIN / plots_html.PLOTS_DIR, repo / plots_html.PLOTS_DIR, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("node_modules", "package*.json"))
     dvc(repo, "config", "--local", "plots.html_template", f"plots/{plots_html.PAGE}")  # setup's
-    # the top-level plots, and a stage carrying the plots the project declares on a stage's
-    # output (the speed-up curve: in git)
+    # the top-level plots, and a stage carrying the plots the project declares on its stages'
+    # outputs (in git: the study's curves, the first seed's loss, the speed-up curve)
     (repo / "dvc.yaml").write_text(yaml.safe_dump({
-        "stages": {"curves": {"cmd": "true", "plots": stage_csv_plots()}},
+        "stages": {"curves": {"cmd": "true", "plots": stage_csv_plots(SEEDS[0])}},
         "plots": vega_plots_section()}))
     # dvc.yaml names the loss curve's folder by the first seed: ${train.seeds[0]}
     (repo / "params.yaml").write_text(yaml.safe_dump({"train": {"seeds": SEEDS}}))
@@ -290,28 +295,27 @@ def test_curves_are_drawn_offline(show: Rendered, diff: Rendered, cdn_diff: Rend
     assert lines(cdn_diff.dom) == []
     for page in (show, diff):
         assert page.coloured_pixels > 3_000, page.coloured_pixels  # legend symbols: ~600
-        assert set(sections(page.dom)) == {*ACCURACY_PLOTS, "train_loss",
-                                              "plots_speed_csv"}  # a stage's plot: its path
+        assert set(sections(page.dom)) == {*ACCURACY_PLOTS, LOSS_PLOT, "plots_speed_csv"}
 
 
 @pytest.mark.server
 def test_accuracy_legend_names_the_methods(show: Rendered) -> None:
     """Colour is the method column with the criterion: legend 'method' lists weight and unit
     (each with its criterion), not file names."""
-    for plot in ACCURACY_PLOTS:
+    for plot, curves in ACCURACY_PLOTS.items():
         svg = sections(show.dom)[plot]
-        assert legends(svg)["method"] == list(CURVES)
-        assert {line["method"] for line in lines(svg)} == set(CURVES)
+        assert legends(svg)["method"] == list(curves), plot
+        assert {line["method"] for line in lines(svg)} == set(curves), plot
         assert ".csv" not in "".join(v for vs in legends(svg).values() for v in vs)
 
 
 @pytest.mark.server
 def test_diff_draws_one_line_per_method_and_revision(diff: Rendered) -> None:
     """In `dvc plots diff A B` each accuracy plot has a line per (method, revision)."""
-    for plot in ACCURACY_PLOTS:
+    for plot, curves in ACCURACY_PLOTS.items():
         svg = sections(diff.dom)[plot]
         drawn = sorted((line["method"], line["revision"]) for line in lines(svg))
-        assert drawn == sorted((c, r) for c in CURVES for r in REVS)
+        assert drawn == sorted((c, r) for c in curves for r in REVS), plot
         assert legends(svg)["revision"] == list(REVS)
 
 
@@ -327,7 +331,7 @@ def test_speedup_separates_methods_and_scopes(diff: Rendered) -> None:
 def test_training_loss_is_a_curve_per_revision(show: Rendered, diff: Rendered) -> None:
     """The training plot is loss against step, one line per revision, many points each."""
     for page, revs in ((show, ["workspace"]), (diff, list(REVS))):
-        svg = sections(page.dom)["train_loss"]
+        svg = sections(page.dom)[LOSS_PLOT]
         drawn = lines(svg)
         assert sorted(line["revision"] for line in drawn) == revs
         assert all(int(line["optimiser step"]) == 1 for line in drawn)  # the label: first point

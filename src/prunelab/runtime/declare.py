@@ -56,10 +56,12 @@ class Stage:
 class Plot:
     """One `dvc plots` entry: a template drawing columns of CSV outputs.
 
-    ``in_git``: the plot draws one CSV that no rerun reproduces byte for byte (timings), so a
-    clone's DVC cache never holds another revision's copy and `dvc plots diff HEAD <exp>` could
-    not draw HEAD. Such a CSV is kept in git as its stage's own `plots:` output (DVC's
-    run-cache still restores the stage), with the plot declared there; its id is its path.
+    ``in_git``: the plot draws one CSV that a clone's DVC cache cannot supply for another
+    revision: a timing (no rerun reproduces it byte for byte) or a curve (a clone has no DVC
+    remote, and another CPU type writes other bytes), so `dvc plots diff HEAD <exp>` could not
+    draw HEAD. Such a CSV is kept in git as its stage's own `plots:` output, with the plot
+    declared there; its id is its path. Not a `cache: false` plain output: DVC saves no
+    run-cache entry for a stage with one, and the stage would rerun instead of being restored.
     """
 
     name: str

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from prunelab import paths
-from prunelab.runtime.declare import Stage, Study
+from prunelab.runtime.declare import Plot, Stage, Study
 
 ITEM = paths.ITEM
 # An architecture's settings rerun training even when the other one is chosen: DVC tracks
@@ -35,4 +35,7 @@ STUDY = Study(
                    "<seed>/. The seed is in the command, not in params, so adding a seed runs\n"
                    "only the new seed's stages."),
     ),
+    plots=(Plot("train_loss", "loss_curve", f"Training loss per step (seed {ITEM})", "step",
+                {str(paths.train_loss(ITEM)): "loss"}, "optimiser step",
+                "training loss (cross-entropy)", in_git=True),),
 )

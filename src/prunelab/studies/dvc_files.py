@@ -164,8 +164,9 @@ differs. Each stage lists the params keys it reads and, as deps, the code it run
 and every prunelab module it imports), so `dvc repro` reruns exactly what changed.
 
 Headline numbers are `metrics:` in git (the `dvc exp show` columns); per-k, per-seed and timing
-numbers (JSON), curves (CSV) and models are in the DVC cache, so every stage can be restored
-from DVC's run-cache; figures (PNG) are `plots:` in git."""
+numbers (JSON), the per-seed curves (CSV) and models are in the DVC cache, so every stage can be
+restored from DVC's run-cache; figures (PNG) and the curves `dvc plots` draws are `plots:` in
+git (`dvc plots diff HEAD` then draws HEAD in any clone, whatever CPU wrote it)."""
 
 RETRAIN_HEADER = """\
 The studies that train pruned nets:
