@@ -64,14 +64,15 @@ def main() -> None:
             out.add_csv(paths.aggregate_curve(m), [r for r in rows if r["method"] == m])
         out.add_csv(paths.STUDY_CURVE, study_rows(rows))
         out.add_json(paths.AGGREGATE_METRICS, metrics)
-        out.add_json(paths.HEADLINE, headline(metrics))
+        top = headline(metrics)
+        out.add_json(paths.HEADLINE, top)
         out.commit()
         # the stage's run: every statistic and band; the pipeline's run: the headline numbers
         # and each criterion's mean curve (its chart view stays readable, the study's cards first)
         series = curve_series(rows)
         run.log_metrics(flat_metrics(metrics))
         run.log_series(series)
-        run.log_metrics(flat_metrics(headline(metrics)), parent_prefix="aggregate.",
+        run.log_metrics(flat_metrics(top), parent_prefix="aggregate.",
                         on_stage=False)
         run.log_series({k: v for k, v in series.items() if k.endswith(".accuracy")},
                        parent_prefix="aggregate.", on_stage=False)

@@ -22,6 +22,7 @@ EPILOG = "\b\nAlso:\n" + "\n".join([
     "  make bench                the speed benchmark (bench/run.py)",
     "  make compare              LeNet-5 as a DVC experiment, compared with the workspace",
     "  make ui                   the MLflow UI on the project's store",
+    "  prunelab push             dvc push --run-cache, for another machine to restore from",
 ])
 
 
@@ -128,6 +129,22 @@ def compare(revs: tuple[str, ...], figure: Path, readme: Path | None) -> None:
             for page, page_text in fill_blocks(readme, {"architectures": text}).items():
                 write_text(page, page_text)
     click.echo(f"compare: {figure} ({', '.join(r.label for r in runs)})", err=True)
+
+
+@cli.command()
+@click.option("-r", "--remote", help="The DVC remote (default: the default remote).")
+@click.option("-j", "--jobs", type=int, help="Parallel transfers (DVC's default if unset).")
+def push(remote: str | None, jobs: int | None) -> None:
+    """`dvc push --run-cache`, plus the objects of the run-cache entries' uncached outputs
+    (the curves kept in git), which DVC 3 leaves out: what another machine needs to restore
+    this machine's stages with `dvc fetch --run-cache && dvc repro --pull`."""
+    from prunelab.studies.share import push as share
+
+    with stage_errors():
+        pushed = share(remote, jobs)
+    click.echo(f"pushed: outputs, {pushed.entries} run-cache entries and {pushed.objects} "
+               f"objects of their uncached outputs"
+               + (f" ({pushed.missing} named but in no local cache)" if pushed.missing else ""))
 
 
 @cli.group()
