@@ -2,10 +2,11 @@
 shared DVC remote, every run in one MLflow server (README: "Several machines").
 
 Machine A trains and prunes seeds 0-2, machine B seeds 3-4; each pushes its outputs and its
-run-cache (`prunelab push`). Machine C, a fresh clone with an empty cache, fetches the run-cache and reproduces the
-whole pipeline: every per-seed stage is restored and none runs; C aggregates the five seeds and
-writes the report. A local directory stands for the shared remote (NFS); the MLflow server is
-the one the server tests start (PostgreSQL when installed, as .ci/run does).
+run-cache (`prunelab push`). Machine C, a fresh clone with an empty cache, fetches the
+run-cache and reproduces the whole pipeline: every per-seed stage is restored and none runs;
+C aggregates the five seeds and writes the report. A local directory stands for the shared
+remote (NFS); the MLflow server is the one the server tests start (PostgreSQL when installed,
+as .ci/run does).
 """
 
 from __future__ import annotations

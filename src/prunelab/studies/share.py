@@ -41,8 +41,8 @@ def run_cache_entries(cache_dir: str) -> list[tuple[str, str]]:
 def push(remote: str | None = None, jobs: int | None = None, root: Path | None = None
          ) -> Pushed:
     """`dvc push --run-cache` of the repository at ``root`` (default: the one holding the
-    working directory) to ``remote`` (default: the default remote), then every object the local run-cache entries name that DVC's push
-    leaves out (the uncached outputs')."""
+    working directory) to ``remote`` (default: the default remote), then every object the
+    local run-cache entries name that DVC's push leaves out (the uncached outputs')."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
