@@ -3,8 +3,8 @@
 A toy DVC project (no torch, seconds): one stage with a cached output and an uncached plot (the
 shape of the study's stages, whose curves live in git). Machine A runs it and pushes; machine C,
 a fresh clone with an empty cache, fetches the run-cache and reproduces. With `dvc push
---run-cache` alone C reruns the stage (DVC 3 pushes no object of an uncached output, pinned
-here so that a DVC release that fixes it shows up); with `prunelab push`, C restores it.
+--run-cache` alone C reruns the stage (DVC 3 pushes no object of an uncached output; a DVC
+release that fixes it shows up as a skip); with `prunelab push`, C restores it.
 """
 
 from __future__ import annotations
@@ -57,9 +57,13 @@ def restore_on(c: Path) -> str:
 
 
 def test_dvc_push_alone_leaves_the_uncached_output_behind(tmp_path: Path) -> None:
+    """Why `prunelab push` exists. A DVC release that restores here has fixed it: then this
+    skips with a line saying so (the project's own path, below, must pass either way)."""
     a, c = machines(tmp_path)
     dvc(a, "push", "--run-cache")
     said = restore_on(c)
+    if "Stage 's' is cached - skipping run" in said:
+        pytest.skip("this DVC pushes uncached outputs' objects: `prunelab push` is redundant")
     assert "Running stage 's'" in said, said
 
 
