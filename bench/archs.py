@@ -164,11 +164,12 @@ def resnet_options(seeds: tuple[int, ...]) -> dict[str, Any]:
 def resnet_md(r: dict[str, Any]) -> str:
     """One line per option: its validation accuracy (mean over the seeds), its gain over the
     recipe paired seed by seed with the 95% interval of that mean, and its training time."""
-    seeds = r.get("seeds", [0])
-    by = {}
+    seeds, by = r["seeds"], {}
     for row in r["rows"]:
-        by.setdefault(row["option"], {})[row.get("seed", 0)] = row
+        by.setdefault(row["option"], {})[row["seed"]] = row
     recipe = by[RESNET_OPTIONS[0][0]]
+    means = {label: statistics.fmean(x["validation_accuracy"] for x in rows.values())
+             for label, rows in by.items()}
     lines = ["The ResNet against its MNIST target (99.3%), `python bench/archs.py --resnet "
              f"--seeds {','.join(map(str, seeds))}`: validation accuracy on the last 6,000 "
              f"training images, mean over {len(seeds)} seed(s) (each its own init and data "
@@ -180,7 +181,6 @@ def resnet_md(r: dict[str, Any]) -> str:
              "recipe [95% CI] | verdict | training time |", "|---|---|---|---|---|---|---|---|---|"]
     for label, rows in by.items():
         first = rows[seeds[0]]
-        mean = statistics.fmean(x["validation_accuracy"] for x in rows.values())
         gain = paired([rows[s]["validation_accuracy"] - recipe[s]["validation_accuracy"]
                        for s in seeds], "better", "worse", "no difference shown")
         ci = ("" if gain["ci_low"] is None else
@@ -189,10 +189,10 @@ def resnet_md(r: dict[str, Any]) -> str:
                  (f"{gain['difference']:+.2f}{ci}", gain["verdict"]))
         ratio = first["seconds"] / r["mlp_seconds"]
         lines.append(f"| {label} | {'-'.join(map(str, first['widths']))} | {first['blocks']} | "
-                     f"{first['lr']} | {first['epochs']} | {mean:.2f} | {cells[0]} | {cells[1]} | "
+                     f"{first['lr']} | {first['epochs']} | {means[label]:.2f} | {cells[0]} | "
+                     f"{cells[1]} | "
                      f"{first['seconds']:.0f} s = {ratio:.1f}x the MLP |")
-    best = max(by, key=lambda o: statistics.fmean(x["validation_accuracy"]
-                                                  for x in by[o].values()))
+    best = max(means, key=means.__getitem__)
     lines += ["", f"Best mean: {best}. The target is a test accuracy; a validation mean "
               "≥ 99.3% only says the option is worth a run of the study."]
     return "\n".join(lines)

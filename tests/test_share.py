@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 from repo_helpers import dvc, env_for, git, run
 
-from prunelab.studies.share import run_cache_entries
-
 pytestmark = pytest.mark.timeout(300)
 
 PIPELINE = """\
@@ -77,13 +75,6 @@ def test_prunelab_push_lets_a_fresh_clone_restore_the_stage(tmp_path: Path) -> N
     assert (c / "out.bin").read_text() == "o"
     again = run([sys.executable, "-m", "prunelab", "push"], a, env=env_for(a))
     assert "and 0 objects" in again.stdout, again.stdout  # nothing twice
-
-
-def test_run_cache_entries_lists_key_and_entry(tmp_path: Path) -> None:
-    assert run_cache_entries(str(tmp_path)) == []
-    (tmp_path / "runs" / "ab" / "abcd").mkdir(parents=True)
-    (tmp_path / "runs" / "ab" / "abcd" / "e1").write_text("")
-    assert run_cache_entries(str(tmp_path)) == [("abcd", "e1")]
 
 
 def test_push_without_a_remote_is_one_error_line(tmp_path: Path) -> None:

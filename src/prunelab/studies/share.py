@@ -29,15 +29,6 @@ class Pushed:
     missing: int
 
 
-def run_cache_entries(cache_dir: str) -> list[tuple[str, str]]:
-    """Every (stage key, entry) pair of a DVC run-cache (``<cache>/runs/<xx>/<key>/<entry>``)."""
-    runs = Path(cache_dir) / "runs"
-    if not runs.is_dir():
-        return []
-    return sorted((key.name, entry.name) for prefix in runs.iterdir() if prefix.is_dir()
-                  for key in prefix.iterdir() if key.is_dir() for entry in key.iterdir())
-
-
 def push(remote: str | None = None, jobs: int | None = None, root: Path | None = None
          ) -> Pushed:
     """`dvc push --run-cache` of the repository at ``root`` (default: the one holding the
@@ -45,11 +36,15 @@ def push(remote: str | None = None, jobs: int | None = None, root: Path | None =
     local run-cache entries name that DVC's push leaves out (the uncached outputs')."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
+    from dvc.stage.cache import RunCacheNotSupported
 
     try:
         with Repo(None if root is None else os.fspath(root)) as repo:
-            repo.push(remote=remote, run_cache=True, jobs=jobs)
-            entries = run_cache_entries(repo.cache.legacy.path)
+            try:  # the entries, as `dvc push --run-cache` sends them (it returns no list)
+                entries = repo.stage_cache.push(remote)
+            except RunCacheNotSupported:  # e.g. an HTTP remote: DVC's push skips it too
+                entries = []
+            repo.push(remote=remote, jobs=jobs)
             sent = missing = 0
             for odb, objs in repo.stage_cache.get_used_objs(entries).items():
                 result = repo.cloud.push(objs, jobs=jobs, remote=remote, odb=odb)
