@@ -3,10 +3,18 @@
 The editable install points at one checkout; `dvc exp run --temp` and `dvc queue` run the
 stages in copies of the repository, whose src/ can differ from it (edits made after an
 experiment was queued). Every stage script imports this module before anything of prunelab.
+
+First, a stage process started by DVC hands its stage to a warm server that has torch and
+MLflow imported already, and exits with its status (stages/_launch.py); the stage runs here
+when there is none yet, or PRUNELAB_LAUNCHER=0.
 """
 
-import sys
-from pathlib import Path
+import _launch
+
+_launch.delegate()
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 if sys.path[:1] != [SRC]:

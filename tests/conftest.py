@@ -113,3 +113,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     order = {item.nodeid: i for i, item in enumerate(items)}
     items.sort(key=lambda item: (rank(item.module.__name__),  # type: ignore[attr-defined]
                                  order[item.nodeid]))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The stage servers the run's stages started (stages/_launch.py) stop with the run, not
+    after their idle time: once, from the main process (not from each xdist worker)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    import subprocess
+
+    subprocess.run([sys.executable, str(MAIN / "stages" / "_launch.py"), "stop", "--all"],
+                   capture_output=True, timeout=60, check=False)

@@ -362,7 +362,8 @@ def test_stages_run_the_code_of_their_own_checkout(tmp_path: Path) -> None:
         source = (ROOT / script(DVC_YAML, stage)).read_text(encoding="utf-8")
         assert source.index("import _repo") < source.index("from prunelab"), stage
     (tmp_path / "stages").mkdir()
-    shutil.copy(ROOT / "stages" / "_repo.py", tmp_path / "stages" / "_repo.py")
+    for name in ("_repo.py", "_launch.py"):
+        shutil.copy(ROOT / "stages" / name, tmp_path / "stages" / name)
     (tmp_path / "stages" / "probe.py").write_text("import _repo\nimport prunelab\n"
                                                   "print(prunelab.__file__)\n")
     (tmp_path / "src" / "prunelab").mkdir(parents=True)

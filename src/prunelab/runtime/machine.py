@@ -14,6 +14,10 @@ import re
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psutil
 
 CPUINFO = Path("/proc/cpuinfo")
 
@@ -51,6 +55,19 @@ def cpu_model(cpuinfo: Path = CPUINFO) -> str:
         if found:
             return found.group(1).strip()
     return platform.processor() or platform.machine() or "unknown"
+
+
+LAUNCHED_BY = "PRUNELAB_LAUNCHED_BY"  # set by stages/_launch.py in a stage it runs
+
+
+def stage_process() -> psutil.Process:
+    """The process DVC (or a user) started for this stage: this one, or, when stages/_launch.py
+    runs the stage in a fork of its warm server, the process that handed it over (its pid in
+    PRUNELAB_LAUNCHED_BY). Its parents are the stage's: `dvc repro`, a `dvc queue` worker."""
+    import psutil
+
+    pid = os.environ.get(LAUNCHED_BY, "")
+    return psutil.Process(int(pid)) if pid.isdigit() else psutil.Process()
 
 
 def usable_cores() -> int:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from prunelab.errors import PrunelabError
-from prunelab.runtime.machine import usable_cores
+from prunelab.runtime.machine import stage_process, usable_cores
 
 THREADS_VAR = "OMP_NUM_THREADS"
 JOBS_VAR = "PRUNELAB_JOBS"
@@ -101,7 +101,7 @@ def queue_workers() -> int | None:
             return []
 
     try:
-        ancestors = [cmdline(p) for p in psutil.Process().parents()]
+        ancestors = [cmdline(p) for p in stage_process().parents()]
     except psutil.Error:
         return None
     if not any(worker_node(c) for c in ancestors):

@@ -43,7 +43,7 @@ import psutil
 from prunelab.config import Params
 from prunelab.errors import PrunelabError, StageInterrupted
 from prunelab.runtime import files
-from prunelab.runtime.machine import describe
+from prunelab.runtime.machine import describe, stage_process
 from prunelab.tracking import store
 from prunelab.tracking.store import EXPERIMENT, redact
 
@@ -101,7 +101,7 @@ def _dvc_words(argv: Sequence[str]) -> list[str] | None:
 def launcher() -> tuple[psutil.Process, str]:
     """The process that launched this pipeline execution (the nearest ``dvc`` ancestor, else
     this process) and its command ("dvc repro", or this script's path for a stage by hand)."""
-    me = psutil.Process()
+    me = stage_process()
     for proc in me.parents():
         try:
             words = _dvc_words(proc.cmdline())
@@ -372,7 +372,7 @@ class StageRun:
             self._log_params(self._parent_id)
         child = client.create_run(
             experiment, run_name=self.stage,
-            tags={**tags, **store.owner_tags(psutil.Process()), "mlflow.source.name": _script(),
+            tags={**tags, **store.owner_tags(stage_process()), "mlflow.source.name": _script(),
                   "prunelab_role": "stage", "stage": self.stage,
                   "mlflow.parentRunId": self._parent_id},
         )

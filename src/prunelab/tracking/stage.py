@@ -16,6 +16,7 @@ from prunelab import paths
 from prunelab.config import Params, parse_params, parse_yaml, read_bounded
 from prunelab.errors import PrunelabError
 from prunelab.runtime.declare import Stage
+from prunelab.runtime.machine import stage_process
 from prunelab.runtime.stage import stage_errors
 from prunelab.tracking.runs import StageRun, track
 
@@ -53,8 +54,6 @@ def probe(stage: Stage) -> None:
     begin: print the seconds since the process started (params read and checked, the MLflow run
     open) and exit 0, writing nothing."""
     if os.environ.get(PROBE):
-        import psutil
-
-        since = time.time() - psutil.Process().create_time()
+        since = time.time() - stage_process().create_time()
         print(f"{PROBE} {stage.name} {since:.3f}", file=sys.stderr)
         raise SystemExit(0)

@@ -1,0 +1,235 @@
+"""stages/_launch.py: a stage handed to the warm server runs as it would in its own process.
+
+Each test has its own server folder (PRUNELAB_LAUNCHER_DIR), so its server is its own, and
+stops it at the end. A probe script stands for a stage: it imports stages/_repo.py first, as
+every stage does, and reports what it sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from reliability_helpers import PYTHON, SMALL_PARAMS, copy_code, env_for, seed_mnist
+from repo_helpers import write_params
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = """\
+import sys
+PRELOADED = sorted(m for m in ("torch", "mlflow", "prunelab") if m in sys.modules)
+import _repo  # noqa: F401  (hands the stage over, as every stage does)
+import json, os, time
+mode = sys.argv[1]
+if mode == "report":
+    import prunelab
+    print(json.dumps({"prunelab": prunelab.__file__, "pid": os.getpid(),
+                      "client": os.environ.get("PRUNELAB_LAUNCHED_BY"),
+                      "argv": sys.argv, "cwd": os.getcwd(), "path0": sys.path[0],
+                      "src_first": sys.path[0].endswith("src"), "extra": os.environ.get("EXTRA"),
+                      "preloaded": PRELOADED, "main": __name__, "file": __file__,
+                      "umask": os.umask(0)}))
+    print("to stderr", file=sys.stderr)
+    sys.exit(int(sys.argv[2]))
+if mode == "sleep":
+    open(sys.argv[2], "w").write(str(os.getpid()))
+    time.sleep(120)
+if mode == "raise":
+    raise RuntimeError("boom")
+if mode == "interrupt":
+    raise KeyboardInterrupt
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie is dead
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_for(predicate, timeout: float = 60) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s")
+        time.sleep(0.05)
+
+
+class Launcher:
+    """A folder of stage scripts (the real _launch.py and _repo.py, and the probe) and its own
+    server folder."""
+
+    def __init__(self, root: Path, folder: str) -> None:
+        self.root, self.folder = root, folder
+        self.env = env_for(root, PRUNELAB_LAUNCHER_DIR=folder, EXTRA="from the stage's env")
+
+    def run(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PYTHON, "stages/probe.py", *args], cwd=self.root,
+                              env={**self.env, **extra}, capture_output=True, text=True,
+                              timeout=120, stdin=subprocess.DEVNULL)
+
+    def control(self, *args: str) -> str:
+        return subprocess.run([PYTHON, "stages/_launch.py", *args], cwd=self.root, env=self.env,
+                              capture_output=True, text=True, timeout=60, check=True).stdout
+
+    def server(self) -> int | None:
+        return json.loads(self.control("status"))["pid"]
+
+    def start(self) -> int:
+        """Start the server and wait until it listens (it imports torch and MLflow first)."""
+        subprocess.Popen([PYTHON, "stages/_launch.py", "serve"], cwd=self.root, env=self.env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for(lambda: self.server() is not None, timeout=120)
+        return self.server()
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[Launcher]:
+    (tmp_path / "stages").mkdir()
+    for name in ("_launch.py", "_repo.py"):
+        shutil.copy(ROOT / "stages" / name, tmp_path / "stages" / name)
+    (tmp_path / "stages" / "probe.py").write_text(PROBE)
+    (tmp_path / "src" / "prunelab").mkdir(parents=True)  # this checkout's own package
+    (tmp_path / "src" / "prunelab" / "__init__.py").write_text("")
+    folder = tempfile.mkdtemp(prefix="pl-launch-")  # short: a socket path has ~100 characters
+    made = Launcher(tmp_path, folder)
+    yield made
+    made.control("stop", "--all")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_served_stage_sees_its_own_process_and_exits_with_its_code(launcher: Launcher) -> None:
+    """The first run has no server: it runs in its own process and starts one. Served, the stage
+    runs in another process, with the stage process's argv, directory, environment, import path
+    (this checkout's src/ first: its own prunelab, not the installed one), umask, streams and
+    exit code, torch and MLflow already imported and prunelab not."""
+    first = launcher.run("report", "3")
+    assert first.returncode == 3, first.stderr
+    alone = json.loads(first.stdout)
+    assert alone["client"] is None and alone["preloaded"] == []
+    wait_for(lambda: launcher.server() is not None, timeout=120)  # the first run started it
+
+    served_run = launcher.run("report", "5")
+    assert served_run.returncode == 5, served_run.stderr
+    assert served_run.stderr == "to stderr\n"
+    served = json.loads(served_run.stdout)
+    assert served["client"] is not None and int(served["client"]) != served["pid"]
+    assert served["preloaded"] == ["mlflow", "torch"]
+    assert alone["prunelab"] == str(launcher.root / "src" / "prunelab" / "__init__.py")
+    for key in ("prunelab", "cwd", "path0", "src_first", "extra", "main", "file", "umask"):
+        assert served[key] == alone[key], key
+    assert served["argv"] == ["stages/probe.py", "report", "5"]
+    assert alone["argv"] == ["stages/probe.py", "report", "3"]
+    assert served["main"] == "__main__" and served["src_first"]
+
+
+def test_only_a_plain_python_script_run_is_handed_over(launcher: Launcher) -> None:
+    """Interpreter options, or the switch off: the stage runs in the process DVC started."""
+    launcher.start()
+    for cmd, extra in (([PYTHON, "-X", "dev", "stages/probe.py", "report", "0"], {}),
+                       ([PYTHON, "stages/probe.py", "report", "0"], {"PRUNELAB_LAUNCHER": "0"})):
+        done = subprocess.run(cmd, cwd=launcher.root, env={**launcher.env, **extra},
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["client"] is None, cmd
+
+
+def test_errors_end_a_served_stage_as_they_end_a_process(launcher: Launcher) -> None:
+    """An exception: its traceback and exit 1; KeyboardInterrupt: death by SIGINT."""
+    launcher.start()
+    raised = launcher.run("raise")
+    assert raised.returncode == 1
+    assert raised.stderr.rstrip().endswith("RuntimeError: boom"), raised.stderr
+    assert "Traceback" in raised.stderr
+    interrupted = launcher.run("interrupt")
+    assert interrupted.returncode == -signal.SIGINT, interrupted.stderr
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_killing_the_stage_process_kills_the_served_stage(launcher: Launcher, tmp_path: Path,
+                                                          how: signal.Signals) -> None:
+    """SIGTERM is passed on (the stage process then ends as its stage did); after SIGKILL,
+    which cannot be passed on, the stage sees its process gone and ends itself."""
+    launcher.start()
+    pid_file = tmp_path / "pid"
+    proc = subprocess.Popen([PYTHON, "stages/probe.py", "sleep", str(pid_file)],
+                            cwd=launcher.root, env=launcher.env, stdin=subprocess.DEVNULL)
+    wait_for(lambda: pid_file.exists() and pid_file.read_text() != "", timeout=60)
+    stage = int(pid_file.read_text())
+    assert stage != proc.pid and alive(stage)
+    proc.send_signal(how)
+    assert proc.wait(timeout=30) == -how
+    wait_for(lambda: not alive(stage), timeout=10)
+
+
+def test_the_server_stops_when_idle_or_told(launcher: Launcher) -> None:
+    """PRUNELAB_LAUNCHER_IDLE seconds with no stage: it exits and removes its socket; `stop`
+    ends it at once."""
+    launcher.env["PRUNELAB_LAUNCHER_IDLE"] = "1"
+    pid = launcher.start()
+    wait_for(lambda: not alive(pid), timeout=30)
+    assert not any(name.endswith(".sock") for name in os.listdir(launcher.folder))
+    launcher.env["PRUNELAB_LAUNCHER_IDLE"] = "600"
+    pid = launcher.start()
+    assert "stopped the stage server" in launcher.control("stop")
+    wait_for(lambda: not alive(pid), timeout=30)
+    assert launcher.server() is None
+
+
+@pytest.mark.e2e
+def test_a_served_training_writes_the_same_bytes(tmp_path: Path, mnist_dir: Path) -> None:
+    """The train stage on small params, in its own process and then served: the same model,
+    initial weights and accuracy, bit for bit (same machine, same thread count)."""
+    repo = copy_code(tmp_path / "repo")
+    write_params(repo, SMALL_PARAMS)
+    seed_mnist(repo, mnist_dir)
+    folder = tempfile.mkdtemp(prefix="pl-launch-")
+    env = env_for(repo, PRUNELAB_TRACKING="off", PRUNELAB_LAUNCHER_DIR=folder)
+    results = []
+    try:
+        for switch in ("0", "1"):
+            if switch == "1":  # a server, then wait until it listens
+                subprocess.Popen([PYTHON, "stages/_launch.py", "serve"], cwd=repo, env=env,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True)
+                wait_for(lambda: any(n.endswith(".sock") for n in os.listdir(folder)), 120)
+            done = subprocess.run([PYTHON, "stages/train.py", "0"], cwd=repo,
+                                  env={**env, "PRUNELAB_LAUNCHER": switch},
+                                  capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, done.stderr
+            assert ("launcher" in done.stderr) is False
+            seed = repo / "models" / "seeds" / "0"
+            metrics = json.loads((repo / "metrics" / "seeds" / "0" / "train.json").read_text())
+            results.append(((seed / "model.pt").read_bytes(), (seed / "init.pt").read_bytes(),
+                            metrics))
+            shutil.rmtree(repo / "models")
+            shutil.rmtree(repo / "metrics")
+        log = "".join(p.read_text() for p in Path(folder).glob("*.log"))
+        assert "stages/train.py 0" in log  # the second run was served
+        assert results[0] == results[1]
+    finally:
+        subprocess.run([PYTHON, "stages/_launch.py", "stop", "--all"], cwd=repo, env=env,
+                       capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_launcher_imports_nothing_heavy() -> None:
+    """A stage process that hands its stage over never imports torch, MLflow or prunelab."""
+    code = ("import sys; sys.path.insert(0, 'stages'); import _launch; "
+            "print(sorted(m for m in ('torch', 'mlflow', 'prunelab', 'numpy') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
