@@ -2,8 +2,8 @@
 
 DVC runs every stage as its own process, `python stages/<stage>.py ARGS`, and each used to spend
 ~2.5 s importing torch and ~2 s importing MLflow before any work: most of a small stage's time,
-and most of the test suite's. So the first stage process starts a server (this file, `serve`),
-which imports those third-party modules once and waits on a Unix socket. Every later stage
+and most of the test suite's. So a stage process that finds no server starts one (this file,
+`serve`), which imports those third-party modules once and waits on a Unix socket. Every stage
 process, first thing (stages/_repo.py), hands the server its arguments, working directory,
 environment, umask and standard streams; the server forks a child that runs the stage script as
 `__main__`, exactly as `python stages/<stage>.py` would, while the stage process waits, forwards
@@ -44,6 +44,7 @@ SHADOWS = (*PRELOAD, "numpy", "pandas", "pyarrow", "sqlalchemy")  # what preload
 # environment variables read while the interpreter and the math libraries start, by prefix
 STARTUP_VARS = ("PYTHON", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "GOTO", "LD_", "MALLOC",
                 "TORCH", "PYTORCH", "CUDA", "ARROW", "LANG", "LC_", "TZ")
+START_S = 60  # how long the first stage waits for the server it started
 HEADER = struct.Struct("!Q")  # request length
 PID = struct.Struct("!q")  # the child's pid, sent once it is forked
 STATUS = struct.Struct("!i")  # the child's exit code; -N when signal N ended it
@@ -107,8 +108,9 @@ def delegate() -> None:
         conn.connect(path)
     except (FileNotFoundError, ConnectionRefusedError):
         conn.close()
-        start_server()
-        return
+        conn = start_server(path)  # and wait for it: importing torch twice at once is slower
+        if conn is None:
+            return
     except OSError:
         conn.close()
         return
@@ -178,14 +180,32 @@ def receive(conn: socket.socket, size: int) -> bytes:
     return data
 
 
-def start_server() -> None:
-    """Start this environment's server in its own session, detached from the stage's streams."""
+def start_server(path: str) -> socket.socket | None:
+    """Start this environment's server in its own session, detached from the stage's streams,
+    and connect to it once it listens; None if it does not within START_S (the stage then runs
+    in this process)."""
     import subprocess
+    import time
 
-    with contextlib.suppress(OSError):
-        subprocess.Popen([sys.executable, os.path.abspath(__file__), "serve"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, cwd="/", start_new_session=True)
+    try:
+        server = subprocess.Popen([sys.executable, os.path.abspath(__file__), "serve"],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, cwd="/", start_new_session=True)
+    except OSError:
+        return None
+    deadline = time.monotonic() + START_S
+    while time.monotonic() < deadline:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.connect(path)
+            return conn
+        except OSError:
+            conn.close()
+        # exited: another stage's server won the race (it listens soon), or it failed
+        if server.poll() is not None:
+            deadline = min(deadline, time.monotonic() + 2)
+        time.sleep(0.02)
+    return None
 
 
 # --- the server -------------------------------------------------------------------------------

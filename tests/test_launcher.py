@@ -111,17 +111,18 @@ def launcher(tmp_path: Path) -> Iterator[Launcher]:
 
 
 def test_a_served_stage_sees_its_own_process_and_exits_with_its_code(launcher: Launcher) -> None:
-    """The first run has no server: it runs in its own process and starts one. Served, the stage
-    runs in another process, with the stage process's argv, directory, environment, import path
-    (this checkout's src/ first: its own prunelab, not the installed one), umask, streams and
-    exit code, torch and MLflow already imported and prunelab not."""
-    first = launcher.run("report", "3")
+    """With the switch off, a stage runs in its own process. On, the first stage starts the
+    server and waits for it; served, the stage runs in another process, with the stage
+    process's argv, directory, environment, import path (this checkout's src/ first: its own
+    prunelab, not the installed one), umask, streams and exit code, torch and MLflow already
+    imported and prunelab not."""
+    first = launcher.run("report", "3", PRUNELAB_LAUNCHER="0")
     assert first.returncode == 3, first.stderr
     alone = json.loads(first.stdout)
     assert alone["client"] is None and alone["preloaded"] == []
-    wait_for(lambda: launcher.server() is not None, timeout=120)  # the first run started it
+    assert launcher.server() is None
 
-    served_run = launcher.run("report", "5")
+    served_run = launcher.run("report", "5")  # starts the server, waits for it, hands over
     assert served_run.returncode == 5, served_run.stderr
     assert served_run.stderr == "to stderr\n"
     served = json.loads(served_run.stdout)
@@ -133,6 +134,19 @@ def test_a_served_stage_sees_its_own_process_and_exits_with_its_code(launcher: L
     assert served["argv"] == ["stages/probe.py", "report", "5"]
     assert alone["argv"] == ["stages/probe.py", "report", "3"]
     assert served["main"] == "__main__" and served["src_first"]
+    assert launcher.server() is not None
+
+
+def test_without_a_usable_server_folder_the_stage_runs_in_its_own_process(
+        launcher: Launcher, tmp_path: Path) -> None:
+    """A server folder others can write to is refused: no server, the stage runs as started."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    done = launcher.run("report", "0", PRUNELAB_LAUNCHER_DIR=str(shared))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["client"] is None
+    assert list(shared.iterdir()) == []
 
 
 def test_only_a_plain_python_script_run_is_handed_over(launcher: Launcher) -> None:
