@@ -39,11 +39,17 @@ SWITCH = "PRUNELAB_LAUNCHER"  # "0": every stage runs in its own process, as DVC
 IDLE = "PRUNELAB_LAUNCHER_IDLE"  # seconds the server waits for a stage before it exits
 FOLDER = "PRUNELAB_LAUNCHER_DIR"  # where the sockets and logs live (servers there only)
 CLIENT = "PRUNELAB_LAUNCHED_BY"  # in a served stage: the pid of the process DVC started
-PRELOAD = ("torch", "mlflow", "click", "yaml", "psutil")  # never prunelab: see the docstring
+# never prunelab (see the docstring); what the stages import that costs time: torch, its
+# dynamo (the optimizers import it on first use, ~1.3 s), MLflow and its SQLite and REST stores
+PRELOAD = ("torch", "torch._dynamo", "mlflow", "mlflow.store.tracking.sqlalchemy_store",
+           "sqlalchemy.dialects.sqlite", "alembic.config", "mlflow.store.tracking.rest_store",
+           "mlflow.pytorch", "matplotlib", "click", "yaml", "psutil")
 SHADOWS = (*PRELOAD, "numpy", "pandas", "pyarrow", "sqlalchemy")  # what preloading imports
 # environment variables read while the interpreter and the math libraries start, by prefix
 STARTUP_VARS = ("PYTHON", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "GOTO", "LD_", "MALLOC",
-                "TORCH", "PYTORCH", "CUDA", "ARROW", "LANG", "LC_", "TZ")
+                "TORCH", "PYTORCH", "CUDA", "ARROW", "MPL", "LANG", "LC_", "TZ", "HOME",
+                "XDG_")
+UNKEYED = ("PYTHONPATH", "TORCHINDUCTOR_")  # see key(); inductor's: torch sets it on import
 START_S = 60  # how long the first stage waits for the server it started
 HEADER = struct.Struct("!Q")  # request length
 PID = struct.Struct("!q")  # the child's pid, sent once it is forked
@@ -70,7 +76,7 @@ def key() -> str:
 
     parts = [sys.executable, sys.version, repr(sys.flags)]
     parts += sorted(f"{k}={v}" for k, v in os.environ.items()
-                    if k.startswith(STARTUP_VARS) and k != "PYTHONPATH")
+                    if k.startswith(STARTUP_VARS) and not k.startswith(UNKEYED))
     # PYTHONPATH only adds import folders, and a child takes its stage's import path; a folder
     # on it keys the server only when it holds its own copy of a preloaded package
     parts += [folder for folder in os.environ.get("PYTHONPATH", "").split(os.pathsep)
