@@ -36,6 +36,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+OWN = RESULTS / "pipeline_own_processes.json"  # the baseline: --own-processes
 sys.path.insert(0, str(ROOT / "src"))
 from prunelab import paths  # noqa: E402
 from prunelab.reporting.tables import fill_blocks  # noqa: E402
@@ -63,10 +64,13 @@ def workspace(tmp: Path, params: dict[str, Any]) -> tuple[Path, dict[str, str]]:
         shutil.copytree(src, repo / name, ignore=ignore) if src.is_dir() else \
             shutil.copy(src, repo / name)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # its own stage server (stages/_launch.py), started by its first stage: nothing reused
+    (tmp / "launcher").mkdir(mode=0o700)
     env = {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PRUNELAB_LAUNCHER_DIR": str(tmp / "launcher")}
     for name in ("DVC_ROOT", "OMP_NUM_THREADS", "PRUNELAB_JOBS", "PRUNELAB_TRACKING",
-                 "MLFLOW_TRACKING_URI"):
+                 "MLFLOW_TRACKING_URI"):  # PRUNELAB_LAUNCHER=0 is kept: a baseline run
         env.pop(name, None)
 
     def run(*cmd: str) -> None:
@@ -86,7 +90,14 @@ def workspace(tmp: Path, params: dict[str, Any]) -> tuple[Path, dict[str, str]]:
     (repo / ".gitignore").write_text("mlflow.db*\nmlartifacts/\n")
     run("git", "add", "-A")
     run("git", "commit", "-q", "-m", "baseline")
+    stop_server(repo, env)  # the timed runs include the server's start
     return repo, env
+
+
+def stop_server(repo: Path, env: dict[str, str]) -> None:
+    """Stop the workspace's stage server (it would otherwise idle 10 minutes)."""
+    subprocess.run([sys.executable, "stages/_launch.py", "stop", "--all"], cwd=repo, env=env,
+                   capture_output=True, check=False)
 
 
 def timed(cmd: Sequence[str], repo: Path, env: dict[str, str]) -> float:
@@ -148,6 +159,7 @@ def bench_study(params: dict[str, Any], seeds: int, report_repeats: int) -> dict
         log("the report stage alone")
         alone = [timed([sys.executable, "stages/report.py"], repo, env)
                  for _ in range(report_repeats)]
+        stop_server(repo, env)
     total = seeds_s + report_s
     log("the arithmetic floor of one seed")
     return {"seeds": seeds, "floor": arithmetic_floor(params),
@@ -165,6 +177,7 @@ def bench_default(params: dict[str, Any]) -> dict[str, Any]:
         log("the default dvc repro (one seed, every stage)")
         full = timed(["dvc", "repro", "-q"], repo, env)
         noop = timed(["dvc", "repro", "-q"], repo, env)
+        stop_server(repo, env)
     log("the arithmetic floor of one seed")
     return {"seeds": len(params["train"]["seeds"]), "repro_seconds": round(full, 1),
             "noop_seconds": round(noop, 2), "floor": arithmetic_floor(params)}
@@ -204,6 +217,7 @@ def bench_queue(params: dict[str, Any]) -> dict[str, Any]:
         wait_for_queue(repo, env)
         parallel = time.perf_counter() - start
         subprocess.run(["dvc", "queue", "stop"], cwd=repo, env=env, capture_output=True)
+        stop_server(repo, env)
         threads = thread_counts(repo, ("[13]", "[14]"))
     return {"sequential_seconds": round(sequential, 1), "parallel_seconds": round(parallel, 1),
             "ratio": round(parallel / sequential, 3), "threads_in_queue": threads}
@@ -226,11 +240,14 @@ def thread_counts(repo: Path, seeds: Sequence[str]) -> list[str]:
         return sorted(str(r[0]) for r in rows)
 
 
-def markdown(r: dict[str, Any]) -> str:
+def markdown(r: dict[str, Any], own: dict[str, Any] | None = None) -> str:
+    """The pipeline-bench table; ``own``: the same figures with every stage in its own process
+    (--own-processes), shown beside the study and the default repro."""
     m = r["machine"]
     lines = [f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), "
              "`python bench/pipeline.py`, MLflow tracking on, each in a fresh copy with its "
-             "own DVC cache (nothing reused).", "",
+             "own DVC cache and its own stage server, started by the first stage (nothing "
+             "reused).", "",
              "| figure | measured | target |", "|---|---|---|"]
 
     def when(figure: dict[str, Any]) -> str:  # a figure kept from an earlier --only run
@@ -244,6 +261,7 @@ def markdown(r: dict[str, Any]) -> str:
                      f"({s['per_seed_seconds']:.0f} s per seed){when(s)} | "
                      f"≤ {STUDY_TARGET_S:.0f} s: "
                      f"{_met(s['total_seconds'] <= STUDY_TARGET_S)} |")
+        lines += own_row(own, "study", "total_seconds")
         lines += floor_row(s, STUDY_TARGET_S, when(s), "leaves {left:.0f} s for everything else")
         lines.append(f"| the report stage alone (median of {s['report_repeats']}) | "
                      f"{s['report_stage_seconds']:.1f} s{when(s)} | ≤ {REPORT_TARGET_S:.0f} s: "
@@ -254,6 +272,7 @@ def markdown(r: dict[str, Any]) -> str:
                      f"stage), then a no-op rerun | {d['repro_seconds']:.0f} s, "
                      f"{d['noop_seconds']:.1f} s{when(d)} | ≤ {DEFAULT_TARGET_S:.0f} s: "
                      f"{_met(d['repro_seconds'] <= DEFAULT_TARGET_S)} |")
+        lines += own_row(own, "default", "repro_seconds")
         lines += floor_row(d, DEFAULT_TARGET_S, when(d),
                            "the sensitivity sweeps and the speed stage's timings come on top")
     q = r.get("queue")
@@ -263,6 +282,16 @@ def markdown(r: dict[str, Any]) -> str:
                      f"{q['sequential_seconds']:.0f} s = {q['ratio']:.2f}x{when(q)} | ≤ "
                      f"{QUEUE_TARGET_RATIO}x: {_met(q['ratio'] <= QUEUE_TARGET_RATIO)} |")
     return "\n".join(lines)
+
+
+def own_row(own: dict[str, Any] | None, name: str, key: str) -> list[str]:
+    """The row of the same figure with every stage in its own process, if measured."""
+    if not own or name not in own:
+        return []
+    figure = own[name]
+    return [f"| the same, every stage in its own process (`--own-processes`: "
+            f"`PRUNELAB_LAUNCHER=0`) | {figure[key]:.0f} s "
+            f"(measured {figure.get('machine', own['machine'])['date']}) | |"]
 
 
 def floor_row(figure: dict[str, Any], target: float, when: str, rest: str) -> list[str]:
@@ -293,11 +322,16 @@ def _met(ok: bool) -> str:
                    "the docs/*.md page beside it that holds it.")
 @click.option("--render", is_flag=True,
               help="Run nothing: the table of the saved bench/results/pipeline.json.")
+@click.option("--own-processes", is_flag=True,
+              help="The baseline: every stage in its own process (PRUNELAB_LAUNCHER=0), into "
+                   f"bench/results/{OWN.name}; the table shows it beside the default run.")
 def main(only: tuple[str, ...], seeds: int, report_repeats: int, readme: Path | None,
-         render: bool) -> None:
+         render: bool, own_processes: bool) -> None:
     if render:
         _publish(json.loads((RESULTS / "pipeline.json").read_text()), readme)
         return
+    if own_processes:
+        os.environ["PRUNELAB_LAUNCHER"] = "0"
     if not (ROOT / paths.DATA_DIR).is_dir():
         raise click.ClickException(f"{paths.DATA_DIR} missing: run `dvc repro download` first")
     params = yaml.safe_load((ROOT / paths.PARAMS).read_text())
@@ -305,12 +339,13 @@ def main(only: tuple[str, ...], seeds: int, report_repeats: int, readme: Path | 
     machine = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                **describe().as_dict()}
     # --only keeps the other figures of the last run, each with the machine and date it ran on
-    saved = RESULTS / "pipeline.json"
+    saved = OWN if own_processes else RESULTS / "pipeline.json"
     results: dict[str, Any] = json.loads(saved.read_text()) if only and saved.is_file() else {}
     for name in ("study", "default", "queue"):
         if name in results and name not in wanted:
             results[name].setdefault("machine", results.get("machine"))
     results["machine"] = machine
+    results["launcher"] = os.environ.get("PRUNELAB_LAUNCHER", "1") != "0"
     if "study" in wanted:
         results["study"] = bench_study(params, seeds, report_repeats)
     if "default" in wanted:
@@ -318,12 +353,13 @@ def main(only: tuple[str, ...], seeds: int, report_repeats: int, readme: Path | 
     if "queue" in wanted:
         results["queue"] = bench_queue(params)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "pipeline.json").write_text(json.dumps(results, indent=2) + "\n")
-    _publish(results, readme)
+    saved.write_text(json.dumps(results, indent=2) + "\n")
+    _publish(json.loads((RESULTS / "pipeline.json").read_text()), readme)
 
 
 def _publish(results: dict[str, Any], readme: Path | None) -> None:
-    table = markdown(results)
+    own = json.loads(OWN.read_text()) if OWN.is_file() else None
+    table = markdown(results, own)
     click.echo(table)
     if readme is not None:
         for page, text in fill_blocks(readme, {"pipeline-bench": table}).items():

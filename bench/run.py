@@ -709,7 +709,8 @@ def bench_dvc(params: dict[str, Any], repeats: int, data_dir: Path,
                            ("sensitivity", ["python", "stages/sensitivity.py"]),
                            ("speed", ["python", "stages/speed.py"]),
                            ("report", ["python", "stages/report.py"])):
-            seconds, mb, rc = peak_rss_mb(cmd, repo, env)
+            # in its own process (not handed to the stage server): its own peak memory
+            seconds, mb, rc = peak_rss_mb(cmd, repo, {**env, "PRUNELAB_LAUNCHER": "0"})
             memory[stage] = {"seconds": seconds, "peak_rss_mb": mb, "ok": rc == 0}
     return {"repro_train_to_plot_seconds": statistics.median(repro),
             "repro_noop_seconds": statistics.median(noop), "stages": memory,
