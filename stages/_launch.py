@@ -101,8 +101,8 @@ def handed_over() -> bool:
 
 def delegate() -> None:
     """Run this stage in a server's child and exit with its status. Returns (the stage then runs
-    here) when handing over is off or not allowed, or no server runs yet: then one is started,
-    for the next stage."""
+    here) when handing over is off or not allowed, when no server starts, or when the server
+    did not take the stage (it was stopping)."""
     if not handed_over():
         return
     try:
@@ -122,6 +122,8 @@ def delegate() -> None:
         return
     with conn:
         code = run_served(conn)
+    if code is None:
+        return
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     if code < 0:  # the child died of a signal: so does this process, as DVC would have seen it
@@ -144,7 +146,9 @@ def open_fds() -> list[int]:
     return fds
 
 
-def run_served(conn: socket.socket) -> int:
+def run_served(conn: socket.socket) -> int | None:
+    """Hand the stage over, wait for its status; None when the server closed the connection
+    before it forked the stage (an idle server stopping as this process connected)."""
     import json
     import signal
 
@@ -156,10 +160,8 @@ def run_served(conn: socket.socket) -> int:
         socket.send_fds(conn, [HEADER.pack(len(request))], open_fds())
         conn.sendall(request)
         (pid,) = PID.unpack(receive(conn, PID.size))
-    except (OSError, EOFError):
-        print("Error: launcher: the stage server did not take the stage "
-              f"(rerun, or set {SWITCH}=0)", file=sys.stderr)
-        return 1
+    except (OSError, EOFError):  # the server forks before it sends the pid: nothing ran
+        return None
 
     def forward(signum: int, _frame: object) -> None:
         with contextlib.suppress(OSError):

@@ -160,6 +160,35 @@ def test_only_a_plain_python_script_run_is_handed_over(launcher: Launcher) -> No
         assert json.loads(done.stdout)["client"] is None, cmd
 
 
+def test_a_server_that_closes_before_it_forks_leaves_the_stage_to_its_process(
+        launcher: Launcher) -> None:
+    """An idle server stopping just as a stage connects closes the connection unanswered: the
+    stage runs in its own process, once, with no error."""
+    import socket
+    import threading
+
+    path = json.loads(launcher.control("status"))["socket"]
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def close_one() -> None:
+        conn, _ = listener.accept()
+        conn.close()
+
+    closer = threading.Thread(target=close_one, daemon=True)
+    closer.start()
+    try:
+        done = launcher.run("report", "0")
+    finally:
+        listener.close()
+        os.unlink(path)
+    closer.join(timeout=10)
+    assert not closer.is_alive()  # the stage did connect
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["client"] is None and done.stderr == "to stderr\n"
+
+
 def test_errors_end_a_served_stage_as_they_end_a_process(launcher: Launcher) -> None:
     """An exception: its traceback and exit 1; KeyboardInterrupt: death by SIGINT."""
     launcher.start()
