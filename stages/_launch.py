@@ -51,6 +51,7 @@ STARTUP_VARS = ("PYTHON", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "GOTO", "LD_", "M
                 "XDG_")
 UNKEYED = ("PYTHONPATH", "TORCHINDUCTOR_")  # see key(); inductor's: torch sets it on import
 START_S = 60  # how long the first stage waits for the server it started
+LOG = ""  # the server's log file, set when it starts
 HEADER = struct.Struct("!Q")  # request length
 PID = struct.Struct("!q")  # the child's pid, sent once it is forked
 STATUS = struct.Struct("!i")  # the child's exit code; -N when signal N ended it
@@ -107,6 +108,8 @@ def delegate() -> None:
         return
     try:
         path = socket_path()
+        if os.path.exists(path[:-len(".sock")] + ".off"):  # a server refused: see refuse()
+            return
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     except OSError:
         return
@@ -226,7 +229,9 @@ def serve() -> dict | None:
     import signal
     import time
 
+    global LOG
     path = socket_path()
+    LOG = path[:-len(".sock")] + ".log"
     with open(path[:-len(".sock")] + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -237,9 +242,16 @@ def serve() -> dict | None:
             pass
         finally:
             probe.close()
+        # CUDA must not be initialised before a fork (each child opens its own context): a
+        # CUDA check while importing asks NVML, which is fork-safe, instead of the runtime
+        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
         for module in PRELOAD:  # best effort: a stage that needs a missing one says so itself
             with contextlib.suppress(ImportError):
                 __import__(module)
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_initialized():
+            refuse(path, "CUDA was initialised while importing: children could not use it")
+            return None
         if os.path.exists(path):
             os.unlink(path)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -298,8 +310,19 @@ def serve() -> dict | None:
     return None
 
 
+def refuse(path: str, why: str) -> None:
+    """Serve nothing in this environment: stages find the marker and run in their own
+    processes (delete it to try again)."""
+    with open(path[:-len(".sock")] + ".off", "w") as marker:
+        print(why, file=marker)
+    log(f"not serving: {why}")
+
+
 def log(message: str) -> None:
-    with open(socket_path()[:-len(".sock")] + ".log", "a") as file:
+    """A line in the server's log (its key's .log file, fixed when it started)."""
+    global LOG
+    LOG = LOG or socket_path()[:-len(".sock")] + ".log"
+    with open(LOG, "a") as file:
         print(message, file=file)
 
 

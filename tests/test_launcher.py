@@ -160,6 +160,17 @@ def test_only_a_plain_python_script_run_is_handed_over(launcher: Launcher) -> No
         assert json.loads(done.stdout)["client"] is None, cmd
 
 
+def test_a_refusing_server_leaves_every_stage_to_its_own_process(launcher: Launcher) -> None:
+    """A server that could not serve safely (CUDA initialised while importing) leaves a marker:
+    stages then run in their own processes and start no server."""
+    path = json.loads(launcher.control("status"))["socket"]
+    Path(path[:-len(".sock")] + ".off").write_text("CUDA was initialised\n")
+    done = launcher.run("report", "0")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["client"] is None
+    assert launcher.server() is None
+
+
 def test_a_server_that_closes_before_it_forks_leaves_the_stage_to_its_process(
         launcher: Launcher) -> None:
     """An idle server stopping just as a stage connects closes the connection unanswered: the
