@@ -53,15 +53,12 @@ def import_torch(repeats: int) -> float:
 
 
 def start_server(env: dict[str, str]) -> float:
-    """Start the stage server (stages/_launch.py serve) and wait until it listens: seconds."""
+    """Start the stage server and wait until it listens (`_launch.py start`): seconds."""
     start = time.perf_counter()
-    subprocess.Popen([sys.executable, "stages/_launch.py", "serve"], cwd=ROOT, env=env,
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, start_new_session=True)
-    while not any(p.suffix == ".sock" for p in Path(env[LAUNCHER_DIR]).iterdir()):
-        if time.perf_counter() - start > 300:
-            raise click.ClickException("the stage server did not start within 300 s")
-        time.sleep(0.01)
+    done = subprocess.run([sys.executable, "stages/_launch.py", "start"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise click.ClickException(f"the stage server did not start: {done.stdout.strip()}")
     return time.perf_counter() - start
 
 

@@ -21,9 +21,9 @@ stages both ways and compares the bytes they write.
 Only a plain `python stages/<stage>.py ...` is handed over (no interpreter options, not a
 multiprocessing worker, not a process started by a served stage). `PRUNELAB_LAUNCHER=0` turns it
 off. The server exits by itself after `PRUNELAB_LAUNCHER_IDLE` seconds (default 600) with no
-stage running; `python stages/_launch.py stop` stops the current environment's server now and
-`python stages/_launch.py status` says whether one runs. Its socket and log:
-/tmp/prunelab-<uid>/<key>.sock and .log (PRUNELAB_LAUNCHER_DIR moves them).
+stage running; `python stages/_launch.py stop` stops the current environment's server now,
+`start` starts one (and waits until it listens), `status` says whether one runs. Its socket
+and log: /tmp/prunelab-<uid>/<key>.sock and .log (PRUNELAB_LAUNCHER_DIR moves them).
 """
 
 from __future__ import annotations
@@ -92,6 +92,11 @@ def socket_path() -> str:
     return os.path.join(runtime_dir(), key() + ".sock")
 
 
+def beside(path: str, suffix: str) -> str:
+    """The server's other files, named after its socket: .lock, .log, .off."""
+    return path[:-len(".sock")] + suffix
+
+
 def handed_over() -> bool:
     """Whether this process may hand its stage to a server (the module docstring's rules)."""
     return (os.environ.get(SWITCH, "1") != "0" and CLIENT not in os.environ
@@ -108,7 +113,7 @@ def delegate() -> None:
         return
     try:
         path = socket_path()
-        if os.path.exists(path[:-len(".sock")] + ".off"):  # a server refused: see refuse()
+        if os.path.exists(beside(path, ".off")):  # a server refused: see refuse()
             return
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     except OSError:
@@ -231,8 +236,8 @@ def serve() -> dict | None:
 
     global LOG
     path = socket_path()
-    LOG = path[:-len(".sock")] + ".log"
-    with open(path[:-len(".sock")] + ".lock", "w") as lock:
+    LOG = beside(path, ".log")
+    with open(beside(path, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -313,7 +318,7 @@ def serve() -> dict | None:
 def refuse(path: str, why: str) -> None:
     """Serve nothing in this environment: stages find the marker and run in their own
     processes (delete it to try again)."""
-    with open(path[:-len(".sock")] + ".off", "w") as marker:
+    with open(beside(path, ".off"), "w") as marker:
         print(why, file=marker)
     log(f"not serving: {why}")
 
@@ -321,7 +326,7 @@ def refuse(path: str, why: str) -> None:
 def log(message: str) -> None:
     """A line in the server's log (its key's .log file, fixed when it started)."""
     global LOG
-    LOG = LOG or socket_path()[:-len(".sock")] + ".log"
+    LOG = LOG or beside(socket_path(), ".log")
     with open(LOG, "a") as file:
         print(message, file=file)
 
@@ -476,7 +481,7 @@ def server_pid(path: str) -> int | None:
 
 
 def command(args: list[str]) -> int:
-    """serve | status | stop [--all]: the stop waits for nothing (running stages finish)."""
+    """serve | start | status | stop [--all]: stop waits for nothing (running stages finish)."""
     import json
     import signal
 
@@ -491,6 +496,13 @@ def command(args: list[str]) -> int:
         if request is not None:
             become(request)
         return 0
+    if args == ["start"]:  # start one if none runs, and wait until it listens
+        path = socket_path()
+        if server_pid(path) is None and (conn := start_server(path)) is not None:
+            conn.close()
+        pid = server_pid(path)
+        print(json.dumps({"socket": path, "pid": pid}))
+        return 0 if pid is not None else 1
     if args in (["status"], ["stop"], ["stop", "--all"]):
         folder = runtime_dir()
         paths = ([os.path.join(folder, name) for name in sorted(os.listdir(folder))
@@ -505,7 +517,8 @@ def command(args: list[str]) -> int:
         if not found:
             print(f"no stage server running in {folder}")
         return 0
-    print("usage: python stages/_launch.py serve | status | stop [--all]", file=sys.stderr)
+    print("usage: python stages/_launch.py serve | start | status | stop [--all]",
+          file=sys.stderr)
     return 2
 
 

@@ -81,18 +81,16 @@ class Launcher:
 
     def control(self, *args: str) -> str:
         return subprocess.run([PYTHON, "stages/_launch.py", *args], cwd=self.root, env=self.env,
-                              capture_output=True, text=True, timeout=60, check=True).stdout
+                              capture_output=True, text=True, timeout=180, check=True).stdout
 
     def server(self) -> int | None:
         return json.loads(self.control("status"))["pid"]
 
     def start(self) -> int:
         """Start the server and wait until it listens (it imports torch and MLflow first)."""
-        subprocess.Popen([PYTHON, "stages/_launch.py", "serve"], cwd=self.root, env=self.env,
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_for(lambda: self.server() is not None, timeout=120)
-        return self.server()
+        pid = json.loads(self.control("start"))["pid"]
+        assert pid is not None and pid == self.server()
+        return pid
 
 
 @pytest.fixture
@@ -254,11 +252,9 @@ def test_a_served_training_writes_the_same_bytes(tmp_path: Path, mnist_dir: Path
     results = []
     try:
         for switch in ("0", "1"):
-            if switch == "1":  # a server, then wait until it listens
-                subprocess.Popen([PYTHON, "stages/_launch.py", "serve"], cwd=repo, env=env,
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL, start_new_session=True)
-                wait_for(lambda: any(n.endswith(".sock") for n in os.listdir(folder)), 120)
+            if switch == "1":  # a server, listening
+                subprocess.run([PYTHON, "stages/_launch.py", "start"], cwd=repo, env=env,
+                               capture_output=True, timeout=300, check=True)
             done = subprocess.run([PYTHON, "stages/train.py", "0"], cwd=repo,
                                   env={**env, "PRUNELAB_LAUNCHER": switch},
                                   capture_output=True, text=True, timeout=600)
