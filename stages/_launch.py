@@ -18,12 +18,13 @@ stage itself (prunelab.runtime.threads), which reads `PRUNELAB_LAUNCHED_BY` to l
 queue` workers above the stage process rather than above the server. tests/test_launcher.py runs
 stages both ways and compares the bytes they write.
 
-Only a plain `python stages/<stage>.py ...` is handed over (no interpreter options, not a
-multiprocessing worker, not a process started by a served stage). `PRUNELAB_LAUNCHER=0` turns it
-off. The server exits by itself after `PRUNELAB_LAUNCHER_IDLE` seconds (default 600) with no
-stage running; `python stages/_launch.py stop` stops the current environment's server now,
-`start` starts one (and waits until it listens), `status` says whether one runs. Its socket
-and log: /tmp/prunelab-<uid>/<key>.sock and .log (PRUNELAB_LAUNCHER_DIR moves them).
+Only a plain `python stages/<stage>.py ...` is handed over (no interpreter options, a script file
+and not `python -` reading stdin, not a multiprocessing worker, not a process started by a served
+stage). `PRUNELAB_LAUNCHER=0` turns it off. The server exits by itself after
+`PRUNELAB_LAUNCHER_IDLE` seconds (default 600) with no stage running; `python stages/_launch.py
+stop` stops the current environment's server now, `start` starts one (and waits until it listens),
+`status` says whether one runs. Its socket and log: /tmp/prunelab-<uid>/<key>.sock and .log
+(PRUNELAB_LAUNCHER_DIR moves them).
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def beside(path: str, suffix: str) -> str:
 def handed_over() -> bool:
     """Whether this process may hand its stage to a server (the module docstring's rules)."""
     return (os.environ.get(SWITCH, "1") != "0" and CLIENT not in os.environ
-            and getattr(sys, "orig_argv", [None])[1:] == sys.argv and bool(sys.argv[0]))
+            and getattr(sys, "orig_argv", [None])[1:] == sys.argv and bool(sys.argv[0])
+            and os.path.isfile(sys.argv[0]))  # a script on disk: not `python -` (stdin)
 
 
 # --- the stage process (client) ---------------------------------------------------------------

@@ -148,8 +148,14 @@ def test_without_a_usable_server_folder_the_stage_runs_in_its_own_process(
 
 
 def test_only_a_plain_python_script_run_is_handed_over(launcher: Launcher) -> None:
-    """Interpreter options, or the switch off: the stage runs in the process DVC started."""
+    """Interpreter options, or the switch off: the stage runs in the process DVC started; a
+    script read from stdin (`python -`) is not a file a server could run, so it runs here."""
     launcher.start()
+    piped = subprocess.run([PYTHON, "-", "report", "0"], input="import sys\n"
+                           "sys.path.insert(0, 'stages')\n" + PROBE, cwd=launcher.root,
+                           env=launcher.env, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["client"] is None
     for cmd, extra in (([PYTHON, "-X", "dev", "stages/probe.py", "report", "0"], {}),
                        ([PYTHON, "stages/probe.py", "report", "0"], {"PRUNELAB_LAUNCHER": "0"})):
         done = subprocess.run(cmd, cwd=launcher.root, env={**launcher.env, **extra},
