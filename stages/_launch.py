@@ -274,9 +274,20 @@ def serve() -> dict | None:
     idle = float(os.environ.get(IDLE, "600"))
     children: dict[int, socket.socket] = {}
     log(f"serving {path} (pid {me})")
+    watched = [listener, wake_r]
+
+    def close_listener() -> None:  # no new stages: they find no socket and run where they are
+        listener.close()
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == inode:
+                os.unlink(path)
+
     try:
         while not (stop and not children):
-            ready, _, _ = select.select([listener, wake_r], [], [], None if children else idle)
+            if stop and listener in watched:  # told to stop while stages run: they finish,
+                watched.remove(listener)  # and a waiting connection is not selected forever
+                close_listener()
+            ready, _, _ = select.select(watched, [], [], None if children else idle)
             if not ready and not children:
                 break
             if wake_r in ready:
@@ -307,12 +318,7 @@ def serve() -> dict | None:
                 log(f"{time.strftime('%H:%M:%S')} pid {pid}: {' '.join(request['argv'])}")
     finally:
         if os.getpid() == me:
-            listener.close()
-            try:
-                if os.stat(path).st_ino == inode:
-                    os.unlink(path)
-            except OSError:
-                pass
+            close_listener()
             log("stopped")
     return None
 

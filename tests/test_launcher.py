@@ -246,6 +246,36 @@ def test_the_server_stops_when_idle_or_told(launcher: Launcher) -> None:
     assert launcher.server() is None
 
 
+def cpu_ticks(pid: int) -> int:
+    """User + system clock ticks the process has used."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_a_server_told_to_stop_lets_its_stage_finish_and_takes_no_new_one(
+        launcher: Launcher, tmp_path: Path) -> None:
+    """`stop` while a stage runs: its socket goes at once (a new stage starts a new server),
+    the server waits without spinning, and exits when its stage has finished."""
+    pid = launcher.start()
+    pid_file = tmp_path / "pid"
+    proc = subprocess.Popen([PYTHON, "stages/probe.py", "sleep", str(pid_file)],
+                            cwd=launcher.root, env=launcher.env, stdin=subprocess.DEVNULL)
+    wait_for(lambda: pid_file.exists() and pid_file.read_text() != "", timeout=60)
+    launcher.control("stop")
+    wait_for(lambda: not any(n.endswith(".sock") for n in os.listdir(launcher.folder)), 10)
+    late = launcher.run("report", "0")
+    assert late.returncode == 0, late.stderr
+    assert launcher.server() not in (None, pid)
+    before = cpu_ticks(pid)
+    time.sleep(1.0)
+    assert cpu_ticks(pid) - before <= 5, "the stopping server spins"  # ticks of 1/100 s
+    assert alive(pid) and alive(int(pid_file.read_text()))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == -signal.SIGTERM
+    wait_for(lambda: not alive(pid), timeout=30)
+
+
 @pytest.mark.e2e
 def test_a_served_training_writes_the_same_bytes(tmp_path: Path, mnist_dir: Path) -> None:
     """The train stage on small params, in its own process and then served: the same model,
