@@ -7,6 +7,8 @@ import re
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prunelab.config import Params
 from prunelab.errors import ParamsError
@@ -16,7 +18,8 @@ from prunelab.studies.archs import compare, run
 from prunelab.studies.archs.study import KEYS, parse
 
 GOOD = {"archs": ["mlp", "lstm"], "datasets": ["mnist1d"], "seeds": [0, 1], "mnist_epochs": 3,
-        "mnist1d_epochs": 100, "resnet_widths": [16, 32, 64], "resnet_blocks": 1,
+        "mnist1d_epochs": 100, "resnet_mnist_epochs": 5, "resnet_shift": 2,
+        "resnet_widths": [16, 32, 64], "resnet_blocks": 1,
         "lstm_hidden": 128, "resnet_lr": 0.003, "lstm_lr": 0.003, "schedule": "onecycle",
         "compact_sparsity": 0.5, "weight_criteria": ["magnitude", "random", "wanda", "obd"],
         "unit_criteria": ["l2", "random", "activation"]}
@@ -30,6 +33,9 @@ def test_the_section_parses_and_names_each_bad_value() -> None:
     assert cfg.lr("mlp", 0.001) == 0.001 and cfg.epochs("mnist1d") == 100
     assert cfg.schedule_of("lstm") == "onecycle" and cfg.schedule_of("mlp") == "constant"
     assert cfg.criteria == CRITERIA
+    assert (cfg.epochs("mnist", "resnet"), cfg.epochs("mnist", "lstm")) == (5, 3)
+    assert (cfg.shift("mnist", "resnet"), cfg.shift("mnist1d", "resnet"),
+            cfg.shift("mnist", "cnn")) == (2, 0, 0)
     assert set(KEYS) == set(GOOD)
     for key, bad, said in [("archs", ["vgg"], "archs.archs[0] = 'vgg'"),
                            ("datasets", [], "archs.datasets = []"),
@@ -38,11 +44,53 @@ def test_the_section_parses_and_names_each_bad_value() -> None:
                            ("lstm_lr", 0, "archs.lstm_lr = 0"),
                            ("compact_sparsity", 1.0, "archs.compact_sparsity = 1.0"),
                            ("schedule", "step", "archs.schedule = 'step'"),
+                           ("resnet_shift", -1, "archs.resnet_shift = -1"),
+                           ("resnet_mnist_epochs", 0, "archs.resnet_mnist_epochs = 0"),
                            ("weight_criteria", ["magnitude", "l2"],
                             "archs.weight_criteria[1] = 'l2'"),
                            ("unit_criteria", [], "archs.unit_criteria = []")]:
         with pytest.raises(ParamsError, match=re.escape(f"params.yaml: {said} is not allowed")):
             parse({**GOOD, key: bad}, Params.__new__(Params))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 3), st.integers(3, 9), st.integers(3, 9),
+       st.integers(0, 3), st.integers(0, 2**31))
+def test_a_shifted_image_is_the_image_translated_by_at_most_the_shift(
+        b: int, c: int, h: int, w: int, pixels: int, seed: int) -> None:
+    """Every shifted image equals its image moved by one offset within +-pixels in each
+    direction, zero-filled (found by trying every offset); no shift is the identity."""
+    x = torch.rand(b, c * h * w) + 0.5  # no zeros: a moved-in zero is the padding
+    out = run.shifted(x, (c, h, w), pixels, torch.Generator().manual_seed(seed))
+    assert out.shape == x.shape
+    for img, moved in zip(x.view(b, c, h, w), out.view(b, c, h, w), strict=True):
+        matches = []
+        for dy in range(-pixels, pixels + 1):
+            for dx in range(-pixels, pixels + 1):
+                want = torch.zeros_like(img)
+                want[:, max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)] = \
+                    img[:, max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)]
+                matches.append(torch.equal(moved, want))
+        assert sum(matches) >= 1
+    if pixels == 0:
+        assert torch.equal(out, x)
+
+
+def test_shifts_change_the_images_not_the_data_order_and_need_images() -> None:
+    """With shifts the net sees other images in the same order (its own stream); a 1-D
+    input is refused in one line."""
+    torch.manual_seed(0)
+    x, y = torch.rand(60, 1 * 6 * 6), torch.randint(0, 10, (60,))
+    data = run.Data(x, y, x, y)
+    widths = Widths(mlp_hidden=(8,))
+    nets = [build("mlp", Input((1, 6, 6)), widths, 0) for _ in range(3)]
+    for net, shift in zip(nets, (0, 0, 1), strict=True):
+        run.fit(net, data, 1, 0.01, 20, 0, shift=shift)
+    a, b, c = (torch.cat([p.flatten() for p in n.parameters()]) for n in nets)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    with pytest.raises(ValueError, match="random shifts are for images"):
+        run.fit(build("mlp", Input((1, 40)), widths, 0), run.Data(
+            torch.rand(10, 40), y[:10], torch.rand(10, 40), y[:10]), 1, 0.01, 5, 0, shift=1)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ def bench() -> Any:
 
 def results(bench: Any, accuracies: dict[str, list[float]]) -> dict[str, Any]:
     rows = [{"option": label, "seed": seed, "widths": [16, 32, 64], "blocks": 1, "lr": 0.006,
-             "epochs": 3, "seconds": 20.0 + i, "validation_accuracy": acc}
+             "epochs": 3, "shift": 2, "seconds": 20.0 + i, "validation_accuracy": acc}
             for i, (label, accs) in enumerate(accuracies.items())
             for seed, acc in enumerate(accs)]
     return {"mlp_seconds": 10.0, "mlp_epochs": 3, "seeds": [0, 1, 2], "rows": rows}

@@ -177,6 +177,8 @@ def valid_docs(draw: st.DrawFn) -> dict[str, Any]:
                                            unique=True)),
                     "mnist_epochs": draw(st.integers(1, 1000)),
                     "mnist1d_epochs": draw(st.integers(1, 10000)),
+                    "resnet_mnist_epochs": draw(st.integers(1, 1000)),
+                    "resnet_shift": draw(st.integers(0, 8)),
                     "resnet_widths": draw(st.lists(st.integers(1, 512), min_size=1,
                                                    max_size=4)),
                     "resnet_blocks": draw(st.integers(1, 8)),
@@ -406,7 +408,7 @@ def test_valid_documents_are_accepted_and_normalised(doc: dict[str, Any]) -> Non
     assert list(params.train.seeds) == doc["train"]["seeds"]
     assert params.train.seed == doc["train"]["seeds"][0]
     flat = params.flat()
-    assert len(flat) == 41 + 19 + 1 + 14  # during's 19 keys, l0's one, archs' 14
+    assert len(flat) == 41 + 19 + 1 + 16  # during's 19 keys, l0's one, archs' 16
     assert flat["archs.weight_criteria"] == doc["archs"]["weight_criteria"]
     assert flat["archs.schedule"] == doc["archs"]["schedule"]
     assert list(params.during.shapes) == doc["during"]["shapes"]

@@ -31,7 +31,8 @@ def aggregate(table: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for ds, arch in dict.fromkeys((r["dataset"], r["arch"]) for r in table):
         rows = [r for r in table if (r["dataset"], r["arch"]) == (ds, arch)]
         agg: dict[str, Any] = {"dataset": ds, "arch": arch, "seeds": len(rows),
-                               "epochs": rows[0]["epochs"], "compact_widths":
+                               "epochs": rows[0]["epochs"],
+                               "shift": int(rows[0].get("shift") or 0), "compact_widths":
                                rows[0]["compact_widths"],
                                "compact_sparsity": rows[0]["compact_sparsity"]}
         for f in FIELDS:
@@ -52,6 +53,11 @@ def _pm(row: Mapping[str, Any], key: str, spec: str) -> str:
     return _plus_minus(_f(row, key), row.get(f"{key}.ci_low"), row.get(f"{key}.ci_high"), spec)
 
 
+def shifts(row: Mapping[str, Any]) -> str:
+    """" (shifts ±n px)" when the row's training images were shifted, else ""."""
+    return f" (shifts ±{row['shift']} px)" if row.get("shift") else ""
+
+
 def table_md(agg: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = ["| dataset | arch | seeds | epochs | train s | dense % | weight k (magnitude / "
              "random) | effective sparsity there | unit k (l2 / random) | compacted at unit k: "
@@ -59,7 +65,8 @@ def table_md(agg: Sequence[Mapping[str, Any]]) -> list[str]:
     for r in agg:
         lines.append(
             f"| {DATA_TITLES[r['dataset']]} | {TITLES[r['arch']]} | {r['seeds']} | "
-            f"{r['epochs']} | {_f(r, 'train_seconds'):.0f} | {_pm(r, 'dense_accuracy', '.2f')} | "
+            f"{r['epochs']}{shifts(r)} | "
+            f"{_f(r, 'train_seconds'):.0f} | {_pm(r, 'dense_accuracy', '.2f')} | "
             f"{_pm(r, 'weight.magnitude.layer.k_within_1pt', '.2f')} / "
             f"{_pm(r, 'weight.random.layer.k_within_1pt', '.2f')} | "
             f"{_pm(r, 'weight.magnitude.layer.effective_at_k', '.3f')} | "

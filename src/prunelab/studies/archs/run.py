@@ -31,10 +31,12 @@ from prunelab.models.archs.base import GraphNet, Input, compacted, masked
 from prunelab.pruning import graph_criteria as gc
 from prunelab.pruning import graph_sweep
 from prunelab.pruning.graph_sweep import Sweep, timed_pair
+from prunelab.runtime.rng import derived_seed
 from prunelab.studies.archs import study as archs_study
 from prunelab.studies.opening import Opened
 
 EVAL_BATCH = 1000
+AUGMENT = 5  # the training images' random shifts: a stream of their own (runtime.rng)
 SCOPES = ("layer", "global")
 Arm = tuple[str, str, str]  # (granularity, criterion, scope)
 
@@ -60,22 +62,46 @@ def scheduler(opt: torch.optim.Optimizer, schedule: str, lr: float,
     return None
 
 
+def shifted(x: Tensor, shape: tuple[int, ...], pixels: int, generator: torch.Generator) -> Tensor:
+    """Each image of the flat batch ``x`` (B, C*H*W; ``shape`` = (C, H, W)) translated by its own
+    random offset of -``pixels``..``pixels`` rows and columns, zero-filled: the random-shift
+    augmentation of the MNIST references. Offsets are drawn on the CPU from ``generator``."""
+    c, h, w = shape
+    b, p = len(x), pixels
+    padded = F.pad(x.reshape(b, c, h, w), (p, p, p, p))  # (B, C, H + 2p, W + 2p)
+    dy, dx = torch.randint(0, 2 * p + 1, (2, b), generator=generator).to(x.device)
+    rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H)
+    cols = dx[:, None] + torch.arange(w, device=x.device)  # (B, W)
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chans = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows[:, None, :, None], cols[:, None, None, :]].reshape(b, -1)
+
+
 def fit(net: GraphNet, data: Data, epochs: int, lr: float, batch: int, seed: int,
-        schedule: str = "constant") -> float:
+        schedule: str = "constant", shift: int = 0) -> float:
     """The study's recipe on any graph net (Adam, cross-entropy, shuffled mini-batches drawn
-    from ``seed``), the learning rate on ``schedule``; the seconds of optimisation."""
+    from ``seed``), the learning rate on ``schedule``; with ``shift``, every training image
+    randomly translated by up to that many pixels (images only; the shifts are their own
+    stream, so the data order is the same with and without). The seconds of optimisation."""
+    if shift and len(net.inp.shape) != 3:
+        raise ValueError(f"shift={shift}: random shifts are for images (C, H, W), not "
+                         f"inputs of shape {net.inp.shape}")
     opt = torch.optim.Adam(net.parameters(), lr=lr, fused=True)
     steps = epochs * -(-len(data.x) // batch)
     sched = scheduler(opt, schedule, lr, steps)
     shuffle = torch.Generator().manual_seed(seed)
+    shifts = torch.Generator().manual_seed(derived_seed(seed, AUGMENT))
     net.train()
     start = time.perf_counter()
     for _ in range(epochs):
         order = torch.randperm(len(data.x), generator=shuffle).to(data.x.device)
         for i in range(0, len(order), batch):
             idx = order[i : i + batch]
+            x = data.x[idx]
+            if shift:
+                x = shifted(x, net.inp.shape, shift, shifts)
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(data.x[idx]), data.y[idx]).backward()
+            F.cross_entropy(net(x), data.y[idx]).backward()
             opt.step()
             if sched is not None:
                 sched.step()
@@ -194,16 +220,17 @@ def study(stage: Opened, data_dir: Path) -> Iterator[tuple[str, str, list[dict],
         for arch in cfg.archs.archs:
             for seed in cfg.archs.seeds:
                 net = build(arch, inp, widths, seed, stage.device)
-                epochs = cfg.archs.epochs(dataset)
+                epochs, shift = cfg.archs.epochs(dataset, arch), cfg.archs.shift(dataset, arch)
                 lr = cfg.archs.lr(arch, cfg.train.lr)
                 seconds = fit(net, data, epochs, lr, cfg.train.batch_size, seed,
-                              cfg.archs.schedule_of(arch))
+                              cfg.archs.schedule_of(arch), shift)
                 dense = accuracy(net, data.x_test, data.y_test)
                 key = {"dataset": dataset, "arch": arch, "seed": seed}
                 context = gc.GraphContext(net, *calibration(data, cfg.prune.calibration_size,
                                                             seed), seed)
                 rows = [{**key, **r} for r in sweep(context, data, grid, cfg.archs.criteria)]
-                row = {**key, "epochs": epochs, "lr": lr, "schedule": cfg.archs.schedule_of(arch),
+                row = {**key, "epochs": epochs, "shift": shift, "lr": lr,
+                       "schedule": cfg.archs.schedule_of(arch),
                        "train_seconds": round(seconds, 2),
                        "dense_accuracy": dense,
                        "params": sum(w.numel() for w in net.state().values()),

@@ -34,11 +34,13 @@ SECTION = paths.report_section("archs")
 @dataclass(frozen=True)
 class ArchsConfig:
     """params.yaml `archs`: which ``archs`` on which ``datasets``, one training per seed of
-    ``seeds`` (its init and data order; intervals across them); epochs per dataset (MNIST-1D
-    has 40 batches an epoch: 3 epochs are 120 steps); the ResNet's stage widths and blocks per
-    stage and the LSTM's hidden units (the MLP's and LeNet-5's widths are ``model``'s); the
-    unit sparsity at which each net is compacted and timed. Learning rates: the study's
-    (train.lr, constant) for the MLP and LeNet-5; ``resnet_lr`` and ``lstm_lr`` on
+    ``seeds`` (its init and data order; intervals across them); epochs per dataset (MNIST-1D has
+    40 batches an epoch: 3 epochs are 120 steps) -- the ResNet's on MNIST are
+    ``resnet_mnist_epochs``, its training images randomly shifted by up to ``resnet_shift``
+    pixels (0: none; chosen on a validation split, docs/architectures.md); the ResNet's stage
+    widths and blocks per stage and the LSTM's hidden units (the MLP's and LeNet-5's widths are
+    ``model``'s); the unit sparsity at which each net is compacted and timed. Learning rates:
+    the study's (train.lr, constant) for the MLP and LeNet-5; ``resnet_lr`` and ``lstm_lr`` on
     ``schedule`` for the others (chosen on a validation split carved from the training set:
     docs/architectures.md). ``weight_criteria`` and ``unit_criteria``: the graph criteria
     (:mod:`prunelab.pruning.graph_criteria`) each net is pruned by, in both scopes."""
@@ -48,6 +50,8 @@ class ArchsConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     mnist_epochs: int = 3
     mnist1d_epochs: int = 100
+    resnet_mnist_epochs: int = 5
+    resnet_shift: int = 2
     resnet_widths: tuple[int, ...] = (16, 32, 64)
     resnet_blocks: int = 1
     lstm_hidden: int = 128
@@ -58,8 +62,14 @@ class ArchsConfig:
     weight_criteria: tuple[str, ...] = ("magnitude", "random", "wanda", "obd")
     unit_criteria: tuple[str, ...] = ("l2", "random", "activation")
 
-    def epochs(self, dataset: str) -> int:
-        return self.mnist_epochs if dataset == "mnist" else self.mnist1d_epochs
+    def epochs(self, dataset: str, arch: str = "mlp") -> int:
+        if dataset != "mnist":
+            return self.mnist1d_epochs
+        return self.resnet_mnist_epochs if arch == "resnet" else self.mnist_epochs
+
+    def shift(self, dataset: str, arch: str) -> int:
+        """Pixels of random shift of the training images: the ResNet's on MNIST, else 0."""
+        return self.resnet_shift if (dataset, arch) == ("mnist", "resnet") else 0
 
     def lr(self, arch: str, study_lr: float) -> float:
         """The ResNet's and the LSTM's own learning rates; the study's for the others."""
@@ -74,9 +84,9 @@ class ArchsConfig:
         return {"weight": self.weight_criteria, "unit": self.unit_criteria}
 
 
-KEYS = ("archs", "datasets", "seeds", "mnist_epochs", "mnist1d_epochs", "resnet_widths",
-        "resnet_blocks", "lstm_hidden", "resnet_lr", "lstm_lr", "schedule", "compact_sparsity",
-        "weight_criteria", "unit_criteria")
+KEYS = ("archs", "datasets", "seeds", "mnist_epochs", "mnist1d_epochs", "resnet_mnist_epochs",
+        "resnet_shift", "resnet_widths", "resnet_blocks", "lstm_hidden", "resnet_lr", "lstm_lr",
+        "schedule", "compact_sparsity", "weight_criteria", "unit_criteria")
 
 
 def criteria(raw: Any, granularity: str) -> tuple[str, ...]:
@@ -121,6 +131,8 @@ def parse(raw: Any, core: Params) -> ArchsConfig:
         datasets=names(raw, "datasets", DATASETS, "archs"), seeds=tuple(seeds),
         mnist_epochs=integer(raw, "archs", "mnist_epochs", 1, 1000),
         mnist1d_epochs=integer(raw, "archs", "mnist1d_epochs", 1, 10000),
+        resnet_mnist_epochs=integer(raw, "archs", "resnet_mnist_epochs", 1, 1000),
+        resnet_shift=integer(raw, "archs", "resnet_shift", 0, 8),
         resnet_widths=tuple(widths),
         resnet_blocks=integer(raw, "archs", "resnet_blocks", 1, 8),
         lstm_hidden=integer(raw, "archs", "lstm_hidden", 1, 4096), **lrs,
