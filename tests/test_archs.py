@@ -30,7 +30,7 @@ CRITERIA = {"weight": ("magnitude", "random", "wanda", "obd"),
 def test_the_section_parses_and_names_each_bad_value() -> None:
     cfg = parse(dict(GOOD), Params.__new__(Params))
     assert cfg.archs == ("mlp", "lstm") and cfg.lr("resnet", 0.001) == 0.003
-    assert cfg.lr("mlp", 0.001) == 0.001 and cfg.epochs("mnist1d") == 100
+    assert cfg.lr("mlp", 0.001) == 0.001 and cfg.epochs("mnist1d", "mlp") == 100
     assert cfg.schedule_of("lstm") == "onecycle" and cfg.schedule_of("mlp") == "constant"
     assert cfg.criteria == CRITERIA
     assert (cfg.epochs("mnist", "resnet"), cfg.epochs("mnist", "lstm")) == (5, 3)

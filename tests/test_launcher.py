@@ -49,13 +49,18 @@ if mode == "interrupt":
 """
 
 
+def proc_stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat's fields after the command name: state first, then as proc(5) lists."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    with open(f"/proc/{pid}/stat") as stat:  # a zombie is dead
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    return proc_stat(pid)[0] != "Z"  # a zombie is dead
 
 
 def wait_for(predicate, timeout: float = 60) -> None:  # noqa: ANN001
@@ -248,8 +253,7 @@ def test_the_server_stops_when_idle_or_told(launcher: Launcher) -> None:
 
 def cpu_ticks(pid: int) -> int:
     """User + system clock ticks the process has used."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
+    fields = proc_stat(pid)
     return int(fields[11]) + int(fields[12])
 
 

@@ -62,10 +62,10 @@ class ArchsConfig:
     weight_criteria: tuple[str, ...] = ("magnitude", "random", "wanda", "obd")
     unit_criteria: tuple[str, ...] = ("l2", "random", "activation")
 
-    def epochs(self, dataset: str, arch: str = "mlp") -> int:
-        if dataset != "mnist":
-            return self.mnist1d_epochs
-        return self.resnet_mnist_epochs if arch == "resnet" else self.mnist_epochs
+    def epochs(self, dataset: str, arch: str) -> int:
+        if (dataset, arch) == ("mnist", "resnet"):
+            return self.resnet_mnist_epochs
+        return self.mnist_epochs if dataset == "mnist" else self.mnist1d_epochs
 
     def shift(self, dataset: str, arch: str) -> int:
         """Pixels of random shift of the training images: the ResNet's on MNIST, else 0."""
