@@ -161,3 +161,79 @@ def test_reconstructed_models_are_realised_and_match_their_pruned_twin(granulari
         plain = measure(net, "unit", "layer", (0.0, 0.5, 0.9), x, y, repeats=2)
         assert [r["stored_params"] for r in rows] == [r["stored_params"] for r in plain]
         assert rows[2]["stored_params"] < rows[0]["stored_params"]
+
+
+def test_a_slow_candidate_is_timed_only_until_it_has_lost() -> None:
+    """median_seconds stops after three timed calls that each exceed ``give_up`` (the CSR
+    layer that has lost against dense), and times every repeat otherwise."""
+    import time
+
+    from prunelab.pruning.savings import median_seconds
+
+    calls = []
+
+    def slow() -> None:
+        calls.append(1)
+        time.sleep(0.002)
+
+    assert median_seconds(slow, 15, warmup=1, give_up=0.001) >= 0.002
+    assert len(calls) == 1 + 3
+    calls.clear()
+    median_seconds(slow, 15, warmup=1, give_up=1.0)
+    assert len(calls) == 1 + 15
+
+
+def test_compressed_sizes_are_zlibs_and_a_blob_is_compressed_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sizes equal zlib level 6 of each blob, in order, whatever the thread count; a blob
+    seen before is not compressed again."""
+    import zlib
+
+    from prunelab.pruning import savings
+
+    blobs = [torch.randn(300).numpy().tobytes(), bytes(5000), b"abc" * 999]
+    blobs.append(blobs[0])
+    expected = [len(zlib.compress(b, 6)) for b in blobs]
+    assert savings.compressed_sizes(blobs, workers=2) == expected
+    fresh = torch.randn(200).numpy().tobytes()
+    fresh_size = len(zlib.compress(fresh, 6))
+    seen: list[int] = []
+    compress = zlib.compress
+    monkeypatch.setattr(savings.zlib, "compress",
+                        lambda b, level: seen.append(len(b)) or compress(b, level))
+    assert savings.compressed_sizes([*blobs, fresh], workers=1) == [*expected, fresh_size]
+    assert seen == [len(fresh)]
+
+
+def test_speed_rows_test_the_dense_net_once_and_keep_every_figure() -> None:
+    """Two sets sharing DenseCopies: their k = 0 rows (the dense net) are tested once between
+    them, with the same accuracy as testing each; every other figure is as without sharing."""
+    from prunelab.models import networks
+    from prunelab.pruning.sweep import DenseCopies
+
+    torch.manual_seed(4)
+    net = mlp_layers([torch.randn(48, 64) * 0.2, torch.randn(10, 48) * 0.2])
+    x, y = torch.randn(200, 64), torch.randint(0, 10, (200,))
+    grid = (0.0, 0.5)
+    alone = [measure(net, m, "layer", grid, x, y, repeats=1) for m in ("weight", "unit")]
+    tested = []
+    real = networks.accuracy
+
+    def counting(layers, xs, ys):  # noqa: ANN001, ANN202
+        tested.append(len(layers))
+        return real(layers, xs, ys)
+
+    import prunelab.pruning.savings as savings
+    copies = DenseCopies(net, x, y)
+    try:
+        savings.accuracy = counting  # type: ignore[assignment]
+        shared = [measure(net, m, "layer", grid, x, y, repeats=1, copies=copies)
+                  for m in ("weight", "unit")]
+    finally:
+        savings.accuracy = real  # type: ignore[assignment]
+    assert len(tested) == 3  # the dense net once, each k = 0.5 copy once
+    timing = {"latency_ms_b1", "latency_ms_b100", "speedup_b1", "speedup_b100"}
+    for a_rows, s_rows in zip(alone, shared, strict=True):
+        for a, s in zip(a_rows, s_rows, strict=True):
+            assert {k: v for k, v in a.items() if k not in timing} == \
+                {k: v for k, v in s.items() if k not in timing}

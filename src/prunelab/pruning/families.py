@@ -82,8 +82,9 @@ def speed_rows(net: Net | GraphNet, cfg: Params, x: Tensor, y: Tensor, data_dir:
         for _, c, _ in chosen:  # before any work: one line naming the criterion and the arch
             check_support(c, net, cfg.model.arch)
         context = chain.criteria_context(net, [c for _, c, _ in chosen], cfg, data_dir, device)
+        copies = chain.DenseCopies(net, x, y)  # every set's k = 0 copy: tested once
         rows = [row for m, c, s in chosen for row in savings.measure(
-            net, m, s, grid, x, y, savings.REPEATS, savings.THREADS, c, context)]
+            net, m, s, grid, x, y, savings.REPEATS, savings.THREADS, c, context, copies)]
     savings.check_equivalence(rows)
     return rows, dense_accuracy(net, x, y)
 
