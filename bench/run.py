@@ -50,6 +50,7 @@ SECTIONS = ("train", "batch_scaling", "sweeps", "criteria", "grid_scaling", "ref
 # Issue 10's targets for LeNet-5, measured against the MLP in the same run.
 LENET_TRAIN_RATIO_TARGET = 2.0  # LeNet-5's training time at most 2x the MLP's (same recipe)
 LENET_ACCURACY_TARGET = 98.8  # dense test accuracy (%) after the study's 3 epochs
+REPRO_TARGET_S = 60.0  # issue 23: train -> plot from cached data (80.9 s when it was set)
 MASKED_RATIO_TARGET = 1.2  # issue 11: training under a mask at most 1.2x the unmasked time
 LENET_SPEEDUP_TARGET = 2.0  # compacted net at unit k = 0.5 vs dense, batch 100
 
@@ -881,8 +882,11 @@ def markdown(r: dict[str, Any]) -> str:
                  f"study style {ref[f'{m}_k0.5_reference_seconds']:.2f} s | "
                  f"{ref[f'{m}_speedup']:.0f}x faster |" for m in ("weight", "unit")]
     if d:
+        t = d["repro_train_to_plot_seconds"]
+        verdict = "met" if t <= REPRO_TARGET_S else "**missed**"
         rows += [f"| `dvc repro` train → plot, from cached data (every criterion) | "
-                 f"{d['repro_train_to_plot_seconds']:.1f} s | target 90 s | |",
+                 f"{t:.1f} s | target {REPRO_TARGET_S:.0f} s | "
+                 f"{t / REPRO_TARGET_S:.2f}x the target: {verdict} |",
                  f"| no-op `dvc repro` | {d['repro_noop_seconds']:.2f} s | target 3 s | |"]
     if rows:
         lines += ["", "| what | time | compared with | ratio |", "|---|---|---|---|", *rows]
