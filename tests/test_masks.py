@@ -274,3 +274,17 @@ def test_unknown_method_or_scope_is_rejected(method: str, scope: str) -> None:
     weights = [torch.ones(3, 2), torch.ones(2, 3)]
     with pytest.raises(ValueError, match="magnitude|local"):
         Pruner(mlp_layers(weights), method, scope)
+
+
+@settings(max_examples=200, deadline=None)
+@given(hnp.arrays(np.float32, st.integers(0, 300),
+                  elements=st.one_of(st.floats(allow_nan=False, width=32),
+                                     st.sampled_from([0.0, -0.0, 1.0, -1.0, 2.5, float("inf"),
+                                                      float("-inf"), 1e-45, -1e-45]))))
+def test_stable_order_is_stable_argsort(values: np.ndarray) -> None:
+    """The fast ranking order equals torch's stable argsort on any float32 scores: negative,
+    tied, signed zeros, subnormal and infinite ones included (ties keep index order)."""
+    from prunelab.pruning.masks import stable_order
+
+    t = torch.from_numpy(values)
+    assert torch.equal(stable_order(t), t.argsort(stable=True))

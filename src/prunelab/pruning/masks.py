@@ -96,6 +96,15 @@ class Ranking:
         return [part.view(s) for part, s in zip(flat.split(sizes), self.shapes, strict=True)]
 
 
+def stable_order(values: Tensor) -> Tensor:
+    """``values.argsort(stable=True)`` of a float32 vector, ~10x faster on the CPU: the floats
+    as int32 keys with the same order (a negative one's magnitude bits flipped; -0.0 made
+    +0.0 first, as the float comparison has them equal), which torch sorts by radix.
+    NaN is not ordered like argsort's (the scores never hold one)."""
+    bits = (values.float() + 0.0).view(torch.int32)  # + 0.0: -0.0 becomes +0.0
+    return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).argsort(stable=True)
+
+
 def rank(scores: Sequence[Tensor], protect_best: bool = False) -> Ranking:
     """Rank the candidates of one pool (one layer, or all layers for global scope)."""
     flat = [s.flatten().float() for s in scores]
@@ -104,7 +113,7 @@ def rank(scores: Sequence[Tensor], protect_best: bool = False) -> Ranking:
         flat = [f.clone().index_fill_(0, f.argmax().view(1), math.inf) for f in flat]
     cat = torch.cat(flat)
     return Ranking(
-        order=cat.argsort(stable=True),
+        order=stable_order(cat),
         shapes=tuple(s.shape for s in scores),
         droppable=cat.numel() - (len(flat) if protect_best else 0),
     )
