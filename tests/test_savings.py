@@ -205,10 +205,11 @@ def test_compressed_sizes_are_zlibs_and_a_blob_is_compressed_once(
     assert seen == [len(fresh)]
 
 
-def test_speed_rows_test_the_dense_net_once_and_keep_every_figure() -> None:
+def test_speed_rows_test_the_dense_net_once_and_keep_every_figure(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Two sets sharing DenseCopies: their k = 0 rows (the dense net) are tested once between
     them, with the same accuracy as testing each; every other figure is as without sharing."""
-    from prunelab.models import networks
+    from prunelab.pruning import savings
     from prunelab.pruning.sweep import DenseCopies
 
     torch.manual_seed(4)
@@ -216,21 +217,13 @@ def test_speed_rows_test_the_dense_net_once_and_keep_every_figure() -> None:
     x, y = torch.randn(200, 64), torch.randint(0, 10, (200,))
     grid = (0.0, 0.5)
     alone = [measure(net, m, "layer", grid, x, y, repeats=1) for m in ("weight", "unit")]
-    tested = []
-    real = networks.accuracy
-
-    def counting(layers, xs, ys):  # noqa: ANN001, ANN202
-        tested.append(len(layers))
-        return real(layers, xs, ys)
-
-    import prunelab.pruning.savings as savings
+    tested: list[int] = []
+    real = savings.accuracy
+    monkeypatch.setattr(savings, "accuracy",
+                        lambda layers, xs, ys: tested.append(1) or real(layers, xs, ys))
     copies = DenseCopies(net, x, y)
-    try:
-        savings.accuracy = counting  # type: ignore[assignment]
-        shared = [measure(net, m, "layer", grid, x, y, repeats=1, copies=copies)
-                  for m in ("weight", "unit")]
-    finally:
-        savings.accuracy = real  # type: ignore[assignment]
+    shared = [measure(net, m, "layer", grid, x, y, repeats=1, copies=copies)
+              for m in ("weight", "unit")]
     assert len(tested) == 3  # the dense net once, each k = 0.5 copy once
     timing = {"latency_ms_b1", "latency_ms_b100", "speedup_b1", "speedup_b100"}
     for a_rows, s_rows in zip(alone, shared, strict=True):
