@@ -701,10 +701,12 @@ def test_fresh_sqlite_store_is_only_touched_under_the_lock(tmp_path: Path) -> No
 
 
 def makefile_recipe(target: str) -> list[str]:
-    """The recipe lines of ``target`` in the project's Makefile."""
+    """The recipe lines of ``target`` in the project's Makefile (its rule, not a line that sets
+    one of its target-specific variables: `ui: export X = y`)."""
     lines = (MAIN / "Makefile").read_text(encoding="utf-8").splitlines()
     for i, line in enumerate(lines):
-        if re.match(rf"^{re.escape(target)}\s*:(?!=)", line):
+        if re.match(rf"^{re.escape(target)}\s*:(?!=)", line) and \
+                not re.match(rf"^{re.escape(target)}\s*:\s*(export\s+)?[\w.]+\s*[:?+]?=", line):
             recipe = []
             for body in lines[i + 1:]:
                 if not body.startswith("\t"):
@@ -724,6 +726,16 @@ def test_makefile_ui_binds_loopback_only() -> None:
     for line in (MAIN / "Makefile").read_text(encoding="utf-8").splitlines():
         if re.search(r"\bmlflow (ui|server)\b", line):  # no other target exposes it
             assert "--host 127.0.0.1" in line, line
+
+
+def test_makefile_ui_starts_no_mlflow_job_runner() -> None:
+    """`make ui` exports MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false to its server: no huey job
+    consumers (MLflow's GenAI jobs, which the study never submits; ~16 s of CPU per start)."""
+    lines = (MAIN / "Makefile").read_text(encoding="utf-8").splitlines()
+    assert "ui: export MLFLOW_SERVER_ENABLE_JOB_EXECUTION = false" in lines
+    printed = subprocess.run(["make", "-pn", "ui"], cwd=MAIN, capture_output=True, text=True,
+                             timeout=60, check=False).stdout
+    assert "ui: MLFLOW_SERVER_ENABLE_JOB_EXECUTION = false" in printed.splitlines()
 
 
 # Built from pieces so that this file never matches its own patterns.
