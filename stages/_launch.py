@@ -228,6 +228,19 @@ def start_server(path: str) -> socket.socket | None:
 
 # --- the server -------------------------------------------------------------------------------
 
+def warm_caches() -> None:
+    """Fill, once in the server, what the preloaded modules compute on first use and keep for
+    the process, so that every fork starts with it: MLflow's map from importable modules to
+    installed packages, which `mlflow.pytorch.log_model` builds to check the model's
+    requirements (~1 s: it lists every installed file). The map only feeds MLflow's warning
+    that the model's requirements (torch, MLflow) differ from what is installed; those two are
+    imported by the server already. Best effort: a private name of MLflow's."""
+    with contextlib.suppress(Exception):
+        from mlflow.utils.requirements_utils import _init_modules_to_packages_map
+
+        _init_modules_to_packages_map()
+
+
 def serve() -> dict | None:
     """Import PRELOAD, then fork a child per stage until idle. Returns in a child only: its
     request (the stage to run); in the server, None once it stops."""
@@ -255,6 +268,7 @@ def serve() -> dict | None:
         for module in PRELOAD:  # best effort: a stage that needs a missing one says so itself
             with contextlib.suppress(ImportError):
                 __import__(module)
+        warm_caches()
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_initialized():
             refuse(path, "CUDA was initialised while importing: children could not use it")

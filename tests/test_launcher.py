@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE = """\
 import sys
 PRELOADED = sorted(m for m in ("torch", "mlflow", "prunelab") if m in sys.modules)
+REQS = sys.modules.get("mlflow.utils.requirements_utils")  # MLflow's installed-package map
+WARM = REQS is not None and REQS._MODULES_TO_PACKAGES is not None
 import _repo  # noqa: F401  (hands the stage over, as every stage does)
 import json, os, time
 mode = sys.argv[1]
@@ -35,7 +37,7 @@ if mode == "report":
                       "client": os.environ.get("PRUNELAB_LAUNCHED_BY"),
                       "argv": sys.argv, "cwd": os.getcwd(), "path0": sys.path[0],
                       "src_first": sys.path[0].endswith("src"), "extra": os.environ.get("EXTRA"),
-                      "preloaded": PRELOADED, "main": __name__, "file": __file__,
+                      "preloaded": PRELOADED, "warm": WARM, "main": __name__, "file": __file__,
                       "umask": os.umask(0)}))
     print("to stderr", file=sys.stderr)
     sys.exit(int(sys.argv[2]))
@@ -118,7 +120,7 @@ def test_a_served_stage_sees_its_own_process_and_exits_with_its_code(launcher: L
     server and waits for it; served, the stage runs in another process, with the stage
     process's argv, directory, environment, import path (this checkout's src/ first: its own
     prunelab, not the installed one), umask, streams and exit code, torch and MLflow already
-    imported and prunelab not."""
+    imported (and MLflow's map of installed packages filled) and prunelab not."""
     first = launcher.run("report", "3", PRUNELAB_LAUNCHER="0")
     assert first.returncode == 3, first.stderr
     alone = json.loads(first.stdout)
@@ -131,6 +133,7 @@ def test_a_served_stage_sees_its_own_process_and_exits_with_its_code(launcher: L
     served = json.loads(served_run.stdout)
     assert served["client"] is not None and int(served["client"]) != served["pid"]
     assert served["preloaded"] == ["mlflow", "torch"]
+    assert (alone["warm"], served["warm"]) == (False, True)  # log_model's ~1 s map: filled once
     assert alone["prunelab"] == str(launcher.root / "src" / "prunelab" / "__init__.py")
     for key in ("prunelab", "cwd", "path0", "src_first", "extra", "main", "file", "umask"):
         assert served[key] == alone[key], key
