@@ -41,10 +41,11 @@ IDLE = "PRUNELAB_LAUNCHER_IDLE"  # seconds the server waits for a stage before i
 FOLDER = "PRUNELAB_LAUNCHER_DIR"  # where the sockets and logs live (servers there only)
 CLIENT = "PRUNELAB_LAUNCHED_BY"  # in a served stage: the pid of the process DVC started
 # never prunelab (see the docstring); what the stages import that costs time: torch, its
-# dynamo (the optimizers import it on first use, ~1.3 s), MLflow and its SQLite and REST stores
+# dynamo (the optimizers import it on first use, ~1.3 s), MLflow and its SQLite and REST stores,
+# pyplot (~0.5 s per stage that draws; its backend is chosen on first use, by the stage: Agg)
 PRELOAD = ("torch", "torch._dynamo", "mlflow", "mlflow.store.tracking.sqlalchemy_store",
            "sqlalchemy.dialects.sqlite", "alembic.config", "mlflow.store.tracking.rest_store",
-           "mlflow.pytorch", "matplotlib", "click", "yaml", "psutil")
+           "mlflow.pytorch", "matplotlib", "matplotlib.pyplot", "click", "yaml", "psutil")
 SHADOWS = (*PRELOAD, "numpy", "pandas", "pyarrow", "sqlalchemy")  # what preloading imports
 # environment variables read while the interpreter and the math libraries start, by prefix
 STARTUP_VARS = ("PYTHON", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "GOTO", "LD_", "MALLOC",

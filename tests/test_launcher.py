@@ -22,6 +22,8 @@ import pytest
 from reliability_helpers import PYTHON, SMALL_PARAMS, copy_code, env_for, seed_mnist
 from repo_helpers import write_params
 
+from prunelab import paths
+
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = """\
 import sys
@@ -285,8 +287,9 @@ def test_a_server_told_to_stop_lets_its_stage_finish_and_takes_no_new_one(
 
 @pytest.mark.e2e
 def test_a_served_training_writes_the_same_bytes(tmp_path: Path, mnist_dir: Path) -> None:
-    """The train stage on small params, in its own process and then served: the same model,
-    initial weights and accuracy, bit for bit (same machine, same thread count)."""
+    """The train stage, then the sensitivity stage (which draws with pyplot, preloaded by the
+    server) on small params, in their own processes and then served: the same model, initial
+    weights, accuracy and figure, bit for bit (same machine, same thread count)."""
     repo = copy_code(tmp_path / "repo")
     write_params(repo, SMALL_PARAMS)
     seed_mnist(repo, mnist_dir)
@@ -298,19 +301,20 @@ def test_a_served_training_writes_the_same_bytes(tmp_path: Path, mnist_dir: Path
             if switch == "1":  # a server, listening
                 subprocess.run([PYTHON, "stages/_launch.py", "start"], cwd=repo, env=env,
                                capture_output=True, timeout=300, check=True)
-            done = subprocess.run([PYTHON, "stages/train.py", "0"], cwd=repo,
-                                  env={**env, "PRUNELAB_LAUNCHER": switch},
-                                  capture_output=True, text=True, timeout=600)
-            assert done.returncode == 0, done.stderr
-            assert ("launcher" in done.stderr) is False
+            for stage in (["stages/train.py", "0"], ["stages/sensitivity.py"]):
+                done = subprocess.run([PYTHON, *stage], cwd=repo,
+                                      env={**env, "PRUNELAB_LAUNCHER": switch},
+                                      capture_output=True, text=True, timeout=600)
+                assert done.returncode == 0, done.stderr
+                assert ("launcher" in done.stderr) is False
             seed = repo / "models" / "seeds" / "0"
             metrics = json.loads((repo / "metrics" / "seeds" / "0" / "train.json").read_text())
             results.append(((seed / "model.pt").read_bytes(), (seed / "init.pt").read_bytes(),
-                            metrics))
-            shutil.rmtree(repo / "models")
-            shutil.rmtree(repo / "metrics")
+                            metrics, (repo / paths.SENSITIVITY_FIGURE).read_bytes()))
+            for out in ("models", "metrics", "plots"):
+                shutil.rmtree(repo / out)
         log = "".join(p.read_text() for p in Path(folder).glob("*.log"))
-        assert "stages/train.py 0" in log  # the second run was served
+        assert "stages/train.py 0" in log and "stages/sensitivity.py" in log  # served
         assert results[0] == results[1]
     finally:
         subprocess.run([PYTHON, "stages/_launch.py", "stop", "--all"], cwd=repo, env=env,
