@@ -88,7 +88,7 @@ compare: setup                       ## the one-shot study on LeNet-5, ResNet, L
 # may restore every stage from the run-cache, and no stage would open the store to close them.
 UI_STORE := sqlite:///$(CURDIR)/mlflow.db
 # No job runner: its huey consumers serve MLflow's GenAI jobs, which the study never submits.
-ui: export MLFLOW_SERVER_ENABLE_JOB_EXECUTION = false
+ui: export MLFLOW_SERVER_ENABLE_JOB_EXECUTION ?= false
 ui: setup                            ## the MLflow UI on the project's store, loopback only
 	@python -m prunelab tracking close-stale --uri $(UI_STORE)
 	@echo "prunelab runs: http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"

@@ -713,7 +713,8 @@ def bench_dvc(params: dict[str, Any], repeats: int, data_dir: Path,
                            ("sensitivity", ["python", "stages/sensitivity.py"]),
                            ("speed", ["python", "stages/speed.py"]),
                            ("report", ["python", "stages/report.py"])):
-            # in its own process (not handed to the stage server): its own peak memory
+            # in its own process (not handed to the stage server): its own peak memory;
+            # in the quick run, served like any stage (see the docstring)
             seconds, mb, rc = peak_rss_mb(cmd, repo, {**env, "PRUNELAB_LAUNCHER": "0"}
                                           if own_process else env)
             memory[stage] = {"seconds": seconds, "peak_rss_mb": mb, "ok": rc == 0}

@@ -64,6 +64,11 @@ SMALL_PARAMS: dict[str, Any] = {
 }
 SMALL_STEPS = [0, 500, 900]
 
+# The MLflow servers the tests start run no job runner (MLFLOW_SERVER_ENABLE_JOB_EXECUTION): its
+# huey consumers serve MLflow's GenAI jobs, which the study never submits, and cost ~16 s of CPU
+# per server start.
+SERVER_JOBS = "false"
+
 # Environment variables that would leak the developer's (or DVC's) context into a temp repo.
 _SCRUB = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID",
           "PRUNELAB_TRACKING", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE",
@@ -88,9 +93,6 @@ def env_for(repo: Path, **extra: str | None) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env["GIT_TERMINAL_PROMPT"] = "0"
     env["DVC_NO_ANALYTICS"] = "1"
-    # The MLflow servers the tests start run no job runner: its huey consumers serve MLflow's
-    # GenAI jobs, which the study never submits, and cost ~16 s of CPU per server start.
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     for key, value in extra.items():
         if value is None:
             env.pop(key, None)
@@ -354,7 +356,7 @@ def mlflow_server(backend_uri: str, workdir: Path, artifact_root: Path | None = 
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     if artifact_root is not None:
         cmd += ["--default-artifact-root", str(artifact_root)]
-    env = env_for(Path(workdir))
+    env = env_for(Path(workdir), MLFLOW_SERVER_ENABLE_JOB_EXECUTION=SERVER_JOBS)
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)

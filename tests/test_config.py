@@ -408,8 +408,8 @@ def test_validate_stage_rejects_a_bad_value_in_one_line(tmp_path: Path) -> None:
 
 def test_yaml_is_parsed_by_ruamels_c_loader() -> None:
     """DVC parses dvc.yaml, dvc.lock and params.yaml with ruamel's "safe" loader, whose C
-    parser is a separate package since ruamel.yaml 0.19 (pyproject names it): without it
-    every `dvc` command parses in Python, ~5x slower on this project's dvc.lock."""
+    parser (ruamel.yaml.clib) ruamel.yaml 0.19 no longer installs (pyproject names it):
+    without it every `dvc` command parses in Python, ~5x slower on this project's dvc.lock."""
     from ruamel.yaml import YAML
 
     assert YAML(typ="safe").Parser.__name__ == "CParser"

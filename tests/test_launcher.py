@@ -286,7 +286,7 @@ def test_a_server_told_to_stop_lets_its_stage_finish_and_takes_no_new_one(
 
 
 @pytest.mark.e2e
-def test_a_served_training_writes_the_same_bytes(tmp_path: Path, mnist_dir: Path) -> None:
+def test_served_stages_write_the_same_bytes(tmp_path: Path, mnist_dir: Path) -> None:
     """The train stage, then the sensitivity stage (which draws with pyplot, preloaded by the
     server) on small params, in their own processes and then served: the same model, initial
     weights, accuracy and figure, bit for bit (same machine, same thread count)."""

@@ -60,7 +60,7 @@ from reliability_helpers import (
 from reliability_helpers import (
     closed_port as closed_port_ctx,
 )
-from repo_helpers import SessionBaseline
+from repo_helpers import SERVER_JOBS, SessionBaseline
 
 from prunelab import paths
 from prunelab.studies.registry import load_params
@@ -559,8 +559,9 @@ def mlflow_server(workdir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]
            f"sqlite:///{workdir / 'server.db'}", "--default-artifact-root",
            str(workdir / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1"]
+    env = env_for(workdir, MLFLOW_SERVER_ENABLE_JOB_EXECUTION=SERVER_JOBS)  # no job runner
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=workdir, env=env_for(workdir), stdout=out,
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -702,11 +703,12 @@ def test_fresh_sqlite_store_is_only_touched_under_the_lock(tmp_path: Path) -> No
 
 def makefile_recipe(target: str) -> list[str]:
     """The recipe lines of ``target`` in the project's Makefile (its rule, not a line that sets
-    one of its target-specific variables: `ui: export X = y`)."""
+    one of its target-specific variables, `ui: export X = y`: as make reads it, a rule line
+    whose part after the first colon, before any comment or `;`, holds an `=`)."""
     lines = (MAIN / "Makefile").read_text(encoding="utf-8").splitlines()
     for i, line in enumerate(lines):
-        if re.match(rf"^{re.escape(target)}\s*:(?!=)", line) and \
-                not re.match(rf"^{re.escape(target)}\s*:\s*(export\s+)?[\w.]+\s*[:?+]?=", line):
+        after = line.split(":", 1)[1].split("#", 1)[0].split(";", 1)[0] if ":" in line else ""
+        if re.match(rf"^{re.escape(target)}\s*:(?!=)", line) and "=" not in after:
             recipe = []
             for body in lines[i + 1:]:
                 if not body.startswith("\t"):
@@ -729,13 +731,21 @@ def test_makefile_ui_binds_loopback_only() -> None:
 
 
 def test_makefile_ui_starts_no_mlflow_job_runner() -> None:
-    """`make ui` exports MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false to its server: no huey job
-    consumers (MLflow's GenAI jobs, which the study never submits; ~16 s of CPU per start)."""
-    lines = (MAIN / "Makefile").read_text(encoding="utf-8").splitlines()
-    assert "ui: export MLFLOW_SERVER_ENABLE_JOB_EXECUTION = false" in lines
-    printed = subprocess.run(["make", "-pn", "ui"], cwd=MAIN, capture_output=True, text=True,
-                             timeout=60, check=False).stdout
-    assert "ui: MLFLOW_SERVER_ENABLE_JOB_EXECUTION = false" in printed.splitlines()
+    """`make ui` exports MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false to its server (no huey job
+    consumers: MLflow's GenAI jobs, which the study never submits; ~16 s of CPU per start),
+    unless the user's environment says otherwise. What the target's recipe sees, read by a
+    prerequisite added from the command line that runs even under `make -n`."""
+    probe = ["make", "-s", "-n", "--eval", "ui: .probe", "--eval",
+             ".probe: ; +@echo JOBS=$$MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "ui"]
+
+    def seen(**extra: str) -> list[str]:
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"}
+        out = subprocess.run(probe, cwd=MAIN, env={**env, **extra}, capture_output=True,
+                             text=True, timeout=60, check=False).stdout
+        return [line for line in out.splitlines() if line.startswith("JOBS=")]
+
+    assert seen() == ["JOBS=false"]
+    assert seen(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="true") == ["JOBS=true"]
 
 
 # Built from pieces so that this file never matches its own patterns.
