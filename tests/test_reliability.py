@@ -708,7 +708,7 @@ def makefile_recipe(target: str) -> list[str]:
     lines = (MAIN / "Makefile").read_text(encoding="utf-8").splitlines()
     for i, line in enumerate(lines):
         after = line.split(":", 1)[1].split("#", 1)[0].split(";", 1)[0] if ":" in line else ""
-        if re.match(rf"^{re.escape(target)}\s*:(?!=)", line) and "=" not in after:
+        if re.match(rf"^{re.escape(target)}\s*:", line) and "=" not in after:
             recipe = []
             for body in lines[i + 1:]:
                 if not body.startswith("\t"):
