@@ -115,6 +115,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                                  order[item.nodeid]))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist the workers run side by side, so each one and the stages it starts
+    take the fair share of the cores that the project gives any job running beside others
+    (`PRUNELAB_JOBS`, src/prunelab/runtime/threads.py): with torch's default, two workers' math
+    threads spin against each other on two cores. A thread count set by the caller
+    (OMP_NUM_THREADS or PRUNELAB_JOBS) is left as it is. The tests of thread sizing set or clear
+    both variables themselves."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if workers > 1 and not {"OMP_NUM_THREADS", "PRUNELAB_JOBS"} & os.environ.keys():
+        import torch  # noqa: F401  (loaded first: the count goes on torch, not into the env)
+
+        from prunelab.runtime import threads
+
+        os.environ["PRUNELAB_JOBS"] = str(workers)
+        threads.apply()
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     """The stage servers the run's stages started (stages/_launch.py) stop with the run, not
     after their idle time: once, from the main process (not from each xdist worker)."""

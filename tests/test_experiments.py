@@ -60,6 +60,12 @@ METHOD = dict(zip(PRUNE_STAGES, ("weight", "unit"), strict=True))
 # the stage run and `prune_<method>.<criterion>.accuracy`, ... on the parent (the first seed's
 # keep the prefix they had before replicates).
 STUDY = dict(zip(PRUNE_STAGES, ("magnitude", "l2"), strict=True))
+# One experiment changes the pruning's scope and grid (each test below checks its own part);
+# another retrains: `dvc exp run` costs the stages it reruns, so two cover what three did.
+PRUNE_EXPERIMENT = ("prune.scope=global", "prune.sparsities=[0.0,0.25,0.75]")
+PRUNE_GRID = [0.0, 0.25, 0.75]
+PRUNE_STEPS = [0, 250, 750]
+TRAIN_EXPERIMENT = ("train.epochs=2", "train.lr=0.0005")
 UNTRACKED_STAGES = {"validate"}  # checks params.yaml only: no MLflow run
 
 
@@ -176,11 +182,12 @@ def workspace(baseline: Baseline) -> Iterator[Path]:
 
 def test_scope_experiment_is_tracked_under_its_own_parent(
         baseline: Baseline, run_experiment: Callable[..., Experiment]) -> None:
-    """-S prune.scope=global: a parent named after the experiment, prune children with the
-    grid as their accuracy history, and a link to the (skipped) baseline train run."""
+    """-S prune.scope=global (beside a new grid, one experiment): a parent named after the
+    experiment, prune children with the grid as their accuracy history, and a link to the
+    (skipped) baseline train run."""
     import mlflow
 
-    exp = run_experiment("prune.scope=global")
+    exp = run_experiment(*PRUNE_EXPERIMENT)
     assert f"Stage '{TRAIN}' didn't change, skipping" in exp.output
     parent, stages = exp.parent, exp.stages
 
@@ -214,10 +221,10 @@ def test_scope_experiment_is_tracked_under_its_own_parent(
         # exactly one point per grid value and criterion: no duplicates, no missing step
         for criterion in SMALL_PARAMS["prune"][f"{METHOD[stage]}_criteria"]:
             assert metric_steps(baseline.uri, run.info.run_id,
-                                f"{criterion}.accuracy") == SMALL_STEPS, criterion
+                                f"{criterion}.accuracy") == PRUNE_STEPS, criterion
             assert metric_steps(baseline.uri, parent.info.run_id,
                                 f"prune_{METHOD[stage]}.{criterion}.accuracy"
-                                ) == SMALL_STEPS, criterion
+                                ) == PRUNE_STEPS, criterion
         # the pruned model came from the baseline's train run, which exists in the store
         assert run.data.tags["train_run_id"] == baseline.train_run_id
         train_run = client.get_run(baseline.train_run_id)
@@ -241,7 +248,7 @@ def test_train_experiment_logs_the_new_hyper_parameters(
     """-S train.epochs=2 -S train.lr=0.0005 retrains; the train run has the new params."""
     import mlflow
 
-    exp = run_experiment("train.epochs=2", "train.lr=0.0005")
+    exp = run_experiment(*TRAIN_EXPERIMENT)
     stages = exp.stages
     assert stages_run(exp.output) == pipeline_stages(baseline.repo) - {"download"}
     assert set(stages) == stages_run(exp.output) - UNTRACKED_STAGES
@@ -261,19 +268,20 @@ def test_train_experiment_logs_the_new_hyper_parameters(
 def test_train_run_test_accuracy_history_is_one_point_per_epoch(
         baseline: Baseline, run_experiment: Callable[..., Experiment]) -> None:
     """The train run's 'test_accuracy' history has exactly the epochs 1..N as steps."""
-    exp = run_experiment("train.epochs=2", "train.lr=0.0005")
+    exp = run_experiment(*TRAIN_EXPERIMENT)
     train = exp.stages[TRAIN]
     assert metric_steps(baseline.uri, train.info.run_id, "test_accuracy") == [1, 2]
 
 
 def test_grid_experiment_has_one_point_per_new_sparsity(
         baseline: Baseline, run_experiment: Callable[..., Experiment]) -> None:
-    """-S prune.sparsities=[0.0,0.25,0.75]: the curve and MLflow both have the 3 new points;
-    exp show has the new grid and the experiment's headline metrics."""
-    exp = run_experiment("prune.sparsities=[0.0,0.25,0.75]")
+    """-S prune.sparsities=[0.0,0.25,0.75] (beside the scope, one experiment): the curve and
+    MLflow both have the 3 new points; exp show has the new grid and the experiment's headline
+    metrics."""
+    exp = run_experiment(*PRUNE_EXPERIMENT)
     for criterion in SMALL_PARAMS["prune"]["weight_criteria"]:
-        assert [float(r["sparsity"]) for r in curve_of(exp.prune_curve, criterion)] == [
-            0.0, 0.25, 0.75], criterion
+        assert [float(r["sparsity"]) for r in curve_of(exp.prune_curve, criterion)] == \
+            PRUNE_GRID, criterion
     shown = experiment_entries(exp_show(baseline.repo))
     assert exp.name in shown, sorted(shown)
     # exp show has the headline (per-k and per-criterion numbers are files, not columns)
@@ -284,15 +292,15 @@ def test_grid_experiment_has_one_point_per_new_sparsity(
     assert set(shown[exp.name]["data"]["metrics"]) <= {p.as_posix() for p in headlines}
     assert list(exp.prune_metrics) == SMALL_PARAMS["prune"]["weight_criteria"]
     within = exp.prune_metrics["magnitude"]["max_sparsity_within_1pt"]
-    assert within in (0.0, 0.25, 0.75)
+    assert within in PRUNE_GRID
     assert headline["weight.magnitude.k_within_1pt"] == within  # one seed: its own value
     params = shown[exp.name]["data"]["params"]["params.yaml"]["data"]
-    assert params["prune"]["sparsities"] == [0.0, 0.25, 0.75]
+    assert params["prune"]["sparsities"] == PRUNE_GRID
 
     for stage in PRUNE_STAGES:
         run = exp.stages[stage]
-        assert json.loads(run.data.params["prune.sparsities"]) == [0.0, 0.25, 0.75]
-        assert study_steps(baseline.uri, run.info.run_id, stage) == [0, 250, 750]
+        assert json.loads(run.data.params["prune.sparsities"]) == PRUNE_GRID
+        assert study_steps(baseline.uri, run.info.run_id, stage) == PRUNE_STEPS
 
 
 def test_queued_experiments_run_in_parallel_into_one_store(baseline: Baseline) -> None:
@@ -355,7 +363,7 @@ def test_queued_experiments_run_in_parallel_into_one_store(baseline: Baseline) -
 def test_exp_show_lists_metrics(baseline: Baseline, workspace: Path,
                                 run_experiment: Callable[..., Experiment]) -> None:
     """`dvc exp show` has the metrics of the baseline and of the experiments."""
-    exp = run_experiment("prune.scope=global")
+    exp = run_experiment(*PRUNE_EXPERIMENT)
     table = dvc(workspace, "exp", "show", "--no-pager", "--md").stdout
     header = table.splitlines()[0]
     # The headline numbers only (metrics/headline.json): the dense accuracy and the study's
@@ -380,8 +388,8 @@ def test_exp_show_lists_metrics(baseline: Baseline, workspace: Path,
 def test_plots_diff_of_two_experiments(tmp_path: Path, baseline: Baseline, workspace: Path,
                                        run_experiment: Callable[..., Experiment]) -> None:
     """`dvc plots diff A B -o dir`: one HTML page naming both, with both methods' data."""
-    first = run_experiment("prune.scope=global")
-    second = run_experiment("prune.sparsities=[0.0,0.25,0.75]")
+    first = run_experiment(*PRUNE_EXPERIMENT)
+    second = run_experiment(*TRAIN_EXPERIMENT)
     out_dir = tmp_path / "plots"
     dvc(workspace, "plots", "diff", first.name, second.name, "-o", str(out_dir))
     page = out_dir / "index.html"
