@@ -53,7 +53,7 @@ replicates: setup                    ## the study on five seeds; README and docs
 test: setup                          ## set up, then run every test (unit, end-to-end, servers)
 	python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
-test-fast: setup                     ## the fast subset: no end-to-end or server tests (< 1 min)
+test-fast: setup                     ## the fast subset: no end-to-end or server tests (~3 min)
 	python -m pytest -n 2 -m "not e2e and not server"
 
 lint: setup

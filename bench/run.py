@@ -425,6 +425,9 @@ def parallel_worker() -> None:
     images, labels = load_split(Path(job["data_dir"]), "train", job["steps"] * cfg.batch_size)
     x, y = to_inputs(images, CPU), to_targets(labels, CPU)
     model = build_model(mlp_config(job["hidden"]), cfg.seed, CPU)
+    # torch's optimizers import torch._dynamo on first use (~1.3 s): process start, not
+    # training (the warm stage server has it imported before any stage starts)
+    import torch._dynamo  # noqa: F401
     print("ready", flush=True)
     sys.stdin.readline()
     start = time.monotonic()

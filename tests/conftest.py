@@ -87,28 +87,31 @@ def mnist_dir(request: pytest.FixtureRequest) -> Path:
     return request.getfixturevalue("session_baseline").repo / "data" / "mnist"
 
 
-# The order the slow modules start in, mostly longest first (measured with --durations=0).
-# `make test` runs `pytest -n 2 --dist loadfile --no-loadscope-reorder`: xdist hands whole
-# modules to its two workers in collection order, so the long ones start early and the short
-# ones fill the gaps. The two after the first need no MNIST: the second worker has work while
-# the first builds the session baseline (the first module's setup) that the rest wait for.
-LONGEST_FIRST = ("test_experiments", "test_reliability_params", "test_machines",
-                 "test_reliability_network",
-                 "test_retrain_pipeline", "test_reliability", "test_reliability_load",
-                 "test_tracking_server", "test_repro_safety", "test_savings", "test_e2e",
-                 "test_replicates", "test_tracking", "test_remote", "test_plots_offline")
+# The order the modules start in: longest first, the short ones last, where they fill the gaps
+# at the end (module totals measured with --durations=0, 2026-12-05). `make test` runs `pytest
+# -n 2 --dist loadfile --no-loadscope-reorder`: xdist hands whole modules to its two workers in
+# this order, each worker taking the next one as it nears the end of its current one. The first
+# builds the session baseline; the second needs no MNIST, so the other worker has work while
+# the baseline is built and the modules after it wait for it.
+LONGEST_FIRST = ("test_experiments", "test_reliability_params", "test_retrain_pipeline",
+                 "test_tracking_server", "test_reliability_load", "test_reliability",
+                 "test_launcher", "test_savings", "test_machines", "test_repro_safety",
+                 "test_threads", "test_e2e", "test_registry", "test_replicates", "test_tracking",
+                 "test_graph_pipeline", "test_reliability_network", "test_retrain",
+                 "test_atinit", "test_structure", "test_share", "test_plots_offline",
+                 "test_fresh_clone", "test_remote")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules in the order above, each kept whole, with the fast modules (no end-to-end or
-    server test) right after the first. A slow module missing from the list goes last."""
+    """Modules in the order above, each kept whole; then any other module with an end-to-end
+    or server test; then the rest (the short ones), in collection order."""
     slow = {item.module.__name__ for item in items  # type: ignore[attr-defined]
             if item.get_closest_marker("e2e") or item.get_closest_marker("server")}
 
-    def rank(module: str) -> float:
+    def rank(module: str) -> int:
         if module in LONGEST_FIRST:
             return LONGEST_FIRST.index(module)
-        return len(LONGEST_FIRST) if module in slow else 0.5
+        return len(LONGEST_FIRST) + (module not in slow)
 
     order = {item.nodeid: i for i, item in enumerate(items)}
     items.sort(key=lambda item: (rank(item.module.__name__),  # type: ignore[attr-defined]
