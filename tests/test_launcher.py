@@ -1,8 +1,9 @@
 """stages/_launch.py: a stage handed to the warm server runs as it would in its own process.
 
-Each test has its own server folder (PRUNELAB_LAUNCHER_DIR), so its server is its own, and
-stops it at the end. A probe script stands for a stage: it imports stages/_repo.py first, as
-every stage does, and reports what it sees.
+Each test that starts, refuses or stops a server has its own server folder
+(PRUNELAB_LAUNCHER_DIR), so its server is its own, and stops it at the end; the tests that only
+hand stages to a running server share one (`running`). A probe script stands for a stage: it
+imports stages/_repo.py first, as every stage does, and reports what it sees.
 """
 
 from __future__ import annotations
@@ -102,19 +103,34 @@ class Launcher:
         return pid
 
 
-@pytest.fixture
-def launcher(tmp_path: Path) -> Iterator[Launcher]:
-    (tmp_path / "stages").mkdir()
+def launcher_in(root: Path) -> Iterator[Launcher]:
+    """A Launcher in ``root`` with a server folder of its own; its servers stop at the end."""
+    (root / "stages").mkdir()
     for name in ("_launch.py", "_repo.py"):
-        shutil.copy(ROOT / "stages" / name, tmp_path / "stages" / name)
-    (tmp_path / "stages" / "probe.py").write_text(PROBE)
-    (tmp_path / "src" / "prunelab").mkdir(parents=True)  # this checkout's own package
-    (tmp_path / "src" / "prunelab" / "__init__.py").write_text("")
+        shutil.copy(ROOT / "stages" / name, root / "stages" / name)
+    (root / "stages" / "probe.py").write_text(PROBE)
+    (root / "src" / "prunelab").mkdir(parents=True)  # this checkout's own package
+    (root / "src" / "prunelab" / "__init__.py").write_text("")
     folder = tempfile.mkdtemp(prefix="pl-launch-")  # short: a socket path has ~100 characters
-    made = Launcher(tmp_path, folder)
+    made = Launcher(root, folder)
     yield made
     made.control("stop", "--all")
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[Launcher]:
+    """Its own folder and server: for the tests that start, refuse or stop a server."""
+    yield from launcher_in(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    """One started server for the tests that only hand stages to a running server and leave it
+    running (a server start imports torch and MLflow: ~6 s of CPU each)."""
+    for made in launcher_in(tmp_path_factory.mktemp("running")):
+        made.start()
+        yield made
 
 
 def test_a_served_stage_sees_its_own_process_and_exits_with_its_code(launcher: Launcher) -> None:
@@ -157,10 +173,11 @@ def test_without_a_usable_server_folder_the_stage_runs_in_its_own_process(
     assert list(shared.iterdir()) == []
 
 
-def test_only_a_plain_python_script_run_is_handed_over(launcher: Launcher) -> None:
+def test_only_a_plain_python_script_run_is_handed_over(running: Launcher) -> None:
     """Interpreter options, or the switch off: the stage runs in the process DVC started; a
     script read from stdin (`python -`) is not a file a server could run, so it runs here."""
-    launcher.start()
+    launcher = running
+    assert launcher.server() is not None
     piped = subprocess.run([PYTHON, "-", "report", "0"], input="import sys\n"
                            "sys.path.insert(0, 'stages')\n" + PROBE, cwd=launcher.root,
                            env=launcher.env, capture_output=True, text=True, timeout=120)
@@ -214,23 +231,28 @@ def test_a_server_that_closes_before_it_forks_leaves_the_stage_to_its_process(
     assert json.loads(done.stdout)["client"] is None and done.stderr == "to stderr\n"
 
 
-def test_errors_end_a_served_stage_as_they_end_a_process(launcher: Launcher) -> None:
+def test_errors_end_a_served_stage_as_they_end_a_process(running: Launcher) -> None:
     """An exception: its traceback and exit 1; KeyboardInterrupt: death by SIGINT."""
-    launcher.start()
+    launcher = running
+    server = launcher.server()
+    assert server is not None
     raised = launcher.run("raise")
     assert raised.returncode == 1
     assert raised.stderr.rstrip().endswith("RuntimeError: boom"), raised.stderr
     assert "Traceback" in raised.stderr
     interrupted = launcher.run("interrupt")
     assert interrupted.returncode == -signal.SIGINT, interrupted.stderr
+    assert launcher.server() == server  # served, and the server lives on
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
-def test_killing_the_stage_process_kills_the_served_stage(launcher: Launcher, tmp_path: Path,
+def test_killing_the_stage_process_kills_the_served_stage(running: Launcher, tmp_path: Path,
                                                           how: signal.Signals) -> None:
     """SIGTERM is passed on (the stage process then ends as its stage did); after SIGKILL,
     which cannot be passed on, the stage sees its process gone and ends itself."""
-    launcher.start()
+    launcher = running
+    server = launcher.server()
+    assert server is not None
     pid_file = tmp_path / "pid"
     proc = subprocess.Popen([PYTHON, "stages/probe.py", "sleep", str(pid_file)],
                             cwd=launcher.root, env=launcher.env, stdin=subprocess.DEVNULL)
@@ -240,6 +262,7 @@ def test_killing_the_stage_process_kills_the_served_stage(launcher: Launcher, tm
     proc.send_signal(how)
     assert proc.wait(timeout=30) == -how
     wait_for(lambda: not alive(stage), timeout=10)
+    assert launcher.server() == server
 
 
 def test_the_server_stops_when_idle_or_told(launcher: Launcher) -> None:
