@@ -346,9 +346,13 @@ def test_arms_in_two_workers_equal_the_arms_run_here(tmp_path: Path) -> None:
     init = tuple(Layer(torch.randn(o, i) * 0.05) for i, o in ((784, 16), (16, 8), (8, 10)))
     split = Split(small_split().x, small_split().y, small_split().x[:16], small_split().y[:16])
     before = torch.get_num_threads()
-    here = arms.run(cfg, init, split, arms.ArmStore(tmp_path / "a", "k"), lambda r, d: None,
-                    workers=1, threads=1)
-    assert torch.get_num_threads() == before
+    torch.set_num_threads(2)  # not the arms' 1 (an xdist worker may run with 1 already)
+    try:
+        here = arms.run(cfg, init, split, arms.ArmStore(tmp_path / "a", "k"), lambda r, d: None,
+                        workers=1, threads=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
     told: list[str] = []
     pooled = arms.run(cfg, init, split, arms.ArmStore(tmp_path / "b", "k"),
                       lambda r, d: told.append(r["arm"]), workers=2, threads=1)

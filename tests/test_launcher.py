@@ -113,9 +113,11 @@ def launcher_in(root: Path) -> Iterator[Launcher]:
     (root / "src" / "prunelab" / "__init__.py").write_text("")
     folder = tempfile.mkdtemp(prefix="pl-launch-")  # short: a socket path has ~100 characters
     made = Launcher(root, folder)
-    yield made
-    made.control("stop", "--all")
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        yield made
+    finally:
+        made.control("stop", "--all")
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -128,9 +130,13 @@ def launcher(tmp_path: Path) -> Iterator[Launcher]:
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
     """One started server for the tests that only hand stages to a running server and leave it
     running (a server start imports torch and MLflow: ~6 s of CPU each)."""
-    for made in launcher_in(tmp_path_factory.mktemp("running")):
-        made.start()
-        yield made
+    made = launcher_in(tmp_path_factory.mktemp("running"))
+    try:
+        launcher = next(made)
+        launcher.start()
+        yield launcher
+    finally:
+        made.close()  # its cleanup runs even if the server failed to start
 
 
 def test_a_served_stage_sees_its_own_process_and_exits_with_its_code(launcher: Launcher) -> None:
