@@ -8,6 +8,7 @@ imports stages/_repo.py first, as every stage does, and reports what it sees.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -103,6 +104,7 @@ class Launcher:
         return pid
 
 
+@contextlib.contextmanager
 def launcher_in(root: Path) -> Iterator[Launcher]:
     """A Launcher in ``root`` with a server folder of its own; its servers stop at the end."""
     (root / "stages").mkdir()
@@ -123,20 +125,17 @@ def launcher_in(root: Path) -> Iterator[Launcher]:
 @pytest.fixture
 def launcher(tmp_path: Path) -> Iterator[Launcher]:
     """Its own folder and server: for the tests that start, refuse or stop a server."""
-    yield from launcher_in(tmp_path)
+    with launcher_in(tmp_path) as made:
+        yield made
 
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
     """One started server for the tests that only hand stages to a running server and leave it
     running (a server start imports torch and MLflow: ~6 s of CPU each)."""
-    made = launcher_in(tmp_path_factory.mktemp("running"))
-    try:
-        launcher = next(made)
-        launcher.start()
-        yield launcher
-    finally:
-        made.close()  # its cleanup runs even if the server failed to start
+    with launcher_in(tmp_path_factory.mktemp("running")) as made:
+        made.start()  # a failed start still gets launcher_in's clean-up
+        yield made
 
 
 def test_a_served_stage_sees_its_own_process_and_exits_with_its_code(launcher: Launcher) -> None:
