@@ -170,6 +170,39 @@ def test_lenet5_geometry_chains(channels: tuple[int, int], fc: tuple[int, ...]) 
     assert forward(net, x).shape == (3, 10)
 
 
+
+@pytest.mark.parametrize("kind", ["mlp", "lenet"])
+def test_forward_keeps_its_input_and_computes_each_layer_out_of_place(kind: str) -> None:
+    """forward's in-place ReLU only overwrites products it made: the input and the weights are
+    untouched, and the logits equal the layers applied one by one without it."""
+    torch.manual_seed(3)
+    net = lenet() if kind == "lenet" else mlp_layers(
+        [torch.randn(16, 784), torch.randn(8, 16), torch.randn(10, 8)])
+    x = torch.randn(7, 784)
+    x_before, w_before = x.clone(), [w.clone() for w in weights(net)]
+    h = x
+    for layer in net[:-1]:
+        h = layer.activate(layer.pre_activation(h))
+    expected = net[-1].pre_activation(h)
+    assert torch.equal(forward(net, x), expected)
+    assert torch.equal(x, x_before)
+    assert all(torch.equal(w, b) for w, b in zip(weights(net), w_before, strict=True))
+
+
+@pytest.mark.parametrize("n", [1, 1999, 2000, 2001, 4500])
+def test_accuracy_counts_every_image_across_eval_batches(n: int) -> None:
+    """accuracy() tests in batches of EVAL_BATCH: every image is counted once whatever n, the
+    same as one image at a time."""
+    from prunelab.models.networks import EVAL_BATCH, accuracy
+
+    assert EVAL_BATCH == 2000  # the cases straddle its boundary
+    torch.manual_seed(n)
+    net = mlp_layers([torch.randn(12, 784), torch.randn(10, 12)])
+    x, y = torch.randn(n, 784), torch.randint(0, 10, (n,))
+    one_by_one = sum(int(forward(net, x[i : i + 1]).argmax(1) == y[i]) for i in range(n))
+    assert accuracy(net, x, y) == 100.0 * one_by_one / n
+
+
 @FAST
 @given(a=st.integers(1, 4), b=st.integers(1, 4), seed=st.integers(0, 1000))
 def test_patches_times_matrix_is_the_convolution(a: int, b: int, seed: int) -> None:

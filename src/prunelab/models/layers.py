@@ -128,9 +128,10 @@ class Layer:
             return torch.sparse.mm(w, x.T.contiguous()).T
         return x @ w.T
 
-    def activate(self, z: Tensor) -> Tensor:
-        """ReLU, then max-pool when the layer has one: a hidden layer's output."""
-        a = torch.relu(z)
+    def activate(self, z: Tensor, inplace: bool = False) -> Tensor:
+        """ReLU, then max-pool when the layer has one: a hidden layer's output. ``inplace``
+        overwrites ``z`` (a caller that owns it: no second buffer of its size)."""
+        a = z.relu_() if inplace else torch.relu(z)
         if self.pool == 1:
             return a
         if a.shape[1] == 0:  # no channels left (see pre_activation): torch cannot pool that
@@ -173,7 +174,7 @@ def with_weights(net: Sequence[Layer], new: Sequence[Tensor]) -> Net:
 def forward(net: Sequence[Layer], x: Tensor) -> Tensor:
     """Logits: ReLU (+ pool) after every layer but the last; (N, 784) -> (N, classes)."""
     for layer in net[:-1]:
-        x = layer.activate(layer.pre_activation(x))
+        x = layer.activate(layer.pre_activation(x), inplace=True)  # a fresh product: ours
     return net[-1].pre_activation(x)
 
 
