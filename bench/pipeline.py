@@ -244,15 +244,14 @@ def markdown(r: dict[str, Any], own: dict[str, Any] | None = None) -> str:
     """The pipeline-bench table; ``own``: the same figures with every stage in its own process
     (--own-processes), shown beside the study and the default repro."""
     m = r["machine"]
-    lines = [f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), "
+    lines = [f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}, {m.get('simd', '?')}), "
              "`python bench/pipeline.py`, MLflow tracking on, each in a fresh copy with its "
              "own DVC cache and its own stage server, started by the first stage (nothing "
              "reused).", "",
              "| figure | measured | target |", "|---|---|---|"]
 
     def when(figure: dict[str, Any]) -> str:  # a figure kept from an earlier --only run
-        own = figure.get("machine")
-        return f" (measured {own['date']})" if own and own.get("date") != m["date"] else ""
+        return measured(figure.get("machine"), m)
 
     s = r.get("study")
     if s:
@@ -290,8 +289,18 @@ def own_row(own: dict[str, Any] | None, name: str, key: str) -> list[str]:
         return []
     figure = own[name]
     return [f"| the same, every stage in its own process (`--own-processes`: "
-            f"`PRUNELAB_LAUNCHER=0`) | {figure[key]:.0f} s "
-            f"(measured {figure.get('machine', own['machine'])['date']}) | |"]
+            f"`PRUNELAB_LAUNCHER=0`) | {figure[key]:.0f} s"
+            f"{measured(figure.get('machine', own['machine']), None)} | |"]
+
+
+def measured(machine: dict[str, Any] | None, table: dict[str, Any] | None) -> str:
+    """' (measured <date>, <SIMD>)' for a figure from another run than the table's (``table``:
+    its machine), the SIMD level only where it differs; '' for the table's own run."""
+    if not machine or (table and machine.get("date") == table["date"]):
+        return ""
+    simd = machine.get("simd")
+    other = simd and (table is None or simd != table.get("simd"))
+    return f" (measured {machine['date']}{f', {simd}' if other else ''})"
 
 
 def floor_row(figure: dict[str, Any], target: float, when: str, rest: str) -> list[str]:
