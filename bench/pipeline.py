@@ -260,7 +260,7 @@ def markdown(r: dict[str, Any], own: dict[str, Any] | None = None) -> str:
                      f"({s['per_seed_seconds']:.0f} s per seed){when(s)} | "
                      f"≤ {STUDY_TARGET_S:.0f} s: "
                      f"{_met(s['total_seconds'] <= STUDY_TARGET_S)} |")
-        lines += own_row(own, "study", "total_seconds")
+        lines += own_row(own, "study", "total_seconds", m)
         lines += floor_row(s, STUDY_TARGET_S, when(s), "leaves {left:.0f} s for everything else")
         lines.append(f"| the report stage alone (median of {s['report_repeats']}) | "
                      f"{s['report_stage_seconds']:.1f} s{when(s)} | ≤ {REPORT_TARGET_S:.0f} s: "
@@ -271,7 +271,7 @@ def markdown(r: dict[str, Any], own: dict[str, Any] | None = None) -> str:
                      f"stage), then a no-op rerun | {d['repro_seconds']:.0f} s, "
                      f"{d['noop_seconds']:.1f} s{when(d)} | ≤ {DEFAULT_TARGET_S:.0f} s: "
                      f"{_met(d['repro_seconds'] <= DEFAULT_TARGET_S)} |")
-        lines += own_row(own, "default", "repro_seconds")
+        lines += own_row(own, "default", "repro_seconds", m)
         lines += floor_row(d, DEFAULT_TARGET_S, when(d),
                            "the sensitivity sweeps and the speed stage's timings come on top")
     q = r.get("queue")
@@ -283,14 +283,15 @@ def markdown(r: dict[str, Any], own: dict[str, Any] | None = None) -> str:
     return "\n".join(lines)
 
 
-def own_row(own: dict[str, Any] | None, name: str, key: str) -> list[str]:
+def own_row(own: dict[str, Any] | None, name: str, key: str,
+            table: dict[str, Any]) -> list[str]:
     """The row of the same figure with every stage in its own process, if measured."""
     if not own or name not in own:
         return []
     figure = own[name]
     return [f"| the same, every stage in its own process (`--own-processes`: "
             f"`PRUNELAB_LAUNCHER=0`) | {figure[key]:.0f} s"
-            f"{measured(figure.get('machine', own['machine']), None)} | |"]
+            f"{measured(figure.get('machine', own['machine']), table)} | |"]
 
 
 def measured(machine: dict[str, Any] | None, table: dict[str, Any] | None) -> str:
@@ -298,8 +299,8 @@ def measured(machine: dict[str, Any] | None, table: dict[str, Any] | None) -> st
     its machine), the SIMD level only where it differs; '' for the table's own run."""
     if not machine or (table and machine.get("date") == table["date"]):
         return ""
-    simd = machine.get("simd")
-    other = simd and (table is None or simd != table.get("simd"))
+    simd = machine.get("simd") or "SIMD unknown"
+    other = table is None or simd != table.get("simd")
     return f" (measured {machine['date']}{f', {simd}' if other else ''})"
 
 

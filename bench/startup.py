@@ -93,7 +93,8 @@ def markdown(results: dict[str, Any], before: dict[str, Any] | None) -> str:
     the run ``before`` if given."""
     m = results["machine"]
     torch_s = results["import_torch_seconds"]
-    lines = [f"Measured on {m['cores']} cores ({m['cpu']}), `python bench/startup.py` (median "
+    lines = [f"Measured on {m['cores']} cores ({m['cpu']}, {m.get('simd', 'SIMD unknown')}), "
+             "`python bench/startup.py` (median "
              f"of {results['repeats']}): seconds from a stage's process starting to its first "
              "useful computation (params checked, its MLflow run opened or opening), handed to "
              "the warm stage server (the default) and in its own process "

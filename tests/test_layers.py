@@ -25,7 +25,9 @@ from prunelab.config import LeNet5Config, MLPConfig, ModelConfig
 from prunelab.errors import DataError, ParamsError, PrunelabError
 from prunelab.models.layers import Layer, Net, forward, mlp_layers, weights, with_weights
 from prunelab.models.networks import (
+    EVAL_BATCH,
     GEOMETRY_FIELDS,
+    accuracy,
     build_model,
     layer_sizes,
     lenet5_geometry,
@@ -171,34 +173,73 @@ def test_lenet5_geometry_chains(channels: tuple[int, int], fc: tuple[int, ...]) 
 
 
 
-@pytest.mark.parametrize("kind", ["mlp", "lenet"])
+def forward_cases(kind: str) -> Net:
+    """A net of every form ``forward`` runs: dense linear, conv, CSR-realised linear, and a
+    compacted conv net with no units left (its convs are empty)."""
+    torch.manual_seed(3)
+    if kind == "lenet":
+        return lenet()
+    mlp = mlp_layers([torch.randn(16, 784), torch.randn(8, 16), torch.randn(10, 8)])
+    if kind == "mlp":
+        return mlp
+    if kind == "csr":
+        w = mlp[1].weight * (torch.rand(8, 16) < 0.1)
+        return (mlp[0], mlp[1].with_weight(csr(w)), mlp[2])
+    net = lenet((3, 4), (6,))  # "empty": fc1 lost every unit, so compaction empties the convs
+    return compact(apply_masks(net, unit_masks(net, [[True] * 3, [True] * 4, [False] * 6])))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "lenet", "csr", "empty"])
 def test_forward_keeps_its_input_and_computes_each_layer_out_of_place(kind: str) -> None:
     """forward's in-place ReLU only overwrites products it made: the input and the weights are
     untouched, and the logits equal the layers applied one by one without it."""
-    torch.manual_seed(3)
-    net = lenet() if kind == "lenet" else mlp_layers(
-        [torch.randn(16, 784), torch.randn(8, 16), torch.randn(10, 8)])
+    net = forward_cases(kind)
     x = torch.randn(7, 784)
-    x_before, w_before = x.clone(), [w.clone() for w in weights(net)]
+    x_before = x.clone()
+    w_before = [w.to_dense().clone() for w in weights(net)]
     h = x
     for layer in net[:-1]:
         h = layer.activate(layer.pre_activation(h))
     expected = net[-1].pre_activation(h)
     assert torch.equal(forward(net, x), expected)
     assert torch.equal(x, x_before)
-    assert all(torch.equal(w, b) for w, b in zip(weights(net), w_before, strict=True))
+    assert all(torch.equal(w.to_dense(), b) for w, b in zip(weights(net), w_before, strict=True))
 
 
-@pytest.mark.parametrize("n", [1, 1999, 2000, 2001, 4500])
+def test_forward_in_place_gives_the_same_gradients() -> None:
+    """Under autograd the in-place ReLU changes no gradient: those of the weights and of the
+    input equal the out-of-place computation's."""
+    torch.manual_seed(4)
+    sizes = (784, 16, 8, 10)
+    grads = []
+    for in_place in (True, False):
+        torch.manual_seed(4)
+        ws = [torch.randn(o, i, requires_grad=True) for i, o in zip(sizes, sizes[1:])]
+        x = torch.randn(5, 784, requires_grad=True)
+        net = mlp_layers(ws)
+        if in_place:
+            out = forward(net, x)
+        else:
+            h = x
+            for layer in net[:-1]:
+                h = layer.activate(layer.pre_activation(h))
+            out = net[-1].pre_activation(h)
+        out.square().sum().backward()
+        grads.append([x.grad, *(w.grad for w in ws)])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+
+
+@pytest.mark.parametrize("n", [1, EVAL_BATCH - 1, EVAL_BATCH, EVAL_BATCH + 1,
+                               2 * EVAL_BATCH + EVAL_BATCH // 4])
 def test_accuracy_counts_every_image_across_eval_batches(n: int) -> None:
     """accuracy() tests in batches of EVAL_BATCH: every image is counted once whatever n, the
-    same as one image at a time."""
-    from prunelab.models.networks import EVAL_BATCH, accuracy
-
-    assert EVAL_BATCH == 2000  # the cases straddle its boundary
-    torch.manual_seed(n)
-    net = mlp_layers([torch.randn(12, 784), torch.randn(10, 12)])
-    x, y = torch.randn(n, 784), torch.randint(0, 10, (n,))
+    same as one image at a time. Small integers throughout, so every sum is exact in any order
+    and the two ways cannot differ by rounding."""
+    gen = torch.Generator().manual_seed(n)
+    net = mlp_layers([torch.randint(-2, 3, (12, 784), generator=gen).float(),
+                      torch.randint(-2, 3, (10, 12), generator=gen).float()])
+    x = torch.randint(-2, 3, (n, 784), generator=gen).float()
+    y = torch.randint(0, 10, (n,), generator=gen)
     one_by_one = sum(int(forward(net, x[i : i + 1]).argmax(1) == y[i]) for i in range(n))
     assert accuracy(net, x, y) == 100.0 * one_by_one / n
 

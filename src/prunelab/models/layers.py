@@ -111,7 +111,8 @@ class Layer:
         return x.flatten(1)
 
     def pre_activation(self, x: Tensor) -> Tensor:
-        """The layer's output before the ReLU: (N, out, s, s) for conv, (N, out) for linear."""
+        """The layer's output before the ReLU: (N, out, s, s) for conv, (N, out) for linear.
+        Always a new tensor (:func:`forward` applies the ReLU to it in place)."""
         w, x = self.weight, self.image(x)
         if self.kind == "conv" and w.numel() == 0:
             # Compacted to nothing (no path left from input to output): torch has no empty

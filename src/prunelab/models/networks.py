@@ -26,7 +26,7 @@ N_CLASSES = 10
 # Test images per forward pass: the MNIST test set in 5. A layer's output for all 10,000 at
 # once (40 MB for 1,000 units) is a fresh allocation that the kernel zeroes page by page on
 # every pass; at 2,000 (8 MB) the allocator reuses memory. Same logits (rows are independent),
-# a dense test pass of the MLP 18% faster (bench/run.py: sweeps, dense test pass).
+# a dense test pass of the study's MLP 18% faster (docs/bench.md: "Test passes").
 EVAL_BATCH = 2000
 FORMAT = "prunelab-net-v2"  # layers with their geometry
 GRAPH_FORMAT = "prunelab-graph-v1"  # a graph-family net: its class, widths and named weights
