@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from repo_helpers import MAIN, dvc, env_for, git, queued_experiments, wait_for_queue
 
 from prunelab.runtime import stage as cli
-from prunelab.runtime.machine import usable_cores
+from prunelab.runtime.machine import seconds_since_start, usable_cores
 from prunelab.runtime.threads import (
     JOBS_VAR,
     MAX_COUNT,
@@ -248,3 +248,26 @@ def test_dvc_queue_with_two_workers_gives_each_stage_its_share(tmp_path: Path) -
         dvc(repo, "exp", "apply", name, env=env)
         probed = json.loads((repo / "probe.json").read_text(encoding="utf-8"))
         assert probed == {"threads": share, "why": "dvc queue: 2 workers"}, name
+
+
+def test_seconds_since_start_brackets_the_real_start() -> None:
+    """A child started between t0 and t1 (monotonic clock): its age read later lies within
+    [now - t1, now - t0], give or take a clock tick (10 ms) at each end. (psutil's
+    create_time carries the boot time's lost fraction, up to 1 s; the start-up bench reads
+    this instead.)"""
+    import time
+
+    import psutil
+
+    t0 = time.monotonic()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    t1 = time.monotonic()
+    try:
+        time.sleep(0.5)
+        now_before = time.monotonic()
+        age = seconds_since_start(psutil.Process(child.pid))
+        now_after = time.monotonic()
+    finally:
+        child.kill()
+        child.wait()
+    assert now_before - t1 - 0.025 <= age <= now_after - t0 + 0.025, (age, t1 - t0)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ from prunelab import paths
 from prunelab.config import Params, parse_params, parse_yaml, read_bounded
 from prunelab.errors import PrunelabError
 from prunelab.runtime.declare import Stage
-from prunelab.runtime.machine import stage_process
+from prunelab.runtime.machine import seconds_since_start, stage_process
 from prunelab.runtime.stage import stage_errors
 from prunelab.tracking.runs import StageRun, track
 
@@ -54,6 +53,6 @@ def probe(stage: Stage) -> None:
     begin: print the seconds since the process started (params read and checked, the MLflow run
     open) and exit 0, writing nothing."""
     if os.environ.get(PROBE):
-        since = time.time() - stage_process().create_time()
+        since = seconds_since_start(stage_process())
         print(f"{PROBE} {stage.name} {since:.3f}", file=sys.stderr)
         raise SystemExit(0)
