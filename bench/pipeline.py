@@ -244,7 +244,8 @@ def markdown(r: dict[str, Any], own: dict[str, Any] | None = None) -> str:
     """The pipeline-bench table; ``own``: the same figures with every stage in its own process
     (--own-processes), shown beside the study and the default repro."""
     m = r["machine"]
-    lines = [f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}, {m.get('simd', '?')}), "
+    lines = [f"Measured {m['date']} on {m['cores']} cores "
+             f"({m['cpu']}, {m.get('simd', 'SIMD unknown')}), "
              "`python bench/pipeline.py`, MLflow tracking on, each in a fresh copy with its "
              "own DVC cache and its own stage server, started by the first stage (nothing "
              "reused).", "",
@@ -294,14 +295,13 @@ def own_row(own: dict[str, Any] | None, name: str, key: str,
             f"{measured(figure.get('machine', own['machine']), table)} | |"]
 
 
-def measured(machine: dict[str, Any] | None, table: dict[str, Any] | None) -> str:
+def measured(machine: dict[str, Any] | None, table: dict[str, Any]) -> str:
     """' (measured <date>, <SIMD>)' for a figure from another run than the table's (``table``:
     its machine), the SIMD level only where it differs; '' for the table's own run."""
-    if not machine or (table and machine.get("date") == table["date"]):
+    if not machine or machine.get("date") == table["date"]:
         return ""
     simd = machine.get("simd") or "SIMD unknown"
-    other = table is None or simd != table.get("simd")
-    return f" (measured {machine['date']}{f', {simd}' if other else ''})"
+    return f" (measured {machine['date']}{f', {simd}' if simd != table.get('simd') else ''})"
 
 
 def floor_row(figure: dict[str, Any], target: float, when: str, rest: str) -> list[str]:

@@ -869,7 +869,7 @@ def markdown(r: dict[str, Any]) -> str:
     t, s, ref, d = (r.get(k) for k in ("train", "sweeps", "reference", "dvc"))
     lines = [
         f"Measured {r['machine']['date']} on {r['machine']['cores']} cores "
-        f"({r['machine']['cpu']}, {r['machine'].get('simd', '?')}, torch "
+        f"({r['machine']['cpu']}, {r['machine'].get('simd', 'SIMD unknown')}, torch "
         f"{r['machine']['torch']}), median of {r['repeats']}.",
     ]
     rows = []

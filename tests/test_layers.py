@@ -172,6 +172,13 @@ def test_lenet5_geometry_chains(channels: tuple[int, int], fc: tuple[int, ...]) 
     assert forward(net, x).shape == (3, 10)
 
 
+def out_of_place(net: Net, x: Tensor) -> Tensor:
+    """The logits as ``forward`` computes them, layer by layer, without its in-place ReLU."""
+    h = x
+    for layer in net[:-1]:
+        h = layer.activate(layer.pre_activation(h))
+    return net[-1].pre_activation(h)
+
 
 def forward_cases(kind: str) -> Net:
     """A net of every form ``forward`` runs: dense linear, conv, CSR-realised linear, and a
@@ -197,11 +204,7 @@ def test_forward_keeps_its_input_and_computes_each_layer_out_of_place(kind: str)
     x = torch.randn(7, 784)
     x_before = x.clone()
     w_before = [w.to_dense().clone() for w in weights(net)]
-    h = x
-    for layer in net[:-1]:
-        h = layer.activate(layer.pre_activation(h))
-    expected = net[-1].pre_activation(h)
-    assert torch.equal(forward(net, x), expected)
+    assert torch.equal(forward(net, x), out_of_place(net, x))
     assert torch.equal(x, x_before)
     assert all(torch.equal(w.to_dense(), b) for w, b in zip(weights(net), w_before, strict=True))
 
@@ -209,22 +212,13 @@ def test_forward_keeps_its_input_and_computes_each_layer_out_of_place(kind: str)
 def test_forward_in_place_gives_the_same_gradients() -> None:
     """Under autograd the in-place ReLU changes no gradient: those of the weights and of the
     input equal the out-of-place computation's."""
-    torch.manual_seed(4)
     sizes = (784, 16, 8, 10)
     grads = []
-    for in_place in (True, False):
+    for logits in (forward, out_of_place):
         torch.manual_seed(4)
         ws = [torch.randn(o, i, requires_grad=True) for i, o in zip(sizes, sizes[1:])]
         x = torch.randn(5, 784, requires_grad=True)
-        net = mlp_layers(ws)
-        if in_place:
-            out = forward(net, x)
-        else:
-            h = x
-            for layer in net[:-1]:
-                h = layer.activate(layer.pre_activation(h))
-            out = net[-1].pre_activation(h)
-        out.square().sum().backward()
+        logits(mlp_layers(ws), x).square().sum().backward()
         grads.append([x.grad, *(w.grad for w in ws)])
     assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
 

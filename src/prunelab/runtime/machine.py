@@ -12,6 +12,7 @@ import os
 import platform
 import re
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -82,8 +83,6 @@ def seconds_since_start(proc: psutil.Process) -> float:
         uptime = float(Path("/proc/uptime").read_text().split()[0])
         return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
-        import time
-
         return time.time() - proc.create_time()
 
 
