@@ -126,3 +126,33 @@ def test_masked_weights_are_positive_zeros() -> None:
     train(model, *data(), CFG, progress=False, masks=masks)
     for w, m in zip(model.weights(), masks, strict=True):
         assert not bool(torch.signbit(w.detach()[~m]).any())
+
+
+
+@pytest.mark.parametrize(("eval_every", "passes"), [(None, 2), (8, 2), (4, 4), (3, 7), (5, 5)])
+def test_an_epoch_ending_on_a_test_pass_is_not_tested_twice(
+        eval_every: int | None, passes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each epoch's test accuracy is the test of the net as the epoch leaves it: a fresh pass,
+    or the mid-training pass at that same step, never both. 2 epochs of 8 steps: eval_every=4
+    tests at 4, 8, 12, 16 and nothing more; eval_every=3 at 3, 6, ..., 15, 16 and once more at
+    the end of epoch 1 (step 8). The numbers are those of a fresh pass over the weights."""
+    from prunelab.training import loop
+
+    calls: list[int] = []
+    real = loop.model_accuracy
+
+    def counted(*args: object, **kwargs: object) -> float:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "model_accuracy", counted)
+    x, y, xt, yt = data()
+    model = build_model(ARCHS["mlp"], 0, CPU)
+    result = train(model, x, y, xt, yt, CFG, progress=False, eval_every=eval_every)
+    assert len(calls) == passes
+    evals = dict(result.evals)
+    for epoch, step in ((0, 8), (1, 16)):
+        if step in evals:
+            assert result.history[epoch].test_accuracy == evals[step]
+    model.eval()
+    assert result.history[-1].test_accuracy == round(real(model, xt, yt), 4)

@@ -182,7 +182,16 @@ def _train_epoch(run: _Run, x: Tensor, y: Tensor, batches: Iterable[Tensor], epo
     run.step_losses.extend(epoch_losses.tolist())
     run.model.eval()
     run.history.append(EpochRecord(epoch, round(float(epoch_losses.mean()), 6),
-                                   round(model_accuracy(run.model, run.x_test, run.y_test), 4)))
+                                   _tested_now(run)))
+
+
+def _tested_now(run: _Run) -> float:
+    """The net's test accuracy (%) after the run's last step: the mid-training test pass at
+    that step when there was one (the same weights and test set, so the same number; an epoch
+    that ends on a multiple of ``eval_every`` would otherwise test twice), else a new pass."""
+    if run.evals and run.evals[-1][0] == run.step:
+        return run.evals[-1][1]
+    return round(model_accuracy(run.model, run.x_test, run.y_test), 4)
 
 
 def _step(run: _Run, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
