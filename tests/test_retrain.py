@@ -53,10 +53,12 @@ from prunelab.studies.retraining import (
     Split,
     fine_tune,
     imp_masks,
+    imp_sizes,
     masked_train,
     random_masks,
     reinitialised,
     remaining,
+    sized_masks,
 )
 from prunelab.training.loop import train
 
@@ -139,6 +141,7 @@ def test_imp_prunes_floor_rate_of_remaining_smallest_first_nested(
             ws = [torch.randn(s, generator=g) for s in SHAPES]
         ws = [w * m for w, m in zip(ws, masks, strict=True)]  # a trained ticket: pruned are 0
         new = imp_masks(mlp_layers(ws), masks, rate, output_rate)
+        assert remaining(new) == imp_sizes(remaining(masks), rate, output_rate)  # no training
         for i, (w, old, keep) in enumerate(zip(ws, masks, new, strict=True)):
             share = output_rate if i == len(SHAPES) - 1 else rate
             before = int(old.sum())
@@ -258,6 +261,18 @@ def test_random_masks_keep_the_counts_and_are_seeded(seed: int, mask_seed: int,
     for m, u, v in zip(masks, a, b, strict=True):
         assert u.dtype == torch.bool and u.shape == m.shape and u.device == m.device
         assert torch.equal(u, v)
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), mask_seed=st.integers(0, 1000), k=st.floats(0.0, 1.0))
+def test_random_masks_read_only_the_sizes(seed: int, mask_seed: int, k: float) -> None:
+    """A random mask is the same from the ticket's masks as from any masks of their sizes (so
+    the random_mask control can start before the ticket's masks exist)."""
+    masks = some_masks(mask_seed, k)
+    net = mlp_layers([torch.zeros(m.shape) for m in masks])
+    stand_in = sized_masks(net, remaining(masks))
+    assert remaining(stand_in) == remaining(masks)
+    assert_same(random_masks(masks, seed), random_masks(stand_in, seed))
 
 
 def test_random_masks_differ_by_seed_and_from_the_ticket() -> None:
@@ -534,11 +549,14 @@ def test_run_resumes_and_extends_without_recomputing(tmp_path: Path,
                                                                     "round_01.pt"]
 
 
-def test_rounds_in_two_workers_equal_the_rounds_run_here(tmp_path: Path) -> None:
-    """Two spawned single-threaded workers (round r's controls beside round r + 1's ticket)
-    give every round bit for bit what one thread in this process gives; rounds are saved in
-    order and their wall times add up to the run's."""
-    init, data, cfg = initial(), split(), params(rounds=3, rewind=4)
+@pytest.mark.parametrize("rewind", [4, "init"])
+def test_rounds_in_two_workers_equal_the_rounds_run_here(tmp_path: Path,
+                                                         rewind: int | str) -> None:
+    """Two spawned single-threaded workers (round r's controls beside round r + 1's ticket;
+    rewinding to the init, round 1's random_mask beside round 0) give every round bit for bit
+    what one thread in this process gives; rounds are saved in order and their wall times add
+    up to the run's."""
+    init, data, cfg = initial(), split(), params(rounds=3, rewind=rewind)
     here = run(init, data, cfg, RoundStore(tmp_path / "here", "fp"), workers=1, threads=1)
     store = RoundStore(tmp_path / "pool", "fp")
     seen: list[int] = []
@@ -555,6 +573,33 @@ def test_rounds_in_two_workers_equal_the_rounds_run_here(tmp_path: Path) -> None
     assert 0 < sum(r.wall_seconds for r in pooled) <= took
     assert [r.index for r in store.resume(CPU)[0]] == [0, 1, 2, 3]
     assert fingerprint(cfg, b"init", "cpu", 1) != fingerprint(cfg, b"init", "cpu", 2)
+
+
+@pytest.mark.parametrize(("rewind", "early"), [("init", ["random_mask"]), (4, [])])
+def test_round_ones_size_only_control_starts_beside_round_zero(
+        rewind: int | str, early: list[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rewinding to the init, round 1's random_mask control (it reads the mask's sizes only) is
+    handed to a worker right after round 0, before round 0 is trained, so the second worker
+    does not idle through round 0; it is trained once, not again with round 1. The re-init
+    control needs the ticket's mask and waits; rewinding to a step, so does everything."""
+    from prunelab.studies import imp
+
+    submitted: list[tuple[str, Any]] = []
+    real = imp.Tasks.submit
+
+    def record(self: Any, work: Any, task: Any) -> Any:
+        submitted.append((work.__name__, task[:2] if work.__name__ == "_control" else None))
+        return real(self, work, task)
+
+    monkeypatch.setattr(imp.Tasks, "submit", record)
+    cfg = params(rounds=2, rewind=rewind)
+    run(initial(), split(), cfg, RoundStore(tmp_path / "imp", "fp"), workers=1, threads=1)
+    assert submitted[0] == ("_dense", None)
+    assert [task[0] for _, task in submitted[1:1 + len(early)]] == early
+    assert all(task[1] == 1 for _, task in submitted[1:1 + len(early)])
+    controls = [task for work, task in submitted if work == "_control"]
+    assert sorted(controls) == sorted((n, r) for r in (1, 2) for n in cfg.imp.controls)
 
 
 def test_fingerprint_covers_settings_but_not_rounds() -> None:

@@ -37,10 +37,12 @@ from prunelab.runtime.rng import IMP_CONTROL, derived_seed
 from prunelab.studies.retraining import (
     Split,
     imp_masks,
+    imp_sizes,
     masked_train,
     random_masks,
     reinitialised,
     remaining,
+    sized_masks,
 )
 from prunelab.training.loop import TrainResult
 
@@ -218,10 +220,20 @@ def _random_mask(start: Net, masks: Sequence[Tensor],
     return start, random_masks(masks, seed)
 
 
-Control = Callable[[Net, Sequence[Tensor], int], tuple[Net, Sequence[Tensor]]]
+@dataclass(frozen=True)
+class Control:
+    """A control arm: its net and masks from the ticket's start, masks and a seed. A control
+    that reads the masks' per-layer sizes only (``sizes_only``) can start before the ticket's
+    masks exist: the sizes follow from imp.rate alone (:func:`studies.retraining.imp_sizes`)."""
+
+    make: Callable[[Net, Sequence[Tensor], int], tuple[Net, Sequence[Tensor]]]
+    sizes_only: bool = False
+
+
 # The controls by their params.yaml names (imp.controls), each with its own seed stream per
 # round.
-CONTROLS: dict[str, Control] = {"reinit": _reinit, "random_mask": _random_mask}
+CONTROLS: dict[str, Control] = {"reinit": Control(_reinit),
+                                "random_mask": Control(_random_mask, sizes_only=True)}
 CONTROL_SEEDS = {name: i for i, name in enumerate(CONTROLS, 1)}
 VARIANTS = ("ticket", *CONTROLS)
 
@@ -264,7 +276,7 @@ def _ticket(job: tuple[Net, Sequence[Tensor]]) -> tuple[tuple[Tensor, ...], Outc
 def _control(job: tuple[str, int, Net, Sequence[Tensor]]) -> Outcome:
     (name, r, start, masks), cfg = job, _STATE["cfg"]
     seed = derived_seed(cfg.train.seed, IMP_CONTROL, r, CONTROL_SEEDS[name])
-    net, control_masks = CONTROLS[name](start, masks, seed)
+    net, control_masks = CONTROLS[name].make(start, masks, seed)
     _, result = masked_train(net, control_masks, _STATE["data"], cfg.train, **_hooks(cfg))
     return Outcome.of(result)
 
@@ -287,8 +299,10 @@ def run(init: Net, data: Split, cfg: Params, store: RoundStore,
     """Rounds 0..imp.rounds, continuing after ``done`` (resumed from ``store``), saving each in
     order. The trainings run in ``workers`` processes of ``threads`` threads (the fingerprint
     must name that count): round r + 1's ticket starts as soon as round r's ticket is trained,
-    beside round r's controls. A round's ``wall_seconds`` is the time since the previous round
-    was saved, so the rounds' sum is the run's wall time."""
+    beside round r's controls, and round 1's controls that read only its mask sizes train beside
+    round 0 when their start is the init (rewinding to it: nothing else could). A round's
+    ``wall_seconds`` is the time since the previous round was saved, so the rounds' sum is the
+    run's wall time."""
     rounds, last = list(done), time.perf_counter()
 
     def finish(rnd: Round) -> None:
@@ -301,8 +315,15 @@ def run(init: Net, data: Split, cfg: Params, store: RoundStore,
         on_round(rnd)
 
     with Tasks(workers, threads, _setup, (data, cfg)) as tasks:
+        early: dict[str, Future[Any]] = {}  # round 1's controls started beside round 0
+        sizes = imp_sizes([layer.weight.numel() for layer in init], cfg.imp.rate,
+                          cfg.imp.output_rate)
         if not rounds:
-            finish(tasks.submit(_dense, init).result())
+            dense = tasks.submit(_dense, init)
+            if cfg.imp.rounds >= 1 and not isinstance(cfg.imp.rewind, int):
+                early = {name: tasks.submit(_control, (name, 1, init, sized_masks(init, sizes)))
+                         for name in cfg.imp.controls if CONTROLS[name].sizes_only}
+            finish(dense.result())
         rewind = rounds[0].rewind
         start = init if rewind is None else with_weights(init, rewind)
         launched: dict[int, tuple[list[Tensor], dict[str, Future[Any]]]] = {}
@@ -311,7 +332,8 @@ def run(init: Net, data: Split, cfg: Params, store: RoundStore,
             masks = round_masks(previous, start, cfg)
             parts: dict[str, Future[Any]] = {"ticket": tasks.submit(_ticket, (start, masks))}
             for name in cfg.imp.controls:
-                parts[name] = tasks.submit(_control, (name, r, start, masks))
+                ready = early.pop(name, None) if r == 1 and remaining(masks) == sizes else None
+                parts[name] = ready or tasks.submit(_control, (name, r, start, masks))
             launched[r] = (masks, parts)
 
         if len(rounds) <= cfg.imp.rounds:

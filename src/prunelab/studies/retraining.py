@@ -84,21 +84,39 @@ def with_lr(cfg: TrainConfig, lr: float, epochs: int) -> TrainConfig:
 
 # -- iterative magnitude pruning ----------------------------------------------------------------
 
+def imp_sizes(sizes: Sequence[int], rate: float, output_rate: float) -> tuple[int, ...]:
+    """The next round's kept weights per layer, from this round's: each layer drops
+    floor(rate x what it keeps, the output layer output_rate x). Known before any training."""
+    last = len(sizes) - 1
+    return tuple(n - n_pruned(output_rate if i == last else rate, n) for i, n in enumerate(sizes))
+
+
 def imp_masks(net: Net, masks: Sequence[Tensor], rate: float, output_rate: float) -> list[Tensor]:
-    """The next round's keep-masks: each layer drops floor(rate x its remaining weights), those
-    of smallest |w| among the remaining (the output layer at ``output_rate``). Pruned weights
-    rank first, so the masks are nested."""
+    """The next round's keep-masks: each layer keeps :func:`imp_sizes` of its remaining weights,
+    dropping those of smallest |w| among them. Pruned weights rank first, so the masks are
+    nested."""
     out = []
-    for i, (layer, keep) in enumerate(zip(net, masks, strict=True)):
-        share = output_rate if i == len(net) - 1 else rate
-        remaining = int(keep.sum())
+    for layer, keep, kept in zip(net, masks, imp_sizes(remaining(masks), rate, output_rate),
+                                 strict=True):
         scores = torch.where(keep, layer.weight.abs(), torch.full_like(layer.weight, -1.0))
-        out.append(drop_smallest(scores, keep.numel() - remaining + n_pruned(share, remaining)))
+        out.append(drop_smallest(scores, keep.numel() - kept))
+    return out
+
+
+def sized_masks(net: Net, sizes: Sequence[int]) -> list[Tensor]:
+    """Keep-masks shaped like ``net``'s weights holding ``sizes`` kept weights per layer (the
+    first ones): what a control that reads only a mask's sizes needs before the mask exists."""
+    out = []
+    for layer, n in zip(net, sizes, strict=True):
+        flat = torch.zeros(layer.weight.numel(), dtype=torch.bool, device=layer.weight.device)
+        flat[:n] = True
+        out.append(flat.view(layer.weight.shape))
     return out
 
 
 def random_masks(masks: Sequence[Tensor], seed: int) -> list[Tensor]:
-    """Keep-masks of the same per-layer sizes as ``masks``, placed uniformly at random (seeded)."""
+    """Keep-masks of the same per-layer sizes as ``masks``, placed uniformly at random (seeded):
+    they depend on ``masks`` only through its sizes (and shapes and device)."""
     generator = torch.Generator().manual_seed(seed)
     out = []
     for keep in masks:
