@@ -570,6 +570,9 @@ def test_rounds_in_two_workers_equal_the_rounds_run_here(tmp_path: Path,
         assert_bits(a.trained, b.trained)
         assert set(a.outcomes) == set(b.outcomes)
         assert all(same_outcome(a.outcomes[v], b.outcomes[v]) for v in b.outcomes)
+    if rewind == "init":  # the early control (stand-ins of round 1's sizes) is the real one
+        by_definition = next_round(here[0], init, data, cfg).outcomes["random_mask"]
+        assert same_outcome(pooled[1].outcomes["random_mask"], by_definition)
     assert 0 < sum(r.wall_seconds for r in pooled) <= took
     assert [r.index for r in store.resume(CPU)[0]] == [0, 1, 2, 3]
     assert fingerprint(cfg, b"init", "cpu", 1) != fingerprint(cfg, b"init", "cpu", 2)
@@ -580,9 +583,10 @@ def test_round_ones_size_only_control_starts_beside_round_zero(
         rewind: int | str, early: list[str], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Rewinding to the init, round 1's random_mask control (it reads the mask's sizes only) is
-    handed to a worker right after round 0, before round 0 is trained, so the second worker
+    handed to the second worker right after round 0, before round 0 is trained, so that worker
     does not idle through round 0; it is trained once, not again with round 1. The re-init
-    control needs the ticket's mask and waits; rewinding to a step, so does everything."""
+    control needs the ticket's mask and waits; rewinding to a step, so does everything: round
+    1's ticket is then the next task after round 0."""
     from prunelab.studies import imp
 
     submitted: list[tuple[str, Any]] = []
@@ -594,10 +598,10 @@ def test_round_ones_size_only_control_starts_beside_round_zero(
 
     monkeypatch.setattr(imp.Tasks, "submit", record)
     cfg = params(rounds=2, rewind=rewind)
-    run(initial(), split(), cfg, RoundStore(tmp_path / "imp", "fp"), workers=1, threads=1)
+    run(initial(), split(), cfg, RoundStore(tmp_path / "imp", "fp"), workers=2, threads=1)
     assert submitted[0] == ("_dense", None)
-    assert [task[0] for _, task in submitted[1:1 + len(early)]] == early
-    assert all(task[1] == 1 for _, task in submitted[1:1 + len(early)])
+    assert submitted[1:1 + len(early)] == [("_control", (name, 1)) for name in early]
+    assert submitted[1 + len(early)] == ("_ticket", None)
     controls = [task for work, task in submitted if work == "_control"]
     assert sorted(controls) == sorted((n, r) for r in (1, 2) for n in cfg.imp.controls)
 

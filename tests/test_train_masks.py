@@ -128,7 +128,6 @@ def test_masked_weights_are_positive_zeros() -> None:
         assert not bool(torch.signbit(w.detach()[~m]).any())
 
 
-
 @pytest.mark.parametrize(("eval_every", "passes"), [(None, 2), (8, 2), (4, 4), (3, 7), (5, 5)])
 def test_an_epoch_ending_on_a_test_pass_is_not_tested_twice(
         eval_every: int | None, passes: int, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -224,7 +224,8 @@ def _random_mask(start: Net, masks: Sequence[Tensor],
 class Control:
     """A control arm: its net and masks from the ticket's start, masks and a seed. A control
     that reads the masks' per-layer sizes only (``sizes_only``) can start before the ticket's
-    masks exist: the sizes follow from imp.rate alone (:func:`studies.retraining.imp_sizes`)."""
+    masks exist: the sizes follow from imp.rate and imp.output_rate alone
+    (:func:`studies.retraining.imp_sizes`)."""
 
     make: Callable[[Net, Sequence[Tensor], int], tuple[Net, Sequence[Tensor]]]
     sizes_only: bool = False
@@ -299,8 +300,9 @@ def run(init: Net, data: Split, cfg: Params, store: RoundStore,
     """Rounds 0..imp.rounds, continuing after ``done`` (resumed from ``store``), saving each in
     order. The trainings run in ``workers`` processes of ``threads`` threads (the fingerprint
     must name that count): round r + 1's ticket starts as soon as round r's ticket is trained,
-    beside round r's controls, and round 1's controls that read only its mask sizes train beside
-    round 0 when their start is the init (rewinding to it: nothing else could). A round's
+    beside round r's controls; with ``imp.rewind: init`` and two workers or more, round 1's
+    controls that read only its mask sizes train beside round 0, which nothing else could. A
+    round's
     ``wall_seconds`` is the time since the previous round was saved, so the rounds' sum is the
     run's wall time."""
     rounds, last = list(done), time.perf_counter()
@@ -316,12 +318,14 @@ def run(init: Net, data: Split, cfg: Params, store: RoundStore,
 
     with Tasks(workers, threads, _setup, (data, cfg)) as tasks:
         early: dict[str, Future[Any]] = {}  # round 1's controls started beside round 0
-        sizes = imp_sizes([layer.weight.numel() for layer in init], cfg.imp.rate,
-                          cfg.imp.output_rate)
         if not rounds:
             dense = tasks.submit(_dense, init)
-            if cfg.imp.rounds >= 1 and not isinstance(cfg.imp.rewind, int):
-                early = {name: tasks.submit(_control, (name, 1, init, sized_masks(init, sizes)))
+            if cfg.imp.rounds >= 1 and not isinstance(cfg.imp.rewind, int) \
+                    and not tasks.in_process:  # in this process it would only delay round 0
+                sizes = imp_sizes([layer.weight.numel() for layer in init], cfg.imp.rate,
+                                  cfg.imp.output_rate)
+                sized = sized_masks(init, sizes)  # stand-ins: round 1's sizes, not its masks
+                early = {name: tasks.submit(_control, (name, 1, init, sized))
                          for name in cfg.imp.controls if CONTROLS[name].sizes_only}
             finish(dense.result())
         rewind = rounds[0].rewind
@@ -332,8 +336,9 @@ def run(init: Net, data: Split, cfg: Params, store: RoundStore,
             masks = round_masks(previous, start, cfg)
             parts: dict[str, Future[Any]] = {"ticket": tasks.submit(_ticket, (start, masks))}
             for name in cfg.imp.controls:
-                ready = early.pop(name, None) if r == 1 and remaining(masks) == sizes else None
-                parts[name] = ready or tasks.submit(_control, (name, r, start, masks))
+                ready = early.pop(name, None) if r == 1 else None  # imp_masks keeps imp_sizes
+                parts[name] = ready if ready is not None else \
+                    tasks.submit(_control, (name, r, start, masks))
             launched[r] = (masks, parts)
 
         if len(rounds) <= cfg.imp.rounds:
