@@ -293,18 +293,29 @@ def next_round(previous: Round, start: Net, data: Split, cfg: Params) -> Round:
     return Round(r, tuple(masks), trained, outcomes)
 
 
+def early_controls(tasks: Tasks, init: Net, cfg: Params) -> dict[str, Future[Any]]:
+    """Round 1's controls that read only its mask sizes, submitted beside round 0 (whose
+    training nothing else could share): with ``imp.rewind: init`` (their start) and a pool of
+    two workers or more (in this process they would only delay round 0). By name; empty when
+    none can start."""
+    if cfg.imp.rounds < 1 or isinstance(cfg.imp.rewind, int) or tasks.in_process:
+        return {}
+    sizes = imp_sizes([layer.weight.numel() for layer in init], cfg.imp.rate,
+                      cfg.imp.output_rate)
+    sized = sized_masks(init, sizes)  # stand-ins: round 1's sizes, not its masks
+    return {name: tasks.submit(_control, (name, 1, init, sized))
+            for name in cfg.imp.controls if CONTROLS[name].sizes_only}
+
+
 def run(init: Net, data: Split, cfg: Params, store: RoundStore,
         done: Sequence[Round] = (),
         on_round: Callable[[Round], None] = lambda r: None,
         workers: int = 1, threads: int = 1) -> list[Round]:
     """Rounds 0..imp.rounds, continuing after ``done`` (resumed from ``store``), saving each in
-    order. The trainings run in ``workers`` processes of ``threads`` threads (the fingerprint
-    must name that count): round r + 1's ticket starts as soon as round r's ticket is trained,
-    beside round r's controls; with ``imp.rewind: init`` and two workers or more, round 1's
-    controls that read only its mask sizes train beside round 0, which nothing else could. A
-    round's
-    ``wall_seconds`` is the time since the previous round was saved, so the rounds' sum is the
-    run's wall time."""
+    order, in ``workers`` processes of ``threads`` threads (the fingerprint names that count):
+    round r + 1's ticket starts once round r's is trained, beside round r's controls (round 1's
+    beside round 0 when they can: :func:`early_controls`). A round's ``wall_seconds`` is the
+    time since the previous one was saved (their sum is the run's wall time)."""
     rounds, last = list(done), time.perf_counter()
 
     def finish(rnd: Round) -> None:
@@ -320,13 +331,7 @@ def run(init: Net, data: Split, cfg: Params, store: RoundStore,
         early: dict[str, Future[Any]] = {}  # round 1's controls started beside round 0
         if not rounds:
             dense = tasks.submit(_dense, init)
-            if cfg.imp.rounds >= 1 and not isinstance(cfg.imp.rewind, int) \
-                    and not tasks.in_process:  # in this process it would only delay round 0
-                sizes = imp_sizes([layer.weight.numel() for layer in init], cfg.imp.rate,
-                                  cfg.imp.output_rate)
-                sized = sized_masks(init, sizes)  # stand-ins: round 1's sizes, not its masks
-                early = {name: tasks.submit(_control, (name, 1, init, sized))
-                         for name in cfg.imp.controls if CONTROLS[name].sizes_only}
+            early = early_controls(tasks, init, cfg)
             finish(dense.result())
         rewind = rounds[0].rewind
         start = init if rewind is None else with_weights(init, rewind)
@@ -335,9 +340,8 @@ def run(init: Net, data: Split, cfg: Params, store: RoundStore,
         def launch(r: int, previous: Round) -> None:
             masks = round_masks(previous, start, cfg)
             parts: dict[str, Future[Any]] = {"ticket": tasks.submit(_ticket, (start, masks))}
-            for name in cfg.imp.controls:
-                ready = early.pop(name, None) if r == 1 else None  # imp_masks keeps imp_sizes
-                parts[name] = ready if ready is not None else \
+            for name in cfg.imp.controls:  # round 1's early ones: imp_masks keeps imp_sizes
+                parts[name] = early.pop(name) if r == 1 and name in early else \
                     tasks.submit(_control, (name, r, start, masks))
             launched[r] = (masks, parts)
 
