@@ -372,21 +372,6 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def wait_http(url: str, timeout: float, proc: subprocess.Popen[Any] | None = None,
-              log: Path | None = None) -> None:
-    """Poll ``url`` until it answers 200; fail early if ``proc`` dies."""
-    import urllib.request
-
-    def ok() -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                return bool(answer.status == 200)
-        except OSError:
-            return False
-
-    wait_until(ok, timeout, f"{url} to answer", proc, log, poll=0.5)
-
-
 @contextlib.contextmanager
 def read_only_dir(path: Path) -> Iterator[None]:
     """Make ``path`` refuse new files for the block, as a read-only folder does.

@@ -347,25 +347,38 @@ def stop_process(proc: subprocess.Popen[Any], grace: float = 10) -> None:
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_uri: str, workdir: Path, artifact_root: Path | None = None,
-                  timeout: float = 120) -> Iterator[str]:
-    """An ``mlflow server`` on a free loopback port; yields its base URL; stopped afterwards."""
+def mlflow_server_process(backend_uri: str, workdir: Path, artifact_root: Path | None = None,
+                          timeout: float = 120) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """An ``mlflow server`` on a free loopback port; yields (its base URL, its process), for a
+    test that kills it; stopped afterwards."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    log = Path(workdir) / f"mlflow-server-{port}.log"
+    log = workdir / f"mlflow-server-{port}.log"
     cmd = [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", backend_uri,
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     if artifact_root is not None:
         cmd += ["--default-artifact-root", str(artifact_root)]
-    env = env_for(Path(workdir), MLFLOW_SERVER_ENABLE_JOB_EXECUTION=SERVER_JOBS)
+    # the server's settings are the test's: none inherited from the caller's MLFLOW_* variables
+    env = {k: v for k, v in env_for(workdir).items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = SERVER_JOBS
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/health", timeout, proc, log)
-        yield url
+        yield url, proc
     finally:
         stop_process(proc)
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, workdir: Path, artifact_root: Path | None = None,
+                  timeout: float = 120) -> Iterator[str]:
+    """An ``mlflow server`` on a free loopback port; yields its base URL; stopped afterwards."""
+    with mlflow_server_process(backend_uri, workdir, artifact_root, timeout) as (url, _):
+        yield url
 
 
 def rest_runs(url: str, experiment_name: str = EXPERIMENT) -> tuple[str, list[dict[str, Any]]]:

@@ -12,7 +12,6 @@ except where a stage must run long enough to be interrupted.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -21,7 +20,6 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,12 +34,10 @@ from reliability_helpers import (
     PYTHON,
     SLOW_PARAMS,
     SMALL_PARAMS,
-    VENV_BIN,
     assert_clean_error,
     copy_code,
     dvc,
     env_for,
-    free_port,
     git,
     make_repo,
     seed_mnist,
@@ -53,14 +49,13 @@ from reliability_helpers import (
     stop_group,
     temp_files,
     terminal_output,
-    wait_http,
     wait_until,
     write_params,
 )
 from reliability_helpers import (
     closed_port as closed_port_ctx,
 )
-from repo_helpers import SERVER_JOBS, SessionBaseline
+from repo_helpers import SessionBaseline, mlflow_server_process
 
 from prunelab import paths
 from prunelab.studies.registry import load_params
@@ -549,29 +544,6 @@ def test_damaged_curve_stops_its_reader(damaged: Path, reader: str, how: str) ->
 # === 7. tracking server dies mid-run ===========================================================
 
 
-@contextlib.contextmanager
-def mlflow_server(workdir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`mlflow server` on a SQLite store in ``workdir``, loopback, free port; (url, process)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = workdir / "mlflow-server.log"
-    cmd = [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri",
-           f"sqlite:///{workdir / 'server.db'}", "--default-artifact-root",
-           str(workdir / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1"]
-    env = env_for(workdir, MLFLOW_SERVER_ENABLE_JOB_EXECUTION=SERVER_JOBS)  # no job runner
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", 180, proc, log)
-        yield url, proc
-    finally:
-        stop_group(proc)
-
-
 def rest_stage_run(url: str, stage_name: str) -> str | None:
     """The id of a run tagged stage=<stage_name> on the server, or None (yet)."""
     try:
@@ -598,7 +570,9 @@ def test_tracking_server_killed_mid_run(tmp_path: Path, mnist: Path) -> None:
     repo = make_repo(tmp_path / "repo", mnist)
     write_params(repo, SLOW_PARAMS)
     model_log = tmp_path / "repro.log"
-    with mlflow_server(tmp_path / "server") as (url, server):
+    server_dir = tmp_path / "server"
+    with mlflow_server_process(f"sqlite:///{server_dir / 'server.db'}", server_dir,
+                               server_dir / "artifacts", timeout=180) as (url, server):
         env = env_for(repo, MLFLOW_TRACKING_URI=url)
         with model_log.open("wb") as out:
             proc = subprocess.Popen([DVC, "repro", TRAIN], cwd=repo, env=env, stdout=out,
