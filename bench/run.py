@@ -459,12 +459,18 @@ def timed_trainings(jobs: list[dict[str, Any]], at_once: bool,
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import run; "
             "run.parallel_worker()")
 
-    def spawn(job: dict[str, Any]) -> subprocess.Popen[str]:
-        proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(job)], env=env,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        if proc.stdout is None or proc.stdout.readline().strip() != "ready":
-            raise click.ClickException(f"a training process failed to start: {job}")
-        return proc
+    def spawn(work: list[dict[str, Any]]) -> list[subprocess.Popen[str]]:
+        """Every process started at once (their imports overlap), each waited for until set up;
+        a process waiting for its signal sleeps on stdin, so it takes no core from a training."""
+        procs = [subprocess.Popen([sys.executable, "-c", code, json.dumps(job)], env=env,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                 for job in work]
+        for job, proc in zip(work, procs):
+            if proc.stdout is None or proc.stdout.readline().strip() != "ready":
+                for other in procs:
+                    other.kill()
+                raise click.ClickException(f"a training process failed to start: {job}")
+        return procs
 
     def finish(procs: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:
         for proc in procs:  # the start signals go out together, before any result is read
@@ -476,8 +482,8 @@ def timed_trainings(jobs: list[dict[str, Any]], at_once: bool,
             raise click.ClickException("a training process failed")
         return done
 
-    runs = (finish([spawn(job) for job in jobs]) if at_once
-            else [run for job in jobs for run in finish([spawn(job)])])
+    procs = spawn(jobs)
+    runs = finish(procs) if at_once else [run for proc in procs for run in finish([proc])]
     wall = (max(r["end"] for r in runs) - min(r["start"] for r in runs) if at_once
             else sum(r["end"] - r["start"] for r in runs))
     return {"seconds": wall, "threads": [r["threads"] for r in runs],
