@@ -8,7 +8,6 @@ changed.
 
 from __future__ import annotations
 
-import ast
 import difflib
 import json
 import textwrap
@@ -20,7 +19,7 @@ import yaml
 from prunelab import paths
 from prunelab.runtime.declare import MAIN, Plot, Stage, Study
 from prunelab.runtime.fingerprint import ROOT as PACKAGE_DIR
-from prunelab.runtime.fingerprint import _imported, imports_of, module_file
+from prunelab.runtime.fingerprint import imports_in, imports_of, module_file
 
 REPO = PACKAGE_DIR.parents[1]  # the checkout: src/prunelab/../..
 
@@ -28,7 +27,7 @@ REPO = PACKAGE_DIR.parents[1]  # the checkout: src/prunelab/../..
 def script_modules(script: Path) -> set[str]:
     """Every prunelab module a stage script uses, directly or through other modules."""
     found: set[str] = set()
-    for name in _imported(ast.parse((REPO / script).read_text(encoding="utf-8"))):
+    for name in imports_in((REPO / script).read_text(encoding="utf-8")):
         found |= imports_of(name)
     return found
 
