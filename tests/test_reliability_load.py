@@ -13,7 +13,6 @@ import contextlib
 import json
 import math
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from reliability_helpers import (
     make_repo,
     sqlite_uri,
 )
+from repo_helpers import wait_for_queue
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -53,18 +53,6 @@ TRAIN_STEPS = math.ceil(SMALL_PARAMS["data"]["train_size"] / SMALL_PARAMS["train
 
 def queued(output: str) -> list[str]:
     return re.findall(r"Queued experiment '([^']+)' for future execution", output)
-
-
-def wait_for_queue(repo: Path, env: dict[str, str], timeout: float) -> str:
-    """Poll `dvc queue status` until nothing is Queued or Running; the last status table."""
-    deadline = time.monotonic() + timeout
-    status = ""
-    while time.monotonic() < deadline:
-        status = dvc(repo, "queue", "status", env=env, timeout=120).stdout
-        if not re.search(r"\b(Queued|Running)\b", status):
-            return status
-        time.sleep(5)
-    raise AssertionError(f"queue still busy after {timeout:.0f} s:\n{status}")
 
 
 def seeds_by_experiment(shown: Any) -> dict[str, int]:
@@ -117,7 +105,7 @@ def test_eight_queued_experiments_two_workers_one_store(tmp_path: Path, mnist_di
     assert len(names) == len(SEEDS) == len(set(names)), out.stdout + out.stderr
     try:
         dvc(repo, "queue", "start", "-j", str(WORKERS), env=env)
-        status = wait_for_queue(repo, env, QUEUE_TIMEOUT)
+        status = wait_for_queue(repo, QUEUE_TIMEOUT, env=env, poll=5)
     except BaseException:
         dvc(repo, "queue", "kill", *names, env=env, check=False)
         raise
