@@ -444,18 +444,27 @@ def parallel_worker() -> None:
     # training (the warm stage server has it imported before any stage starts)
     import torch._dynamo  # noqa: F401
     print("ready", flush=True)
-    sys.stdin.readline()
+    if not sys.stdin.readline():  # the benchmark ended (failed) before this training's turn
+        return
     start = time.monotonic()
     train(model, x, y, x[:100], y[:100], cfg, progress=False)
     print(json.dumps({"start": start, "end": time.monotonic(), "why": decided.why,
                       "threads": torch.get_num_threads()}), flush=True)
 
 
+def stop(procs: list[subprocess.Popen[str]]) -> None:
+    """Kill and reap the processes still running."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def timed_trainings(jobs: list[dict[str, Any]], at_once: bool,
                     env: dict[str, str]) -> dict[str, Any]:
-    """Wall time of the trainings ``jobs``, each in its own process, all started together
-    (``at_once``) or one after the other. Process start and data loading are left out: every
-    process is set up before its training starts."""
+    """Wall time of the trainings ``jobs``, each in its own process, trained all at once
+    (``at_once``) or one after the other. Process start and data loading are left out: the
+    processes start together, and every one is set up before any training starts."""
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import run; "
             "run.parallel_worker()")
 
@@ -467,8 +476,7 @@ def timed_trainings(jobs: list[dict[str, Any]], at_once: bool,
                  for job in work]
         for job, proc in zip(work, procs):
             if proc.stdout is None or proc.stdout.readline().strip() != "ready":
-                for other in procs:
-                    other.kill()
+                stop(procs)
                 raise click.ClickException(f"a training process failed to start: {job}")
         return procs
 
@@ -483,7 +491,10 @@ def timed_trainings(jobs: list[dict[str, Any]], at_once: bool,
         return done
 
     procs = spawn(jobs)
-    runs = finish(procs) if at_once else [run for proc in procs for run in finish([proc])]
+    try:
+        runs = finish(procs) if at_once else [run for proc in procs for run in finish([proc])]
+    finally:
+        stop(procs)  # those a failure left waiting for their turn
     wall = (max(r["end"] for r in runs) - min(r["start"] for r in runs) if at_once
             else sum(r["end"] - r["start"] for r in runs))
     return {"seconds": wall, "threads": [r["threads"] for r in runs],
