@@ -24,7 +24,7 @@ from reliability_helpers import (
     make_repo,
     sqlite_uri,
 )
-from repo_helpers import wait_for_queue
+from repo_helpers import queued_experiments, wait_for_queue
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -49,10 +49,6 @@ def tracked_stages(seed: int) -> set[str]:
 
 
 TRAIN_STEPS = math.ceil(SMALL_PARAMS["data"]["train_size"] / SMALL_PARAMS["train"]["batch_size"])
-
-
-def queued(output: str) -> list[str]:
-    return re.findall(r"Queued experiment '([^']+)' for future execution", output)
 
 
 def seeds_by_experiment(shown: Any) -> dict[str, int]:
@@ -101,7 +97,7 @@ def test_eight_queued_experiments_two_workers_one_store(tmp_path: Path, mnist_di
     # one experiment per value of the sweep: train.seeds=[1],[2],...
     out = dvc(repo, "exp", "run", "--queue", TARGET, "-S",
               "train.seeds=" + ",".join(f"[{s}]" for s in SEEDS), env=env, timeout=600)
-    names = queued(out.stdout + out.stderr)
+    names = queued_experiments(out.stdout + out.stderr)
     assert len(names) == len(SEEDS) == len(set(names)), out.stdout + out.stderr
     try:
         dvc(repo, "queue", "start", "-j", str(WORKERS), env=env)
