@@ -35,7 +35,7 @@ pipeline: setup                      ## set up, then run the whole study with DV
 	dvc repro
 
 # The retraining studies (fine-tuning, lottery tickets): a second pipeline file, ~25 min.
-retrain: setup                       ## fine-tuning and IMP / lottery tickets (after the study)
+retrain: setup                       ## the second pipeline: fine-tuning, IMP, at-init, during-training, archs
 	dvc repro stages/retrain/dvc.yaml
 	dvc repro --force --single-item report   # reports/study.md gains the retraining section
 
