@@ -34,8 +34,9 @@ setup: $(VENV)/.installed $(PLOTS_DIR)/page.html  ## .venv with the project and 
 pipeline: setup                      ## set up, then run the whole study with DVC
 	dvc repro
 
-# The retraining studies (fine-tuning, lottery tickets): a second pipeline file, ~25 min.
-retrain: setup                       ## the second pipeline: fine-tuning, IMP, at-init, during-training, archs
+# The second pipeline file: retraining (fine-tuning, IMP and lottery tickets), tickets at
+# initialisation, pruning during training (and L0), the architectures study on MNIST-1D.
+retrain: setup                       ## the second pipeline: fine-tuning, IMP, at-init, during-training, L0, archs
 	dvc repro stages/retrain/dvc.yaml
 	dvc repro --force --single-item report   # reports/study.md gains the retraining section
 

@@ -481,6 +481,7 @@ def wait_for_queue(repo: Path, timeout: float, env: Mapping[str, str] | None = N
         if not rows:
             return status
         time.sleep(poll)
+    status = dvc(repo, "queue", "status", env=env, timeout=120, check=False).stdout
     raise TimeoutError(f"queue still busy after {timeout:.0f} s:\n{status}")
 
 
