@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -463,6 +464,36 @@ def experiment_running(repo: Path) -> bool:
     return False
 
 
+def queue_workers(repo: Path) -> list[Any]:
+    """``repo``'s live `dvc exp queue-worker` processes (psutil), and the forks that spawned
+    them: `dvc queue start` leaves them in the directory it ran in, the repository."""
+    import psutil
+
+    def spawned(cmdline: Sequence[str]) -> bool:
+        return "queue-worker" in cmdline or ("queue" in cmdline and "start" in cmdline)
+
+    root = str(repo.resolve())
+    return [proc for proc in psutil.process_iter(["cmdline", "cwd"])
+            if proc.info["cwd"] == root and spawned(proc.info["cmdline"] or [])]
+
+
+def start_queue(repo: Path, jobs: int, env: Mapping[str, str] | None = None) -> None:
+    """`dvc queue start -j JOBS` in ``repo``, back once its workers are spawned.
+
+    The workers inherit the command's output streams, so its output goes to a file: through a
+    pipe the call would last until the last worker exits, and forever if one never does (under
+    load, DVC's idle monitor can shut a worker down in mid-experiment, and that worker then
+    never exited: CI, 2026-12-06)."""
+    cmd = [str(VENV_BIN / "dvc"), "queue", "start", "-j", str(jobs)]
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as out:
+        done = subprocess.run(cmd, cwd=repo, env=dict(env) if env else env_for(repo), stdout=out,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=120)
+        if done.returncode != 0:
+            out.seek(0)
+            raise CommandFailed(f"{' '.join(cmd)} (in {repo}) exited {done.returncode}\n"
+                                f"{out.read()[-6000:]}")
+
+
 def wait_for_queue(repo: Path, timeout: float, env: Mapping[str, str] | None = None,
                    poll: float = 3) -> str:
     """Wait until nothing in `dvc queue status` is Queued or Running; return the last status.
@@ -483,6 +514,34 @@ def wait_for_queue(repo: Path, timeout: float, env: Mapping[str, str] | None = N
         time.sleep(poll)
     status = dvc(repo, "queue", "status", env=env, timeout=120, check=False).stdout
     raise TimeoutError(f"queue still busy after {timeout:.0f} s:\n{status}")
+
+
+def stop_queue(repo: Path, env: Mapping[str, str] | None = None, grace: float = 30) -> None:
+    """`dvc queue stop`, then wait up to ``grace`` seconds for ``repo``'s workers to exit and
+    kill any left (a worker stuck in its shutdown), so no test leaves a worker behind."""
+    import psutil
+
+    dvc(repo, "queue", "stop", env=env, check=False)
+    _, alive = psutil.wait_procs(queue_workers(repo), timeout=grace)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=10)
+
+
+def run_queue(repo: Path, names: Sequence[str], jobs: int, timeout: float,
+              env: Mapping[str, str] | None = None, poll: float = 3) -> str:
+    """Run ``repo``'s queued experiments ``names`` in ``jobs`` workers (`dvc queue start -j`)
+    and return the final `dvc queue status` once none is Queued or Running; the workers are
+    gone when it returns. On a failure or a timeout the experiments are killed first."""
+    try:
+        start_queue(repo, jobs, env)
+        return wait_for_queue(repo, timeout, env=env, poll=poll)
+    except BaseException:
+        dvc(repo, "queue", "kill", *names, env=env, check=False)
+        raise
+    finally:
+        stop_queue(repo, env)
 
 
 def exp_show(repo: Path, env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:

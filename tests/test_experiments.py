@@ -39,9 +39,9 @@ from repo_helpers import (
     read_json,
     reset_workspace,
     run_command,
+    run_queue,
     sqlite_uri,
     stages_run,
-    wait_for_queue,
     write_params,
 )
 
@@ -313,14 +313,7 @@ def test_queued_experiments_run_in_parallel_into_one_store(baseline: Baseline) -
     out = dvc(repo, "exp", "run", "--queue", "-S", "train.lr=0.002,0.003")
     names = queued_experiments(out.stdout + out.stderr)
     assert len(names) == 2, out.stdout + out.stderr
-    try:
-        dvc(repo, "queue", "start", "-j", "2")
-        status = wait_for_queue(repo, timeout=480)
-    except BaseException:
-        dvc(repo, "queue", "kill", *names, check=False)
-        raise
-    finally:
-        dvc(repo, "queue", "stop", check=False)
+    status = run_queue(repo, names, jobs=2, timeout=480)
     for name in names:
         assert any(name in line and "Success" in line for line in status.splitlines()), status
     shown = experiment_entries(exp_show(repo))

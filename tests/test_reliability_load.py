@@ -24,7 +24,7 @@ from reliability_helpers import (
     make_repo,
     sqlite_uri,
 )
-from repo_helpers import queued_experiments, wait_for_queue
+from repo_helpers import queued_experiments, run_queue
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -99,14 +99,7 @@ def test_eight_queued_experiments_two_workers_one_store(tmp_path: Path, mnist_di
               "train.seeds=" + ",".join(f"[{s}]" for s in SEEDS), env=env, timeout=600)
     names = queued_experiments(out.stdout + out.stderr)
     assert len(names) == len(SEEDS) == len(set(names)), out.stdout + out.stderr
-    try:
-        dvc(repo, "queue", "start", "-j", str(WORKERS), env=env)
-        status = wait_for_queue(repo, QUEUE_TIMEOUT, env=env, poll=5)
-    except BaseException:
-        dvc(repo, "queue", "kill", *names, env=env, check=False)
-        raise
-    finally:
-        dvc(repo, "queue", "stop", env=env, check=False)
+    status = run_queue(repo, names, WORKERS, QUEUE_TIMEOUT, env=env, poll=5)
 
     # -- DVC: every experiment succeeded; what each one ran; no lock errors in any log
     for name in names:

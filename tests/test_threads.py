@@ -13,7 +13,7 @@ import click
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from repo_helpers import MAIN, dvc, env_for, git, queued_experiments, wait_for_queue
+from repo_helpers import MAIN, dvc, env_for, git, queued_experiments, run_queue
 
 from prunelab.runtime import stage as cli
 from prunelab.runtime.machine import seconds_since_start, usable_cores
@@ -234,14 +234,7 @@ def test_dvc_queue_with_two_workers_gives_each_stage_its_share(tmp_path: Path) -
     out = dvc(repo, "exp", "run", "--queue", "-S", "x=1,2", env=env)
     names = queued_experiments(out.stdout + out.stderr)
     assert len(names) == 2, out.stdout + out.stderr
-    try:
-        dvc(repo, "queue", "start", "-j", "2", env=env)
-        status = wait_for_queue(repo, timeout=240, env=env, poll=1)
-    except BaseException:
-        dvc(repo, "queue", "kill", *names, env=env, check=False)
-        raise
-    finally:
-        dvc(repo, "queue", "stop", env=env, check=False)
+    status = run_queue(repo, names, jobs=2, timeout=240, env=env, poll=1)
     share = max(1, usable_cores() // 2)
     for name in names:
         assert any(name in line and "Success" in line for line in status.splitlines()), status
