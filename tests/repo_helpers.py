@@ -482,7 +482,7 @@ def start_queue(repo: Path, jobs: int, env: Mapping[str, str] | None = None) -> 
 
     The workers inherit the command's output streams, so its output goes to a file: through a
     pipe the call would last until the last worker exits, and forever if one never does (under
-    load, DVC's idle monitor can shut a worker down in mid-experiment, and that worker then
+    load, DVC's idle monitor once sent its worker a shutdown in mid-experiment, and that worker
     never exited: CI, 2026-12-06)."""
     cmd = [str(VENV_BIN / "dvc"), "queue", "start", "-j", str(jobs)]
     with tempfile.TemporaryFile("w+", encoding="utf-8") as out:
